@@ -1,0 +1,51 @@
+// config.h: the hy_v3 model configuration, read from an HF config.json (MODEL_SPEC.md §2).
+//
+// Values come from the file only, never from any engine's class defaults. A field that changes
+// the computation and is missing, out of range or inconsistent is an Error naming the file and
+// the field. Both Hy3-preview and Hy-MT2-30B-A3B use this schema.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace hyoracle {
+
+struct ModelConfig {
+  std::string source;        // path of the config.json (for messages)
+  std::string sha256;        // sha256 of the config.json bytes
+  std::string model_type;    // "hy_v3"
+  int64_t vocab_size = 0;             // V
+  int64_t hidden_size = 0;            // H
+  int64_t intermediate_size = 0;      // I_d, dense layers only
+  int64_t moe_intermediate_size = 0;  // I_e, one routed expert (== expert_hidden_dim)
+  int64_t num_hidden_layers = 0;      // L, excludes MTP layers
+  int64_t num_attention_heads = 0;    // n_q
+  int64_t num_key_value_heads = 0;    // n_kv
+  int64_t head_dim = 0;               // d
+  int64_t num_experts = 0;            // E (num_experts or num_local_experts)
+  int64_t num_experts_per_tok = 0;    // k
+  int64_t num_shared_experts = 0;     // shared width = I_e * num_shared_experts
+  double rms_norm_eps = 0;            // one eps for every norm
+  double rope_theta = 0;              // θ; rope_type must be "default"
+  double router_scaling_factor = 0;   // multiplies the renormalised top-k weights
+  bool route_norm = true;             // renormalise the top-k weights (+1e-20)
+  bool tie_word_embeddings = false;   // lm_head shares embed_tokens when true
+  bool enable_moe_fp32_combine = false;  // recorded; affects only bf16 rounding emulation
+  bool enable_lm_head_fp32 = false;      // recorded; affects only bf16 rounding emulation
+  std::vector<bool> dense_layer;      // per layer: dense SwiGLU (true) or MoE (false)
+
+  int64_t gqa_group() const { return num_attention_heads / num_key_value_heads; }
+  int64_t q_width() const { return num_attention_heads * head_dim; }    // A
+  int64_t kv_width() const { return num_key_value_heads * head_dim; }   // Kv
+  int64_t shared_width() const { return moe_intermediate_size * num_shared_experts; }
+  bool is_dense(int64_t layer) const { return dense_layer.at(size_t(layer)); }
+};
+
+// Reads and validates `path` (a config.json file).
+ModelConfig load_config(const std::string& path);
+// Validates an already-parsed config; `source` names the file in messages.
+ModelConfig parse_config(const nlohmann::json& j, const std::string& source);
+
+}  // namespace hyoracle

@@ -1,0 +1,94 @@
+#include "decoder_layer.h"
+
+#include "attention.h"
+#include "matmul.h"
+#include "names.h"
+#include "rms_norm.h"
+#include "rope.h"
+
+namespace hyoracle {
+
+template <class S>
+void append_rows(Tensor<S>& cache, const Tensor<S>& rows) {
+  if (cache.shape.empty()) {
+    cache = rows;
+    return;
+  }
+  cache.data.insert(cache.data.end(), rows.data.begin(), rows.data.end());
+  cache.shape[0] += rows.shape[0];
+}
+
+template <class S>
+Tensor<S> decoder_layer(const Tensor<S>& x, int64_t L, const LayerWeights<S>& w, const ModelConfig& c,
+                        const std::vector<int64_t>& positions, LayerCache<S>& cache, const Numerics& num,
+                        const Recorder& rec) {
+  using names::layer;
+  const int64_t T = x.rows(), nq = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
+  const double eps = c.rms_norm_eps;
+
+  const Tensor<S> a = rms_norm(x, w.input_norm, eps, num);
+  rec(layer(L, "input_norm"), a);
+  Tensor<S> q = linear(a, w.wq, num.threads);
+  Tensor<S> k = linear(a, w.wk, num.threads);
+  Tensor<S> v = linear(a, w.wv, num.threads);
+  q.shape = {T, nq, d};
+  k.shape = {T, nkv, d};
+  v.shape = {T, nkv, d};
+  rec(layer(L, "attn.q"), q);
+  rec(layer(L, "attn.k"), k);
+  rec(layer(L, "attn.v"), v);
+  Tensor<S> qr = rms_norm(q, w.q_norm, eps, num);
+  Tensor<S> kr = rms_norm(k, w.k_norm, eps, num);
+  rec(layer(L, "attn.q_norm"), qr);
+  rec(layer(L, "attn.k_norm"), kr);
+  const RopeTable<S> rope = rope_table<S>(positions, d, c.rope_theta, num);
+  apply_rope(qr, rope);
+  apply_rope(kr, rope);
+  rec(layer(L, "attn.q_rope"), qr);
+  rec(layer(L, "attn.k_rope"), kr);
+
+  append_rows(cache.k, kr);
+  append_rows(cache.v, v);
+  cache.positions.insert(cache.positions.end(), positions.begin(), positions.end());
+  const Tensor<S> ctx = attention(qr, cache.k, cache.v, positions, cache.positions, num);
+  rec(layer(L, "attn.context"), ctx);
+  const Tensor<S> attn_out = linear(ctx, w.wo, num.threads);
+  rec(layer(L, "attn.out"), attn_out);
+
+  Tensor<S> h = x;
+  for (int64_t i = 0; i < h.numel(); ++i) h.data[i] += attn_out.data[i];
+  rec(layer(L, "resid_mid"), h);
+  const Tensor<S> f = rms_norm(h, w.post_norm, eps, num);
+  rec(layer(L, "post_norm"), f);
+
+  Tensor<S> ffn;
+  if (w.dense) {
+    ffn = swiglu_mlp(f, w.mlp, num.threads);
+  } else {
+    MoeOutput<S> m = moe_block(f, w.router, w.expert_bias, w.experts, w.shared, c.num_experts_per_tok,
+                               c.router_scaling_factor, c.route_norm, num);
+    rec(layer(L, "moe.router_logits"), m.router.logits);
+    rec(layer(L, "moe.scores"), m.router.scores);
+    rec.ints(layer(L, "moe.topk_ids"), {T, m.router.k}, m.router.ids);
+    rec(layer(L, "moe.topk_weights"), m.router.weights);
+    rec(layer(L, "moe.topk_margin"), m.router.margin);
+    rec(layer(L, "moe.routed_out"), m.routed);
+    rec(layer(L, "moe.shared_out"), m.shared);
+    ffn = std::move(m.out);
+  }
+  rec(layer(L, "mlp.out"), ffn);
+  for (int64_t i = 0; i < h.numel(); ++i) h.data[i] += ffn.data[i];
+  rec(layer(L, "out"), h);
+  return h;
+}
+
+template void append_rows<double>(Tensor<double>&, const Tensor<double>&);
+template void append_rows<float>(Tensor<float>&, const Tensor<float>&);
+template Tensor<double> decoder_layer<double>(const Tensor<double>&, int64_t, const LayerWeights<double>&,
+                                              const ModelConfig&, const std::vector<int64_t>&, LayerCache<double>&,
+                                              const Numerics&, const Recorder&);
+template Tensor<float> decoder_layer<float>(const Tensor<float>&, int64_t, const LayerWeights<float>&, const ModelConfig&,
+                                            const std::vector<int64_t>&, LayerCache<float>&, const Numerics&,
+                                            const Recorder&);
+
+}  // namespace hyoracle

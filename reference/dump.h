@@ -1,0 +1,86 @@
+// dump.h: writing and reading hyoracle activation dumps (docs/DUMP_FORMAT.md, version 1).
+//
+//   <dump>/manifest.json              format, version, producer, model, input, files
+//   <dump>/activations.safetensors    canonical tensor names, batch 1, leading dim T
+//
+// The writer keeps tensors in memory until write(); the reader maps the files and decodes one
+// tensor at a time, so reading needs no more memory than the largest tensor asked for.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "config.h"
+#include "safetensors.h"
+#include "sink.h"
+
+namespace hyoracle {
+
+constexpr int kDumpVersion = 1;
+constexpr const char* kHyoracleVersion = "0.1.0";
+
+struct DumpProducer {
+  std::string name = "hyoracle-reference";
+  std::string version = kHyoracleVersion;
+  std::string device = "cpu";
+  std::string dtype = "float64";   // activation dtype of the run
+  std::string precision = "exact"; // exact | hf | fp32 | bf16 | engine
+  std::string mode = "prefill";    // prefill | decode | generate
+};
+
+// The manifest fields DUMP_FORMAT.md defines, plus hyoracle's extras (tie-break rule, ...).
+nlohmann::ordered_json make_manifest(const DumpProducer& p, const ModelConfig& c, const std::string& checkpoint,
+                                     const std::vector<int64_t>& token_ids, int64_t position_offset = 0);
+
+class DumpWriter : public ActivationSink {
+ public:
+  // float_dtype: how floating tensors are stored (F64, F32, F16 or BF16).
+  explicit DumpWriter(DType float_dtype = DType::F64) : float_dtype_(float_dtype) {}
+  void put(const std::string& name, const Tensor<double>& t) override;
+  void put(const std::string& name, const Tensor<float>& t) override;
+  void put_ints(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& v) override;
+  // ids are stored as I64 for input_ids / generate.tokens and I32 for topk_ids (DUMP_FORMAT.md).
+  bool has(const std::string& name) const { return index_.count(name) != 0; }
+  size_t size() const { return tensors_.size(); }
+  // Writes manifest.json (with "files" filled in) and activations.safetensors into dir.
+  void write(const std::string& dir, nlohmann::ordered_json manifest) const;
+
+ private:
+  void add(RawTensor t);
+  DType float_dtype_;
+  std::vector<RawTensor> tensors_;
+  std::map<std::string, size_t> index_;
+};
+
+class Dump {
+ public:
+  // Reads and validates dir/manifest.json and maps every file it lists.
+  explicit Dump(const std::string& dir);
+
+  const std::string& dir() const { return dir_; }
+  const nlohmann::json& manifest() const { return manifest_; }
+  // Tensor names in file order.
+  const std::vector<std::string>& names() const { return names_; }
+  bool has(const std::string& name) const { return where_.count(name) != 0; }
+  const TensorInfo& info(const std::string& name) const;
+  // Path of the file holding `name`.
+  const std::string& file_of(const std::string& name) const;
+  // Decodes any numeric tensor into double (exact for every dtype of the format).
+  Tensor<double> read(const std::string& name) const;
+  std::vector<int64_t> read_ints(const std::string& name) const;
+  std::vector<int64_t> token_ids() const;
+  // producer.<field> as a string ("" when absent).
+  std::string producer(const std::string& field) const;
+
+ private:
+  std::string dir_;
+  nlohmann::json manifest_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, std::pair<size_t, const TensorInfo*>> where_;
+  std::vector<std::string> names_;
+};
+
+}  // namespace hyoracle

@@ -1,0 +1,137 @@
+#include "model.h"
+
+#include "embedding.h"
+#include "matmul.h"
+#include "names.h"
+#include "rms_norm.h"
+
+namespace hyoracle {
+
+std::string hf_layer_name(int64_t L, const std::string& what) {
+  return "model.layers." + std::to_string(L) + "." + what;
+}
+
+template <class S>
+LayerWeights<S> load_layer(const Checkpoint& ck, int64_t L, bool resident_experts) {
+  const ModelConfig& c = ck.config();
+  if (L < 0 || L >= c.num_hidden_layers)
+    fail("layer " + std::to_string(L) + " is out of range: " + c.source + " has num_hidden_layers " +
+         std::to_string(c.num_hidden_layers));
+  const int64_t H = c.hidden_size, A = c.q_width(), Kv = c.kv_width(), d = c.head_dim;
+  auto n = [&](const std::string& w) { return hf_layer_name(L, w); };
+  LayerWeights<S> w;
+  w.input_norm = ck.load<S>(n("input_layernorm.weight"), {H});
+  w.wq = ck.load<S>(n("self_attn.q_proj.weight"), {A, H});
+  w.wk = ck.load<S>(n("self_attn.k_proj.weight"), {Kv, H});
+  w.wv = ck.load<S>(n("self_attn.v_proj.weight"), {Kv, H});
+  w.wo = ck.load<S>(n("self_attn.o_proj.weight"), {H, A});
+  w.q_norm = ck.load<S>(n("self_attn.q_norm.weight"), {d});
+  w.k_norm = ck.load<S>(n("self_attn.k_norm.weight"), {d});
+  w.post_norm = ck.load<S>(n("post_attention_layernorm.weight"), {H});
+  w.dense = c.is_dense(L);
+  if (w.dense) {
+    const int64_t I = c.intermediate_size;
+    w.mlp.gate = ck.load<S>(n("mlp.gate_proj.weight"), {I, H});
+    w.mlp.up = ck.load<S>(n("mlp.up_proj.weight"), {I, H});
+    w.mlp.down = ck.load<S>(n("mlp.down_proj.weight"), {H, I});
+    return w;
+  }
+  const int64_t E = c.num_experts, I = c.moe_intermediate_size, Is = c.shared_width();
+  w.router = ck.load<S>(n("mlp.router.gate.weight"), {E, H});
+  w.expert_bias = ck.load<S>(n("mlp.expert_bias"), {E}, /*f32_only=*/true);
+  if (Is > 0) {
+    w.shared.gate = ck.load<S>(n("mlp.shared_mlp.gate_proj.weight"), {Is, H});
+    w.shared.up = ck.load<S>(n("mlp.shared_mlp.up_proj.weight"), {Is, H});
+    w.shared.down = ck.load<S>(n("mlp.shared_mlp.down_proj.weight"), {H, Is});
+  }
+  for (int64_t e = 0; e < E; ++e) {
+    const std::string p = "mlp.experts." + std::to_string(e) + ".";
+    w.experts.refs.push_back({ck.ref(n(p + "gate_proj.weight"), {I, H}), ck.ref(n(p + "up_proj.weight"), {I, H}),
+                              ck.ref(n(p + "down_proj.weight"), {H, I})});
+  }
+  if (resident_experts) {
+    for (int64_t e = 0; e < E; ++e) {
+      MlpWeights<S> ew;
+      w.experts.get(e, ew);
+      w.experts.resident.push_back(std::move(ew));
+    }
+    w.experts.refs.clear();
+  }
+  return w;
+}
+
+template <class S>
+ModelWeights<S> load_model(const Checkpoint& ck, const LoadOptions& opt) {
+  ModelWeights<S> m;
+  m.config = ck.config();
+  const ModelConfig& c = m.config;
+  const int64_t last = opt.last_layer < 0 ? c.num_hidden_layers : opt.last_layer;
+  if (opt.embed_and_head) {
+    m.embed = ck.load<S>("model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
+    m.final_norm = ck.load<S>("model.norm.weight", {c.hidden_size});
+    m.lm_head = c.tie_word_embeddings ? m.embed : ck.load<S>("lm_head.weight", {c.vocab_size, c.hidden_size});
+  }
+  m.layers.resize(size_t(c.num_hidden_layers));
+  for (int64_t L = opt.first_layer; L < last; ++L) m.layers[L] = load_layer<S>(ck, L, opt.resident_experts);
+  return m;
+}
+
+template <class S>
+int64_t argmax(const S* row, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (row[i] > row[best]) best = i;
+  return best;
+}
+
+template <class S>
+Tensor<S> forward(const ModelWeights<S>& m, const std::vector<int64_t>& ids, KVCache<S>& cache, const Numerics& num,
+                  const Recorder& rec) {
+  const ModelConfig& c = m.config;
+  std::vector<int64_t> positions(ids.size());
+  for (size_t t = 0; t < ids.size(); ++t) positions[t] = cache.length() + int64_t(t);
+  rec.ints(names::kInputIds, {int64_t(ids.size())}, ids);
+  Tensor<S> x = embedding(m.embed, ids);
+  rec(names::kEmbed, x);
+  for (int64_t L = 0; L < c.num_hidden_layers; ++L)
+    x = decoder_layer(x, L, m.layers[L], c, positions, cache.layers[L], num, rec);
+  const Tensor<S> h = rms_norm(x, m.final_norm, c.rms_norm_eps, num);
+  rec(names::kFinalNorm, h);
+  Tensor<S> logits = linear(h, m.lm_head, num.threads);
+  rec(names::kLogits, logits);
+  return logits;
+}
+
+template <class S>
+Generation<S> generate_greedy(const ModelWeights<S>& m, const Tensor<S>& prefill_logits, KVCache<S>& cache, int64_t n,
+                              const Numerics& num, ActivationSink* steps) {
+  const int64_t V = m.config.vocab_size;
+  Generation<S> g;
+  g.logits = Tensor<S>({n, V});
+  const S* row = prefill_logits.row(prefill_logits.rows() - 1);
+  for (int64_t s = 0; s < n; ++s) {
+    if (s > 0) {
+      Recorder rec{steps, names::step(s, "")};
+      const Tensor<S> l = forward(m, {g.tokens.back()}, cache, num, rec);
+      std::copy_n(l.row(0), V, g.logits.row(s));
+    } else {
+      std::copy_n(row, V, g.logits.row(0));
+    }
+    g.tokens.push_back(argmax(g.logits.row(s), V));
+  }
+  return g;
+}
+
+#define HYORACLE_INSTANTIATE(S)                                                                                 \
+  template LayerWeights<S> load_layer<S>(const Checkpoint&, int64_t, bool);                                   \
+  template ModelWeights<S> load_model<S>(const Checkpoint&, const LoadOptions&);                              \
+  template int64_t argmax<S>(const S*, int64_t);                                                              \
+  template Tensor<S> forward<S>(const ModelWeights<S>&, const std::vector<int64_t>&, KVCache<S>&, const Numerics&, \
+                                const Recorder&);                                                             \
+  template Generation<S> generate_greedy<S>(const ModelWeights<S>&, const Tensor<S>&, KVCache<S>&, int64_t,     \
+                                            const Numerics&, ActivationSink*);
+HYORACLE_INSTANTIATE(double)
+HYORACLE_INSTANTIATE(float)
+#undef HYORACLE_INSTANTIATE
+
+}  // namespace hyoracle

@@ -1,0 +1,72 @@
+#include "moe.h"
+
+#include <algorithm>
+
+namespace hyoracle {
+
+template <class S>
+const MlpWeights<S>& ExpertStore<S>::get(int64_t e, MlpWeights<S>& scratch) const {
+  if (!resident.empty()) return resident.at(size_t(e));
+  const auto& r = refs.at(size_t(e));
+  scratch.gate = Checkpoint::decode<S>(r[0]);
+  scratch.up = Checkpoint::decode<S>(r[1]);
+  scratch.down = Checkpoint::decode<S>(r[2]);
+  return scratch;
+}
+
+template <class S>
+Tensor<S> routed_experts(const Tensor<S>& u, const RouterOutput<S>& r, const ExpertStore<S>& experts, int threads) {
+  const int64_t T = u.rows(), H = u.cols(), k = r.k, E = experts.count();
+  // Group: for each expert, the (token, weight) pairs routed to it, in token order.
+  std::vector<std::vector<std::pair<int64_t, S>>> groups(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = r.ids[t * k + j];
+      if (e < 0 || e >= E) fail("routed_experts: expert id " + std::to_string(e) + " out of range");
+      groups[e].push_back({t, r.weights.data[t * k + j]});
+    }
+  Tensor<S> out({T, H});
+  MlpWeights<S> scratch;
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& g = groups[e];
+    if (g.empty()) continue;
+    Tensor<S> x({int64_t(g.size()), H});
+    for (size_t i = 0; i < g.size(); ++i) std::copy_n(u.row(g[i].first), H, x.row(int64_t(i)));
+    const Tensor<S> y = swiglu_mlp(x, experts.get(e, scratch), threads);
+    for (size_t i = 0; i < g.size(); ++i) {
+      S* o = out.row(g[i].first);
+      const S* yi = y.row(int64_t(i));
+      for (int64_t h = 0; h < H; ++h) o[h] += g[i].second * yi[h];
+    }
+  }
+  return out;
+}
+
+template <class S>
+MoeOutput<S> moe_block(const Tensor<S>& u, const Tensor<S>& w_router, const Tensor<S>& expert_bias,
+                       const ExpertStore<S>& experts, const MlpWeights<S>& shared, int64_t k, double scaling,
+                       bool renormalize, const Numerics& num) {
+  MoeOutput<S> m;
+  m.router = route(u, w_router, expert_bias, k, scaling, renormalize, num);
+  m.routed = routed_experts(u, m.router, experts, num.threads);
+  if (shared.gate.numel() > 0) m.shared = swiglu_mlp(u, shared, num.threads);
+  else m.shared = Tensor<S>(u.shape);
+  m.out = Tensor<S>(m.routed.shape);
+  for (int64_t i = 0; i < m.out.numel(); ++i) m.out.data[i] = m.routed.data[i] + m.shared.data[i];
+  return m;
+}
+
+template struct ExpertStore<double>;
+template struct ExpertStore<float>;
+template Tensor<double> routed_experts<double>(const Tensor<double>&, const RouterOutput<double>&,
+                                               const ExpertStore<double>&, int);
+template Tensor<float> routed_experts<float>(const Tensor<float>&, const RouterOutput<float>&, const ExpertStore<float>&,
+                                             int);
+template MoeOutput<double> moe_block<double>(const Tensor<double>&, const Tensor<double>&, const Tensor<double>&,
+                                             const ExpertStore<double>&, const MlpWeights<double>&, int64_t, double,
+                                             bool, const Numerics&);
+template MoeOutput<float> moe_block<float>(const Tensor<float>&, const Tensor<float>&, const Tensor<float>&,
+                                           const ExpertStore<float>&, const MlpWeights<float>&, int64_t, double, bool,
+                                           const Numerics&);
+
+}  // namespace hyoracle

@@ -1,0 +1,172 @@
+#include "random_checkpoint.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "dtype.h"
+#include "error.h"
+#include "safetensors.h"
+
+namespace hyoracle {
+
+uint64_t Rng::next() {
+  uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+double Rng::uniform() { return double(next() >> 32) * 0x1p-32; }
+double Rng::normal() {
+  double s = 0;
+  for (int i = 0; i < 12; ++i) s += uniform();
+  return s - 6.0;
+}
+
+nlohmann::ordered_json checkpoint_config_json(const CheckpointSpec& s) {
+  nlohmann::ordered_json j;
+  j["architectures"] = {"HYV3ForCausalLM"};
+  j["model_type"] = "hy_v3";
+  j["dtype"] = "bfloat16";
+  j["vocab_size"] = s.vocab_size;
+  j["hidden_size"] = s.hidden_size;
+  j["intermediate_size"] = s.intermediate_size;
+  j["moe_intermediate_size"] = s.moe_intermediate_size;
+  j["expert_hidden_dim"] = s.moe_intermediate_size;
+  j["num_hidden_layers"] = s.num_hidden_layers;
+  j["num_attention_heads"] = s.num_attention_heads;
+  j["num_key_value_heads"] = s.num_key_value_heads;
+  j["head_dim"] = s.head_dim;
+  j["hidden_act"] = "silu";
+  j["max_position_embeddings"] = 262144;
+  j["rms_norm_eps"] = s.rms_norm_eps;
+  j["rope_parameters"] = {{"rope_theta", s.rope_theta}, {"rope_type", "default"}};
+  j["qk_norm"] = true;
+  j["attention_bias"] = false;
+  j["num_experts"] = s.num_experts;
+  j["num_experts_per_tok"] = s.num_experts_per_tok;
+  j["num_shared_experts"] = s.num_shared_experts;
+  j["first_k_dense_replace"] = s.first_k_dense_replace;
+  j["moe_router_use_sigmoid"] = true;
+  j["moe_router_enable_expert_bias"] = true;
+  j["route_norm"] = true;
+  j["router_scaling_factor"] = s.router_scaling_factor;
+  j["enable_moe_fp32_combine"] = false;
+  j["enable_lm_head_fp32"] = true;
+  j["enable_attention_fp32_softmax"] = false;
+  j["tie_word_embeddings"] = false;
+  j["num_nextn_predict_layers"] = s.mtp_layers;
+  j["use_cache"] = true;
+  return j;
+}
+
+namespace {
+
+struct Pending {
+  RawTensor t;
+  int shard;
+};
+
+RawTensor random_bf16(Rng& rng, const std::string& name, std::vector<int64_t> shape, double mean, double stddev) {
+  const int64_t n = numel_of(shape);
+  std::vector<double> v(static_cast<size_t>(n));
+  for (auto& x : v) x = mean + stddev * rng.normal();
+  return {name, DType::BF16, std::move(shape), encode_values(v.data(), n, DType::BF16)};
+}
+
+RawTensor random_f32(Rng& rng, const std::string& name, std::vector<int64_t> shape, double stddev) {
+  const int64_t n = numel_of(shape);
+  std::vector<double> v(static_cast<size_t>(n));
+  for (auto& x : v) x = stddev * rng.normal();
+  return {name, DType::F32, std::move(shape), encode_values(v.data(), n, DType::F32)};
+}
+
+}  // namespace
+
+void write_random_checkpoint(const CheckpointSpec& s, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) fail(dir + ": cannot create directory: " + ec.message());
+  Rng rng(s.seed);
+  const int64_t H = s.hidden_size, A = s.num_attention_heads * s.head_dim, Kv = s.num_key_value_heads * s.head_dim;
+  const int K = std::max(1, s.shards);
+  std::vector<Pending> all;
+  auto add = [&](RawTensor t, int64_t layer) {
+    const int shard = layer < 0 ? (t.name == "lm_head.weight" ? K - 1 : 0) : int(layer % K);
+    all.push_back({std::move(t), shard});
+  };
+  auto linear = [&](const std::string& name, int64_t out, int64_t in, int64_t layer) {
+    add(random_bf16(rng, name, {out, in}, 0.0, s.linear_gain / std::sqrt(double(in))), layer);
+  };
+  auto norm = [&](const std::string& name, int64_t n, int64_t layer) { add(random_bf16(rng, name, {n}, 1.0, 0.1), layer); };
+
+  add(random_bf16(rng, "model.embed_tokens.weight", {s.vocab_size, H}, 0.0, 1.0), -1);
+  const int64_t total_layers = s.num_hidden_layers + s.mtp_layers;
+  for (int64_t L = 0; L < total_layers; ++L) {
+    const std::string p = "model.layers." + std::to_string(L) + ".";
+    if (L >= s.num_hidden_layers) {  // MTP-style extra layer: present on disk, never used
+      linear(p + "eh_proj.weight", H, 2 * H, L);
+      norm(p + "enorm.weight", H, L);
+      norm(p + "hnorm.weight", H, L);
+    }
+    norm(p + "input_layernorm.weight", H, L);
+    linear(p + "self_attn.q_proj.weight", A, H, L);
+    linear(p + "self_attn.k_proj.weight", Kv, H, L);
+    linear(p + "self_attn.v_proj.weight", Kv, H, L);
+    linear(p + "self_attn.o_proj.weight", H, A, L);
+    norm(p + "self_attn.q_norm.weight", s.head_dim, L);
+    norm(p + "self_attn.k_norm.weight", s.head_dim, L);
+    norm(p + "post_attention_layernorm.weight", H, L);
+    if (L < s.first_k_dense_replace) {
+      linear(p + "mlp.gate_proj.weight", s.intermediate_size, H, L);
+      linear(p + "mlp.up_proj.weight", s.intermediate_size, H, L);
+      linear(p + "mlp.down_proj.weight", H, s.intermediate_size, L);
+      continue;
+    }
+    add(random_bf16(rng, p + "mlp.router.gate.weight", {s.num_experts, H}, 0.0, s.router_gain / std::sqrt(double(H))), L);
+    add(random_f32(rng, p + "mlp.expert_bias", {s.num_experts}, s.bias_scale), L);
+    const int64_t I = s.moe_intermediate_size, Is = I * s.num_shared_experts;
+    if (Is > 0) {
+      linear(p + "mlp.shared_mlp.gate_proj.weight", Is, H, L);
+      linear(p + "mlp.shared_mlp.up_proj.weight", Is, H, L);
+      linear(p + "mlp.shared_mlp.down_proj.weight", H, Is, L);
+    }
+    for (int64_t e = 0; e < s.num_experts; ++e) {
+      const std::string q = p + "mlp.experts." + std::to_string(e) + ".";
+      linear(q + "gate_proj.weight", I, H, L);
+      linear(q + "up_proj.weight", I, H, L);
+      linear(q + "down_proj.weight", H, I, L);
+    }
+  }
+  norm("model.norm.weight", H, -1);
+  linear("lm_head.weight", s.vocab_size, H, -1);
+
+  std::ofstream(dir + "/config.json") << checkpoint_config_json(s).dump(2) << "\n";
+  if (K == 1) {
+    std::vector<RawTensor> ts;
+    for (auto& p : all) ts.push_back(std::move(p.t));
+    write_safetensors(dir + "/model.safetensors", ts, {{"format", "pt"}});
+    return;
+  }
+  nlohmann::ordered_json index;
+  uint64_t total = 0;
+  for (const auto& p : all) total += p.t.bytes.size();
+  index["metadata"] = {{"total_size", total}};
+  index["weight_map"] = nlohmann::ordered_json::object();
+  for (int k = 0; k < K; ++k) {
+    char fname[64];
+    std::snprintf(fname, sizeof fname, "model-%05d-of-%05d.safetensors", k + 1, K);
+    std::vector<RawTensor> ts;
+    for (auto& p : all)
+      if (p.shard == k) {
+        index["weight_map"][p.t.name] = fname;
+        ts.push_back(p.t);
+      }
+    write_safetensors(dir + "/" + fname, ts, {{"format", "pt"}});
+  }
+  std::ofstream(dir + "/model.safetensors.index.json") << index.dump(2) << "\n";
+}
+
+}  // namespace hyoracle

@@ -1,0 +1,59 @@
+// random_checkpoint.h: seeded random-weight hy_v3 checkpoints in the original HF layout
+// (MODEL_SPEC.md §3.1): config.json with the real field set, BF16 weights, F32 expert_bias,
+// per-expert tensor names, optionally sharded with model.safetensors.index.json.
+//
+// Deterministic to the byte on any machine: the generator is splitmix64 and normal variates are
+// Irwin-Hall sums of 12 uniforms on a 2^-32 grid, exact in double (no libm in the path).
+// Scales keep activations O(1) through many layers: embeddings N(0,1), linear weights
+// N(0, gain²/fan_in), norm weights 1 + 0.1·N(0,1), router N(0, router_gain²/H), bias 0.05·N(0,1)
+// kept in F32 (values that bf16 cannot hold, so a loader that rounds the bias is caught).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace hyoracle {
+
+struct CheckpointSpec {
+  int64_t vocab_size = 256;
+  int64_t hidden_size = 64;
+  int64_t intermediate_size = 96;
+  int64_t moe_intermediate_size = 24;
+  int64_t num_hidden_layers = 3;
+  int64_t num_attention_heads = 4;
+  int64_t num_key_value_heads = 2;
+  int64_t head_dim = 32;
+  int64_t num_experts = 8;
+  int64_t num_experts_per_tok = 3;
+  int64_t num_shared_experts = 1;
+  int64_t first_k_dense_replace = 1;
+  double rope_theta = 11158840.0;
+  double rms_norm_eps = 1e-5;
+  double router_scaling_factor = 2.826;
+  uint64_t seed = 1;
+  int shards = 1;              // > 1: model-0000i-of-0000K.safetensors + index
+  int64_t mtp_layers = 0;      // extra layers at index >= num_hidden_layers (ignored by loaders)
+  double linear_gain = 1.0;
+  double router_gain = 3.0;
+  double bias_scale = 0.05;
+};
+
+// The config.json content for `s` (model_type hy_v3, every semantic field explicit).
+nlohmann::ordered_json checkpoint_config_json(const CheckpointSpec& s);
+
+// Writes config.json and the safetensors file(s) into dir (created if needed).
+void write_random_checkpoint(const CheckpointSpec& s, const std::string& dir);
+
+// Deterministic generator: splitmix64 with exact Irwin-Hall normals.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : state_(seed) {}
+  uint64_t next();
+  double uniform();  // [0, 1) on a 2^-32 grid
+  double normal();   // mean 0, variance 1 (Irwin-Hall, 12 terms)
+ private:
+  uint64_t state_;
+};
+
+}  // namespace hyoracle

@@ -1,0 +1,82 @@
+#include "router.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "matmul.h"
+
+namespace hyoracle {
+
+std::vector<int64_t> top_k_indices(const double* c, int64_t n, int64_t k) {
+  std::vector<int64_t> idx(static_cast<size_t>(n));
+  std::iota(idx.begin(), idx.end(), 0);
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int64_t a, int64_t b) { return c[a] > c[b] || (c[a] == c[b] && a < b); });
+  idx.resize(size_t(k));
+  return idx;
+}
+
+template <class S>
+RouterOutput<S> route(const Tensor<S>& u, const Tensor<S>& w_router, const Tensor<S>& bias, int64_t k, double scaling,
+                      bool renormalize, const Numerics& num) {
+  const int64_t E = w_router.dim(0);
+  RouterOutput<S> out;
+  out.k = k;
+  out.logits = linear(u, w_router, num.threads);
+  const int64_t T = out.logits.dim(0);
+  out.scores = Tensor<S>({T, E});
+  out.weights = Tensor<S>({T, k});
+  out.margin = Tensor<S>({T});
+  out.ids.resize(size_t(T * k));
+  const bool f32 = num.fp32_steps();
+  std::vector<double> c(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t e = 0; e < E; ++e) {
+      S& l = out.logits.data[t * E + e];
+      if (!std::isfinite(double(l)))
+        fail("router: non-finite logit " + std::to_string(double(l)) + " at token " + std::to_string(t) + ", expert " +
+             std::to_string(e));
+      if (f32) {
+        const float lf = float(l);
+        const float s = 1.0f / (1.0f + std::exp(-lf));
+        l = S(lf);
+        out.scores.data[t * E + e] = S(s);
+        c[e] = double(s + float(bias.data[e]));
+      } else {
+        const S s = S(1) / (S(1) + std::exp(-l));
+        out.scores.data[t * E + e] = s;
+        c[e] = double(s) + double(bias.data[e]);
+      }
+    }
+    const std::vector<int64_t> top = top_k_indices(c.data(), E, std::min(E, k + 1));
+    out.margin.data[t] = k < E ? S(c[top[k - 1]] - c[top[k]]) : std::numeric_limits<S>::infinity();
+    if (f32) {
+      float sum = 0;
+      for (int64_t j = 0; j < k; ++j) sum += float(out.scores.data[t * E + top[j]]);
+      const float denom = renormalize ? sum + 1e-20f : 1.0f;
+      for (int64_t j = 0; j < k; ++j) {
+        const float s = float(out.scores.data[t * E + top[j]]);
+        out.weights.data[t * k + j] = S((s / denom) * float(scaling));
+        out.ids[t * k + j] = top[j];
+      }
+    } else {
+      S sum = 0;
+      for (int64_t j = 0; j < k; ++j) sum += out.scores.data[t * E + top[j]];
+      const S denom = renormalize ? sum + S(1e-20) : S(1);
+      for (int64_t j = 0; j < k; ++j) {
+        out.weights.data[t * k + j] = (out.scores.data[t * E + top[j]] / denom) * S(scaling);
+        out.ids[t * k + j] = top[j];
+      }
+    }
+  }
+  return out;
+}
+
+template RouterOutput<double> route<double>(const Tensor<double>&, const Tensor<double>&, const Tensor<double>&, int64_t,
+                                            double, bool, const Numerics&);
+template RouterOutput<float> route<float>(const Tensor<float>&, const Tensor<float>&, const Tensor<float>&, int64_t, double,
+                                          bool, const Numerics&);
+
+}  // namespace hyoracle

@@ -1,0 +1,132 @@
+// hyoracle run: the reference forward pass (prefill, optional greedy generation) of a hy_v3
+// checkpoint, written as a dump (docs/DUMP_FORMAT.md) with a short summary on stdout.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <limits>
+#include <sstream>
+#include <thread>
+
+#include "checkpoint.h"
+#include "commands.h"
+#include "dump.h"
+#include "model.h"
+#include "names.h"
+#include "run_options.h"
+
+namespace hyoracle::cli {
+
+namespace {
+
+// Forwards to an optional dump writer and keeps what the summary prints.
+class SummarySink : public ActivationSink {
+ public:
+  explicit SummarySink(DumpWriter* w) : writer_(w) {}
+  void put(const std::string& n, const Tensor<double>& t) override { see(n, t); if (writer_) writer_->put(n, t); }
+  void put(const std::string& n, const Tensor<float>& t) override { see(n, t); if (writer_) writer_->put(n, t); }
+  void put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v) override {
+    if (writer_) writer_->put_ints(n, s, v);
+  }
+  double min_margin = std::numeric_limits<double>::infinity();
+  std::string min_margin_at;
+
+ private:
+  template <class S>
+  void see(const std::string& n, const Tensor<S>& t) {
+    if (n.size() < 16 || n.compare(n.size() - 16, 16, "moe.topk_margin") != 0) {
+      if (n.find("moe.topk_margin") == std::string::npos) return;
+    }
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (double(t.data[i]) < min_margin) {
+        min_margin = double(t.data[i]);
+        min_margin_at = n + "[" + std::to_string(i) + "]";
+      }
+  }
+  DumpWriter* writer_;
+};
+
+template <class S>
+int run_model(const RunOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Checkpoint ck(o.model);
+  const ModelConfig& c = ck.config();
+  if (o.verbose && !ck.ignored().empty()) {
+    std::cout << "ignoring " << ck.ignored().size() << " tensors of layers >= num_hidden_layers (" << c.num_hidden_layers
+              << ", e.g. the MTP layer):";
+    for (const auto& n : ck.ignored()) std::cout << " " << n;
+    std::cout << "\n";
+  }
+  LoadOptions lo;
+  lo.resident_experts = !o.lazy_experts;
+  const ModelWeights<S> m = load_model<S>(ck, lo);
+  const auto t1 = std::chrono::steady_clock::now();
+
+  Numerics num{o.precision, o.threads};
+  DumpWriter writer(std::is_same_v<S, double> ? DType::F64 : DType::F32);
+  SummarySink sink(o.dump.empty() ? nullptr : &writer);
+  KVCache<S> cache = make_cache<S>(c);
+  const Tensor<S> logits = forward(m, o.tokens, cache, num, Recorder{&sink, ""});
+  const auto t2 = std::chrono::steady_clock::now();
+  Generation<S> gen;
+  if (o.generate > 0) {
+    gen = generate_greedy(m, logits, cache, o.generate, num, o.dump_steps ? &sink : nullptr);
+    writer.put_ints(names::kGenerateTokens, {o.generate}, gen.tokens);
+    writer.put(names::kGenerateLogits, gen.logits);
+  }
+  const auto t3 = std::chrono::steady_clock::now();
+  auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+
+  int64_t dense = 0;
+  for (int64_t L = 0; L < c.num_hidden_layers; ++L) dense += c.is_dense(L);
+  std::printf("hyoracle run: %s\n", o.model.c_str());
+  std::printf("  model     hy_v3, %lld layers (%lld dense + %lld MoE), H=%lld, heads %lld/%lld x %lld, E=%lld, top-%lld, V=%lld\n",
+              (long long)c.num_hidden_layers, (long long)dense, (long long)(c.num_hidden_layers - dense),
+              (long long)c.hidden_size, (long long)c.num_attention_heads, (long long)c.num_key_value_heads,
+              (long long)c.head_dim, (long long)c.num_experts, (long long)c.num_experts_per_tok, (long long)c.vocab_size);
+  std::printf("  precision %s (%s), %d thread(s)\n", precision_name(o.precision).c_str(),
+              std::is_same_v<S, double> ? "float64" : "float32", o.threads);
+  std::printf("  prefill   %zu tokens, load %.1f ms, forward %.1f ms\n", o.tokens.size(), ms(t0, t1), ms(t1, t2));
+  const int64_t V = c.vocab_size, last = logits.rows() - 1;
+  const int64_t top = argmax(logits.row(last), V);
+  double second = -std::numeric_limits<double>::infinity();
+  for (int64_t v = 0; v < V; ++v)
+    if (v != top) second = std::max(second, double(logits.row(last)[v]));
+  std::printf("  next      token %lld (logit %.6g, top-1 margin %.3g)\n", (long long)top, double(logits.row(last)[top]),
+              double(logits.row(last)[top]) - second);
+  if (std::isfinite(sink.min_margin))
+    std::printf("  router    min top-k margin %.3g at %s%s\n", sink.min_margin, sink.min_margin_at.c_str(),
+                o.generate > 1 && !o.dump_steps ? " (prefill)" : "");
+  if (o.generate > 0) {
+    std::printf("  generate  %lld tokens in %.1f ms:", (long long)o.generate, ms(t2, t3));
+    for (int64_t t : gen.tokens) std::printf(" %lld", (long long)t);
+    std::printf("\n");
+  }
+  if (!o.dump.empty()) {
+    DumpProducer p;
+    p.dtype = std::is_same_v<S, double> ? "float64" : "float32";
+    p.precision = precision_name(o.precision);
+    p.mode = o.generate > 0 ? "generate" : "prefill";
+    writer.write(o.dump, make_manifest(p, c, o.model, o.tokens));
+    std::printf("  dump      %s (%zu tensors)\n", o.dump.c_str(), writer.size());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_run(CLI::App& app, int& status) {
+  auto o = std::make_shared<RunOptions>();
+  auto* cmd = app.add_subcommand("run", "Run the CPU reference on a checkpoint and write a dump");
+  add_run_options(*cmd, *o);
+  cmd->callback([o, &status] {
+    finish_run_options(*o);
+    if (o->device == "cuda") {
+      status = run_on_cuda(*o);
+      return;
+    }
+    status = o->precision == Precision::fp32 ? run_model<float>(*o) : run_model<double>(*o);
+  });
+}
+
+}  // namespace hyoracle::cli

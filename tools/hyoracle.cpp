@@ -1,0 +1,28 @@
+// hyoracle: the command line. Errors in input print one line "hyoracle: error: ..." and exit 2.
+#include <iostream>
+
+#include "commands.h"
+#include "error.h"
+#include "matmul.h"
+
+int main(int argc, char** argv) {
+  hyoracle::init_blas_single_threaded();
+  CLI::App app{"hyoracle: a reference-correctness oracle for Tencent Hy3 / Hy-MT2 (hy_v3)"};
+  app.require_subcommand(1);
+  int status = 0;
+  hyoracle::cli::register_run(app, status);
+  hyoracle::cli::register_extra_commands(app, status);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int r = app.exit(e);
+    return r == 0 ? 0 : 2;
+  } catch (const hyoracle::Error& e) {
+    std::cerr << "hyoracle: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "hyoracle: error: out of memory\n";
+    return 2;
+  }
+  return status;
+}

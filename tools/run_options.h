@@ -1,0 +1,84 @@
+// run_options.h: options shared by `hyoracle run` and the commands built on it.
+#pragma once
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "dump.h"
+#include "numerics.h"
+
+namespace hyoracle::cli {
+
+struct RunOptions {
+  std::string model;
+  std::string tokens_text;
+  std::string tokens_from;
+  std::vector<int64_t> tokens;
+  int64_t generate = 0;
+  std::string precision_text = "exact";
+  Precision precision = Precision::exact;
+  int threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  std::string dump;
+  bool dump_steps = false;
+  bool lazy_experts = false;
+  bool verbose = false;
+  std::string device = "cpu";      // cpu | cuda
+  std::string dtype = "bf16";      // CUDA activation dtype: bf16 | fp16 | fp32
+  int64_t random_weights = -1;     // CUDA: build a random model in GPU memory from this seed
+};
+
+// Runs the forward pass on the GPU (cmd_run_cuda.cpp); Error when built without CUDA.
+int run_on_cuda(const RunOptions& o);
+
+// Parses "17,3,99" into token ids; Error on anything else.
+inline std::vector<int64_t> parse_token_list(const std::string& s) {
+  std::vector<int64_t> v;
+  size_t i = 0;
+  while (i <= s.size()) {
+    const size_t j = s.find(',', i);
+    const std::string item = s.substr(i, j == std::string::npos ? std::string::npos : j - i);
+    size_t used = 0;
+    long long x = 0;
+    try {
+      x = std::stoll(item, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || x < 0)
+      fail("--tokens: \"" + item + "\" is not a non-negative integer (expected e.g. 17,3,99)");
+    v.push_back(x);
+    if (j == std::string::npos) break;
+    i = j + 1;
+  }
+  return v;
+}
+
+inline void add_run_options(CLI::App& cmd, RunOptions& o) {
+  cmd.add_option("--model", o.model, "Checkpoint directory (config.json + safetensors)")->required()->check(CLI::ExistingDirectory);
+  cmd.add_option("--tokens", o.tokens_text, "Comma-separated token ids, e.g. 17,3,99");
+  cmd.add_option("--tokens-from", o.tokens_from, "Take the token ids from this dump's input");
+  cmd.add_option("--generate", o.generate, "Greedily generate N tokens")->check(CLI::Range(int64_t(0), int64_t(1) << 20));
+  cmd.add_option("--precision", o.precision_text, "exact | hf | fp32")->check(CLI::IsMember({"exact", "hf", "fp32"}));
+  cmd.add_option("--threads", o.threads, "Worker threads (results are identical for any count)")->check(CLI::Range(1, 1024));
+  cmd.add_option("--dump", o.dump, "Write a dump (docs/DUMP_FORMAT.md) to this directory");
+  cmd.add_flag("--dump-steps", o.dump_steps, "Also record every decode step as steps.S.*");
+  cmd.add_flag("--lazy-experts", o.lazy_experts, "Expand experts on use (bounded memory) instead of at load");
+  cmd.add_flag("-v,--verbose", o.verbose, "Say what is loaded and ignored");
+  cmd.add_option("--device", o.device, "cpu (the reference) or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd.add_option("--dtype", o.dtype, "CUDA activation dtype")->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
+  cmd.add_option("--random-weights", o.random_weights, "CUDA: random full-size weights from this fixture seed");
+}
+
+inline void finish_run_options(RunOptions& o) {
+  o.precision = parse_precision(o.precision_text);
+  if (!o.tokens_text.empty() && !o.tokens_from.empty()) fail("give either --tokens or --tokens-from, not both");
+  if (!o.tokens_text.empty()) o.tokens = parse_token_list(o.tokens_text);
+  else if (!o.tokens_from.empty()) o.tokens = Dump(o.tokens_from).token_ids();
+  else fail("--tokens (or --tokens-from) is required");
+  if (o.tokens.empty()) fail("no tokens given");
+}
+
+}  // namespace hyoracle::cli
