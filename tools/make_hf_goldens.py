@@ -4,6 +4,7 @@
     python3 tools/make_hf_goldens.py build  [--fixtures fixtures]   # CPU, torch only
     python3 tools/make_hf_goldens.py device [--fixtures fixtures]   # GPU machine, needs transformers
     python3 tools/make_hf_goldens.py check  [--fixtures fixtures]   # re-derive weights, compare sha256
+    python3 tools/make_hf_goldens.py post   [--fixtures fixtures]   # margins.json + bugs/README.md from dumps
 
 `build` writes, for every fixture in FIXTURES, a checkpoint in the ORIGINAL HF on-disk layout
 (MODEL_SPEC §3.1, not transformers' fused layout) plus config.json, choosing the first seed from
@@ -504,7 +505,7 @@ def margins_from_dump(dump, ckpt_W, cfg):
         srcs = [("prefill", dump[f"layers.{L}.moe.scores"])]
         s = 1
         while f"steps.{s}.layers.{L}.moe.scores" in dump:
-            srcs.append((f"step{s}", dump[f"steps.{s}.layers.{L}.moe.scores"]))
+            srcs.append((f"steps.{s}", dump[f"steps.{s}.layers.{L}.moe.scores"]))
             s += 1
         for src, sc in srcs:
             corr = sc.double() + bias
@@ -524,7 +525,8 @@ def margins_from_dump(dump, ckpt_W, cfg):
     out["min_logit_margin"] = min(out["logit_margins"])
     out["threshold"] = MIN_MARGIN
     out["ok"] = out["min_router_margin"] >= MIN_MARGIN and out["min_logit_margin"] >= MIN_MARGIN
-    out["source"] = "hf-f64 dump: moe.scores (+ F32 expert_bias), generate.logits"
+    out["source"] = ("hf-f64 dump: moe.scores (+ the checkpoint's F32 expert_bias) of the prefill and of "
+                     "every decode step (steps.S), generate.logits rows")
     return out
 
 
@@ -676,6 +678,85 @@ def apply_bug(model, bug):
     return undo, state
 
 
+def write_bugs_readme(fixture_dir, name):
+    """fixtures/<name>/bugs/README.md from bugs/bugs.json."""
+    bdir = os.path.join(fixture_dir, "bugs")
+    bsum = json.load(open(os.path.join(bdir, "bugs.json")))
+    cfg = json.load(open(os.path.join(fixture_dir, "config.json")))
+    lines = [f"# Planted-bug dumps of {name}", "",
+             "Each folder is a hyoracle dump (bf16, eager attention, eager experts; same prompt and N=5 greedy",
+             "steps as `../golden/hf-bf16`) of HF transformers' `HYV3ForCausalLM` after one deliberate",
+             "monkeypatch (`tools/make_hf_goldens.py`, `apply_bug`). The manifest's `hf_run.planted_bug` names it.",
+             "A correct `hyoracle compare` of `../golden/hf-bf16` (or the reference) against one of these must",
+             "FAIL and name the first divergence given below.", "",
+             "*Expected* is where the bug first acts, in execution order of the canonical names. *Measured* is",
+             "the first canonical tensor that is not bitwise identical to the stock `../golden/hf-bf16` dump",
+             "(a second stock bf16 run was bitwise identical to it, so any difference is the bug's).", "",
+             "| bug | patch | expected first divergence | measured (max abs diff, elements differing) | greedy tokens (stock: %s) |"
+             % bsum[next(iter(bsum))].get("stock_bf16_tokens"),
+             "|---|---|---|---|---|"]
+    for bug, v in bsum.items():
+        if "error" in v:
+            lines.append(f"| `{bug}` | ERROR | | | |")
+            continue
+        fd = v["measured_first_divergence_vs_hf_bf16"] or {}
+        meas = (f"`{fd.get('tensor')}` ({fd.get('max_abs', 0):.4g}, {fd.get('elements_differing')}/{fd.get('elements')})"
+                if fd else "none (bug had no effect!)")
+        lines.append(f"| `{bug}` | {v['patch']} | `{v['expected_first_divergence']}` | {meas} | {v['tokens']} |")
+    lines += ["", "Notes:", "",
+              "- `rope-interleaved`: position 0 has angle 0, so row 0 of `q_rope`/`k_rope` is unchanged; rows >= 1 differ.",
+              "- `router-no-bias`: only the selection changes (`moe.scores`, `moe.router_logits` are untouched in the",
+              "  first MoE layer); `moe.topk_ids` in the dump is still ordered by the TRUE corrected score",
+              "  (score + bias), so the ids differ only where the selected set differs.",
+              "- `router-no-scaling`: the selected experts of the first MoE layer are unchanged; the weights sum to 1",
+              "  instead of 2.826.",
+              "- `oproj-5pct`: only the last layer (layer %d) is touched; every earlier tensor is bitwise equal."
+              % (cfg["num_hidden_layers"] - 1),
+              "- `qknorm-after-rope`: the canonical `attn.q_norm`/`attn.k_norm` captures hold the un-normalised",
+              "  q/k (the norm modules were made identity); `attn.q_rope`/`attn.k_rope` hold norm(rope(q)).",
+              "- `shared-expert-gated-off`: `moe.shared_out` is all zeros, `moe.routed_out` of the first MoE layer",
+              "  is unchanged.",
+              "- Routing flips vs stock (tokens x layers whose expert set changed, prefill + decode steps): " +
+              ", ".join(f"{b}: {v.get('routing_flips_vs_stock')}" for b, v in bsum.items()) + ".", ""]
+    with open(os.path.join(bdir, "README.md"), "w") as fh:
+        fh.write("\n".join(lines))
+
+
+def compact_summary(summ):
+    out = OrderedDict()
+    for k in ("prompt", "reference_tokens", "margins", "f64_vs_reference", "tokens_hf-f32_vs_f64",
+              "tokens_hf-bf16_vs_f64", "bf16_rerun_first_difference", "mtp_layer_removed", "seconds"):
+        if k in summ:
+            out[k] = summ[k]
+    out["runs"] = OrderedDict((r, v.get("tokens", "error")) for r, v in summ.get("runs", {}).items())
+    if "bugs" in summ:
+        out["bugs_first_divergence"] = OrderedDict(
+            (b, (v.get("measured_first_divergence_vs_hf_bf16") or {}).get("tensor") if isinstance(v, dict) else None)
+            for b, v in summ["bugs"].items())
+    return out
+
+
+def cmd_post(args):
+    """Re-derive margins.json and bugs/README.md from the dumps on disk (no GPU needed)."""
+    for name in FIXTURES:
+        if args.only and name not in args.only:
+            continue
+        d = os.path.join(args.fixtures, name)
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        f64 = os.path.join(d, "golden", "hf-f64")
+        if os.path.exists(os.path.join(f64, "manifest.json")):
+            _, dump = hf_dump.read_dump(f64)
+            m = margins_from_dump(dump, read_checkpoint(d), cfg)
+            m["seed"] = json.load(open(os.path.join(d, "build.json")))["seed"]
+            with open(os.path.join(d, "golden", "margins.json"), "w") as fh:
+                json.dump(m, fh, indent=2)
+                fh.write("\n")
+            print(f"{name}: min router margin {m['min_router_margin']:.4g}, min logit margin {m['min_logit_margin']:.4g}")
+        if os.path.exists(os.path.join(d, "bugs", "bugs.json")):
+            write_bugs_readme(d, name)
+    return 0
+
+
 # ---- the device command --------------------------------------------------------------------
 
 def _env_info():
@@ -727,7 +808,6 @@ def cmd_device(args):
         W = read_checkpoint(d)
         prompt = f["prompt"]
         summ = OrderedDict(fixture=name, prompt=prompt, runs=OrderedDict())
-        overall["fixtures"][name] = summ
         gdir = os.path.join(d, "golden")
         os.makedirs(gdir, exist_ok=True)
         dumps = {}
@@ -864,10 +944,12 @@ def cmd_device(args):
             with open(os.path.join(bdir, "bugs.json"), "w") as fh:
                 json.dump(bsum, fh, indent=2, default=str)
                 fh.write("\n")
+            write_bugs_readme(d, name)
         summ["seconds"] = round(time.time() - t0, 1)
         with open(os.path.join(gdir, "summary.json"), "w") as fh:
             json.dump(summ, fh, indent=2, default=str)
             fh.write("\n")
+        overall["fixtures"][name] = compact_summary(summ)
     with open(os.path.join(args.fixtures, "device_summary.json"), "w") as fh:
         json.dump(overall, fh, indent=2, default=str)
         fh.write("\n")
@@ -877,7 +959,7 @@ def cmd_device(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("command", choices=["build", "device", "check"])
+    ap.add_argument("command", choices=["build", "device", "check", "post"])
     ap.add_argument("--fixtures", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures"))
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--device", default=None)
@@ -888,6 +970,8 @@ def main(argv=None):
         return cmd_build(a)
     if a.command == "check":
         return cmd_check(a)
+    if a.command == "post":
+        return cmd_post(a)
     return cmd_device(a)
 
 
