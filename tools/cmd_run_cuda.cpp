@@ -1,7 +1,99 @@
-// Used when hyoracle is built without CUDA: `hyoracle run --device cuda` says so and exits 2.
-#include "error.h"
+// hyoracle run --device cuda: the CUDA path's forward pass (prefill, optional greedy generation)
+// written as the same dump as the reference (docs/DUMP_FORMAT.md), through the shared
+// DumpWriter, make_manifest and canonical names. Every tensor is stored as F32 (values of a
+// bf16/fp16 run are exact in F32; the logits are the fp32 lm_head output).
+#include <chrono>
+#include <cstdio>
+
+#include "checkpoint.h"
+#include "config.h"
+#include "dump.h"
+#include "model.h"
+#include "names.h"
 #include "run_options.h"
 
 namespace hyoracle::cli {
-int run_on_cuda(const RunOptions&) { fail("--device cuda: this hyoracle was built without CUDA (nvcc not found)"); }
+
+namespace {
+
+template <class T>
+const char* dtype_long_name() {
+  if constexpr (std::is_same_v<T, cuda::bf16>) return "bfloat16";
+  else if constexpr (std::is_same_v<T, cuda::fp16>) return "float16";
+  else return "float32";
+}
+
+template <class T>
+int run_cuda(const RunOptions& o) {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  const cuda::Gpu& g = cuda::gpu();
+  cuda::ModelWeights<T> m;
+  std::string checkpoint = o.model;
+  if (o.random_weights >= 0) {
+    m = cuda::random_model<T>(load_config(o.model + "/config.json"), uint64_t(o.random_weights));
+    checkpoint = "random-weights:seed=" + std::to_string(o.random_weights) + ",config=" + o.model + "/config.json";
+  } else {
+    Checkpoint ck(o.model);
+    m = cuda::load_model<T>(ck);
+  }
+  const ModelConfig& c = m.config;
+  cuda::synchronize();
+  const auto t1 = clock::now();
+
+  DumpWriter writer(DType::F32);
+  ActivationSink* sink = o.dump.empty() ? nullptr : &writer;
+  cuda::KVCache<T> cache = cuda::make_cache<T>(c, int64_t(o.tokens.size()) + std::max<int64_t>(o.generate, 0));
+  const cuda::DeviceTensor<float> logits = cuda::forward(m, o.tokens, cache, Recorder{sink, ""});
+  cuda::synchronize();
+  const auto t2 = clock::now();
+  cuda::Generation gen;
+  if (o.generate > 0) {
+    gen = cuda::generate_greedy(m, logits, cache, o.generate, o.dump_steps ? sink : nullptr);
+    if (sink) {
+      writer.put_ints(names::kGenerateTokens, {o.generate}, gen.tokens);
+      writer.put(names::kGenerateLogits, gen.logits);
+    }
+  }
+  cuda::synchronize();
+  const auto t3 = clock::now();
+  auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+
+  const int64_t last = logits.rows() - 1;
+  const cuda::DeviceTensor<float> row =
+      cuda::DeviceTensor<float>::view(const_cast<float*>(logits.data()) + last * c.vocab_size, {1, c.vocab_size});
+  const int64_t next = cuda::argmax_rows(row)[0];
+  std::printf("hyoracle run --device cuda: %s\n", checkpoint.c_str());
+  std::printf("  device    %s, activations %s, fp32 accumulation%s\n", g.name.c_str(), cuda::dtype_label<T>(),
+              o.precision != Precision::exact ? " (--precision applies to the CPU reference only; ignored)" : "");
+  std::printf("  prefill   %zu tokens, load %.1f ms, forward %.1f ms%s\n", o.tokens.size(), ms(t0, t1), ms(t1, t2),
+              sink ? " (with recording)" : "");
+  std::printf("  next      token %lld\n", (long long)next);
+  if (o.generate > 0) {
+    std::printf("  generate  %lld tokens in %.1f ms:", (long long)o.generate, ms(t2, t3));
+    for (int64_t t : gen.tokens) std::printf(" %lld", (long long)t);
+    std::printf("\n");
+  }
+  if (sink) {
+    DumpProducer p;
+    p.name = "hyoracle-cuda";
+    p.device = g.name;
+    p.dtype = dtype_long_name<T>();
+    p.precision = cuda::dtype_label<T>();
+    p.mode = o.generate > 0 ? "generate" : "prefill";
+    writer.write(o.dump, make_manifest(p, c, checkpoint, o.tokens));
+    std::printf("  dump      %s (%zu tensors)\n", o.dump.c_str(), writer.size());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_on_cuda(const RunOptions& o) {
+  if (o.dtype == "bf16") return run_cuda<cuda::bf16>(o);
+  if (o.dtype == "fp16") return run_cuda<cuda::fp16>(o);
+  if (o.dtype == "fp32") return run_cuda<float>(o);
+  fail("--dtype: \"" + o.dtype + "\" is not one of bf16, fp16, fp32");
+}
+
 }  // namespace hyoracle::cli

@@ -1,0 +1,110 @@
+// device.h: the plain device tensor every CUDA layer takes and returns, the process-wide GPU
+// context (one stream, one cuBLAS handle) and host <-> device transfers.
+//
+// A DeviceTensor<T> is a shape and a dense row-major buffer of T on the GPU (T = float, __half
+// or __nv_bfloat16), nothing else: no strides, no dtype tag at run time. Buffers come from the
+// stream-ordered allocator (cudaMallocAsync on the context's stream), so a forward pass can be
+// captured into a CUDA graph. Copies of a DeviceTensor share the buffer (views with a new shape).
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "error.h"
+#include "tensor.h"
+
+namespace hyoracle::cuda {
+
+using bf16 = __nv_bfloat16;
+using fp16 = __half;
+
+// Throws hyoracle::Error("<where>: <CUDA error>") when `e` is not success.
+void check(cudaError_t e, const char* where);
+void check(cublasStatus_t s, const char* where);
+// check(cudaGetLastError()) after a kernel launch.
+inline void check_launch(const char* where) { check(cudaGetLastError(), where); }
+
+// True when a CUDA device can be used; otherwise false with the reason in *why.
+bool device_available(std::string* why = nullptr);
+
+// The process-wide context: device 0, one non-blocking stream, one cuBLAS handle on it.
+struct Gpu {
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  std::string name;  // e.g. "NVIDIA H100 80GB HBM3"
+  int sms = 0;
+};
+Gpu& gpu();
+void synchronize();
+
+// "bf16", "fp16", "fp32".
+template <class T>
+const char* dtype_label() {
+  if constexpr (std::is_same_v<T, bf16>) return "bf16";
+  else if constexpr (std::is_same_v<T, fp16>) return "fp16";
+  else return "fp32";
+}
+
+// Rounds a float to T (nearest even) and widens it back; host and device.
+template <class T>
+__host__ __device__ inline T from_f32(float x) {
+  if constexpr (std::is_same_v<T, bf16>) return __float2bfloat16_rn(x);
+  else if constexpr (std::is_same_v<T, fp16>) return __float2half_rn(x);
+  else return x;
+}
+template <class T>
+__host__ __device__ inline float to_f32(T x) {
+  if constexpr (std::is_same_v<T, bf16>) return __bfloat162float(x);
+  else if constexpr (std::is_same_v<T, fp16>) return __half2float(x);
+  else return float(x);
+}
+// x rounded to T's precision, as a float (identity for T = float).
+template <class T>
+__host__ __device__ inline float round_as(float x) { return to_f32(from_f32<T>(x)); }
+
+template <class T>
+class DeviceTensor {
+ public:
+  std::vector<int64_t> shape;
+
+  DeviceTensor() = default;
+  // Uninitialised storage for `shape` on the context's stream.
+  explicit DeviceTensor(std::vector<int64_t> shape_);
+  // A non-owning view of `data` (tests use it to place outputs between guard regions).
+  static DeviceTensor view(T* data, std::vector<int64_t> shape_);
+  // The same buffer under another shape of the same element count.
+  DeviceTensor reshaped(std::vector<int64_t> shape_) const;
+
+  T* data() { return ptr_; }
+  const T* data() const { return ptr_; }
+  int64_t numel() const { return numel_of(shape); }
+  int64_t dim(size_t i) const { return shape.at(i); }
+  int64_t cols() const { return shape.empty() ? 1 : shape.back(); }
+  int64_t rows() const { return cols() == 0 ? 0 : numel() / cols(); }
+  bool empty() const { return ptr_ == nullptr; }
+
+ private:
+  std::shared_ptr<void> owner_;
+  T* ptr_ = nullptr;
+};
+
+// Host -> device, rounding each value to T; device -> host, widening to float.
+template <class T, class S>
+DeviceTensor<T> upload(const Tensor<S>& host);
+template <class T>
+DeviceTensor<T> upload_values(const std::vector<float>& values, std::vector<int64_t> shape);
+template <class T>
+Tensor<float> download(const DeviceTensor<T>& dev);
+// Small index arrays (positions, token ids).
+DeviceTensor<int64_t> upload_ints(const std::vector<int64_t>& v);
+std::vector<int64_t> download_ints(const DeviceTensor<int32_t>& dev);
+std::vector<int64_t> download_ints(const DeviceTensor<int64_t>& dev);
+
+}  // namespace hyoracle::cuda

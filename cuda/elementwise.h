@@ -1,0 +1,16 @@
+// elementwise.h: the element-wise steps between layers.
+//
+//   add:     y[i] = T(fp32(a[i]) + fp32(b[i]))          (residual adds; routed + shared)
+//   convert: y[i] = To(fp32(x[i]))                       (e.g. the router's fp32 input)
+#pragma once
+#include "device.h"
+
+namespace hyoracle::cuda {
+
+template <class T>
+void add(const DeviceTensor<T>& a, const DeviceTensor<T>& b, DeviceTensor<T>& y);
+
+template <class Ti, class To>
+void convert(const DeviceTensor<Ti>& x, DeviceTensor<To>& y);
+
+}  // namespace hyoracle::cuda

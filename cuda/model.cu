@@ -1,0 +1,279 @@
+#include "model.h"
+
+#include <cmath>
+
+#include "embedding.h"
+#include "matmul.h"
+#include "names.h"
+#include "record.h"
+#include "rms_norm.h"
+
+namespace hyoracle::cuda {
+
+namespace {
+
+std::string layer_name(int64_t L, const std::string& what) { return "model.layers." + std::to_string(L) + "." + what; }
+
+template <class T>
+DeviceTensor<T> load(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape) {
+  return upload<T>(ck.load<float>(name, shape));
+}
+
+// Copies host values (rounded to T) into `dst` at element offset `at`.
+template <class T>
+void put(DeviceTensor<T>& dst, int64_t at, const Tensor<float>& host) {
+  std::vector<T> v(host.data.size());
+  for (size_t i = 0; i < v.size(); ++i) v[i] = from_f32<T>(host.data[i]);
+  check(cudaMemcpyAsync(dst.data() + at, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, gpu().stream), "put");
+  synchronize();
+}
+
+template <class T>
+MlpWeights<T> load_mlp(const Checkpoint& ck, const std::string& prefix, int64_t I, int64_t H) {
+  MlpWeights<T> w;
+  w.gate_up = DeviceTensor<T>({2 * I, H});
+  put(w.gate_up, 0, ck.load<float>(prefix + "gate_proj.weight", {I, H}));
+  put(w.gate_up, I * H, ck.load<float>(prefix + "up_proj.weight", {I, H}));
+  w.down = load<T>(ck, prefix + "down_proj.weight", {H, I});
+  return w;
+}
+
+// splitmix64 finaliser: the counter-based generator of random_model.
+__device__ __host__ inline uint64_t mix(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+uint64_t name_hash(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
+  return h;
+}
+
+// v[i] = T(bf16(mean + std · N_i)), N_i an Irwin-Hall(12) normal from mix(key + 12·i + j).
+template <class T>
+__global__ void fill_random(T* v, int64_t n, uint64_t key, float mean, float stddev) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    float s = 0.0f;
+    for (int j = 0; j < 12; ++j) s += float(mix(key + uint64_t(i) * 12 + j) >> 40) * 0x1p-24f;
+    v[i] = from_f32<T>(__bfloat162float(__float2bfloat16_rn(mean + stddev * (s - 6.0f))));
+  }
+}
+
+template <class T>
+DeviceTensor<T> random_tensor(uint64_t seed, const std::string& name, std::vector<int64_t> shape, double mean, double stddev,
+                              bool f32_exact = false) {
+  DeviceTensor<T> t(std::move(shape));
+  const int64_t n = t.numel();
+  const unsigned blocks = unsigned(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 8192)));
+  if (f32_exact) {  // expert_bias: F32 values, not rounded to bf16
+    fill_random<float><<<blocks, 256, 0, gpu().stream>>>(reinterpret_cast<float*>(t.data()), n, mix(seed ^ name_hash(name)),
+                                                         float(mean), float(stddev));
+  } else {
+    fill_random<T><<<blocks, 256, 0, gpu().stream>>>(t.data(), n, mix(seed ^ name_hash(name)), float(mean), float(stddev));
+  }
+  check_launch("random_tensor");
+  return t;
+}
+
+__global__ void argmax_kernel(const float* x, int64_t n, int64_t* out) {
+  const float* row = x + blockIdx.x * n;
+  float bv = -INFINITY;
+  int64_t bi = n;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    if (row[i] > bv || (row[i] == bv && i < bi) || bi == n) bv = row[i], bi = i;
+  __shared__ float sv[256];
+  __shared__ int64_t si[256];
+  sv[threadIdx.x] = bv;
+  si[threadIdx.x] = bi;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s /= 2) {
+    if (threadIdx.x < s) {
+      const float ov = sv[threadIdx.x + s];
+      const int64_t oi = si[threadIdx.x + s];
+      if (oi < n && (si[threadIdx.x] == n || ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])))
+        sv[threadIdx.x] = ov, si[threadIdx.x] = oi;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = si[0];
+}
+
+}  // namespace
+
+template <class T>
+ModelWeights<T> load_model(const Checkpoint& ck) {
+  ModelWeights<T> m;
+  m.config = ck.config();
+  const ModelConfig& c = m.config;
+  const int64_t H = c.hidden_size, A = c.q_width(), Kv = c.kv_width(), d = c.head_dim, V = c.vocab_size;
+  m.embed = load<T>(ck, "model.embed_tokens.weight", {V, H});
+  m.final_norm = load<T>(ck, "model.norm.weight", {H});
+  m.lm_head = c.tie_word_embeddings ? m.embed : load<T>(ck, "lm_head.weight", {V, H});
+  m.layers.resize(size_t(c.num_hidden_layers));
+  for (int64_t L = 0; L < c.num_hidden_layers; ++L) {
+    auto n = [&](const std::string& what) { return layer_name(L, what); };
+    LayerWeights<T>& w = m.layers[L];
+    w.input_norm = load<T>(ck, n("input_layernorm.weight"), {H});
+    w.wq = load<T>(ck, n("self_attn.q_proj.weight"), {A, H});
+    w.wk = load<T>(ck, n("self_attn.k_proj.weight"), {Kv, H});
+    w.wv = load<T>(ck, n("self_attn.v_proj.weight"), {Kv, H});
+    w.wo = load<T>(ck, n("self_attn.o_proj.weight"), {H, A});
+    w.q_norm = load<T>(ck, n("self_attn.q_norm.weight"), {d});
+    w.k_norm = load<T>(ck, n("self_attn.k_norm.weight"), {d});
+    w.post_norm = load<T>(ck, n("post_attention_layernorm.weight"), {H});
+    w.dense = c.is_dense(L);
+    if (w.dense) {
+      w.mlp = load_mlp<T>(ck, n("mlp."), c.intermediate_size, H);
+      continue;
+    }
+    const int64_t E = c.num_experts, I = c.moe_intermediate_size, Is = c.shared_width();
+    w.router = load<float>(ck, n("mlp.router.gate.weight"), {E, H});
+    w.expert_bias = upload<float>(ck.load<float>(n("mlp.expert_bias"), {E}, /*f32_only=*/true));
+    if (Is > 0) w.shared = load_mlp<T>(ck, n("mlp.shared_mlp."), Is, H);
+    w.experts.gate_up = DeviceTensor<T>({E, 2 * I, H});
+    w.experts.down = DeviceTensor<T>({E, H, I});
+    for (int64_t e = 0; e < E; ++e) {
+      const std::string p = n("mlp.experts." + std::to_string(e) + ".");
+      put(w.experts.gate_up, e * 2 * I * H, ck.load<float>(p + "gate_proj.weight", {I, H}));
+      put(w.experts.gate_up, e * 2 * I * H + I * H, ck.load<float>(p + "up_proj.weight", {I, H}));
+      put(w.experts.down, e * H * I, ck.load<float>(p + "down_proj.weight", {H, I}));
+    }
+  }
+  return m;
+}
+
+template <class T>
+ModelWeights<T> random_model(const ModelConfig& c, uint64_t seed) {
+  ModelWeights<T> m;
+  m.config = c;
+  const int64_t H = c.hidden_size, A = c.q_width(), Kv = c.kv_width(), d = c.head_dim, V = c.vocab_size;
+  auto lin = [&](const std::string& name, std::vector<int64_t> shape) {
+    return random_tensor<T>(seed, name, shape, 0.0, 1.0 / std::sqrt(double(shape.back())));
+  };
+  auto norm = [&](const std::string& name, int64_t n) { return random_tensor<T>(seed, name, {n}, 1.0, 0.1); };
+  m.embed = random_tensor<T>(seed, "model.embed_tokens.weight", {V, H}, 0.0, 1.0);
+  m.final_norm = norm("model.norm.weight", H);
+  m.lm_head = c.tie_word_embeddings ? m.embed : lin("lm_head.weight", {V, H});
+  m.layers.resize(size_t(c.num_hidden_layers));
+  for (int64_t L = 0; L < c.num_hidden_layers; ++L) {
+    auto n = [&](const std::string& what) { return layer_name(L, what); };
+    LayerWeights<T>& w = m.layers[L];
+    w.input_norm = norm(n("input_layernorm.weight"), H);
+    w.wq = lin(n("self_attn.q_proj.weight"), {A, H});
+    w.wk = lin(n("self_attn.k_proj.weight"), {Kv, H});
+    w.wv = lin(n("self_attn.v_proj.weight"), {Kv, H});
+    w.wo = lin(n("self_attn.o_proj.weight"), {H, A});
+    w.q_norm = norm(n("self_attn.q_norm.weight"), d);
+    w.k_norm = norm(n("self_attn.k_norm.weight"), d);
+    w.post_norm = norm(n("post_attention_layernorm.weight"), H);
+    w.dense = c.is_dense(L);
+    const int64_t I = w.dense ? c.intermediate_size : c.moe_intermediate_size;
+    if (w.dense) {
+      w.mlp.gate_up = lin(n("mlp.gate_up_proj.weight"), {2 * I, H});
+      w.mlp.down = lin(n("mlp.down_proj.weight"), {H, I});
+      continue;
+    }
+    const int64_t E = c.num_experts, Is = c.shared_width();
+    w.router = random_tensor<float>(seed, n("mlp.router.gate.weight"), {E, H}, 0.0, 3.0 / std::sqrt(double(H)));
+    w.expert_bias = random_tensor<float>(seed, n("mlp.expert_bias"), {E}, 0.0, 0.05, /*f32_exact=*/true);
+    if (Is > 0) {
+      w.shared.gate_up = lin(n("mlp.shared_mlp.gate_up_proj.weight"), {2 * Is, H});
+      w.shared.down = lin(n("mlp.shared_mlp.down_proj.weight"), {H, Is});
+    }
+    w.experts.gate_up = lin(n("mlp.experts.gate_up_proj"), {E, 2 * I, H});
+    w.experts.down = lin(n("mlp.experts.down_proj"), {E, H, I});
+  }
+  synchronize();
+  return m;
+}
+
+template <class T>
+KVCache<T> make_cache(const ModelConfig& c, int64_t capacity) {
+  KVCache<T> kv;
+  kv.layers.resize(size_t(c.num_hidden_layers));
+  for (auto& l : kv.layers) {
+    l.k = DeviceTensor<T>({capacity, c.num_key_value_heads, c.head_dim});
+    l.v = DeviceTensor<T>({capacity, c.num_key_value_heads, c.head_dim});
+  }
+  return kv;
+}
+
+std::vector<int64_t> argmax_rows(const DeviceTensor<float>& x) {
+  DeviceTensor<int64_t> out({x.rows()});
+  if (x.rows()) {
+    argmax_kernel<<<unsigned(x.rows()), 256, 0, gpu().stream>>>(x.data(), x.cols(), out.data());
+    check_launch("argmax");
+  }
+  return download_ints(out);
+}
+
+template <class T>
+DeviceTensor<float> forward(const ModelWeights<T>& m, const std::vector<int64_t>& ids, KVCache<T>& cache,
+                            const Recorder& rec) {
+  const ModelConfig& c = m.config;
+  const int64_t T_ = int64_t(ids.size()), H = c.hidden_size;
+  std::vector<int64_t> pos(ids.size());
+  for (size_t t = 0; t < ids.size(); ++t) pos[t] = cache.length() + int64_t(t);
+  const DeviceTensor<int64_t> positions = upload_ints(pos);
+  rec.ints(names::kInputIds, {T_}, ids);
+  DeviceTensor<T> x({T_, H});
+  embedding(m.embed, ids, x);
+  record(rec, names::kEmbed, x);
+  for (int64_t L = 0; L < c.num_hidden_layers; ++L) x = decoder_layer(x, L, m.layers[L], c, positions, cache.layers[L], rec);
+  DeviceTensor<T> h({T_, H});
+  rms_norm(x, m.final_norm, c.rms_norm_eps, h);
+  record(rec, names::kFinalNorm, h);
+  DeviceTensor<float> logits({T_, c.vocab_size});
+  if constexpr (std::is_same_v<T, float>) linear(h, m.lm_head, logits);
+  else linear<T, float>(h, m.lm_head, logits);
+  record(rec, names::kLogits, logits);
+  return logits;
+}
+
+template <class T>
+Generation generate_greedy(const ModelWeights<T>& m, const DeviceTensor<float>& prefill_logits, KVCache<T>& cache, int64_t n,
+                           ActivationSink* steps) {
+  const int64_t V = m.config.vocab_size;
+  Generation g;
+  g.logits = Tensor<float>({n, V});
+  DeviceTensor<float> last = prefill_logits.reshaped(prefill_logits.shape);
+  int64_t row = prefill_logits.rows() - 1;
+  for (int64_t s = 0; s < n; ++s) {
+    if (s > 0) {
+      Recorder rec{steps, names::step(s, "")};
+      last = forward(m, {g.tokens.back()}, cache, rec);
+      row = 0;
+    }
+    const DeviceTensor<float> r = DeviceTensor<float>::view(last.data() + row * V, {1, V});
+    const Tensor<float> host = download(r);
+    std::copy(host.data.begin(), host.data.end(), g.logits.row(s));
+    g.tokens.push_back(argmax_rows(r)[0]);
+  }
+  return g;
+}
+
+template ModelWeights<float> load_model<float>(const Checkpoint&);
+template ModelWeights<bf16> load_model<bf16>(const Checkpoint&);
+template ModelWeights<fp16> load_model<fp16>(const Checkpoint&);
+template ModelWeights<float> random_model<float>(const ModelConfig&, uint64_t);
+template ModelWeights<bf16> random_model<bf16>(const ModelConfig&, uint64_t);
+template ModelWeights<fp16> random_model<fp16>(const ModelConfig&, uint64_t);
+template KVCache<float> make_cache<float>(const ModelConfig&, int64_t);
+template KVCache<bf16> make_cache<bf16>(const ModelConfig&, int64_t);
+template KVCache<fp16> make_cache<fp16>(const ModelConfig&, int64_t);
+template DeviceTensor<float> forward<float>(const ModelWeights<float>&, const std::vector<int64_t>&, KVCache<float>&,
+                                            const Recorder&);
+template DeviceTensor<float> forward<bf16>(const ModelWeights<bf16>&, const std::vector<int64_t>&, KVCache<bf16>&,
+                                           const Recorder&);
+template DeviceTensor<float> forward<fp16>(const ModelWeights<fp16>&, const std::vector<int64_t>&, KVCache<fp16>&,
+                                           const Recorder&);
+template Generation generate_greedy<float>(const ModelWeights<float>&, const DeviceTensor<float>&, KVCache<float>&, int64_t,
+                                           ActivationSink*);
+template Generation generate_greedy<bf16>(const ModelWeights<bf16>&, const DeviceTensor<float>&, KVCache<bf16>&, int64_t,
+                                          ActivationSink*);
+template Generation generate_greedy<fp16>(const ModelWeights<fp16>&, const DeviceTensor<float>&, KVCache<fp16>&, int64_t,
+                                          ActivationSink*);
+
+}  // namespace hyoracle::cuda

@@ -1,0 +1,64 @@
+// model.h: the whole hy_v3 model on the GPU (MODEL_SPEC.md §4.11): weights in GPU memory,
+// prefill, incremental decode with the KV cache, greedy generation.
+//
+//   x = Embed(ids);  for L in 0..num_hidden_layers-1: x = decoder_layer(x, L)
+//   logits = fp32( RMSNorm(x; model.norm) · W_lmᵀ )   (T inputs, fp32 accumulate and output: the
+//            "fp32 lm_head" of enable_lm_head_fp32, computed from the T-rounded final norm)
+// Weights are loaded with the reference's Checkpoint (shared loader) or generated on the GPU.
+#pragma once
+#include <vector>
+
+#include "checkpoint.h"
+#include "decoder_layer.h"
+
+namespace hyoracle::cuda {
+
+template <class T>
+struct ModelWeights {
+  ModelConfig config;
+  DeviceTensor<T> embed;       // [V, H]
+  DeviceTensor<T> final_norm;  // [H]
+  DeviceTensor<T> lm_head;     // [V, H]
+  std::vector<LayerWeights<T>> layers;
+};
+
+// Every bf16 weight rounded to T (exact for bf16 and fp32); router and expert_bias in fp32.
+template <class T>
+ModelWeights<T> load_model(const Checkpoint& ck);
+
+// Random weights built directly in GPU memory, with the fixture generator's scales
+// (random_checkpoint.h: embeddings N(0,1), linear N(0, 1/fan_in), norms 1 + 0.1·N(0,1), router
+// N(0, 9/H), bias 0.05·N(0,1)); values are rounded to bf16 first, then to T. Each tensor's values
+// are a counter-based hash of (seed, tensor name, index): the same seed gives the same model on
+// any GPU, but not the same values as the fixture file of that seed.
+template <class T>
+ModelWeights<T> random_model(const ModelConfig& c, uint64_t seed);
+
+template <class T>
+struct KVCache {
+  std::vector<LayerCache<T>> layers;
+  int64_t length() const { return layers.empty() ? 0 : layers[0].length; }
+};
+template <class T>
+KVCache<T> make_cache(const ModelConfig& c, int64_t capacity);
+
+// Runs ids at positions cache.length() .. +T-1, appending to the cache. Returns logits [T, V].
+template <class T>
+DeviceTensor<float> forward(const ModelWeights<T>& m, const std::vector<int64_t>& ids, KVCache<T>& cache,
+                            const Recorder& rec);
+
+// Index of the largest of each row of x [R, n]; exact ties to the lower index.
+std::vector<int64_t> argmax_rows(const DeviceTensor<float>& x);
+
+struct Generation {
+  std::vector<int64_t> tokens;  // [N]
+  Tensor<float> logits;         // [N, V]; row 0 is the last prefill row
+};
+
+// Greedy generation of n tokens after a prefill (its logits and cache); decode step s feeds
+// token s-1 and, when `steps` is set, records its activations as "steps.s.<name>".
+template <class T>
+Generation generate_greedy(const ModelWeights<T>& m, const DeviceTensor<float>& prefill_logits, KVCache<T>& cache,
+                           int64_t n, ActivationSink* steps);
+
+}  // namespace hyoracle::cuda

@@ -1,0 +1,13 @@
+// rms_norm.h: RMSNorm with LlamaRMSNorm / HF semantics on the GPU (MODEL_SPEC.md §4.2, R2).
+//
+//   r = mean_i(fp32(u[row, i])²)   (fp32 tree sum)      s = 1 / sqrt(r + eps)   (fp32, IEEE)
+//   v = T(fp32(u) · s)             y = T(fp32(w) · fp32(v))   (weight multiplied after the cast)
+// u [R, n], w [n] -> y [R, n]; per-head q_norm / k_norm pass u viewed as [T·heads, d].
+// For T = float both casts are the identity: the reference's fp32 mode.
+#pragma once
+#include "device.h"
+
+namespace hyoracle::cuda {
+template <class T>
+void rms_norm(const DeviceTensor<T>& u, const DeviceTensor<T>& w, double eps, DeviceTensor<T>& y);
+}  // namespace hyoracle::cuda

@@ -1,0 +1,33 @@
+// router.h: the hy_v3 MoE router on the GPU (MODEL_SPEC.md §4.6, R11: fp32 throughout).
+//
+//   logits[t, e] = fp32(u[t, :]) · W_r[e, :]              u [T, H] (T), W_r [E, H] fp32 (exact bf16
+//                                                         values), cuBLAS fp32 pedantic (no TF32)
+//   s[t, e]      = 1 / (1 + e^(−logit))                   fp32
+//   c[t, e]      = s[t, e] + b[e]                         b = expert_bias (F32), selection only
+//   K[t]         = the k experts with the largest c, exact ties to the LOWER index, by c desc
+//   w[t, j]      = fp32(s[t, K_j] / fp32(Σ_j' s[t, K_j'] + 1e-20)) · scaling   (sum in rank order)
+//   margin[t]    = c[t, K_k] − (k+1)-th largest c  (+inf when k == E)
+// One warp per token for the selection.
+#pragma once
+#include "device.h"
+
+namespace hyoracle::cuda {
+
+struct RouterOutput {
+  DeviceTensor<float> logits;   // [T, E]
+  DeviceTensor<float> scores;   // [T, E]
+  DeviceTensor<int32_t> ids;    // [T, k]
+  DeviceTensor<float> weights;  // [T, k]
+  DeviceTensor<float> margin;   // [T]
+  int64_t k = 0;
+};
+
+template <class T>
+RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& expert_bias,
+                   int64_t k, double scaling, bool renormalize);
+
+// The selection step alone, on given fp32 logits [T, E] (tests feed it exact ties).
+RouterOutput route_from_logits(const DeviceTensor<float>& logits, const DeviceTensor<float>& expert_bias, int64_t k,
+                               double scaling, bool renormalize);
+
+}  // namespace hyoracle::cuda
