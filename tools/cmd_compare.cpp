@@ -1,11 +1,66 @@
-// hyoracle compare: not implemented yet.
+// hyoracle compare: layer-by-layer diff of two dumps (docs/compare.md). Exit 0 pass, 1 fail,
+// 2 incomplete or unreadable input (one line naming the file and tensor/field on stderr).
+#include <iostream>
+#include <memory>
+
 #include "commands.h"
+#include "compare.h"
 #include "error.h"
 
 namespace hyoracle::cli {
-void register_compare(CLI::App& app, int& status) {
-  auto* cmd = app.add_subcommand("compare", "(not implemented yet)");
-  cmd->allow_extras();
-  cmd->callback([&status] { status = 2; fail("hyoracle compare is not implemented yet"); });
+
+namespace {
+struct CompareCli {
+  std::string baseline, target, json, markdown, html, rules, layers;
+  std::vector<std::string> require;
+  compare::CompareOptions opt;
+  bool quiet = false;
+};
+
+void parse_layers(const std::string& s, compare::CompareOptions& o) {
+  const size_t c = s.find(':');
+  try {
+    if (c == std::string::npos) {
+      o.layer_first = std::stoll(s);
+      o.layer_last = o.layer_first + 1;
+    } else {
+      o.layer_first = c == 0 ? 0 : std::stoll(s.substr(0, c));
+      o.layer_last = c + 1 == s.size() ? -1 : std::stoll(s.substr(c + 1));
+    }
+  } catch (...) {
+    fail("--layers: \"" + s + "\" is not A:B (e.g. 2:5, 3:, :4 or 7)");
+  }
 }
+}  // namespace
+
+void register_compare(CLI::App& app, int& status) {
+  auto o = std::make_shared<CompareCli>();
+  auto* cmd = app.add_subcommand("compare", "Compare two dumps layer by layer; name the first divergence");
+  cmd->add_option("baseline", o->baseline, "Baseline dump (usually hyoracle's exact reference)")->required();
+  cmd->add_option("target", o->target, "Target dump (the engine under test)")->required();
+  cmd->add_option("--model", o->opt.model_dir, "Checkpoint: teacher-force each step on the target's inputs");
+  cmd->add_option("--json", o->json, "Write the JSON report here");
+  cmd->add_option("--markdown", o->markdown, "Write the Markdown report here");
+  cmd->add_option("--html", o->html, "Write the HTML report here");
+  cmd->add_option("--require", o->require, "Regex of a tensor that must be compared (default ^logits$)");
+  cmd->add_option("--rules", o->rules, "Rules file (JSON) overriding budgets by regex");
+  cmd->add_option("--layers", o->layers, "Only layers A:B (A inclusive, B exclusive)");
+  cmd->add_option("--routed-experts", o->opt.routed_experts_file, "vLLM/SGLang routed-expert export [tokens, layers, k]");
+  cmd->add_option("--threads", o->opt.threads, "Reference threads for teacher forcing");
+  cmd->add_flag("--fail-fast", o->opt.fail_fast, "Stop at the first failing tensor");
+  cmd->add_flag("-q,--quiet", o->quiet, "No terminal summary");
+  cmd->callback([o, &status] {
+    if (!o->require.empty()) o->opt.require = o->require;
+    if (!o->rules.empty()) o->opt.rules = compare::load_rules(o->rules);
+    if (!o->layers.empty()) parse_layers(o->layers, o->opt);
+    const compare::Report r = compare::compare_dirs(o->baseline, o->target, o->opt);
+    if (!o->json.empty()) compare::write_text_file(o->json, compare::report_json(r).dump(2) + "\n");
+    if (!o->markdown.empty()) compare::write_text_file(o->markdown, compare::report_markdown(r));
+    if (!o->html.empty()) compare::write_text_file(o->html, compare::report_html(r));
+    if (!o->quiet) std::cout << compare::terminal_summary(r);
+    if (!r.error.empty()) std::cerr << "hyoracle: error: " << r.error << "\n";
+    status = compare::exit_code(r);
+  });
+}
+
 }  // namespace hyoracle::cli

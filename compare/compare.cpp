@@ -1,0 +1,590 @@
+// compare.cpp: the walk over two dumps in execution order (COMPARE.md §5-6, §10).
+#include "compare.h"
+
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <regex>
+#include <set>
+
+#include "graph.h"
+#include "logits.h"
+#include "names.h"
+#include "routing.h"
+#include "teacher_forcing.h"
+
+namespace hyoracle::compare {
+
+std::string verdict_name(Verdict v) {
+  switch (v) {
+    case Verdict::pass: return "pass";
+    case Verdict::fail: return "fail";
+    case Verdict::incomplete: return "incomplete";
+    case Verdict::skipped: return "skipped";
+  }
+  return "?";
+}
+
+int exit_code(const Report& r) {
+  if (!r.error.empty()) return 2;
+  if (r.verdict == Verdict::fail) return 1;
+  if (r.verdict == Verdict::pass) return 0;
+  return 2;
+}
+
+namespace {
+
+std::string coord(const std::vector<int64_t>& c) { return shape_str(c); }
+
+std::string fmtg(double x, const char* f = "%.3g") {
+  char b[64];
+  std::snprintf(b, sizeof b, f, x);
+  return b;
+}
+
+// One-line error for a NaN in a dump, by position.
+void reject_nan(const Dump& d, const std::string& name, const Tensor<double>& x) {
+  for (int64_t i = 0; i < x.numel(); ++i)
+    if (std::isnan(x.data[i])) {
+      int64_t count = 0;
+      for (double v : x.data) count += std::isnan(v);
+      fail(d.file_of(name) + ": tensor \"" + name + "\" has NaN at " + coord(unravel(i, x.shape)) + " (" +
+           std::to_string(count) + " NaN value(s))");
+    }
+}
+
+// The unit roundoff a side computed `name` in: the stored dtype, widened to the run's activation
+// dtype (an engine that computes in bf16 and stores F32 still rounded to bf16), except for the
+// router's tensors, which HF computes in fp32 whatever the model dtype (MODEL_SPEC §4.6).
+double effective_u(const Dump& d, const std::string& name) {
+  const double stored = unit_roundoff(dtype_name(d.info(name).dtype)).value_or(0x1p-53);
+  const std::string base = strip_step(name);
+  const bool router = base.find("moe.router_logits") != std::string::npos ||
+                      base.find("moe.scores") != std::string::npos ||
+                      base.find("moe.topk_weights") != std::string::npos;
+  if (router) return stored;
+  const auto run = unit_roundoff(d.producer("dtype"));
+  return std::max(stored, run.value_or(stored));
+}
+
+double judged_value(const Metrics& m, const std::string& metric) {
+  if (metric == "max_abs") return m.max_abs;
+  if (metric == "nmse") return m.nmse;
+  if (metric == "diff") return m.diff;
+  if (metric == "cosine_distance") return 1.0 - m.cosine;
+  return m.rel_l2;
+}
+
+// Target rows of the k chosen experts re-ordered to the baseline's id order for tokens whose
+// sets agree; other tokens take the baseline's values (left out of the metric, counted).
+Tensor<double> align_weights(const std::vector<int64_t>& bid, const Tensor<double>& bw, const std::vector<int64_t>& tid,
+                             const Tensor<double>& tw, int64_t* excluded) {
+  Tensor<double> out = bw;
+  const int64_t T = bw.rows(), k = bw.cols();
+  *excluded = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    bool all = true;
+    for (int64_t j = 0; j < k && all; ++j) {
+      bool found = false;
+      for (int64_t i = 0; i < k; ++i)
+        if (tid[t * k + i] == bid[t * k + j]) {
+          out.data[t * k + j] = tw.data[t * k + i];
+          found = true;
+        }
+      all = found;
+    }
+    if (!all) {
+      ++*excluded;
+      std::copy_n(bw.row(t), k, out.row(t));
+    }
+  }
+  return out;
+}
+
+struct Walk {
+  const Dump& b;
+  const Dump& t;
+  const CompareOptions& opt;
+  Report& rep;
+  std::unique_ptr<TeacherForcing> tf;
+  std::vector<int64_t> positions;
+  int64_t num_layers = 0;
+  std::map<std::string, double> total_rel;
+  std::map<std::string, std::vector<double>> token_rel;
+  double last_rel = 0;
+  std::map<int64_t, std::set<int64_t>> near_tie_tokens;  // layer -> tokens
+  int64_t gen_divergence = -1;
+  std::vector<std::vector<int64_t>> exported_ids;  // routed-experts export, [L][T*k]
+
+  std::string resolve(const std::string& n) const {
+    if (n.find("LAST.out") == std::string::npos) return n;
+    return n.substr(0, n.find("LAST.out")) + names::layer(num_layers - 1, "out");
+  }
+  bool is_moe_layer(int64_t L) const {
+    if (tf) return L >= 0 && L < tf->config().num_hidden_layers && !tf->config().is_dense(L);
+    return b.has(names::layer(L, "moe.routed_out")) || b.has(names::layer(L, "moe.topk_ids"));
+  }
+  double inherited_input(const std::string& name) const {
+    double worst = -1;
+    for (const std::string& raw : step_inputs(name, is_moe_layer(layer_of_name(name)))) {
+      auto it = total_rel.find(resolve(raw));
+      if (it != total_rel.end()) worst = std::max(worst, it->second);
+    }
+    return worst < 0 ? last_rel : worst;
+  }
+  std::vector<double> inherited_tokens(const std::string& name, size_t T) const {
+    std::vector<double> v(T, 0.0);
+    bool any = false;
+    for (const std::string& raw : step_inputs(name, is_moe_layer(layer_of_name(name)))) {
+      auto it = token_rel.find(resolve(raw));
+      if (it == token_rel.end() || it->second.size() != T) continue;
+      any = true;
+      for (size_t i = 0; i < T; ++i) v[i] = std::max(v[i], it->second[i]);
+    }
+    if (!any) std::fill(v.begin(), v.end(), last_rel);
+    return v;
+  }
+
+  void record_failure(const TensorResult& r) {
+    if (!rep.first_divergence) rep.first_divergence = Divergence{r.name, r.layer, r.reason};
+  }
+
+  void run();
+  void compare_tensor(const std::string& name);
+  void compare_routing(const std::string& name);
+  void compare_generation(const std::string& name);
+  void judge(TensorResult& r, const Metrics& judged, const BudgetInputs& bi, bool local,
+             const std::vector<double>& inh_tok);
+};
+
+void Walk::judge(TensorResult& r, const Metrics& m, const BudgetInputs& bi, bool local,
+                 const std::vector<double>& inh_tok) {
+  const Budget derived = local ? derived_local_budget(bi) : derived_total_budget(bi, r.inherited_input);
+  const int rule = opt.rules.find(r.name);
+  if (rule < 0 && !opt.rules.use_derived_defaults) {
+    r.verdict = Verdict::incomplete;
+    r.reason = "no rule in " + opt.rules.source + " matches this tensor (rules fail closed)";
+    r.budget = derived;
+    r.budget.rule = "none";
+    return;
+  }
+  r.budget = rule >= 0 ? apply_rule(opt.rules, rule, derived) : derived;
+  r.judged_on = local ? "local" : "total";
+  r.judged_error = judged_value(m, r.budget.metric);
+  r.budget_units = r.budget.limit > 0 ? r.judged_error / r.budget.limit : (r.judged_error > 0 ? INFINITY : 0);
+  r.min_passing = r.judged_error;
+  // Per-token gate: 3× the local budget (a per-token estimate over one row is noisier), plus the
+  // token's own inherited error when judged on total.
+  int64_t bad_token = -1;
+  double bad_val = 0, bad_lim = 0;
+  if (r.budget.metric == "rel_l2" && r.budget.token_limit > 0) {
+    const double local_part = local ? r.budget.limit : r.budget.limit - amplification(bi.op) * std::max(0.0, r.inherited_input);
+    for (size_t i = 0; i < m.token_rel_l2.size(); ++i) {
+      const double lim = 3.0 * std::max(local_part, 0.0) + (local ? 0.0 : amplification(bi.op) * inh_tok[i]);
+      const double scale = r.budget.limit > 0 ? r.budget.limit / std::max(lim, 1e-300) : 1;
+      r.min_passing = std::max(r.min_passing, m.token_rel_l2[i] * scale);
+      if (m.token_rel_l2[i] > lim && (bad_token < 0 || m.token_rel_l2[i] / lim > bad_val / bad_lim)) {
+        bad_token = int64_t(i);
+        bad_val = m.token_rel_l2[i];
+        bad_lim = lim;
+      }
+    }
+  }
+  if (m.inf_mismatched > 0) {
+    r.verdict = Verdict::fail;
+    r.reason = std::to_string(m.inf_mismatched) + " Inf value(s) differ in position or sign, first at " +
+               coord(m.first_inf_mismatch_at);
+  } else if (r.judged_error > r.budget.limit) {
+    r.verdict = Verdict::fail;
+    r.reason = std::string(local ? "added (local) " : "total ") + r.budget.metric + " " + fmtg(r.judged_error) +
+               " > limit " + fmtg(r.budget.limit) + " (" + fmtg(r.budget_units, "%.1f") + "× budget); max |e| " +
+               fmtg(m.max_abs) + " at " + coord(m.max_abs_at) + " (" + fmtg(m.max_abs_ref, "%.6g") + " vs " +
+               fmtg(m.max_abs_target, "%.6g") + ")";
+  } else if (bad_token >= 0) {
+    r.verdict = Verdict::fail;
+    r.reason = std::string(local ? "added" : "total") + " rel-L2 at token " + std::to_string(bad_token) + " is " +
+               fmtg(bad_val) + " > per-token limit " + fmtg(bad_lim);
+  } else {
+    r.verdict = Verdict::pass;
+  }
+  // Cause hints (heuristics, labelled as such in the reports).
+  if (r.verdict == Verdict::fail) {
+    if (m.cosine > 1 - 1e-4 && std::fabs(m.norm_ratio - 1) > 2 * r.budget.limit)
+      r.hints.push_back("cosine ≈ 1 but norm ratio " + fmtg(m.norm_ratio, "%.4g") + ": a scale factor (missing, extra or wrong)");
+    if (m.token_rel_l2.size() > 2 && m.token_rel_l2[0] <= r.budget.limit && m.token_rel_l2.back() > r.budget.limit)
+      r.hints.push_back("position 0 agrees, later positions do not: RoPE pairing/angles or the KV cache");
+    if (bi.op == "rope") r.hints.push_back("RoPE step: check rotate-half (j ↔ j+d/2) vs interleaved pairing, θ, positions");
+    if (bi.op == "rms_norm" && r.name.find("_norm") != std::string::npos && layer_of_name(r.name) >= 0 &&
+        r.name.find("attn.") != std::string::npos)
+      r.hints.push_back("per-head q/k norm: applied before RoPE? shared weight per head?");
+  }
+}
+
+void Walk::compare_tensor(const std::string& name) {
+  const TensorInfo& bi_info = b.info(name);
+  const TensorInfo& ti_info = t.info(name);
+  if (bi_info.shape != ti_info.shape)
+    fail(t.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(ti_info.shape) + ", baseline " +
+         b.file_of(name) + " has " + shape_str(bi_info.shape));
+  Tensor<double> bt = b.read(name), tt = t.read(name);
+  rep.bytes_read += double(bi_info.end - bi_info.begin) + double(ti_info.end - ti_info.begin);
+  reject_nan(b, name, bt);
+  reject_nan(t, name, tt);
+
+  TensorResult r;
+  r.name = name;
+  r.layer = layer_of_name(name);
+  strip_step(name, &r.step);
+  r.op = op_of(name);
+  r.shape = bi_info.shape;
+  r.baseline_dtype = dtype_name(bi_info.dtype);
+  r.target_dtype = dtype_name(ti_info.dtype);
+  const std::string base = strip_step(name);
+  const int64_t L = r.layer;
+
+  // Generation: only rows up to the first differing token are comparable.
+  if (base == "generate.logits" && r.step == 0 && gen_divergence >= 0 && bt.rows() > gen_divergence + 1) {
+    const int64_t rows = gen_divergence + 1, V = bt.cols();
+    bt = Tensor<double>({rows, V}, std::vector<double>(bt.data.begin(), bt.data.begin() + rows * V));
+    tt = Tensor<double>({rows, V}, std::vector<double>(tt.data.begin(), tt.data.begin() + rows * V));
+  }
+  // topk_weights: keyed by expert id (HF does not sort its top-k).
+  Tensor<double> tt_judged = tt;
+  if (base.find("moe.topk_weights") != std::string::npos) {
+    const std::string ids = names::layer(L, "moe.topk_ids");
+    const std::string pre = r.step > 0 ? names::step(r.step, "") : "";
+    if (b.has(pre + ids) && t.has(pre + ids))
+      tt_judged = tt = align_weights(b.read_ints(pre + ids), bt, t.read_ints(pre + ids), tt, &r.excluded_tokens);
+  }
+  r.total = compare_tensors(bt, tt);
+  r.inherited_input = inherited_input(name);
+
+  BudgetInputs bi;
+  bi.op = r.op;
+  bi.u_target = std::max(effective_u(t, name), effective_u(b, name));
+  bi.numel = bt.numel();
+  bi.experts_per_token = tf ? tf->config().num_experts_per_tok : 8;
+
+  std::optional<Replay> rp;
+  if (tf && r.step == 0) rp = tf->replay(name, t, positions);
+  if (rp) {
+    if (rp->value.numel() != tt.numel())
+      fail(t.file_of(name) + ": tensor \"" + name + "\" has " + std::to_string(tt.numel()) +
+           " elements, the reference step on the target's inputs gives " + std::to_string(rp->value.numel()));
+    rp->value.shape = tt.shape;
+    Tensor<double> target_local = t.read(name);  // the target's own order (topk_weights unaligned)
+    r.local = compare_tensors(rp->value, target_local);
+    r.inherited = compare_tensors(bt, rp->value).rel_l2;
+    if (base.find("moe.topk_weights") != std::string::npos) r.inherited = NAN;  // orders differ; see routing
+    bi.reduction_k = rp->reduction_k;
+    bi.kappa = rp->kappa;
+    bi.gain = rp->gain;
+    judge(r, *r.local, bi, true, {});
+  } else {
+    // Model-free: leave near-tie routing flips out of the judged total of the MoE outputs.
+    Metrics judged = r.total;
+    if (L >= 0 && near_tie_tokens.count(L) &&
+        (base.find("moe.routed_out") != std::string::npos || (base.find("mlp.out") != std::string::npos))) {
+      for (int64_t tok : near_tie_tokens[L]) std::copy_n(bt.row(tok), bt.cols(), tt_judged.row(tok));
+      r.excluded_tokens = int64_t(near_tie_tokens[L].size());
+      judged = compare_tensors(bt, tt_judged);
+    }
+    if (r.op == "linear" || r.op == "swiglu" || r.op == "ffn" || r.op == "routed_experts") bi.reduction_k = bt.cols();
+    judge(r, judged, bi, false, inherited_tokens(name, judged.token_rel_l2.size()));
+    r.total = judged.n ? r.total : judged;
+  }
+  // The total rule, always (first_total_divergence; the verdict when there is no teacher forcing).
+  if (!rep.first_total_divergence) {
+    const Budget tb = derived_total_budget(bi, r.inherited_input);
+    if (r.total.rel_l2 > tb.limit)
+      rep.first_total_divergence = Divergence{name, L, "total rel-L2 " + fmtg(r.total.rel_l2) + " > " + fmtg(tb.limit)};
+  }
+  total_rel[name] = r.total.rel_l2;
+  token_rel[name] = r.total.token_rel_l2;
+  last_rel = r.total.rel_l2;
+  if (r.verdict == Verdict::fail) record_failure(r);
+  rep.tensors.push_back(std::move(r));
+}
+
+void Walk::compare_routing(const std::string& name) {
+  int64_t step = 0;
+  strip_step(name, &step);
+  const int64_t L = layer_of_name(name);
+  const std::string pre = step > 0 ? names::step(step, "") : "";
+  auto ln = [&](const std::string& s) { return pre + names::layer(L, s); };
+  RoutingInputs in;
+  in.layer = L;
+  const TensorInfo& bi = b.info(name);
+  in.tokens = bi.shape.at(0);
+  in.k = bi.shape.size() > 1 ? bi.shape[1] : 1;
+  in.ref_ids = b.read_ints(name);
+  if (t.has(name)) {
+    if (t.info(name).shape != bi.shape)
+      fail(t.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(t.info(name).shape) + ", baseline has " +
+           shape_str(bi.shape));
+    in.target_ids = t.read_ints(name);
+  } else {
+    in.target_ids = exported_ids.at(size_t(L));
+    if (int64_t(in.target_ids.size()) != in.tokens * in.k)
+      fail(opt.routed_experts_file + ": routed experts for layer " + std::to_string(L) + " have " +
+           std::to_string(in.target_ids.size()) + " ids, expected " + std::to_string(in.tokens * in.k));
+  }
+  if (b.has(ln("moe.scores"))) {
+    const Tensor<double> s = b.read(ln("moe.scores"));
+    in.experts = s.cols();
+    in.ref_scores = s.data;
+  }
+  Tensor<double> logits;
+  if (b.has(ln("moe.router_logits"))) {
+    logits = b.read(ln("moe.router_logits"));
+    in.experts = logits.cols();
+    if (in.ref_scores.empty()) {
+      in.ref_scores = logits.data;
+      for (double& x : in.ref_scores) x = 1 / (1 + std::exp(-x));
+    }
+  }
+  if (tf && step == 0) in.expert_bias = tf->expert_bias(L);
+  if (b.has(ln("moe.topk_margin"))) in.ref_margin = b.read(ln("moe.topk_margin")).data;
+  if (b.has(ln("moe.topk_weights")) && t.has(ln("moe.topk_weights"))) {
+    in.ref_weights = b.read(ln("moe.topk_weights")).data;
+    in.target_weights = t.read(ln("moe.topk_weights")).data;
+  }
+  // Expected router-logit noise per token: what the router GEMM adds at the target's precision plus
+  // what the measured input error (post_norm, per token) becomes through it.
+  BudgetInputs rb;
+  rb.op = "linear";
+  rb.u_target = t.has(ln("moe.router_logits")) ? effective_u(t, ln("moe.router_logits"))
+                                                : unit_roundoff(t.producer("dtype")).value_or(0x1p-8);
+  rb.numel = in.tokens * std::max<int64_t>(in.experts, 1);
+  rb.reduction_k = tf ? tf->config().hidden_size : 0;
+  const double local = derived_local_budget(rb).limit;
+  auto it = token_rel.find(ln("post_norm"));
+  in.logit_noise.assign(size_t(in.tokens), 0.0);
+  for (int64_t tok = 0; tok < in.tokens; ++tok) {
+    const double inh = it != token_rel.end() && int64_t(it->second.size()) == in.tokens ? it->second[size_t(tok)] : last_rel;
+    double rms = 1.0;
+    if (logits.numel()) {
+      double ss = 0;
+      for (int64_t e = 0; e < logits.cols(); ++e) ss += logits.row(tok)[e] * logits.row(tok)[e];
+      rms = std::sqrt(ss / double(logits.cols()));
+    }
+    in.logit_noise[size_t(tok)] = (amplification("linear") * inh + local) * rms;
+  }
+  in.ref_unit_roundoff = unit_roundoff(dtype_name(b.info(ln("moe.topk_ids")).dtype)).value_or(0x1p-53);
+  if (b.has(ln("moe.scores"))) in.ref_unit_roundoff = unit_roundoff(dtype_name(b.info(ln("moe.scores")).dtype)).value_or(0x1p-53);
+  RoutingLayer rl = routing_agreement(in);
+
+  TensorResult r;
+  r.name = name;
+  r.layer = L;
+  r.step = step;
+  r.op = "routing";
+  r.shape = bi.shape;
+  r.baseline_dtype = dtype_name(bi.dtype);
+  r.target_dtype = t.has(name) ? dtype_name(t.info(name).dtype) : "export";
+  r.budget.rule = "routing:real-flips";
+  r.budget.metric = "real_flips";
+  r.budget.limit = 0;
+  r.budget.derivation = "a flip is a near-tie when the reference's gap <= σ'(ℓ)·Δℓ_expected for both experts";
+  r.judged_on = tf ? "local" : "total";
+  r.judged_error = double(rl.real_flips);
+  r.min_passing = double(rl.real_flips);
+  for (const RoutingFlip& f : rl.flips)
+    if (f.near_tie) near_tie_tokens[L].insert(f.token);
+  if (rl.real_flips > 0) {
+    const RoutingFlip* f = nullptr;
+    for (const auto& x : rl.flips)
+      if (!x.near_tie) { f = &x; break; }
+    std::string a, c;
+    for (int64_t e : f->only_baseline) a += (a.empty() ? "" : ",") + std::to_string(e);
+    for (int64_t e : f->only_target) c += (c.empty() ? "" : ",") + std::to_string(e);
+    r.verdict = Verdict::fail;
+    r.reason = std::to_string(rl.real_flips) + " real routing flip(s); first at token " + std::to_string(f->token) +
+               ": reference chose {" + a + "}, target {" + c + "}, reference gap " + fmtg(f->margin) +
+               " > expected noise " + fmtg(f->noise);
+    r.hints.push_back("router math: expert_bias used for selection only? sigmoid (not softmax)? top-k on s + bias?");
+    record_failure(r);
+  }
+  rep.routing.push_back(std::move(rl));
+  rep.tensors.push_back(std::move(r));
+}
+
+void Walk::compare_generation(const std::string& name) {
+  const std::vector<int64_t> a = b.read_ints(name), c = t.read_ints(name);
+  Tensor<double> ra, rc;
+  if (b.has("generate.logits")) ra = b.read("generate.logits");
+  if (t.has("generate.logits")) rc = t.read("generate.logits");
+  // Expected noise of one logit: the lm_head budget plus the measured final_norm error through it.
+  BudgetInputs lb;
+  lb.op = "linear";
+  lb.u_target = t.has("logits") ? effective_u(t, "logits") : unit_roundoff(t.producer("dtype")).value_or(0x1p-8);
+  lb.numel = ra.numel();
+  const double inh = total_rel.count("final_norm") ? total_rel["final_norm"] : last_rel;
+  double rms = 0;
+  for (double x : ra.data) rms += x * x;
+  rms = ra.numel() ? std::sqrt(rms / double(ra.numel())) : 0;
+  const double noise = (amplification("linear") * inh + derived_local_budget(lb).limit) * rms;
+  generation_agreement(a, c, ra, rc, noise, rep.logits);
+  gen_divergence = rep.logits.first_token_divergence;
+  TensorResult r;
+  r.name = name;
+  r.op = "generation";
+  r.shape = b.info(name).shape;
+  r.baseline_dtype = dtype_name(b.info(name).dtype);
+  r.target_dtype = dtype_name(t.info(name).dtype);
+  r.budget.rule = "generation:first-divergence-near-tie";
+  r.budget.metric = "real_token_divergence";
+  r.budget.derivation = "tokens may differ only where the reference's top-1 − top-2 margin <= 2·expected logit noise";
+  if (gen_divergence >= 0 && !rep.logits.divergence_near_tie) {
+    r.verdict = Verdict::fail;
+    r.judged_error = 1;
+    r.min_passing = 1;
+    r.reason = "generated tokens differ at step " + std::to_string(gen_divergence) + " with reference margin " +
+               fmtg(rep.logits.divergence_margin) + " > noise " + fmtg(rep.logits.divergence_noise);
+    record_failure(r);
+  }
+  rep.tensors.push_back(std::move(r));
+}
+
+void Walk::run() {
+  // Same input, or nothing is comparable.
+  const std::vector<int64_t> ib = b.token_ids(), it = t.token_ids();
+  if (!ib.empty() && !it.empty() && ib != it)
+    fail(t.dir() + "/manifest.json: input token ids differ from the baseline's (" + std::to_string(it.size()) +
+         " vs " + std::to_string(ib.size()) + " tokens)");
+  const std::string bm = b.producer("mode"), tm = t.producer("mode");
+  int64_t offset = 0;
+  if (b.manifest().contains("input") && b.manifest()["input"].contains("position_offset"))
+    offset = b.manifest()["input"]["position_offset"].get<int64_t>();
+  for (size_t i = 0; i < ib.size(); ++i) positions.push_back(offset + int64_t(i));
+  num_layers = b.manifest().contains("model") && b.manifest()["model"].contains("num_hidden_layers")
+                   ? b.manifest()["model"]["num_hidden_layers"].get<int64_t>()
+                   : 0;
+  if (!opt.model_dir.empty()) {
+    tf = std::make_unique<TeacherForcing>(opt.model_dir, opt.threads);
+    num_layers = tf->config().num_hidden_layers;
+    rep.teacher_forced = true;
+  }
+  for (const auto& n : b.names()) num_layers = std::max(num_layers, layer_of_name(n) + 1);
+  if (!opt.routed_experts_file.empty()) {
+    SafetensorsFile f(opt.routed_experts_file);
+    if (f.tensors().size() != 1 || f.tensors()[0].shape.size() != 3)
+      fail(opt.routed_experts_file + ": expected one tensor [tokens, layers, k] of expert ids");
+    const TensorInfo& ti = f.tensors()[0];
+    const int64_t T = ti.shape[0], NL = ti.shape[1], k = ti.shape[2];
+    std::vector<int64_t> moe_layers;
+    for (int64_t L = 0; L < num_layers; ++L)
+      if (b.has(names::layer(L, "moe.topk_ids"))) moe_layers.push_back(L);
+    if (NL != num_layers && NL != int64_t(moe_layers.size()))
+      fail(opt.routed_experts_file + ": tensor \"" + ti.name + "\" has " + std::to_string(NL) + " layers; expected " +
+           std::to_string(num_layers) + " or " + std::to_string(moe_layers.size()) + " (MoE layers)");
+    exported_ids.assign(size_t(num_layers), {});
+    for (int64_t l = 0; l < NL; ++l) {
+      const int64_t L = NL == num_layers ? l : moe_layers[size_t(l)];
+      for (int64_t tok = 0; tok < T; ++tok)
+        for (int64_t j = 0; j < k; ++j)
+          exported_ids[size_t(L)].push_back(int64_t(element_as_double(f.data(ti), ti.dtype, (tok * NL + l) * k + j)));
+    }
+  }
+
+  std::set<std::string> in_b(b.names().begin(), b.names().end()), in_t(t.names().begin(), t.names().end());
+  for (const auto& n : execution_order(b.names()))
+    if (!in_t.count(n)) rep.missing_in_target.push_back(n);
+  for (const auto& n : execution_order(t.names()))
+    if (!in_b.count(n)) rep.missing_in_baseline.push_back(n);
+
+  std::vector<std::string> order = execution_order(b.names());
+  for (const std::string& name : order) {
+    const std::string base = strip_step(name);
+    const bool routing_from_export = base.find("moe.topk_ids") != std::string::npos && !exported_ids.empty() &&
+                                     layer_of_name(name) >= 0 && !exported_ids[size_t(layer_of_name(name))].empty();
+    if (!in_t.count(name) && !routing_from_export) continue;
+    const int64_t L = layer_of_name(name);
+    if (L >= 0 && (L < opt.layer_first || (opt.layer_last >= 0 && L >= opt.layer_last))) {
+      rep.skipped.push_back({name, "outside --layers"});
+      continue;
+    }
+    const std::string op = op_of(name);
+    if (base == "input_ids") {
+      if (b.read_ints(name) != t.read_ints(name)) fail(t.file_of(name) + ": tensor \"input_ids\" differs from the baseline's");
+      continue;
+    }
+    if (base.find("moe.topk_margin") != std::string::npos) {
+      rep.skipped.push_back({name, "hyoracle extension: used as the routing margin, not compared"});
+      continue;
+    }
+    if (base.find("moe.topk_ids") != std::string::npos) compare_routing(name);
+    else if (name == "generate.tokens") compare_generation(name);
+    else if (op.empty() && opt.rules.find(name) < 0) {
+      rep.skipped.push_back({name, "not a canonical name and no rule matches it"});
+      continue;
+    } else if (!dtype_is_float(b.info(name).dtype) || !dtype_is_float(t.info(name).dtype)) {
+      rep.skipped.push_back({name, "integer tensor with no comparison rule"});
+      continue;
+    } else {
+      compare_tensor(name);
+    }
+    if (opt.fail_fast && rep.first_divergence) break;
+  }
+  if (b.has("logits") && t.has("logits")) {
+    const Tensor<double> rl = b.read("logits"), tl = t.read("logits");
+    if (rl.shape == tl.shape) logits_agreement(rl, tl, rep.logits);
+  }
+}
+
+}  // namespace
+
+Report compare_dumps(const Dump& baseline, const Dump& target, const CompareOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Report rep;
+  rep.baseline_dir = baseline.dir();
+  rep.target_dir = target.dir();
+  if (baseline.manifest().contains("producer")) rep.baseline_producer = baseline.manifest()["producer"];
+  if (target.manifest().contains("producer")) rep.target_producer = target.manifest()["producer"];
+  Walk w{baseline, target, options, rep, nullptr, {}, 0, {}, {}, 0, {}, -1, {}};
+  try {
+    w.run();
+  } catch (const Error& e) {
+    rep.error = e.what();
+  }
+  // Coverage: each required pattern must match a tensor judged on both sides.
+  for (const std::string& pat : options.require) {
+    std::regex re;
+    try {
+      re = std::regex(pat);
+    } catch (const std::regex_error&) {
+      if (rep.error.empty()) rep.error = "--require: \"" + pat + "\" is not a valid regex";
+      continue;
+    }
+    bool found = false;
+    for (const auto& r : rep.tensors) found = found || std::regex_search(r.name, re);
+    if (!found) rep.missing_required.push_back(pat);
+  }
+  bool failed = false, incomplete = !rep.error.empty() || !rep.missing_required.empty() || rep.tensors.empty();
+  for (const auto& r : rep.tensors) {
+    failed = failed || r.verdict == Verdict::fail;
+    incomplete = incomplete || r.verdict == Verdict::incomplete;
+  }
+  rep.verdict = failed && rep.error.empty() ? Verdict::fail : incomplete ? Verdict::incomplete : Verdict::pass;
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return rep;
+}
+
+Report compare_dirs(const std::string& baseline_dir, const std::string& target_dir, const CompareOptions& options) {
+  std::unique_ptr<Dump> b, t;
+  try {
+    b = std::make_unique<Dump>(baseline_dir);
+    t = std::make_unique<Dump>(target_dir);
+  } catch (const Error& e) {
+    Report rep;
+    rep.baseline_dir = baseline_dir;
+    rep.target_dir = target_dir;
+    rep.error = e.what();
+    rep.verdict = Verdict::incomplete;
+    return rep;
+  }
+  return compare_dumps(*b, *t, options);
+}
+
+}  // namespace hyoracle::compare

@@ -1,0 +1,65 @@
+// summary.cpp: the terminal summary, one screen: verdict, first divergence with hints, the
+// per-layer curve as a table, routing and logits in one line each, coverage.
+#include <sstream>
+
+#include "compare.h"
+#include "layer_curve.h"
+
+namespace hyoracle::compare {
+
+std::string terminal_summary(const Report& r) {
+  std::ostringstream o;
+  o << "hyoracle compare: " << verdict_name(r.verdict) << "  (exit " << exit_code(r) << ")\n";
+  o << "  baseline " << r.baseline_dir << "  [" << (r.baseline_producer.is_object() ? r.baseline_producer.value("name", "?") + " " + r.baseline_producer.value("dtype", "?") : "?") << "]\n";
+  o << "  target   " << r.target_dir << "  [" << (r.target_producer.is_object() ? r.target_producer.value("name", "?") + " " + r.target_producer.value("dtype", "?") : "?") << "]\n";
+  if (!r.error.empty()) o << "  error    " << r.error << "\n";
+  int64_t failed = 0;
+  for (const auto& t : r.tensors) failed += t.verdict == Verdict::fail;
+  o << "  compared " << r.tensors.size() << " tensors (" << failed << " failed), "
+    << (r.teacher_forced ? "teacher-forced (local vs inherited)" : "total error only (no --model)") << ", "
+    << g3(r.seconds) << " s, " << g3(r.bytes_read / 1e6) << " MB read\n";
+  if (r.first_divergence) {
+    o << "  FIRST DIVERGENCE  " << r.first_divergence->tensor << "\n    " << r.first_divergence->reason << "\n";
+    for (const auto& t : r.tensors)
+      if (t.name == r.first_divergence->tensor) {
+        o << "    rule " << t.budget.rule << ": " << t.budget.derivation << "\n";
+        for (const auto& h : t.hints) o << "    hint (heuristic): " << h << "\n";
+      }
+  }
+  if (r.first_total_divergence && (!r.first_divergence || r.first_total_divergence->tensor != r.first_divergence->tensor))
+    o << "  first total-error excess: " << r.first_total_divergence->tensor << " (" << r.first_total_divergence->reason << ")\n";
+  const auto curve = layer_curve(r);
+  if (!curve.empty()) {
+    o << "  layer  total-relL2  added-relL2  worst×budget  worst tensor\n";
+    for (const auto& p : curve) {
+      char line[256];
+      std::snprintf(line, sizeof line, "  %5lld  %11s  %11s  %12s  %s\n", (long long)p.layer, g3(p.total).c_str(),
+                    g3(p.added).c_str(), g3(p.units).c_str(), p.worst.c_str());
+      o << line;
+    }
+  }
+  for (const auto& l : r.routing)
+    o << "  routing L" << l.layer << ": " << l.exact_set_match << "/" << l.tokens << " exact sets, jaccard "
+      << g3(l.mean_jaccard) << ", near-tie flips " << l.near_tie_flips << ", real flips " << l.real_flips
+      << ", min margin " << g3(l.min_margin) << "\n";
+  if (r.logits.present)
+    o << "  logits: top-1 " << r.logits.top1_agree << "/" << r.logits.positions << ", KL mean " << g3(r.logits.kl_mean)
+      << " max " << g3(r.logits.kl_max) << "\n";
+  if (r.logits.generated)
+    o << "  generate: " << r.logits.generated << " tokens, "
+      << (r.logits.first_token_divergence < 0 ? std::string("identical")
+                                              : "first differ at step " + std::to_string(r.logits.first_token_divergence) +
+                                                    (r.logits.divergence_near_tie ? " (near-tie)" : " (REAL)"))
+      << "\n";
+  if (!r.missing_required.empty()) {
+    o << "  missing required:";
+    for (const auto& m : r.missing_required) o << " " << m;
+    o << "\n";
+  }
+  if (!r.missing_in_target.empty() || !r.missing_in_baseline.empty())
+    o << "  only in baseline: " << r.missing_in_target.size() << ", only in target: " << r.missing_in_baseline.size()
+      << ", skipped: " << r.skipped.size() << "\n";
+  return o.str();
+}
+
+}  // namespace hyoracle::compare
