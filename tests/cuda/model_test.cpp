@@ -1,0 +1,207 @@
+// The whole tiny random model (reference/random_checkpoint.h) on the GPU against the exact CPU
+// reference (double): every recorded tensor, prefill and greedy decode with the KV cache.
+//
+// Bounds (per tensor, relative L2 against exact):
+//   fp32: 1e-5 (issue 7). fp32 storage, fp32 accumulation, fp32 RoPE angles and router.
+//   bf16: 2^-4 = 6.3e-2 for every float tensor. Not `hyoracle compare` (compare/compare.h did
+//         not exist when this was written). Derivation: each stored activation carries u = 2^-8
+//         relative rounding; a layer applies about a dozen roundings in sequence and the tiny
+//         model's residual stream amplifies them through 3 layers; the measured values are
+//         printed so the bound can be tightened from data.
+//   fp16: 2^-7 (u = 2^-11, the same chain).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "../../cuda/model.h"
+#include "compare.h"
+#include "dump.h"
+#include "../../reference/model.h"
+#include "cuda_test_util.h"
+#include "map_sink.h"
+#include "random_checkpoint.h"
+
+namespace hyoracle::test {
+namespace {
+
+using cuda::bf16;
+using cuda::fp16;
+
+struct Fixture {
+  TempDir dir{"hyoracle-cuda-model"};
+  CheckpointSpec spec;
+  std::vector<int64_t> ids = {17, 3, 99, 200, 5, 1, 254, 42, 42, 0, 77};
+  Fixture() {
+    spec.seed = 7;
+    write_random_checkpoint(spec, dir.path());
+  }
+};
+
+template <class T>
+double bound() {
+  if constexpr (std::is_same_v<T, float>) return 1e-5;
+  else if constexpr (std::is_same_v<T, bf16>) return std::ldexp(1.0, -4);
+  else return std::ldexp(1.0, -7);
+}
+
+template <class T>
+class ModelTyped : public CudaTest {};
+using Dtypes = ::testing::Types<float, bf16, fp16>;
+TYPED_TEST_SUITE(ModelTyped, Dtypes);
+
+TYPED_TEST(ModelTyped, PrefillMatchesExactReferenceTensorByTensor) {
+  using T = TypeParam;
+  Fixture f;
+  Checkpoint ck(f.dir.path());
+  const ModelWeights<double> ref_m = load_model<double>(ck);
+  KVCache<double> ref_cache = make_cache<double>(ck.config());
+  MapSink ref;
+  forward(ref_m, f.ids, ref_cache, Numerics{Precision::exact, 1}, Recorder{&ref, ""});
+
+  const cuda::ModelWeights<T> m = cuda::load_model<T>(ck);
+  cuda::KVCache<T> cache = cuda::make_cache<T>(ck.config(), int64_t(f.ids.size()));
+  MapSink got;
+  cuda::forward(m, f.ids, cache, Recorder{&got, ""});
+
+  // Routing: fp32 must select exactly the reference's experts. 16-bit paths see the router
+  // input rounded to T, so a selection at a reference margin below 0.02 may flip (printed); such
+  // a flip changes everything downstream, so tensors of that layer and later are then not held
+  // to the bound. A flip at a clear margin is a failure.
+  const int64_t L_total = ck.config().num_hidden_layers, k = ck.config().num_experts_per_tok;
+  int64_t first_flip_layer = L_total + 1;
+  for (int64_t L = 0; L < L_total; ++L) {
+    const std::string n = "layers." + std::to_string(L) + ".moe.topk_ids";
+    if (!ref.ints.count(n)) continue;
+    ASSERT_TRUE(got.ints.count(n)) << n;
+    const auto& a = got.ints.at(n);
+    const auto& b = ref.ints.at(n);
+    const Tensor<double>& margin = ref.tensors.at("layers." + std::to_string(L) + ".moe.topk_margin");
+    for (size_t i = 0; i < b.size(); ++i) {
+      if (a[i] == b[i]) continue;
+      const double mg = margin.data[i / size_t(k)];
+      std::printf("  routing flip at %s[%zu]: %lld vs reference %lld, reference margin %.3g\n", n.c_str(), i, (long long)a[i],
+                  (long long)b[i], mg);
+      EXPECT_FALSE((std::is_same_v<T, float>)) << "fp32 must route exactly as the reference";
+      EXPECT_LT(mg, 0.02) << "flip at a clear margin";
+      first_flip_layer = std::min(first_flip_layer, L);
+    }
+  }
+  auto layer_of_name = [&](const std::string& name) -> int64_t {
+    if (name.rfind("layers.", 0) == 0) return std::stoll(name.substr(7));
+    return name == "input_ids" || name == "embed" ? -1 : L_total;
+  };
+  int64_t compared = 0;
+  double worst = 0;
+  std::string worst_name;
+  for (const auto& [name, r] : ref.tensors) {
+    if (name.find("topk_margin") != std::string::npos) continue;  // a difference of near-equal scores
+    ASSERT_TRUE(got.tensors.count(name)) << name << " missing from the CUDA recording";
+    const Tensor<double>& g = got.tensors.at(name);
+    ASSERT_EQ(g.shape, r.shape) << name;
+    if (layer_of_name(name) >= first_flip_layer) continue;
+    const double e = rel_l2(g.data, r.data);
+    if (e > worst) worst = e, worst_name = name;
+    EXPECT_LE(e, bound<T>()) << name;
+    ++compared;
+  }
+  if (first_flip_layer <= L_total) std::printf("  (tensors from layer %lld on not bounded: routing flip)\n", (long long)first_flip_layer);
+  EXPECT_GE(compared, first_flip_layer > L_total ? 40 : 10);
+  const double logits_err = rel_l2(got.tensors.at("logits").data, ref.tensors.at("logits").data);
+  std::printf("  tiny model %s vs exact: %lld tensors, worst rel-L2 %.3e (%s), logits rel-L2 %.3e\n",
+              cuda::dtype_label<T>(), (long long)compared, worst, worst_name.c_str(), logits_err);
+}
+
+// Greedy generation: prefill then decode steps through the KV cache, against the reference's
+// generate_greedy; then the same tokens in one prefill must give the same last logits (the
+// cache path and the prefill path agree).
+TYPED_TEST(ModelTyped, GreedyDecodeMatchesReference) {
+  using T = TypeParam;
+  Fixture f;
+  Checkpoint ck(f.dir.path());
+  const int64_t n = 6;
+  const ModelWeights<double> ref_m = load_model<double>(ck);
+  KVCache<double> ref_cache = make_cache<double>(ck.config());
+  const Numerics num{Precision::exact, 1};
+  const Tensor<double> ref_logits = forward(ref_m, f.ids, ref_cache, num, Recorder{});
+  const Generation<double> ref_gen = generate_greedy(ref_m, ref_logits, ref_cache, n, num, nullptr);
+
+  const cuda::ModelWeights<T> m = cuda::load_model<T>(ck);
+  cuda::KVCache<T> cache = cuda::make_cache<T>(ck.config(), int64_t(f.ids.size()) + n);
+  const cuda::DeviceTensor<float> logits = cuda::forward(m, f.ids, cache, Recorder{});
+  const cuda::Generation gen = cuda::generate_greedy(m, logits, cache, n, nullptr);
+  const double e = rel_l2(gen.logits.data, ref_gen.logits.data);
+  std::printf("  tiny model %s greedy: tokens", cuda::dtype_label<T>());
+  for (auto t : gen.tokens) std::printf(" %lld", (long long)t);
+  std::printf(" (reference");
+  for (auto t : ref_gen.tokens) std::printf(" %lld", (long long)t);
+  std::printf("), generate.logits rel-L2 %.3e\n", e);
+  if (std::is_same_v<T, float>) {
+    EXPECT_EQ(gen.tokens, ref_gen.tokens);
+  }
+  // Row s is fed token s-1: rows are comparable while the tokens before them agree.
+  int64_t same = 1;
+  while (same < n && gen.tokens[same - 1] == ref_gen.tokens[same - 1]) ++same;
+  const int64_t V0 = ck.config().vocab_size;
+  const double e_same = rel_l2(std::vector<float>(gen.logits.data.begin(), gen.logits.data.begin() + same * V0),
+                               std::vector<double>(ref_gen.logits.data.begin(), ref_gen.logits.data.begin() + same * V0));
+  std::printf("  (%lld of %lld rows comparable: rel-L2 %.3e)\n", (long long)same, (long long)n, e_same);
+  EXPECT_LE(e_same, bound<T>());
+
+  // One prefill over prompt + generated tokens (but the last) vs the decode path.
+  std::vector<int64_t> all = f.ids;
+  all.insert(all.end(), gen.tokens.begin(), gen.tokens.end() - 1);
+  cuda::KVCache<T> cache2 = cuda::make_cache<T>(ck.config(), int64_t(all.size()));
+  const Tensor<float> full = cuda::download(cuda::forward(m, all, cache2, Recorder{}));
+  const int64_t V = ck.config().vocab_size;
+  std::vector<float> last(full.data.end() - V, full.data.end()), step(gen.logits.data.end() - V, gen.logits.data.end());
+  EXPECT_LE(rel_l2(step, last), (std::is_same_v<T, float>) ? 1e-5 : bound<T>());
+}
+
+// The CUDA dumps judged by `hyoracle compare` (compare/compare.h, with teacher forcing from the
+// checkpoint) against the exact reference's dump: pass with no first divergence (issue 7).
+TYPED_TEST(ModelTyped, CompareVerdictAgainstExactReference) {
+  using T = TypeParam;
+  Fixture f;
+  TempDir dumps{"hyoracle-cuda-dumps"};
+  Checkpoint ck(f.dir.path());
+  {
+    const ModelWeights<double> ref_m = load_model<double>(ck);
+    KVCache<double> cache = make_cache<double>(ck.config());
+    DumpWriter w(DType::F64);
+    forward(ref_m, f.ids, cache, Numerics{Precision::exact, 1}, Recorder{&w, ""});
+    w.write(dumps / "ref", make_manifest(DumpProducer{}, ck.config(), f.dir.path(), f.ids));
+  }
+  {
+    const cuda::ModelWeights<T> m = cuda::load_model<T>(ck);
+    cuda::KVCache<T> cache = cuda::make_cache<T>(ck.config(), int64_t(f.ids.size()));
+    DumpWriter w(DType::F32);
+    cuda::forward(m, f.ids, cache, Recorder{&w, ""});
+    DumpProducer p;
+    p.name = "hyoracle-cuda";
+    p.device = cuda::gpu().name;
+    p.dtype = std::is_same_v<T, float> ? "float32" : std::is_same_v<T, bf16> ? "bfloat16" : "float16";
+    p.precision = cuda::dtype_label<T>();
+    w.write(dumps / "cuda", make_manifest(p, ck.config(), f.dir.path(), f.ids));
+  }
+  compare::CompareOptions o;
+  o.model_dir = f.dir.path();
+  const compare::Report r = compare::compare_dirs(dumps / "ref", dumps / "cuda", o);
+  std::printf("  compare %s vs exact: verdict %s, first divergence %s, logits top-1 %lld/%lld%s%s\n", cuda::dtype_label<T>(),
+              compare::verdict_name(r.verdict).c_str(), r.first_divergence ? r.first_divergence->tensor.c_str() : "none",
+              (long long)r.logits.top1_agree, (long long)r.logits.positions, r.error.empty() ? "" : ", error: ",
+              r.error.c_str());
+  if (r.verdict != compare::Verdict::pass) std::printf("%s\n", compare::terminal_summary(r).c_str());
+  EXPECT_EQ(r.verdict, compare::Verdict::pass);
+  EXPECT_FALSE(r.first_divergence.has_value());
+}
+
+TEST_F(CudaTest, CacheOverflowIsAnError) {
+  Fixture f;
+  Checkpoint ck(f.dir.path());
+  const cuda::ModelWeights<float> m = cuda::load_model<float>(ck);
+  cuda::KVCache<float> cache = cuda::make_cache<float>(ck.config(), 3);
+  EXPECT_THROW(cuda::forward(m, f.ids, cache, Recorder{}), Error);
+}
+
+}  // namespace
+}  // namespace hyoracle::test
