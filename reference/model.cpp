@@ -50,11 +50,9 @@ LayerWeights<S> load_layer(const Checkpoint& ck, int64_t L, bool resident_expert
                               ck.ref(n(p + "down_proj.weight"), {H, I})});
   }
   if (resident_experts) {
-    for (int64_t e = 0; e < E; ++e) {
-      MlpWeights<S> ew;
-      w.experts.get(e, ew);
-      w.experts.resident.push_back(std::move(ew));
-    }
+    std::vector<MlpWeights<S>> all(static_cast<size_t>(E));
+    for (int64_t e = 0; e < E; ++e) w.experts.get(e, all[e]);
+    w.experts.resident = std::move(all);
     w.experts.refs.clear();
   }
   return w;

@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
   } catch (const std::bad_alloc&) {
     std::cerr << "hyoracle: error: out of memory\n";
     return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "hyoracle: internal error (a bug; please report): " << e.what() << "\n";
+    return 2;
   }
   return status;
 }
