@@ -165,6 +165,53 @@ __global__ void __launch_bounds__(256) grouped_gemm_simt(const float* __restrict
     }
 }
 
+// Grouped GEMV for decode-sized work (at most kGemvRows rows in all, 16-bit T, K % 8 == 0):
+// one warp per output column n of one row tile; the warp streams w[e][n][:] once with 16-byte
+// loads and dots it with each of the tile's rows (fp32 accumulate, warp-shuffle reduction).
+constexpr int kGemvRows = 16, kGemvWarps = 8;
+template <class T>
+__global__ void __launch_bounds__(32 * kGemvWarps) grouped_gemv(const T* __restrict__ a, const int32_t* __restrict__ gather,
+                                                               const T* __restrict__ w, const int32_t* __restrict__ row_offset,
+                                                               const int32_t* __restrict__ tile_offset, int E, int N, int K,
+                                                               T* __restrict__ y) {
+  const int tile = blockIdx.x;
+  if (tile >= tile_offset[E]) return;
+  const int e = group_of_tile(tile_offset, E, tile);
+  const int row0 = row_offset[e] + (tile - tile_offset[e]) * kGroupTileM;
+  const int rows = min(kGemvRows, row_offset[e + 1] - row0);
+  const int n = blockIdx.y * kGemvWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (n >= N) return;
+  const T* wn = w + (size_t(e) * N + n) * K;
+  int src[kGemvRows];
+#pragma unroll
+  for (int r = 0; r < kGemvRows; ++r) src[r] = r < rows ? (gather ? gather[row0 + r] : row0 + r) : 0;
+  float acc[kGemvRows];
+#pragma unroll
+  for (int r = 0; r < kGemvRows; ++r) acc[r] = 0.0f;
+  for (int k0 = lane * 8; k0 < K; k0 += 256) {
+    const uint4 wv = __ldg(reinterpret_cast<const uint4*>(wn + k0));
+    const T* wt = reinterpret_cast<const T*>(&wv);
+    float wf[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) wf[i] = to_f32(wt[i]);
+#pragma unroll
+    for (int r = 0; r < kGemvRows; ++r) {
+      if (r >= rows) break;
+      const uint4 av = *reinterpret_cast<const uint4*>(a + size_t(src[r]) * K + k0);
+      const T* at = reinterpret_cast<const T*>(&av);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[r] = fmaf(to_f32(at[i]), wf[i], acc[r]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kGemvRows; ++r) {
+    if (r >= rows) break;
+    float v = acc[r];
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) y[size_t(row0 + r) * N + n] = from_f32<T>(v);
+  }
+}
+
 }  // namespace
 
 template <class T>
@@ -179,6 +226,10 @@ void grouped_linear(const DeviceTensor<T>& a, const int32_t* gather, const Devic
   if constexpr (std::is_same_v<T, float>) {
     grouped_gemm_simt<<<grid, 256, 0, gpu().stream>>>(a.data(), gather, w.data(), g.row_offset.data(),
                                                       g.tile_offset.data(), int(E), int(N), int(K), y.data());
+  } else if (g.max_rows <= kGemvRows && K % 8 == 0) {  // decode: stream the weights once
+    const dim3 gv{unsigned(max_row_tiles(g)), unsigned((N + kGemvWarps - 1) / kGemvWarps)};
+    grouped_gemv<T><<<gv, 32 * kGemvWarps, 0, gpu().stream>>>(a.data(), gather, w.data(), g.row_offset.data(),
+                                                              g.tile_offset.data(), int(E), int(N), int(K), y.data());
   } else {
     grouped_gemm_tc<T><<<grid, 128, 0, gpu().stream>>>(a.data(), gather, w.data(), g.row_offset.data(),
                                                        g.tile_offset.data(), int(E), int(N), int(K), y.data());

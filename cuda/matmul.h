@@ -10,7 +10,8 @@
 //   y[r, :] = a[src(r), :] · w[e(r)]ᵀ       src(r) = gather ? gather[r] : r
 // a [*, K], w [E, N, K], y [rows, N]; fp32 accumulation; the group layout (counts, offsets,
 // tile offsets) lives on the device, so no host synchronisation is needed (graph-capturable).
-// Own kernels: WMMA tensor cores for bf16/fp16, SIMT FMA for fp32.
+// Own kernels: WMMA tensor cores for bf16/fp16 (a warp-per-column GEMV when there are at most
+// 16 rows in all, i.e. decode), SIMT FMA for fp32.
 #pragma once
 #include "device.h"
 

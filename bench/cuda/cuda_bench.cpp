@@ -35,7 +35,7 @@ struct Timing {
   double median_s = 0;
 };
 
-DeviceTensor<char>* g_flush = nullptr;
+DeviceTensor<int32_t>* g_flush = nullptr;
 
 // Median time of fn() over n runs, each between two events, with an L2 flush before each.
 Timing time_it(const std::function<void()>& fn, int n, bool graph) {
@@ -56,7 +56,7 @@ Timing time_it(const std::function<void()>& fn, int n, bool graph) {
   cudaEventCreate(&b);
   std::vector<double> t;
   for (int i = 0; i < n; ++i) {
-    cudaMemsetAsync(g_flush->data(), i & 0xff, size_t(g_flush->numel()), s);
+    cudaMemsetAsync(g_flush->data(), i & 0xff, size_t(g_flush->numel()) * 4, s);
     cudaEventRecord(a, s);
     run();
     cudaEventRecord(b, s);
@@ -260,7 +260,7 @@ int main(int argc, char** argv) {
   const std::string only = argc > 1 ? argv[1] : "all";
   std::printf("cuda_bench on %s (%d SMs); roofline = max(FLOPs/989 TF/s, bytes/3.35 TB/s); median of N\n",
               cuda::gpu().name.c_str(), cuda::gpu().sms);
-  DeviceTensor<char> flush({256ll << 20});
+  DeviceTensor<int32_t> flush({64ll << 20});  // 256 MB
   g_flush = &flush;
   const ModelConfig c = hy_mt2_config(2);
   std::printf("| %-44s | %13s | %12s | %6s | %13s | %12s | %6s | baseline\n", "case", "ours", "ours", "%roof", "baseline",
