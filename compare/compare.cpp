@@ -113,7 +113,7 @@ struct Walk {
   std::map<std::string, double> total_rel;
   std::map<std::string, std::vector<double>> token_rel;
   double last_rel = 0;
-  std::map<int64_t, std::set<int64_t>> near_tie_tokens;  // layer -> tokens
+  std::map<std::pair<int64_t, int64_t>, std::set<int64_t>> near_tie_tokens;  // (step, layer) -> tokens
   int64_t gen_divergence = -1;
   std::vector<std::vector<int64_t>> exported_ids;  // routed-experts export, [L][T*k]
 
@@ -267,7 +267,7 @@ void Walk::compare_tensor(const std::string& name) {
   bi.experts_per_token = tf ? tf->config().num_experts_per_tok : 8;
 
   std::optional<Replay> rp;
-  if (tf && r.step == 0) rp = tf->replay(name, t, positions);
+  if (tf) rp = tf->replay(name, t, positions);
   if (rp) {
     if (rp->value.numel() != tt.numel())
       fail(t.file_of(name) + ": tensor \"" + name + "\" has " + std::to_string(tt.numel()) +
@@ -284,10 +284,12 @@ void Walk::compare_tensor(const std::string& name) {
   } else {
     // Model-free: leave near-tie routing flips out of the judged total of the MoE outputs.
     Metrics judged = r.total;
-    if (L >= 0 && near_tie_tokens.count(L) &&
+    const auto key = std::make_pair(r.step, L);
+    if (L >= 0 && near_tie_tokens.count(key) &&
         (base.find("moe.routed_out") != std::string::npos || (base.find("mlp.out") != std::string::npos))) {
-      for (int64_t tok : near_tie_tokens[L]) std::copy_n(bt.row(tok), bt.cols(), tt_judged.row(tok));
-      r.excluded_tokens = int64_t(near_tie_tokens[L].size());
+      for (int64_t tok : near_tie_tokens[key])
+        if (tok < bt.rows()) std::copy_n(bt.row(tok), bt.cols(), tt_judged.row(tok));
+      r.excluded_tokens = int64_t(near_tie_tokens[key].size());
       judged = compare_tensors(bt, tt_judged);
     }
     if (r.op == "linear" || r.op == "swiglu" || r.op == "ffn" || r.op == "routed_experts") bi.reduction_k = bt.cols();
@@ -344,7 +346,7 @@ void Walk::compare_routing(const std::string& name) {
       for (double& x : in.ref_scores) x = 1 / (1 + std::exp(-x));
     }
   }
-  if (tf && step == 0) in.expert_bias = tf->expert_bias(L);
+  if (tf) in.expert_bias = tf->expert_bias(L);
   if (b.has(ln("moe.topk_margin"))) in.ref_margin = b.read(ln("moe.topk_margin")).data;
   if (b.has(ln("moe.topk_weights")) && t.has(ln("moe.topk_weights"))) {
     in.ref_weights = b.read(ln("moe.topk_weights")).data;
@@ -391,7 +393,7 @@ void Walk::compare_routing(const std::string& name) {
   r.judged_error = double(rl.real_flips);
   r.min_passing = double(rl.real_flips);
   for (const RoutingFlip& f : rl.flips)
-    if (f.near_tie) near_tie_tokens[L].insert(f.token);
+    if (f.near_tie) near_tie_tokens[{step, L}].insert(f.token);
   if (rl.real_flips > 0) {
     const RoutingFlip* f = nullptr;
     for (const auto& x : rl.flips)
@@ -501,6 +503,12 @@ void Walk::run() {
                                      layer_of_name(name) >= 0 && !exported_ids[size_t(layer_of_name(name))].empty();
     if (!in_t.count(name) && !routing_from_export) continue;
     const int64_t L = layer_of_name(name);
+    int64_t step = 0;
+    strip_step(name, &step);
+    if (step > 0 && gen_divergence >= 0 && step > gen_divergence) {
+      rep.skipped.push_back({name, "decode step after the first generated-token difference (different input)"});
+      continue;
+    }
     if (L >= 0 && (L < opt.layer_first || (opt.layer_last >= 0 && L >= opt.layer_last))) {
       rep.skipped.push_back({name, "outside --layers"});
       continue;

@@ -26,7 +26,7 @@ double dot_conditioning(const Tensor<double>& a, const Tensor<double>& w, int th
 }
 
 double attention_rounding_gain(const Tensor<double>& q, const Tensor<double>& k, const Tensor<double>& v,
-                               const std::vector<int64_t>& pos) {
+                               const std::vector<int64_t>& pos, const std::vector<int64_t>& kpos) {
   const int64_t T = q.dim(0), nq = q.dim(1), d = q.dim(2), Tk = k.dim(0), nkv = k.dim(1), g = nq / nkv;
   const double scale = 1.0 / std::sqrt(double(d));
   double score_term = 0, prob_term = 0, ctx_term = 0;
@@ -37,7 +37,7 @@ double attention_rounding_gain(const Tensor<double>& q, const Tensor<double>& k,
       const double* qi = q.data.data() + (i * nq + n) * d;
       double mx = -INFINITY;
       for (int64_t j = 0; j < Tk; ++j) {
-        if (pos[size_t(j)] > pos[size_t(i)]) { s[size_t(j)] = -INFINITY; continue; }
+        if (kpos[size_t(j)] > pos[size_t(i)]) { s[size_t(j)] = -INFINITY; continue; }
         const double* kj = k.data.data() + (j * nkv + m) * d;
         double dot = 0;
         for (int64_t c = 0; c < d; ++c) dot += qi[c] * kj[c];
@@ -96,18 +96,23 @@ std::vector<double> TeacherForcing::expert_bias(int64_t L) {
   return w.expert_bias.data;
 }
 
-std::optional<Replay> TeacherForcing::replay(const std::string& name, const Dump& t, const std::vector<int64_t>& pos) {
+std::optional<Replay> TeacherForcing::replay(const std::string& full, const Dump& t,
+                                             const std::vector<int64_t>& prefill_pos) {
+  // Decode step S (steps.S.*) is one token at position prefill_end + S - 1; its attention reads
+  // the target's cache: prefill k_rope/v rows followed by those of steps 1..S.
   int64_t step = 0;
-  strip_step(name, &step);
-  if (step > 0) return std::nullopt;
+  const std::string name = strip_step(full, &step);
+  const std::string pre = step > 0 ? names::step(step, "") : "";
+  std::vector<int64_t> pos = prefill_pos;
+  if (step > 0) pos = {(prefill_pos.empty() ? 0 : prefill_pos.back() + 1) + step - 1};
   const ModelConfig& c = config();
   const double eps = c.rms_norm_eps;
   const Numerics num{Precision::exact, threads_};
   const int64_t L = layer_of_name(name);
-  auto in = [&](const std::string& s) { return t.read(names::layer(L, s)); };
+  auto in = [&](const std::string& s) { return t.read(pre + names::layer(L, s)); };
   auto have = [&](std::initializer_list<std::string> ss) {
     for (const auto& s : ss)
-      if (!t.has(names::layer(L, s))) return false;
+      if (!t.has(pre + names::layer(L, s))) return false;
     return true;
   };
   auto lin = [&](const Tensor<double>& a, const Tensor<double>& w, std::vector<int64_t> shape) {
@@ -136,7 +141,7 @@ std::optional<Replay> TeacherForcing::replay(const std::string& name, const Dump
   };
 
   if (name == "final_norm") {
-    const std::string last = names::layer(c.num_hidden_layers - 1, "out");
+    const std::string last = pre + names::layer(c.num_hidden_layers - 1, "out");
     if (!t.has(last)) return std::nullopt;
     load_head();
     Replay r;
@@ -144,16 +149,16 @@ std::optional<Replay> TeacherForcing::replay(const std::string& name, const Dump
     return r;
   }
   if (name == "logits") {
-    if (!t.has("final_norm")) return std::nullopt;
+    if (!t.has(pre + "final_norm")) return std::nullopt;
     load_head();
-    const Tensor<double> h = t.read("final_norm");
+    const Tensor<double> h = t.read(pre + "final_norm");
     return lin(h, lm_head_, {h.rows(), c.vocab_size});
   }
   if (L < 0 || L >= c.num_hidden_layers) return std::nullopt;
   const std::string s = name.substr(name.find('.', 7) + 1);
   const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
   if (s == "input_norm") {
-    const std::string src = L == 0 ? "embed" : names::layer(L - 1, "out");
+    const std::string src = pre + (L == 0 ? "embed" : names::layer(L - 1, "out"));
     if (!t.has(src)) return std::nullopt;
     Replay r;
     r.value = rms_norm(t.read(src), layer(L).input_norm, eps, num);
@@ -176,10 +181,26 @@ std::optional<Replay> TeacherForcing::replay(const std::string& name, const Dump
     return r;
   }
   if (s == "attn.context" && have({"attn.q_rope", "attn.k_rope", "attn.v"})) {
-    const Tensor<double> q = in("attn.q_rope"), k = in("attn.k_rope"), v = in("attn.v");
+    const Tensor<double> q = in("attn.q_rope");
+    Tensor<double> k = in("attn.k_rope"), v = in("attn.v");
+    std::vector<int64_t> kpos = pos;
+    if (step > 0) {  // the cache: prefill rows, then steps 1..S
+      kpos = prefill_pos;
+      const std::string kn = names::layer(L, "attn.k_rope"), vn = names::layer(L, "attn.v");
+      if (!t.has(kn) || !t.has(vn)) return std::nullopt;
+      k = t.read(kn);
+      v = t.read(vn);
+      for (int64_t s2 = 1; s2 <= step; ++s2) {
+        const std::string p2 = names::step(s2, "");
+        if (!t.has(p2 + kn) || !t.has(p2 + vn)) return std::nullopt;
+        append_rows(k, t.read(p2 + kn));
+        append_rows(v, t.read(p2 + vn));
+        kpos.push_back(kpos.empty() ? 0 : kpos.back() + 1);
+      }
+    }
     Replay r;
-    r.value = attention(q, k, v, pos, pos, num);
-    r.gain = attention_rounding_gain(q, k, v, pos);
+    r.value = attention(q, k, v, pos, kpos, num);
+    r.gain = attention_rounding_gain(q, k, v, pos, kpos);
     return r;
   }
   if (s == "attn.out" && have({"attn.context"})) {
@@ -187,7 +208,7 @@ std::optional<Replay> TeacherForcing::replay(const std::string& name, const Dump
     return lin(ctx, layer(L).wo, {ctx.rows(), c.hidden_size});
   }
   if (s == "resid_mid" && have({"attn.out"})) {
-    const std::string src = L == 0 ? "embed" : names::layer(L - 1, "out");
+    const std::string src = pre + (L == 0 ? "embed" : names::layer(L - 1, "out"));
     if (!t.has(src)) return std::nullopt;
     return sum2(t.read(src), in("attn.out"));
   }
@@ -229,7 +250,7 @@ std::optional<Replay> TeacherForcing::replay(const std::string& name, const Dump
   }
   if (s == "moe.topk_weights" && have({"moe.scores", "moe.topk_ids"})) {
     const Tensor<double> sc = in("moe.scores");
-    const std::vector<int64_t> ids = t.read_ints(names::layer(L, "moe.topk_ids"));
+    const std::vector<int64_t> ids = t.read_ints(pre + names::layer(L, "moe.topk_ids"));
     const int64_t T = sc.rows(), E = sc.cols(), k = int64_t(ids.size()) / std::max<int64_t>(T, 1);
     Replay r;
     r.value = Tensor<double>({T, k});
@@ -245,7 +266,7 @@ std::optional<Replay> TeacherForcing::replay(const std::string& name, const Dump
   if (s == "moe.routed_out" && have({"post_norm", "moe.topk_ids", "moe.topk_weights"})) {
     const Tensor<double> f = in("post_norm");
     RouterOutput<double> ro;
-    ro.ids = t.read_ints(names::layer(L, "moe.topk_ids"));
+    ro.ids = t.read_ints(pre + names::layer(L, "moe.topk_ids"));
     ro.weights = in("moe.topk_weights");
     ro.k = ro.weights.cols();
     Replay r;

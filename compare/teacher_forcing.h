@@ -12,7 +12,8 @@
 //   moe.scores  σ(target router_logits)                            moe.topk_weights  scaling·s[K]/Σs[K] on target ids
 //   moe.routed_out  routed_experts(target post_norm; target ids and weights): routing replay
 //   logits  linear(target final_norm, W_lm)
-// Decode steps (steps.S.*) are not replayed (they need the KV cache): they are judged on total error.
+// Decode steps (steps.S.*) are replayed the same way, one token at position prefill_end + S − 1,
+// attention reading the target's own cache rows (prefill, then steps 1..S).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -40,9 +41,9 @@ double dot_conditioning(const Tensor<double>& a, const Tensor<double>& w, int th
 // inputs: one rounding of the output, two absolute roundings of every score s_ij (propagated
 // through softmax as P_ij·δ_ij·(v_j − ctx_i)), one relative rounding of every P_ij:
 //   g² = 1 + [2·Σ P²s²‖v_j − ctx_i‖² + Σ P²‖v_j‖²] / Σ‖ctx_i‖²      (sums over heads, rows i, keys j)
-// q [T, nq, d], k, v [T, nkv, d], causal over positions `pos`.
+// q [T, nq, d] at positions pos, k, v [Tk, nkv, d] at positions kpos; key j visible iff kpos[j] <= pos[i].
 double attention_rounding_gain(const Tensor<double>& q, const Tensor<double>& k, const Tensor<double>& v,
-                               const std::vector<int64_t>& pos);
+                               const std::vector<int64_t>& pos, const std::vector<int64_t>& kpos);
 
 class TeacherForcing {
  public:
