@@ -1,11 +1,135 @@
-// hyoracle check: not implemented yet.
+// hyoracle check: the golden-output check for an engine's CI. Compares an engine's dump of a
+// fixture's golden prompt with the fixture's exact reference dump under compare's tolerance
+// policy for the engine's declared dtype (manifest producer.dtype), prints a one-screen verdict
+// and exits 0 pass, 1 fail, 2 incomplete or bad input. Optionally runs the engine itself
+// (--engine-cmd) and writes JUnit XML (--junit) and the JSON report (--json).
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
 #include "commands.h"
+#include "compare.h"
 #include "error.h"
+#include "fixture_check.h"
+#include "fixture_junit.h"
 
 namespace hyoracle::cli {
-void register_check(CLI::App& app, int& status) {
-  auto* cmd = app.add_subcommand("check", "(not implemented yet)");
-  cmd->allow_extras();
-  cmd->callback([&status] { status = 2; fail("hyoracle check is not implemented yet"); });
+
+namespace {
+
+struct CheckOptions {
+  std::string fixture;
+  std::string engine_dump;
+  std::string engine_cmd;
+  std::string dump_dir;
+  std::string junit;
+  std::string json;
+  std::string rules;
+  std::vector<std::string> require;
+  bool no_teacher_forcing = false;
+  int threads = 1;
+};
+
+std::string make_temp_dir() {
+  std::string t = (std::filesystem::temp_directory_path() / "hyoracle-check-XXXXXX").string();
+  if (!::mkdtemp(t.data())) fail("cannot create a temporary directory for the engine dump");
+  return t;
 }
+
+// Where the engine dump is: the positional argument, or the directory --engine-cmd wrote.
+std::string engine_dump_dir(const CheckOptions& o, const fixture::FixtureInfo& f) {
+  if (!o.engine_cmd.empty() && !o.engine_dump.empty())
+    fail("give either ENGINE_DUMP or --engine-cmd, not both");
+  if (o.engine_cmd.empty()) {
+    if (o.engine_dump.empty()) fail("check: ENGINE_DUMP (or --engine-cmd \"... {dump} ...\") is required");
+    return o.engine_dump;
+  }
+  const std::string dir = o.dump_dir.empty() ? make_temp_dir() : o.dump_dir;
+  const std::string cmd = fixture::expand_engine_cmd(o.engine_cmd, f, dir);
+  std::printf("hyoracle check: running the engine: %s\n", cmd.c_str());
+  std::fflush(stdout);
+  const int status = fixture::run_shell(cmd);
+  if (status != 0)
+    fail("--engine-cmd exited with status " + std::to_string(status) + " (no verdict; the dump would be in " + dir + ")");
+  return dir;
+}
+
+void write_reports(const CheckOptions& o, const compare::Report& r, const std::string& suite) {
+  if (!o.junit.empty()) compare::write_text_file(o.junit, fixture::junit_xml(r, suite));
+  if (!o.json.empty()) compare::write_text_file(o.json, compare::report_json(r).dump(2) + "\n");
+}
+
+std::string upper(std::string s) {
+  for (char& c : s) c = char(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+int run_check(const CheckOptions& o) {
+  compare::Report r;
+  std::string suite = "fixture";
+  try {
+    const fixture::FixtureInfo f = fixture::open_fixture(o.fixture);
+    suite = f.preset;
+    const std::string engine_dir = engine_dump_dir(o, f);
+    fixture::check_engine_input(f, Dump(engine_dir));
+    compare::CompareOptions opt;
+    opt.model_dir = o.no_teacher_forcing ? "" : f.dir;
+    opt.threads = o.threads;
+    if (!o.rules.empty()) opt.rules = compare::load_rules(o.rules);
+    opt.require = o.require;
+    if (opt.require.empty()) {
+      opt.require = {"^logits$"};
+      if (f.generate > 0) opt.require.push_back("^generate\\.tokens$");
+    }
+    r = compare::compare_dirs(f.golden_dir, engine_dir, opt);
+    const auto& p = r.target_producer;
+    std::printf("hyoracle check: %s  fixture %s (%s, seed %llu, prompt %zu tokens + %lld generated)\n",
+                upper(compare::verdict_name(r.error.empty() ? r.verdict : compare::Verdict::incomplete)).c_str(),
+                f.dir.c_str(), f.preset.c_str(), (unsigned long long)f.seed, f.prompt.size(), (long long)f.generate);
+    std::printf("  engine   %s %s, declared dtype %s (precision %s); judged by compare's budgets for that dtype\n",
+                p.is_object() ? p.value("name", "?").c_str() : "?", p.is_object() ? p.value("version", "?").c_str() : "?",
+                p.is_object() ? p.value("dtype", "?").c_str() : "?", p.is_object() ? p.value("precision", "?").c_str() : "?");
+    std::printf("  margins  the golden run's smallest router top-k margin %.3g, top-1 logit margin %.3g\n",
+                f.min_router_margin, f.min_logit_margin);
+    std::cout << compare::terminal_summary(r);
+  } catch (const Error& e) {
+    r.error = e.what();
+    r.verdict = compare::Verdict::incomplete;
+    write_reports(o, r, suite);
+    throw;
+  }
+  write_reports(o, r, suite);
+  const int code = compare::exit_code(r);
+  std::printf("hyoracle check: exit %d (%s)\n", code, code == 0 ? "pass" : code == 1 ? "fail" : "incomplete");
+  return code;
+}
+
+}  // namespace
+
+void register_check(CLI::App& app, int& status) {
+  auto o = std::make_shared<CheckOptions>();
+  auto* cmd = app.add_subcommand("check", "Check an engine's dump of a fixture against the fixture's golden (CI)");
+  cmd->footer("Exit status: 0 pass, 1 fail, 2 incomplete or bad input.\n"
+              "--engine-cmd placeholders: {model} (= {fixture}, the checkpoint directory), {dump} (required: where\n"
+              "the engine writes its dump), {tokens} (the golden prompt, comma-separated), {generate} (tokens to\n"
+              "generate greedily). Example:\n"
+              "  hyoracle check fixtures/gen-tiny-hy3 --engine-cmd \\\n"
+              "    'python3 tools/hf_dump.py {model} {dump} --tokens {tokens} --generate {generate} --dtype bfloat16'");
+  cmd->add_option("FIXTURE_DIR", o->fixture, "Fixture directory made by `hyoracle fixture`")->required();
+  cmd->add_option("ENGINE_DUMP", o->engine_dump, "The engine's dump of the fixture's golden prompt");
+  cmd->add_option("--engine-cmd", o->engine_cmd, "Run this shell command to make the engine dump (see placeholders)");
+  cmd->add_option("--dump-dir", o->dump_dir, "With --engine-cmd: the {dump} directory (default: a new temp dir)");
+  cmd->add_option("--junit", o->junit, "Write a JUnit XML report to FILE");
+  cmd->add_option("--json", o->json, "Write the JSON comparison report to FILE");
+  cmd->add_option("--rules", o->rules, "Tolerance overrides (compare's rules file)");
+  cmd->add_option("--require", o->require, "Regex of tensors that must be compared (default: ^logits$ and, when the "
+                                           "fixture generates, ^generate\\.tokens$)");
+  cmd->add_flag("--no-teacher-forcing", o->no_teacher_forcing, "Judge total error only (faster; no reference re-runs)");
+  cmd->add_option("--threads", o->threads, "Reference threads for teacher forcing")->check(CLI::Range(1, 1024));
+  cmd->callback([o, &status] { status = run_check(*o); });
+}
+
 }  // namespace hyoracle::cli

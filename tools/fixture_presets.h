@@ -1,0 +1,74 @@
+// fixture_presets.h: the named model shapes `hyoracle fixture` can make, and their sizes.
+//
+// A preset is a CheckpointSpec (reference/random_checkpoint.h) plus a golden prompt and a
+// greedy generation length. Layers: `dense_layers` dense SwiGLU layers (first_k_dense_replace)
+// followed by `moe_layers` MoE layers, so num_hidden_layers = dense + moe.
+//
+//   preset     H     heads×d    I_d    I_e   E   k  shared  V      layers (dense+MoE)
+//   tiny-hy3   64    4/2 × 32   96     24    8   3  1       256    1 + 2
+//   tiny-mt2   48    6/2 × 16   80     20    12  4  2       320    1 + 3
+//   hy3-layer  4096  64/8 × 128 13312  1536  192 8  1       4096*  1 + 1
+//   mt2-layer  2048  32/4 × 128 6912   768   128 8  1       4096*  1 + 1
+//
+// * The full-size presets keep the real hidden size, heads, experts and widths (MODEL_SPEC.md
+//   §2.2) but default to a 4096-token vocabulary: the real 120832 rows would add 2·V·H·2 bytes
+//   (1.98 GB for Hy3, 0.99 GB for Hy-MT2) of embedding and lm_head that no layer bug needs.
+//   `--vocab 120832` restores it. The tiny presets differ from each other in every size and
+//   break the real models' coincidences on purpose: heads×head_dim ≠ H, GQA group ≠ 8, k < 8.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "random_checkpoint.h"
+
+namespace hyoracle::fixture {
+
+struct Preset {
+  std::string name;
+  std::string description;
+  CheckpointSpec spec;          // sizes and weight scales; seed and shards come from the caller
+  std::vector<int64_t> prompt;  // the golden prompt (every id < spec.vocab_size)
+  int64_t generate = 5;         // tokens greedily generated after the prompt
+};
+
+// Every preset, in the order `hyoracle fixture --help` lists them.
+const std::vector<Preset>& presets();
+
+// The preset called `name`; Error naming the known presets otherwise.
+Preset find_preset(const std::string& name);
+
+// "tiny-hy3, tiny-mt2, ..." for help texts and messages.
+std::string preset_names();
+
+// Error (one line naming the field) unless every size is positive and consistent:
+// dense layers ≤ layers, 1 ≤ k ≤ E, head_dim even (RoPE rotates halves), n_q a multiple of n_kv.
+void validate_spec(const CheckpointSpec& s);
+
+// Error unless every prompt id is in [0, V) and the prompt is non-empty.
+void validate_prompt(const std::vector<int64_t>& prompt, int64_t vocab_size);
+
+// Parameter counts of a spec, part by part, with MODEL_SPEC.md §1.3's definitions:
+//   embed_and_head = 2·V·H (untied)
+//   attention      = A·H + 2·Kv·H + H·A + 2·d          (q, k, v, o, q_norm, k_norm)
+//   layer_norms    = 2·H                               (input and post-attention RMSNorm)
+//   dense_mlp      = 3·I_d·H
+//   expert         = 3·I_e·H
+//   moe_block      = E·expert + 3·I_e·n_shared·H + E·H + E   (experts, shared, router, bias)
+//   mtp_layer      = attention + layer_norms + moe_block + 2H·H + 2H   (+ eh_proj, enorm, hnorm)
+//   total          = embed_and_head + L·(attention + layer_norms) + dense·dense_mlp
+//                    + moe·moe_block + H (model.norm) + mtp_layers·mtp_layer
+struct SizeBreakdown {
+  int64_t embed_and_head = 0;
+  int64_t attention = 0;    // per layer
+  int64_t layer_norms = 0;  // per layer
+  int64_t dense_mlp = 0;    // per dense layer
+  int64_t expert = 0;       // one routed expert
+  int64_t moe_block = 0;    // per MoE layer
+  int64_t mtp_layer = 0;    // one extra (MTP-style) layer at index >= num_hidden_layers
+  int64_t total_params = 0;
+  int64_t total_bytes = 0;  // on disk: BF16 everywhere except the F32 expert_bias (headers excluded)
+};
+SizeBreakdown size_breakdown(const CheckpointSpec& s);
+
+}  // namespace hyoracle::fixture
