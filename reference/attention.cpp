@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include <cblas.h>
+
 #include "parallel.h"
 
 namespace hyoracle {
@@ -31,6 +33,31 @@ void softmax_row(const S* s, S* p, int64_t n, bool fp32) {
   for (int64_t j = 0; j < n; ++j) p[j] /= sum;
 }
 
+namespace {
+// C[M,N] = A[M,K] · B[N,K]ᵀ with leading dimensions (row strides) lda, ldb, ldc.
+void gemm_abt(const double* A, int64_t lda, const double* B, int64_t ldb, double* C, int64_t ldc, int64_t M, int64_t N,
+              int64_t K) {
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0, A, int(lda), B, int(ldb), 0.0, C,
+              int(ldc));
+}
+void gemm_abt(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
+              int64_t K) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0f, A, int(lda), B, int(ldb), 0.0f, C,
+              int(ldc));
+}
+// C[M,N] = A[M,K] · B[K,N].
+void gemm_ab(const double* A, int64_t lda, const double* B, int64_t ldb, double* C, int64_t ldc, int64_t M, int64_t N,
+             int64_t K) {
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(N), int(K), 1.0, A, int(lda), B, int(ldb), 0.0, C,
+              int(ldc));
+}
+void gemm_ab(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
+             int64_t K) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(N), int(K), 1.0f, A, int(lda), B, int(ldb), 0.0f,
+              C, int(ldc));
+}
+}  // namespace
+
 template <class S>
 Tensor<S> attention(const Tensor<S>& q, const Tensor<S>& k, const Tensor<S>& v, const std::vector<int64_t>& q_pos,
                     const std::vector<int64_t>& k_pos, const Numerics& num) {
@@ -41,29 +68,20 @@ Tensor<S> attention(const Tensor<S>& q, const Tensor<S>& k, const Tensor<S>& v, 
   const int64_t g = nq / nkv;
   const S scale = S(1.0 / std::sqrt(double(d)));
   Tensor<S> ctx({T, nq * d});
+  if (T == 0 || Tc == 0) return ctx;
+  // One task per query head: S = Q_n·K_mᵀ (one GEMM), scale, mask, softmax per row, then
+  // context_n = P·V_m (one GEMM). The per-head GEMM calls are the same for every thread count.
   parallel_for(nq, num.threads, [&](int64_t n) {
     const int64_t m = n / g;
-    std::vector<S> scores(static_cast<size_t>(Tc)), probs(static_cast<size_t>(Tc));
+    std::vector<S> scores(static_cast<size_t>(T * Tc)), probs(static_cast<size_t>(T * Tc));
+    gemm_abt(q.data.data() + n * d, nq * d, k.data.data() + m * d, nkv * d, scores.data(), Tc, T, Tc, d);
     for (int64_t i = 0; i < T; ++i) {
-      const S* qi = q.data.data() + (i * nq + n) * d;
-      for (int64_t j = 0; j < Tc; ++j) {
-        if (k_pos[j] > q_pos[i]) {
-          scores[j] = -std::numeric_limits<S>::infinity();
-          continue;
-        }
-        const S* kj = k.data.data() + (j * nkv + m) * d;
-        S dot = 0;
-        for (int64_t c = 0; c < d; ++c) dot += qi[c] * kj[c];
-        scores[j] = dot * scale;
-      }
-      softmax_row(scores.data(), probs.data(), Tc, num.fp32_steps());
-      S* out = ctx.data.data() + i * nq * d + n * d;
-      for (int64_t j = 0; j < Tc; ++j) {
-        if (probs[j] == S(0)) continue;
-        const S* vj = v.data.data() + (j * nkv + m) * d;
-        for (int64_t c = 0; c < d; ++c) out[c] += probs[j] * vj[c];
-      }
+      S* row = scores.data() + i * Tc;
+      for (int64_t j = 0; j < Tc; ++j)
+        row[j] = k_pos[j] > q_pos[i] ? -std::numeric_limits<S>::infinity() : row[j] * scale;
+      softmax_row(row, probs.data() + i * Tc, Tc, num.fp32_steps());
     }
+    gemm_ab(probs.data(), Tc, v.data.data() + m * d, nkv * d, ctx.data.data() + n * d, nq * d, T, d, Tc);
   });
   return ctx;
 }

@@ -5,7 +5,7 @@
 //   context[i, n·d + c] = Σ_j P[n, i, j] · v[j, m, c]
 // Shapes: q [T, nq, d] (after q_norm and RoPE), k and v [Tc, nkv, d] (the whole cache, this
 // step's rows included), q_pos [T], k_pos [Tc] -> context [T, nq·d], heads concatenated.
-// Accumulation: S (double in exact/hf, float in fp32). Softmax: in S for exact; in hf mode the
+// Accumulation: S (double in exact/hf, float in fp32), by OpenBLAS GEMMs per head. Softmax: in S for exact; in hf mode the
 // scores are rounded to fp32 and the softmax is computed in fp32, as HF's eager path does.
 // Heads are independent and run in parallel (deterministic: one head, one task).
 #pragma once

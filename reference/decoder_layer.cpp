@@ -19,9 +19,9 @@ void append_rows(Tensor<S>& cache, const Tensor<S>& rows) {
 }
 
 template <class S>
-Tensor<S> decoder_layer(const Tensor<S>& x, int64_t L, const LayerWeights<S>& w, const ModelConfig& c,
-                        const std::vector<int64_t>& positions, LayerCache<S>& cache, const Numerics& num,
-                        const Recorder& rec) {
+Tensor<S> attention_block(const Tensor<S>& x, int64_t L, const LayerWeights<S>& w, const ModelConfig& c,
+                          const std::vector<int64_t>& positions, LayerCache<S>& cache, const Numerics& num,
+                          const Recorder& rec) {
   using names::layer;
   const int64_t T = x.rows(), nq = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
   const double eps = c.rms_norm_eps;
@@ -58,7 +58,16 @@ Tensor<S> decoder_layer(const Tensor<S>& x, int64_t L, const LayerWeights<S>& w,
   Tensor<S> h = x;
   for (int64_t i = 0; i < h.numel(); ++i) h.data[i] += attn_out.data[i];
   rec(layer(L, "resid_mid"), h);
-  const Tensor<S> f = rms_norm(h, w.post_norm, eps, num);
+  return h;
+}
+
+template <class S>
+Tensor<S> ffn_block(const Tensor<S>& resid_mid, int64_t L, const LayerWeights<S>& w, const ModelConfig& c,
+                    const Numerics& num, const Recorder& rec) {
+  using names::layer;
+  Tensor<S> h = resid_mid;
+  const Tensor<S> f = rms_norm(h, w.post_norm, c.rms_norm_eps, num);
+  const int64_t T = h.rows();
   rec(layer(L, "post_norm"), f);
 
   Tensor<S> ffn;
@@ -82,8 +91,25 @@ Tensor<S> decoder_layer(const Tensor<S>& x, int64_t L, const LayerWeights<S>& w,
   return h;
 }
 
+template <class S>
+Tensor<S> decoder_layer(const Tensor<S>& x, int64_t L, const LayerWeights<S>& w, const ModelConfig& c,
+                        const std::vector<int64_t>& positions, LayerCache<S>& cache, const Numerics& num,
+                        const Recorder& rec) {
+  return ffn_block(attention_block(x, L, w, c, positions, cache, num, rec), L, w, c, num, rec);
+}
+
 template void append_rows<double>(Tensor<double>&, const Tensor<double>&);
 template void append_rows<float>(Tensor<float>&, const Tensor<float>&);
+template Tensor<double> attention_block<double>(const Tensor<double>&, int64_t, const LayerWeights<double>&,
+                                                const ModelConfig&, const std::vector<int64_t>&, LayerCache<double>&,
+                                                const Numerics&, const Recorder&);
+template Tensor<float> attention_block<float>(const Tensor<float>&, int64_t, const LayerWeights<float>&,
+                                              const ModelConfig&, const std::vector<int64_t>&, LayerCache<float>&,
+                                              const Numerics&, const Recorder&);
+template Tensor<double> ffn_block<double>(const Tensor<double>&, int64_t, const LayerWeights<double>&,
+                                          const ModelConfig&, const Numerics&, const Recorder&);
+template Tensor<float> ffn_block<float>(const Tensor<float>&, int64_t, const LayerWeights<float>&, const ModelConfig&,
+                                        const Numerics&, const Recorder&);
 template Tensor<double> decoder_layer<double>(const Tensor<double>&, int64_t, const LayerWeights<double>&,
                                               const ModelConfig&, const std::vector<int64_t>&, LayerCache<double>&,
                                               const Numerics&, const Recorder&);

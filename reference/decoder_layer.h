@@ -35,6 +35,17 @@ struct LayerCache {
   std::vector<int64_t> positions;
 };
 
+// The attention half: h = x + attention(RMSNorm(x)) · W_oᵀ (records input_norm .. resid_mid).
+template <class S>
+Tensor<S> attention_block(const Tensor<S>& x, int64_t layer, const LayerWeights<S>& w, const ModelConfig& c,
+                          const std::vector<int64_t>& positions, LayerCache<S>& cache, const Numerics& num,
+                          const Recorder& rec);
+
+// The FFN half: out = h + FFN(RMSNorm(h)), FFN dense or MoE (records post_norm .. out).
+template <class S>
+Tensor<S> ffn_block(const Tensor<S>& h, int64_t layer, const LayerWeights<S>& w, const ModelConfig& c,
+                    const Numerics& num, const Recorder& rec);
+
 // Runs layer `layer` on x [T, H] at `positions` [T], appending this step's k and v to `cache`.
 template <class S>
 Tensor<S> decoder_layer(const Tensor<S>& x, int64_t layer, const LayerWeights<S>& w, const ModelConfig& c,

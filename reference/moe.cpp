@@ -1,16 +1,39 @@
 #include "moe.h"
 
 #include <algorithm>
+#include <cstring>
+
+#include "parallel.h"
 
 namespace hyoracle {
+
+namespace {
+// Decodes a stored weight into `out`, reusing its buffer (no allocation once warm).
+template <class S>
+void decode_into(const WeightRef& r, Tensor<S>& out) {
+  const int64_t n = r.info->numel();
+  out.shape = r.info->shape;
+  out.data.resize(static_cast<size_t>(n));
+  if (r.info->dtype != DType::BF16) {
+    out = Checkpoint::decode<S>(r);
+    return;
+  }
+  const uint8_t* p = r.file->data(*r.info);
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    out.data[i] = S(bf16_to_float(h));
+  }
+}
+}  // namespace
 
 template <class S>
 const MlpWeights<S>& ExpertStore<S>::get(int64_t e, MlpWeights<S>& scratch) const {
   if (!resident.empty()) return resident.at(size_t(e));
   const auto& r = refs.at(size_t(e));
-  scratch.gate = Checkpoint::decode<S>(r[0]);
-  scratch.up = Checkpoint::decode<S>(r[1]);
-  scratch.down = Checkpoint::decode<S>(r[2]);
+  decode_into(r[0], scratch.gate);
+  decode_into(r[1], scratch.up);
+  decode_into(r[2], scratch.down);
   return scratch;
 }
 
@@ -25,18 +48,33 @@ Tensor<S> routed_experts(const Tensor<S>& u, const RouterOutput<S>& r, const Exp
       if (e < 0 || e >= E) fail("routed_experts: expert id " + std::to_string(e) + " out of range");
       groups[e].push_back({t, r.weights.data[t * k + j]});
     }
+  std::vector<int64_t> active;
+  for (int64_t e = 0; e < E; ++e)
+    if (!groups[e].empty()) active.push_back(e);
+
+  // Experts run in waves of `threads`, one expert per task (expanded into that slot's scratch,
+  // its GEMMs single-threaded); each wave's outputs are then added in ascending expert index.
+  // The arithmetic of every expert is the same for any thread count, and so is the order of
+  // the additions: bit-identical results by construction.
+  const int64_t slots = std::max<int64_t>(1, threads);
+  std::vector<MlpWeights<S>> scratch(static_cast<size_t>(slots));
+  std::vector<Tensor<S>> y(static_cast<size_t>(slots));
   Tensor<S> out({T, H});
-  MlpWeights<S> scratch;
-  for (int64_t e = 0; e < E; ++e) {
-    const auto& g = groups[e];
-    if (g.empty()) continue;
-    Tensor<S> x({int64_t(g.size()), H});
-    for (size_t i = 0; i < g.size(); ++i) std::copy_n(u.row(g[i].first), H, x.row(int64_t(i)));
-    const Tensor<S> y = swiglu_mlp(x, experts.get(e, scratch), threads);
-    for (size_t i = 0; i < g.size(); ++i) {
-      S* o = out.row(g[i].first);
-      const S* yi = y.row(int64_t(i));
-      for (int64_t h = 0; h < H; ++h) o[h] += g[i].second * yi[h];
+  for (size_t w0 = 0; w0 < active.size(); w0 += size_t(slots)) {
+    const int64_t n = std::min<int64_t>(slots, int64_t(active.size() - w0));
+    parallel_for(n, threads, [&](int64_t s) {
+      const auto& g = groups[active[w0 + s]];
+      Tensor<S> x({int64_t(g.size()), H});
+      for (size_t i = 0; i < g.size(); ++i) std::copy_n(u.row(g[i].first), H, x.row(int64_t(i)));
+      y[s] = swiglu_mlp(x, experts.get(active[w0 + s], scratch[s]), 1);
+    });
+    for (int64_t s = 0; s < n; ++s) {
+      const auto& g = groups[active[w0 + s]];
+      for (size_t i = 0; i < g.size(); ++i) {
+        S* o = out.row(g[i].first);
+        const S* yi = y[s].row(int64_t(i));
+        for (int64_t h = 0; h < H; ++h) o[h] += g[i].second * yi[h];
+      }
     }
   }
   return out;
