@@ -8,7 +8,7 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "dump.h"
-#include "model.h"
+#include "../cuda/model.h"
 #include "names.h"
 #include "run_options.h"
 
