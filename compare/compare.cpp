@@ -266,6 +266,8 @@ void Walk::compare_tensor(const std::string& name) {
   bi.numel = bt.numel();
   bi.experts_per_token = tf ? tf->config().num_experts_per_tok : 8;
 
+  // RMSNorm reduces Σu² over its last axis (all terms positive: κ = 1).
+  if (r.op == "rms_norm") bi.reduction_k = bt.cols();
   std::optional<Replay> rp;
   if (tf) rp = tf->replay(name, t, positions);
   if (rp) {
@@ -277,7 +279,7 @@ void Walk::compare_tensor(const std::string& name) {
     r.local = compare_tensors(rp->value, target_local);
     r.inherited = compare_tensors(bt, rp->value).rel_l2;
     if (base.find("moe.topk_weights") != std::string::npos) r.inherited = NAN;  // orders differ; see routing
-    bi.reduction_k = rp->reduction_k;
+    if (rp->reduction_k) bi.reduction_k = rp->reduction_k;
     bi.kappa = rp->kappa;
     bi.gain = rp->gain;
     judge(r, *r.local, bi, true, {});
