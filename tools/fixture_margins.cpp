@@ -118,8 +118,8 @@ double top1_margin(const double* row, int64_t n) {
 MarginReport run_golden(const Checkpoint& ck, const std::vector<int64_t>& prompt, int64_t generate, int threads,
                         DumpWriter* golden, bool golden_steps) {
   const ModelConfig& c = ck.config();
-  // Experts are expanded on use: bounded memory at full size (one Hy3 MoE layer is 14.5 GB in
-  // float64), and reference/model.cpp's resident path (load_layer) currently fails for E > 1.
+  // Experts are expanded on use: memory stays bounded at full size (one Hy3 MoE layer is 14.5 GB
+  // in float64), and at CI size re-expanding a few KB per use costs nothing.
   LoadOptions lo;
   lo.resident_experts = false;
   const ModelWeights<double> m = load_model<double>(ck, lo);
