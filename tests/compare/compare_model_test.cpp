@@ -1,0 +1,309 @@
+// End-to-end compare on random checkpoints (odd sizes) with dumps made by the reference itself:
+// honest precision changes pass, planted bugs fail at the right tensor, bad input exits 2.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "compare.h"
+#include "compare_helpers.h"
+#include "decoder_layer.h"
+#include "dtype.h"
+#include "names.h"
+
+using namespace hyoracle;
+using namespace hyoracle::compare;
+using hyoracle::testing::reference_dump;
+using hyoracle::testing::rewrite_dump;
+using hyoracle::testing::temp_dir;
+
+namespace {
+
+struct Fixture {
+  std::string root, ckpt, exact;
+  std::vector<int64_t> tokens = {5, 77, 3, 190, 42, 11, 250};  // T = 7
+};
+
+// A 3-layer random model (1 dense + 2 MoE), odd head count, written once per process.
+const Fixture& model() {
+  static Fixture f = [] {
+    Fixture x;
+    x.root = temp_dir("model");
+    x.ckpt = x.root + "/ckpt";
+    CheckpointSpec s;
+    s.seed = 33;
+    s.hidden_size = 48;
+    s.num_attention_heads = 3;
+    s.num_key_value_heads = 1;
+    s.head_dim = 16;
+    s.num_experts = 7;
+    s.num_experts_per_tok = 2;
+    write_random_checkpoint(s, x.ckpt);
+    x.exact = x.root + "/exact";
+    const Checkpoint ck(x.ckpt);
+    reference_dump<double>(ck, x.tokens, Precision::exact, x.exact, DType::F64, "float64", 3);
+    return x;
+  }();
+  return f;
+}
+
+CompareOptions with_model() {
+  CompareOptions o;
+  o.model_dir = model().ckpt;
+  return o;
+}
+
+const TensorResult* find(const Report& r, const std::string& name) {
+  for (const auto& t : r.tensors)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+}  // namespace
+
+TEST(CompareModel, IdenticalDumpsPassWithZeroError) {
+  const Report r = compare_dirs(model().exact, model().exact, with_model());
+  EXPECT_EQ(r.verdict, Verdict::pass) << terminal_summary(r);
+  EXPECT_EQ(exit_code(r), 0);
+  EXPECT_GT(r.tensors.size(), 40u);  // non-vacuous
+  for (const auto& t : r.tensors) EXPECT_EQ(t.total.max_abs, 0.0) << t.name;
+}
+
+// The reference in fp32 (S = float, HF's fp32 steps) against exact, judged with fp32 budgets.
+TEST(CompareModel, Fp32RunPassesWithFp32Budgets) {
+  const std::string d = temp_dir("fp32");
+  reference_dump<float>(Checkpoint(model().ckpt), model().tokens, Precision::fp32, d, DType::F32, "float32", 3);
+  const Report r = compare_dirs(model().exact, d, with_model());
+  EXPECT_EQ(r.verdict, Verdict::pass) << terminal_summary(r);
+  EXPECT_TRUE(r.teacher_forced);
+  // The budgets really are fp32-sized (not bf16): a 1e-4 error would fail.
+  const TensorResult* q = find(r, "layers.1.attn.q");
+  ASSERT_NE(q, nullptr);
+  EXPECT_LT(q->budget.limit, 1e-5);
+  EXPECT_GT(q->total.rel_l2, 0.0);
+}
+
+// Every float tensor of the exact dump rounded to bf16 and stored as BF16: passes as bf16.
+TEST(CompareModel, Bf16RoundedCopyPassesAsBf16) {
+  const std::string d = temp_dir("bf16");
+  rewrite_dump(model().exact, d, DType::BF16, "bfloat16", [](const std::string&, Tensor<double>&) {});
+  const Report r = compare_dirs(model().exact, d, with_model());
+  EXPECT_EQ(r.verdict, Verdict::pass) << terminal_summary(r);
+  double worst = 0;
+  for (const auto& t : r.tensors) worst = std::max(worst, t.total.rel_l2);
+  EXPECT_GT(worst, 1e-4);  // bf16 noise is there, and it passed
+  // Without teacher forcing the same dump is judged on total error.
+  const Report r2 = compare_dirs(model().exact, d, CompareOptions{});
+  EXPECT_FALSE(r2.teacher_forced);
+  EXPECT_EQ(r2.verdict, Verdict::pass) << terminal_summary(r2);
+}
+
+// Plant a bug: layer 1's attn.out scaled by 1.05, then the rest of the model re-run from there
+// with decoder_layer (so every later tensor is the honest consequence). First divergence must be
+// layers.1.attn.out, and nothing before it may fail.
+TEST(CompareModel, ScaledAttentionOutputIsTheFirstDivergence) {
+  const Fixture& f = model();
+  const Checkpoint ck(f.ckpt);
+  LoadOptions lo;
+  lo.resident_experts = false;
+  const ModelWeights<double> m = load_model<double>(ck, lo);
+  const ModelConfig& c = m.config;
+  const Dump exact(f.exact);
+  // Rebuild the dump: layers < 1 copied; layer 1 recomputed by hand with the scaled attn.out.
+  DumpWriter w(DType::F64);
+  for (const std::string& n : exact.names()) {
+    const int64_t L = n.rfind("layers.", 0) == 0 ? std::stoll(n.substr(7)) : -1;
+    if (n == "input_ids" || n == "embed" || L == 0) {
+      if (dtype_is_float(exact.info(n).dtype)) w.put(n, exact.read(n));
+      else w.put_ints(n, exact.info(n).shape, exact.read_ints(n));
+    }
+  }
+  class Scale : public ActivationSink {  // forwards everything, records layer 1 up to attn.out
+   public:
+    explicit Scale(DumpWriter& w) : w_(w) {}
+    void put(const std::string& n, const Tensor<double>& t) override { w_.put(n, t); }
+    void put(const std::string& n, const Tensor<float>& t) override { w_.put(n, t); }
+    void put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v) override {
+      w_.put_ints(n, s, v);
+    }
+    DumpWriter& w_;
+  } sink(w);
+  std::vector<int64_t> pos(f.tokens.size());
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = int64_t(i);
+  Tensor<double> x = exact.read("layers.0.out");
+  // Layer 1 by hand: the reference's own functions, with o_proj's output scaled by 1.05.
+  {
+    LayerWeights<double> w1 = m.layers[1];
+    for (double& v : w1.wo.data) v *= 1.05;  // o_proj 5% too large == attn.out × 1.05
+    LayerCache<double> cache;
+    x = decoder_layer(x, 1, w1, c, pos, cache, Numerics{}, Recorder{&sink, ""});
+  }
+  for (int64_t L = 2; L < c.num_hidden_layers; ++L) {
+    LayerCache<double> cache;
+    x = decoder_layer(x, L, m.layers[L], c, pos, cache, Numerics{}, Recorder{&sink, ""});
+  }
+  const std::string d = temp_dir("oproj");
+  w.write(d, make_manifest(DumpProducer{}, c, f.ckpt, f.tokens));
+  // The dump stops at the last layer (no final_norm/logits), so require that instead of logits.
+  CompareOptions o = with_model();
+  o.require = {"^layers\\.2\\.out$"};
+  const Report r = compare_dirs(f.exact, d, o);
+  ASSERT_TRUE(r.first_divergence.has_value()) << terminal_summary(r);
+  EXPECT_EQ(r.first_divergence->tensor, "layers.1.attn.out") << terminal_summary(r);
+  EXPECT_EQ(r.verdict, Verdict::fail);
+  EXPECT_EQ(exit_code(r), 1);
+  const TensorResult* a = find(r, "layers.1.attn.out");
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(a->local.has_value());
+  EXPECT_NEAR(a->local->rel_l2, 0.05, 1e-9);  // target = 1.05·ref(target inputs): ‖0.05·r‖/‖r‖
+  EXPECT_NEAR(a->total.norm_ratio, 1.05, 1e-9);
+  // Later tensors inherit the error but add none: they pass under teacher forcing.
+  const TensorResult* o2 = find(r, "layers.2.attn.out");
+  ASSERT_NE(o2, nullptr);
+  EXPECT_EQ(o2->verdict, Verdict::pass);
+  EXPECT_GT(o2->total.rel_l2, 1e-3);
+  // Model-free: the same bug still shows at layers.1.attn.out (5% against a f64 budget).
+  CompareOptions nm;
+  nm.require = o.require;
+  const Report r2 = compare_dirs(f.exact, d, nm);
+  ASSERT_TRUE(r2.first_divergence.has_value());
+  EXPECT_EQ(r2.first_divergence->tensor, "layers.1.attn.out");
+}
+
+// Routing: swap the k-th chosen expert for the (k+1)-th in the target at one token.
+namespace {
+std::string flipped_dump(const std::string& name, int64_t layer, bool smallest_margin, double post_norm_noise,
+                         int64_t* token_out) {
+  const Fixture& f = model();
+  const Dump exact(f.exact);
+  const std::string ids_name = names::layer(layer, "moe.topk_ids");
+  const Tensor<double> margin = exact.read(names::layer(layer, "moe.topk_margin"));
+  int64_t tok = 0;
+  for (int64_t t = 1; t < margin.numel(); ++t)
+    if (smallest_margin ? margin.data[t] < margin.data[tok] : margin.data[t] > margin.data[tok]) tok = t;
+  *token_out = tok;
+  // The expert ranked k+1 at that token, from the exact scores + bias (recomputed here).
+  const Checkpoint ck(f.ckpt);
+  const Tensor<double> bias = ck.load<double>(hf_layer_name(layer, "mlp.expert_bias"), {ck.config().num_experts}, true);
+  const Tensor<double> s = exact.read(names::layer(layer, "moe.scores"));
+  std::vector<double> c(static_cast<size_t>(s.cols()));
+  for (int64_t e = 0; e < s.cols(); ++e) c[size_t(e)] = s.row(tok)[e] + bias.data[e];
+  const std::vector<int64_t> top = top_k_indices(c.data(), s.cols(), ck.config().num_experts_per_tok + 1);
+  const std::string d = temp_dir(name);
+  DumpWriter w(DType::F64);
+  Rng rng(7);
+  for (const std::string& n : exact.names()) {
+    if (!dtype_is_float(exact.info(n).dtype)) {
+      std::vector<int64_t> v = exact.read_ints(n);
+      if (n == ids_name) {
+        const int64_t k = exact.info(n).shape[1];
+        for (int64_t j = 0; j < k; ++j)
+          if (v[tok * k + j] == top[size_t(k - 1)]) v[tok * k + j] = top[size_t(k)];
+      }
+      w.put_ints(n, exact.info(n).shape, v);
+      continue;
+    }
+    Tensor<double> t = exact.read(n);
+    if (n == names::layer(layer, "post_norm"))
+      for (double& x : t.data) x *= 1 + post_norm_noise * (rng.uniform() - 0.5) * 2 * std::sqrt(3.0);
+    w.put(n, t);
+  }
+  w.write(d, make_manifest(DumpProducer{}, ck.config(), f.ckpt, f.tokens));
+  return d;
+}
+}  // namespace
+
+TEST(CompareModel, RealRoutingFlipIsADivergence) {
+  int64_t tok = -1;
+  const std::string d = flipped_dump("flip_real", 2, /*smallest_margin=*/false, 0.0, &tok);
+  CompareOptions o = with_model();
+  const Report r = compare_dirs(model().exact, d, o);
+  ASSERT_TRUE(r.first_divergence.has_value()) << terminal_summary(r);
+  EXPECT_EQ(r.first_divergence->tensor, "layers.2.moe.topk_ids") << terminal_summary(r);
+  ASSERT_GE(r.routing.size(), 2u);  // prefill layers 1, 2 first, then decode steps
+  EXPECT_EQ(r.routing[1].real_flips, 1);
+  EXPECT_EQ(r.routing[1].flips.at(0).token, tok);
+  EXPECT_EQ(exit_code(r), 1);
+}
+
+// The same swap at the token with the smallest margin, with the target's post_norm carrying 3%
+// noise (expected logit noise grows with it): the flip is a near-tie, so no routing divergence.
+TEST(CompareModel, NearTieFlipIsNotADivergence) {
+  int64_t tok = -1;
+  const std::string d = flipped_dump("flip_tie", 2, /*smallest_margin=*/true, 0.03, &tok);
+  const Report r = compare_dirs(model().exact, d, with_model());
+  ASSERT_GE(r.routing.size(), 2u);  // prefill layers 1, 2 first, then decode steps
+  EXPECT_EQ(r.routing[1].near_tie_flips, 1) << terminal_summary(r);
+  EXPECT_EQ(r.routing[1].real_flips, 0);
+  const TensorResult* ids = find(r, "layers.2.moe.topk_ids");
+  ASSERT_NE(ids, nullptr);
+  EXPECT_EQ(ids->verdict, Verdict::pass);
+  // (post_norm itself is judged separately and fails: 3% is not an honest f64 error.)
+  ASSERT_TRUE(r.first_divergence.has_value());
+  EXPECT_EQ(r.first_divergence->tensor, "layers.2.post_norm");
+}
+
+TEST(CompareModel, BadInputIsIncompleteWithAOneLineError) {
+  const Fixture& f = model();
+  // NaN in the target, reported by position.
+  const std::string nan = temp_dir("nan");
+  rewrite_dump(f.exact, nan, DType::F64, "float64", [](const std::string& n, Tensor<double>& t) {
+    if (n == "layers.1.attn.v") t.data[5] = NAN;
+  });
+  Report r = compare_dirs(f.exact, nan, CompareOptions{});
+  EXPECT_EQ(exit_code(r), 2);
+  EXPECT_NE(r.error.find("layers.1.attn.v\" has NaN at [0, 0, 5]"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("activations.safetensors"), std::string::npos) << r.error;
+  EXPECT_EQ(r.error.find('\n'), std::string::npos);
+  // Shape mismatch.
+  const std::string shp = temp_dir("shape");
+  rewrite_dump(f.exact, shp, DType::F64, "float64", [](const std::string& n, Tensor<double>& t) {
+    if (n == "final_norm") t.shape = {t.numel()};
+  });
+  r = compare_dirs(f.exact, shp, CompareOptions{});
+  EXPECT_EQ(exit_code(r), 2);
+  EXPECT_NE(r.error.find("\"final_norm\" has shape"), std::string::npos) << r.error;
+  // Missing dump, wrong version.
+  r = compare_dirs(f.exact, f.root + "/nope", CompareOptions{});
+  EXPECT_EQ(exit_code(r), 2);
+  EXPECT_NE(r.error.find("nope/manifest.json"), std::string::npos) << r.error;
+  // Required tensor missing: incomplete, not pass.
+  CompareOptions req;
+  req.require = {"^layers\\.99\\.out$"};
+  r = compare_dirs(f.exact, f.exact, req);
+  EXPECT_EQ(r.verdict, Verdict::incomplete);
+  EXPECT_EQ(exit_code(r), 2);
+  ASSERT_EQ(r.missing_required.size(), 1u);
+  // Rules without defaults fail closed: a compared tensor that matches no rule is incomplete.
+  CompareOptions closed;
+  closed.rules = parse_rules(R"({"use_derived_defaults": false, "rules": [{"match": "logits", "max": 1, "reason": "test"}]})",
+                             "closed.json");
+  r = compare_dirs(f.exact, f.exact, closed);
+  EXPECT_EQ(r.verdict, Verdict::incomplete);
+  const TensorResult* e = find(r, "embed");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->verdict, Verdict::incomplete);
+  EXPECT_EQ(find(r, "logits")->budget.rule, "rules:0:logits");
+}
+
+TEST(CompareModel, ReportsAreWellFormed) {
+  const std::string d = temp_dir("bf16_reports");
+  rewrite_dump(model().exact, d, DType::BF16, "bfloat16", [](const std::string&, Tensor<double>&) {});
+  const Report r = compare_dirs(model().exact, d, with_model());
+  const nlohmann::ordered_json j = report_json(r);
+  EXPECT_EQ(j["format"], "hyoracle.report");
+  EXPECT_EQ(j["verdict"], "pass");
+  EXPECT_TRUE(j["first_divergence"].is_null());
+  EXPECT_EQ(j["tensors"].size(), r.tensors.size());
+  EXPECT_TRUE(j["tensors"][1]["budget"].contains("rule"));
+  EXPECT_TRUE(j["missing"].contains("in_baseline"));
+  // Deterministic: the same comparison gives the same JSON except the timing.
+  nlohmann::ordered_json j2 = report_json(compare_dirs(model().exact, d, with_model()));
+  j2["stats"] = j["stats"];
+  EXPECT_EQ(j.dump(), j2.dump());
+  const std::string html = report_html(r);
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_NE(html.find("<polyline"), std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_NE(report_markdown(r).find("## Per-layer error"), std::string::npos);
+  EXPECT_NE(terminal_summary(r).find("pass"), std::string::npos);
+}
