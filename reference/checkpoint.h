@@ -51,11 +51,16 @@ class Checkpoint {
   const SafetensorsFile& shard(const std::string& file) const;
 
   std::string dir_;
+  std::string listing_;  // the file that lists the tensors: the index, or model.safetensors
   ModelConfig config_;
   std::map<std::string, std::string> location_;  // tensor name -> shard file name
   std::vector<std::string> ignored_;
   mutable std::map<std::string, std::unique_ptr<SafetensorsFile>> shards_;
 };
+
+// Parses model.safetensors.index.json text: tensor name -> shard file name (each a plain file
+// name inside the checkpoint directory). Does not look at the shards; `path` names the file.
+std::map<std::string, std::string> parse_checkpoint_index(const std::string& text, const std::string& path);
 
 // Layer index of a "model.layers.<L>.*" name, or -1.
 int64_t layer_of(const std::string& tensor_name);

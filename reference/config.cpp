@@ -1,10 +1,9 @@
 #include "config.h"
 
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
 #include "error.h"
+#include "safetensors.h"
 #include "sha256.h"
 
 namespace hyoracle {
@@ -16,6 +15,13 @@ namespace {
 // Upper bound on any size field: large enough for any real model, small enough that products
 // of two sizes stay far from int64 overflow.
 constexpr int64_t kMaxDim = int64_t(1) << 24;
+
+// A JSON value for a one-line message: ASCII only, at most 80 characters.
+std::string shown(const json& v) {
+  std::string s = v.dump(-1, ' ', /*ensure_ascii=*/true, json::error_handler_t::replace);
+  if (s.size() > 80) s = s.substr(0, 77) + "...";
+  return s;
+}
 
 struct Reader {
   const json& j;
@@ -29,15 +35,15 @@ struct Reader {
   int64_t integer(const std::string& f, int64_t lo, int64_t hi = kMaxDim) const {
     if (!has(f)) bad(f, "is missing (it changes the computation; hyoracle uses no defaults)");
     const json& v = j[f];
-    if (!v.is_number_integer() && !v.is_number_unsigned()) bad(f, "must be an integer, got " + v.dump());
+    if (!v.is_number_integer() && !v.is_number_unsigned()) bad(f, "must be an integer, got " + shown(v));
     if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(hi))
-      bad(f, "is " + v.dump() + ", expected " + std::to_string(lo) + ".." + std::to_string(hi));
+      bad(f, "is " + shown(v) + ", expected " + std::to_string(lo) + ".." + std::to_string(hi));
     const int64_t x = v.get<int64_t>();
     if (x < lo || x > hi) bad(f, "is " + std::to_string(x) + ", expected " + std::to_string(lo) + ".." + std::to_string(hi));
     return x;
   }
   double number(const json& v, const std::string& f) const {
-    if (!v.is_number()) bad(f, "must be a number, got " + v.dump());
+    if (!v.is_number()) bad(f, "must be a number, got " + shown(v));
     const double x = v.get<double>();
     if (!std::isfinite(x)) bad(f, "must be finite");
     return x;
@@ -45,12 +51,12 @@ struct Reader {
   double positive(const std::string& f) const {
     if (!has(f)) bad(f, "is missing (it changes the computation; hyoracle uses no defaults)");
     const double x = number(j[f], f);
-    if (!(x > 0)) bad(f, "must be > 0, got " + j[f].dump());
+    if (!(x > 0)) bad(f, "must be > 0, got " + shown(j[f]));
     return x;
   }
   bool boolean(const std::string& f) const {
     if (!has(f)) bad(f, "is missing (engines disagree on its default; hyoracle uses none)");
-    if (!j[f].is_boolean()) bad(f, "must be true or false, got " + j[f].dump());
+    if (!j[f].is_boolean()) bad(f, "must be true or false, got " + shown(j[f]));
     return j[f].get<bool>();
   }
   bool boolean_or(const std::string& f, bool dflt) const { return has(f) ? boolean(f) : dflt; }
@@ -65,7 +71,7 @@ ModelConfig parse_config(const json& j, const std::string& src) {
   c.source = src;
   if (!r.has("model_type") || !j["model_type"].is_string()) r.bad("model_type", "is missing");
   c.model_type = j["model_type"].get<std::string>();
-  if (c.model_type != "hy_v3") r.bad("model_type", "is \"" + c.model_type + "\", expected \"hy_v3\"");
+  if (c.model_type != "hy_v3") r.bad("model_type", "is " + printable_quoted(c.model_type) + ", expected \"hy_v3\"");
 
   c.vocab_size = r.integer("vocab_size", 1, int64_t(1) << 22);
   c.hidden_size = r.integer("hidden_size", 1);
@@ -116,19 +122,20 @@ ModelConfig parse_config(const json& j, const std::string& src) {
     const json& rp = j["rope_parameters"];
     if (!rp.is_object()) r.bad("rope_parameters", "must be an object");
     if (rp.contains("rope_type") && rp["rope_type"] != "default")
-      r.bad("rope_parameters.rope_type", "is " + rp["rope_type"].dump() + "; only \"default\" (plain RoPE) is hy_v3");
+      r.bad("rope_parameters.rope_type", "is " + shown(rp["rope_type"]) + "; only \"default\" (plain RoPE) is hy_v3");
     if (!rp.contains("rope_theta")) r.bad("rope_parameters.rope_theta", "is missing");
     c.rope_theta = r.number(rp["rope_theta"], "rope_parameters.rope_theta");
     if (r.has("rope_theta") && r.number(j["rope_theta"], "rope_theta") != c.rope_theta)
       r.bad("rope_theta", "disagrees with rope_parameters.rope_theta");
   } else if (r.has("rope_theta")) {
     c.rope_theta = r.number(j["rope_theta"], "rope_theta");
-    if (r.has("rope_scaling") && !j["rope_scaling"].is_null())
-      r.bad("rope_scaling", "is set; hy_v3 uses plain RoPE and hyoracle implements no scaling");
   } else {
     r.bad("rope_parameters", "is missing (neither rope_parameters nor rope_theta given)");
   }
   if (!(c.rope_theta > 1)) r.bad("rope_theta", "must be > 1");
+  // A rope_scaling next to rope_parameters would be read by some engines and not others.
+  if (r.has("rope_scaling"))
+    r.bad("rope_scaling", "is set; hy_v3 uses plain RoPE and hyoracle implements no scaling");
 
   // Semantics flags. Engines default these differently (MODEL_SPEC §2.4), so they must be given.
   c.route_norm = r.boolean("route_norm");
@@ -137,7 +144,7 @@ ModelConfig parse_config(const json& j, const std::string& src) {
   if (!r.boolean_or("moe_router_use_sigmoid", true))
     r.bad("moe_router_use_sigmoid", "is false; only sigmoid routing is hy_v3");
   if (r.has("attention_bias") && r.boolean("attention_bias")) r.bad("attention_bias", "is true; hy_v3 has no biases");
-  if (r.has("hidden_act") && j["hidden_act"] != "silu") r.bad("hidden_act", "is " + j["hidden_act"].dump() + ", expected \"silu\"");
+  if (r.has("hidden_act") && j["hidden_act"] != "silu") r.bad("hidden_act", "is " + shown(j["hidden_act"]) + ", expected \"silu\"");
   c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
   c.enable_moe_fp32_combine = r.boolean_or("enable_moe_fp32_combine", false);
   c.enable_lm_head_fp32 = r.boolean_or("enable_lm_head_fp32", false);
@@ -154,7 +161,7 @@ ModelConfig parse_config(const json& j, const std::string& src) {
     if (!t.is_array() || int64_t(t.size()) != L)
       r.bad("mlp_layer_types", "must be an array of num_hidden_layers (" + std::to_string(L) + ") strings");
     for (const json& s : t) {
-      if (s != "dense" && s != "sparse") r.bad("mlp_layer_types", "entries must be \"dense\" or \"sparse\", got " + s.dump());
+      if (s != "dense" && s != "sparse") r.bad("mlp_layer_types", "entries must be \"dense\" or \"sparse\", got " + shown(s));
       from_types.push_back(s == "dense");
     }
   }
@@ -166,24 +173,14 @@ ModelConfig parse_config(const json& j, const std::string& src) {
   return c;
 }
 
-ModelConfig load_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path + ": cannot open config.json");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string bytes = ss.str();
-  json j;
-  try {
-    j = json::parse(bytes);
-  } catch (const json::exception& e) {
-    std::string what = e.what();
-    for (char& ch : what)
-      if (ch == '\n') ch = ' ';
-    fail(path + ": not valid JSON: " + what);
-  }
-  ModelConfig c = parse_config(j, path);
+ModelConfig parse_config_text(const std::string& bytes, const std::string& source) {
+  ModelConfig c = parse_config(parse_json_strict(bytes, source), source);
   c.sha256 = sha256_hex(bytes);
   return c;
+}
+
+ModelConfig load_config(const std::string& path) {
+  return parse_config_text(read_text_file(path, kConfigFileLimit, "config.json"), path);
 }
 
 }  // namespace hyoracle

@@ -45,6 +45,9 @@ struct ModelConfig {
 
 // Reads and validates `path` (a config.json file).
 ModelConfig load_config(const std::string& path);
+// Parses and validates config.json bytes (strict JSON: no duplicate keys); `source` names the
+// file in messages. load_config is read_text_file + parse_config_text.
+ModelConfig parse_config_text(const std::string& bytes, const std::string& source);
 // Validates an already-parsed config; `source` names the file in messages.
 ModelConfig parse_config(const nlohmann::json& j, const std::string& source);
 

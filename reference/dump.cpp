@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -60,48 +61,70 @@ void DumpWriter::write(const std::string& dir, ordered_json manifest) const {
   if (!out) fail(dir + "/manifest.json: write failed");
 }
 
-Dump::Dump(const std::string& dir) : dir_(dir) {
-  const std::string mpath = dir + "/manifest.json";
-  std::ifstream in(mpath);
-  if (!in) fail(mpath + ": cannot open (is " + dir + " a hyoracle dump?)");
-  try {
-    manifest_ = json::parse(in);
-  } catch (const json::exception&) {
-    fail(mpath + ": not valid JSON");
-  }
+namespace {
+
+// A manifest "files" entry: a relative path inside the dump, without "..", control bytes or a
+// NUL (which would cut the path short at open()).
+bool is_inside_name(const std::string& name) {
+  if (name.empty() || name[0] == '/' || name.find("..") != std::string::npos) return false;
+  for (const char ch : name)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f || ch == '\\') return false;
+  return true;
+}
+
+// A JSON integer in [0, 2^62] (token ids, offsets); false for floats, negatives and huge values.
+bool is_small_nonneg_int(const json& v) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>() <= (uint64_t(1) << 62);
+  return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= (int64_t(1) << 62);
+}
+
+}  // namespace
+
+nlohmann::json parse_dump_manifest(const std::string& text, const std::string& mpath) {
+  const json m = parse_json_strict(text, mpath);
   auto bad = [&](const std::string& field, const std::string& why) { fail(mpath + ": field \"" + field + "\" " + why); };
-  if (!manifest_.is_object()) fail(mpath + ": manifest must be a JSON object");
-  if (!manifest_.contains("format") || manifest_["format"] != "hyoracle.dump")
-    bad("format", "must be \"hyoracle.dump\"");
-  if (!manifest_.contains("version") || !manifest_["version"].is_number_integer())
-    bad("version", "is missing or not an integer");
-  if (manifest_["version"].get<int64_t>() != kDumpVersion)
-    bad("version", "is " + manifest_["version"].dump() + "; this hyoracle reads version " + std::to_string(kDumpVersion));
-  if (!manifest_.contains("files") || !manifest_["files"].is_array() || manifest_["files"].empty())
+  if (!m.is_object()) fail(mpath + ": manifest must be a JSON object");
+  if (!m.contains("format") || m["format"] != "hyoracle.dump") bad("format", "must be \"hyoracle.dump\"");
+  if (!m.contains("version") || !m["version"].is_number_integer()) bad("version", "is missing or not an integer");
+  if (m["version"].is_number_unsigned() ? m["version"].get<uint64_t>() != uint64_t(kDumpVersion)
+                                        : m["version"].get<int64_t>() != kDumpVersion)
+    bad("version", "is " + m["version"].dump() + "; this hyoracle reads version " + std::to_string(kDumpVersion));
+  if (!m.contains("files") || !m["files"].is_array() || m["files"].empty())
     bad("files", "must be a non-empty array of file names");
-  if (manifest_.contains("producer") && !manifest_["producer"].is_object()) bad("producer", "must be an object");
-  if (manifest_.contains("input")) {
-    const json& inp = manifest_["input"];
+  for (const json& f : m["files"]) {
+    if (!f.is_string()) bad("files", "entries must be strings");
+    if (!is_inside_name(f.get<std::string>()))
+      bad("files", "entry " + printable_quoted(f.get<std::string>()) + " must be a relative path inside the dump");
+  }
+  if (m.contains("producer") && !m["producer"].is_object()) bad("producer", "must be an object");
+  if (m.contains("input")) {
+    const json& inp = m["input"];
     if (!inp.is_object()) bad("input", "must be an object");
     if (inp.contains("token_ids")) {
       if (!inp["token_ids"].is_array()) bad("input.token_ids", "must be an array of integers");
       for (const json& t : inp["token_ids"])
-        if (!t.is_number_integer()) bad("input.token_ids", "must be an array of integers");
+        if (!is_small_nonneg_int(t)) bad("input.token_ids", "must be an array of integers in [0, 2^62]");
     }
+    if (inp.contains("position_offset") && !is_small_nonneg_int(inp["position_offset"]))
+      bad("input.position_offset", "must be an integer in [0, 2^62]");
   }
+  return m;
+}
+
+Dump::Dump(const std::string& dir) : dir_(dir) {
+  const std::string mpath = dir + "/manifest.json";
+  struct stat st {};
+  if (::stat(mpath.c_str(), &st) != 0) fail(mpath + ": cannot open (is " + dir + " a hyoracle dump?)");
+  manifest_ = parse_dump_manifest(read_text_file(mpath, kJsonFileLimit, "manifest"), mpath);
   for (const json& f : manifest_["files"]) {
-    if (!f.is_string()) bad("files", "entries must be strings");
     const std::string name = f.get<std::string>();
-    if (name.empty() || name[0] == '/' || name.find("..") != std::string::npos)
-      bad("files", "entry \"" + name + "\" must be a relative path inside the dump");
     const std::string path = dir + "/" + name;
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) bad("files", "entry \"" + name + "\" does not exist");
+    if (::stat(path.c_str(), &st) != 0) fail(mpath + ": field \"files\" entry " + printable_quoted(name) + " does not exist");
     files_.push_back(std::make_unique<SafetensorsFile>(path));
     const SafetensorsFile& sf = *files_.back();
     for (const TensorInfo& t : sf.tensors()) {
       if (where_.count(t.name))
-        fail(sf.path() + ": tensor \"" + t.name + "\" also appears in " + file_of(t.name) + " (duplicate name)");
+        fail(sf.path() + ": tensor " + printable_quoted(t.name) + " also appears in " + file_of(t.name) + " (duplicate name)");
       where_[t.name] = {files_.size() - 1, &t};
       names_.push_back(t.name);
     }
@@ -110,29 +133,42 @@ Dump::Dump(const std::string& dir) : dir_(dir) {
 
 const TensorInfo& Dump::info(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(dir_ + ": tensor \"" + name + "\" is not in the dump");
+  if (it == where_.end()) fail(dir_ + ": tensor " + printable_quoted(name) + " is not in the dump");
   return *it->second.second;
 }
 
 const std::string& Dump::file_of(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(dir_ + ": tensor \"" + name + "\" is not in the dump");
+  if (it == where_.end()) fail(dir_ + ": tensor " + printable_quoted(name) + " is not in the dump");
   return files_[it->second.first]->path();
 }
 
 Tensor<double> Dump::read(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(dir_ + ": tensor \"" + name + "\" is not in the dump");
+  if (it == where_.end()) fail(dir_ + ": tensor " + printable_quoted(name) + " is not in the dump");
   return decode_tensor<double>(*files_[it->second.first], *it->second.second);
 }
+
+namespace {
+// Element i of an integer tensor, exactly (no trip through double, which loses bits past 2^53).
+int64_t integer_element(const uint8_t* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::I64: { int64_t v; std::memcpy(&v, p + 8 * i, 8); return v; }
+    case DType::I32: { int32_t v; std::memcpy(&v, p + 4 * i, 4); return v; }
+    case DType::I16: { int16_t v; std::memcpy(&v, p + 2 * i, 2); return v; }
+    case DType::I8: return int8_t(p[i]);
+    default: return p[i];  // U8, BOOL
+  }
+}
+}  // namespace
 
 std::vector<int64_t> Dump::read_ints(const std::string& name) const {
   const TensorInfo& t = info(name);
   if (dtype_is_float(t.dtype))
-    fail(file_of(name) + ": tensor \"" + name + "\" has dtype " + dtype_name(t.dtype) + ", expected I64 or I32");
+    fail(file_of(name) + ": tensor " + printable_quoted(name) + " has dtype " + dtype_name(t.dtype) + ", expected I64 or I32");
   const auto& f = *files_[where_.at(name).first];
   std::vector<int64_t> v(static_cast<size_t>(t.numel()));
-  for (int64_t i = 0; i < t.numel(); ++i) v[i] = int64_t(element_as_double(f.data(t), t.dtype, i));
+  for (int64_t i = 0; i < t.numel(); ++i) v[size_t(i)] = integer_element(f.data(t), t.dtype, i);
   return v;
 }
 

@@ -55,6 +55,10 @@ class DumpWriter : public ActivationSink {
   std::map<std::string, size_t> index_;
 };
 
+// Parses and validates manifest.json text (format, version, files, input; DUMP_FORMAT.md) without
+// touching the files it lists; `path` names it in messages. Dump's constructor uses it.
+nlohmann::json parse_dump_manifest(const std::string& text, const std::string& path);
+
 class Dump {
  public:
   // Reads and validates dir/manifest.json and maps every file it lists.

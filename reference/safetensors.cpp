@@ -16,7 +16,8 @@ namespace hyoracle {
 using nlohmann::json;
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is then rejected as not regular).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -39,30 +40,122 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+std::string printable_quoted(const std::string& s) {
+  static const char* hex = "0123456789abcdef";
+  constexpr size_t kMax = 200;
+  std::string out = "\"";
+  size_t i = 0;
+  for (; i < s.size() && i < kMax; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += char(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c == 0x7f || c >= 0x80) {
+      // Bytes >= 0x80 are escaped too: a message stays ASCII whatever the file held.
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += char(c);
+    }
+  }
+  if (i < s.size()) out += "...";
+  return out + "\"";
+}
+
+std::string read_text_file(const std::string& path, uint64_t limit, const std::string& what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) fail(path + ": cannot open " + what + ": " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) fail(path + ": " + what + " is not a regular file");
+  if (uint64_t(st.st_size) > limit)
+    fail(path + ": " + what + " is " + std::to_string(st.st_size) + " bytes, more than the limit of " +
+         std::to_string(limit) + " bytes");
+  // O_NONBLOCK: should the file have been swapped for a FIFO since stat, open must not block.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) fail(path + ": cannot open " + what + ": " + std::strerror(errno));
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    const ssize_t got = ::read(fd, buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      const int e = errno;
+      ::close(fd);
+      fail(path + ": cannot read " + what + ": " + std::strerror(e));
+    }
+    if (got == 0) break;
+    if (text.size() + uint64_t(got) > limit) {
+      ::close(fd);
+      fail(path + ": " + what + " grew past the limit of " + std::to_string(limit) + " bytes while being read");
+    }
+    text.append(buf, size_t(got));
+  }
+  ::close(fd);
+  return text;
+}
+
 namespace {
 
-// Parses JSON and rejects duplicate keys at the top level (nlohmann keeps the last silently).
-json parse_header_json(const std::string& text, const std::string& path) {
-  std::set<std::string> seen;
-  std::string duplicate;
-  json::parser_callback_t cb = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::key && depth == 1) {
-      const std::string k = parsed.get<std::string>();
-      if (!seen.insert(k).second && duplicate.empty()) duplicate = k;
+// One line from a nlohmann exception: its message with anything unprintable escaped.
+std::string json_error_text(const nlohmann::json::exception& e) {
+  const std::string q = printable_quoted(e.what());
+  return q.substr(1, q.size() - 2);
+}
+
+// Tracks nesting and keys while nlohmann parses: duplicate keys in any object (nlohmann keeps
+// the last one silently) and nesting deeper than a limit (bounds memory and recursion later).
+struct StrictJsonCallback {
+  const std::string& path;
+  int max_depth;
+  std::vector<std::set<std::string>> objects;  // keys seen in each open object (innermost last)
+  std::vector<bool> is_object;                 // kind of each open container
+
+  bool operator()(int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    switch (event) {
+      case E::object_start:
+      case E::array_start:
+        if (int(is_object.size()) >= max_depth)
+          fail(path + ": JSON nesting deeper than " + std::to_string(max_depth) + " levels");
+        is_object.push_back(event == E::object_start);
+        if (event == E::object_start) objects.emplace_back();
+        break;
+      case E::object_end:
+      case E::array_end:
+        if (!is_object.empty()) {
+          if (is_object.back()) objects.pop_back();
+          is_object.pop_back();
+        }
+        break;
+      case E::key:
+        if (!objects.empty() && !objects.back().insert(parsed.get<std::string>()).second)
+          fail(path + ": JSON has duplicate key " + printable_quoted(parsed.get<std::string>()) +
+               (objects.size() == 1 ? "" : " in a nested object"));
+        break;
+      case E::value:
+        break;
     }
     return true;
-  };
-  json j;
-  try {
-    j = json::parse(text, cb);
-  } catch (const json::exception& e) {
-    std::string what = e.what();
-    std::replace(what.begin(), what.end(), '\n', ' ');
-    fail(path + ": safetensors header is not valid JSON: " + what);
   }
-  if (!duplicate.empty()) fail(path + ": safetensors header has duplicate key \"" + duplicate + "\"");
-  return j;
+};
+
+}  // namespace
+
+nlohmann::json parse_json_strict(const std::string& text, const std::string& path, int max_depth) {
+  StrictJsonCallback state{path, max_depth, {}, {}};
+  json::parser_callback_t cb = [&state](int depth, json::parse_event_t event, json& parsed) {
+    return state(depth, event, parsed);
+  };
+  try {
+    return json::parse(text, cb);
+  } catch (const json::exception& e) {
+    fail(path + ": not valid JSON: " + json_error_text(e));
+  }
 }
+
+namespace {
 
 int64_t json_nonneg_int(const json& v, const std::string& what) {
   if (!v.is_number_integer() && !v.is_number_unsigned()) fail(what + " must be a non-negative integer");
@@ -76,82 +169,123 @@ int64_t json_nonneg_int(const json& v, const std::string& what) {
   return i;
 }
 
-}  // namespace
-
-SafetensorsFile::SafetensorsFile(const std::string& path) : map_(path) {
-  const uint64_t size = map_.size();
+// Reads the little-endian header length and checks it against the limit and the buffer.
+uint64_t header_length(const uint8_t* bytes, uint64_t size, const std::string& path) {
   if (size < 8) fail(path + ": file is " + std::to_string(size) + " bytes, too short for a safetensors header length");
   uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | map_.data()[i];
+  for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
   if (n > kSafetensorsHeaderLimit)
     fail(path + ": safetensors header length " + std::to_string(n) + " exceeds the limit of " +
          std::to_string(kSafetensorsHeaderLimit) + " bytes");
   if (n > size - 8)
     fail(path + ": safetensors header length " + std::to_string(n) + " runs past the end of the file (" +
          std::to_string(size) + " bytes): truncated file?");
-  const std::string text(reinterpret_cast<const char*>(map_.data() + 8), n);
-  const json header = parse_header_json(text, path);
-  if (!header.is_object()) fail(path + ": safetensors header must be a JSON object");
-  data_section_ = map_.data() + 8 + n;
-  const uint64_t data_size = size - 8 - n;
+  return n;
+}
 
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    const std::string& name = it.key();
-    const json& v = it.value();
-    if (name == "__metadata__") {
-      if (!v.is_object()) fail(path + ": __metadata__ must be an object of strings");
-      for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) fail(path + ": __metadata__ value \"" + m.key() + "\" must be a string");
-        metadata_[m.key()] = m.value().get<std::string>();
-      }
-      continue;
-    }
-    const std::string where = path + ": tensor \"" + name + "\"";
-    if (!v.is_object()) fail(where + ": entry must be an object");
-    if (!v.contains("dtype") || !v["dtype"].is_string()) fail(where + ": missing string field \"dtype\"");
-    const auto dt = parse_dtype(v["dtype"].get<std::string>());
-    if (!dt) fail(where + ": unknown dtype \"" + v["dtype"].get<std::string>() + "\"");
-    if (!v.contains("shape") || !v["shape"].is_array()) fail(where + ": missing array field \"shape\"");
-    if (!v.contains("data_offsets") || !v["data_offsets"].is_array() || v["data_offsets"].size() != 2)
-      fail(where + ": \"data_offsets\" must be an array [begin, end]");
-    TensorInfo t;
-    t.name = name;
-    t.dtype = *dt;
-    try {
-      for (const json& d : v["shape"]) t.shape.push_back(json_nonneg_int(d, "shape entry"));
-      t.begin = uint64_t(json_nonneg_int(v["data_offsets"][0], "data_offsets[0]"));
-      t.end = uint64_t(json_nonneg_int(v["data_offsets"][1], "data_offsets[1]"));
-    } catch (const Error& e) {
-      fail(where + ": " + e.what());
-    }
-    int64_t count = 0;
-    try {
-      count = numel_of(t.shape);
-    } catch (const Error&) {
-      fail(where + ": shape " + shape_str(t.shape) + " has an element count that overflows");
-    }
-    if (t.begin > t.end) fail(where + ": data_offsets begin " + std::to_string(t.begin) + " > end " + std::to_string(t.end));
-    if (t.end > data_size)
-      fail(where + ": data_offsets end " + std::to_string(t.end) + " is past the data section (" +
-           std::to_string(data_size) + " bytes): truncated file?");
-    const uint64_t want = uint64_t(count) * uint64_t(dtype_size(t.dtype));
-    if (uint64_t(count) > (uint64_t(1) << 60) || t.end - t.begin != want)
-      fail(where + ": " + dtype_name(t.dtype) + " " + shape_str(t.shape) + " needs " + std::to_string(want) +
-           " bytes but data_offsets span " + std::to_string(t.end - t.begin));
-    index_[name] = tensors_.size();
-    tensors_.push_back(std::move(t));
+// Reads "__metadata__": an object of strings.
+void read_metadata(const json& v, const std::string& path, std::map<std::string, std::string>& out) {
+  if (!v.is_object()) fail(path + ": __metadata__ must be an object of strings");
+  for (auto m = v.begin(); m != v.end(); ++m) {
+    if (!m.value().is_string()) fail(path + ": __metadata__ value " + printable_quoted(m.key()) + " must be a string");
+    out[m.key()] = m.value().get<std::string>();
   }
-  // No two tensors may share bytes.
+}
+
+// Reads and checks one tensor entry against a data section of data_size bytes.
+TensorInfo read_tensor_entry(const std::string& name, const json& v, uint64_t data_size, const std::string& path) {
+  const std::string where = path + ": tensor " + printable_quoted(name);
+  if (!v.is_object()) fail(where + ": entry must be an object");
+  if (!v.contains("dtype") || !v["dtype"].is_string()) fail(where + ": missing string field \"dtype\"");
+  const auto dt = parse_dtype(v["dtype"].get<std::string>());
+  if (!dt) fail(where + ": unknown dtype " + printable_quoted(v["dtype"].get<std::string>()));
+  if (!v.contains("shape") || !v["shape"].is_array()) fail(where + ": missing array field \"shape\"");
+  if (v["shape"].size() > kSafetensorsMaxRank)
+    fail(where + ": shape has " + std::to_string(v["shape"].size()) + " dimensions, more than the limit of " +
+         std::to_string(kSafetensorsMaxRank));
+  if (!v.contains("data_offsets") || !v["data_offsets"].is_array() || v["data_offsets"].size() != 2)
+    fail(where + ": \"data_offsets\" must be an array [begin, end]");
+  TensorInfo t;
+  t.name = name;
+  t.dtype = *dt;
+  try {
+    for (const json& d : v["shape"]) t.shape.push_back(json_nonneg_int(d, "shape entry"));
+    t.begin = uint64_t(json_nonneg_int(v["data_offsets"][0], "data_offsets[0]"));
+    t.end = uint64_t(json_nonneg_int(v["data_offsets"][1], "data_offsets[1]"));
+  } catch (const Error& e) {
+    fail(where + ": " + e.what());
+  }
+  int64_t count = 0;
+  try {
+    count = numel_of(t.shape);
+  } catch (const Error&) {
+    fail(where + ": shape " + shape_str(t.shape) + " has an element count that overflows");
+  }
+  if (t.begin > t.end) fail(where + ": data_offsets begin " + std::to_string(t.begin) + " > end " + std::to_string(t.end));
+  if (t.end > data_size)
+    fail(where + ": data_offsets end " + std::to_string(t.end) + " is past the data section (" +
+         std::to_string(data_size) + " bytes): truncated file?");
+  // count <= 2^62 (numel_of) but count * 8 can still wrap past 2^64: compare without wrapping.
+  const uint64_t size = uint64_t(dtype_size(t.dtype)), span = t.end - t.begin;
+  const bool wraps = uint64_t(count) > UINT64_MAX / size;
+  if (wraps || uint64_t(count) * size != span)
+    fail(where + ": " + dtype_name(t.dtype) + " " + shape_str(t.shape) + " needs " +
+         (wraps ? std::string("more than 2^64") : std::to_string(uint64_t(count) * size)) +
+         " bytes but data_offsets span " + std::to_string(span));
+  return t;
+}
+
+// No two tensors may share bytes.
+void check_no_overlap(const std::vector<TensorInfo>& tensors, const std::string& path) {
   std::vector<const TensorInfo*> by_begin;
-  for (const auto& t : tensors_)
+  for (const auto& t : tensors)
     if (t.end > t.begin) by_begin.push_back(&t);
   std::sort(by_begin.begin(), by_begin.end(), [](auto* a, auto* b) { return a->begin < b->begin; });
   const TensorInfo* reach = nullptr;  // the tensor reaching furthest so far
   for (const TensorInfo* b : by_begin) {
     if (reach && b->begin < reach->end)
-      fail(path + ": tensors \"" + reach->name + "\" and \"" + b->name + "\" overlap in the data section");
+      fail(path + ": tensors " + printable_quoted(reach->name) + " and " + printable_quoted(b->name) + " overlap in the data section");
     if (!reach || b->end > reach->end) reach = b;
   }
+}
+
+// A safetensors header nests objects 3 deep: {name: {"shape": [..]}}; 4 leaves room for an
+// unknown extra field holding an array.
+constexpr int kHeaderMaxDepth = 4;
+
+}  // namespace
+
+SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t size, const std::string& path) {
+  const uint64_t n = header_length(bytes, size, path);
+  const std::string text(reinterpret_cast<const char*>(bytes + 8), n);
+  json header;
+  try {
+    header = parse_json_strict(text, path, kHeaderMaxDepth);
+  } catch (const Error& e) {
+    // Say that it is the safetensors header that is bad (path is already in the message).
+    std::string what = e.what();
+    const std::string prefix = path + ": ";
+    if (what.rfind(prefix, 0) == 0) what = what.substr(prefix.size());
+    fail(path + ": safetensors header: " + what);
+  }
+  if (!header.is_object()) fail(path + ": safetensors header must be a JSON object");
+  SafetensorsHeader h;
+  h.data_start = 8 + n;
+  const uint64_t data_size = size - 8 - n;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") read_metadata(it.value(), path, h.metadata);
+    else h.tensors.push_back(read_tensor_entry(it.key(), it.value(), data_size, path));
+  }
+  check_no_overlap(h.tensors, path);
+  return h;
+}
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : map_(path) {
+  SafetensorsHeader h = parse_safetensors_header(map_.data(), map_.size(), path);
+  data_section_ = map_.data() + h.data_start;
+  tensors_ = std::move(h.tensors);
+  metadata_ = std::move(h.metadata);
+  for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
 }
 
 const TensorInfo* SafetensorsFile::find(const std::string& name) const {

@@ -25,6 +25,25 @@ namespace hyoracle {
 
 // Largest JSON header accepted (the same limit as the reference Python/Rust implementation).
 constexpr uint64_t kSafetensorsHeaderLimit = 100ull << 20;
+// Largest rank of a stored tensor (hy_v3 tensors have at most 3 dimensions).
+constexpr size_t kSafetensorsMaxRank = 64;
+// Largest config.json, model.safetensors.index.json and dump manifest.json read (docs/limits.md).
+constexpr uint64_t kConfigFileLimit = 1ull << 20;
+constexpr uint64_t kJsonFileLimit = 64ull << 20;
+// Deepest nesting of objects/arrays accepted in any JSON file hyoracle reads.
+constexpr int kJsonMaxDepth = 64;
+
+// Quotes `s` for a one-line message: "..." with control bytes, quotes, backslashes and bytes that
+// are not UTF-8 escaped (\n, \x00, ...); long strings are cut at 200 bytes with "...".
+std::string printable_quoted(const std::string& s);
+
+// Reads a whole regular file of at most `limit` bytes. Rejects FIFOs, devices and directories
+// before opening them (so a FIFO never blocks); `what` names the file's role in messages.
+std::string read_text_file(const std::string& path, uint64_t limit, const std::string& what);
+
+// Parses JSON text strictly: syntax, UTF-8, no duplicate key in any object, nesting at most
+// `max_depth`. Errors are one line naming `path`.
+nlohmann::json parse_json_strict(const std::string& text, const std::string& path, int max_depth = kJsonMaxDepth);
 
 // A read-only memory map of a whole file (RAII).
 class MappedFile {
@@ -50,6 +69,17 @@ struct TensorInfo {
   uint64_t begin = 0, end = 0;  // byte offsets inside the data section
   int64_t numel() const { return numel_of(shape); }
 };
+
+// A validated safetensors header (see the file comment for what is checked).
+struct SafetensorsHeader {
+  uint64_t data_start = 0;                      // offset of the data section: 8 + header length
+  std::vector<TensorInfo> tensors;              // sorted by name
+  std::map<std::string, std::string> metadata;  // "__metadata__"
+};
+
+// Validates the header of a safetensors image of `size` bytes at `bytes` (a mapped file or any
+// buffer); `path` names it in messages. Reads only bytes [0, 8 + header length).
+SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t size, const std::string& path);
 
 class SafetensorsFile {
  public:
