@@ -1,0 +1,110 @@
+// Bad dumps, read by `hyoracle run --tokens-from DUMP` (the dump is read before the model).
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "catalogue.h"
+#include "hostile_util.h"
+
+namespace hyoracle::hostile {
+
+namespace {
+
+// `hyoracle run` reading its tokens from dir/d; dir/ck exists but is never reached.
+std::vector<std::string> run_from_dump(const std::string& dir) {
+  ::mkdir((dir + "/ck").c_str(), 0755);
+  return {"run", "--model", dir + "/ck", "--tokens-from", dir + "/d"};
+}
+
+// A good dump in dir/d, then `edit` applied to it.
+Case dump_case(const std::string& name, std::function<void(const std::string& d)> edit, const std::string& file,
+               const std::string& field) {
+  return {name,
+          [edit](const std::string& dir) {
+            write_good_dump(dir + "/d");
+            edit(dir + "/d");
+            return run_from_dump(dir);
+          },
+          "d/" + file, field};
+}
+
+// A good dump whose manifest.json was changed by `edit`; the message must name `field`.
+Case manifest_case(const std::string& name, std::function<void(nlohmann::json&)> edit, const std::string& field) {
+  return dump_case(
+      name,
+      [edit](const std::string& d) {
+        nlohmann::json m = nlohmann::json::parse(read_file(d + "/manifest.json"));
+        edit(m);
+        write_file(d + "/manifest.json", m.dump(2));
+      },
+      "manifest.json", field);
+}
+
+Case manifest_text_case(const std::string& name, const std::string& text, const std::string& field) {
+  return dump_case(name, [text](const std::string& d) { write_file(d + "/manifest.json", text); }, "manifest.json", field);
+}
+
+}  // namespace
+
+std::vector<Case> dump_cases() {
+  std::vector<Case> v;
+  v.push_back(dump_case("NoManifest", [](const std::string& d) { ::unlink((d + "/manifest.json").c_str()); },
+                        "manifest.json", "cannot open"));
+  v.push_back(manifest_text_case("ManifestNotJson", "{\"format\": \"hyoracle.dump\",,}", "not valid JSON"));
+  v.push_back(manifest_text_case("ManifestDuplicateVersion",
+                                 R"({"format": "hyoracle.dump", "version": 1, "version": 2, "files": ["activations.safetensors"]})",
+                                 "duplicate key \"version\""));
+  v.push_back(manifest_case("WrongFormat", [](auto& m) { m["format"] = "safetensors"; }, "\"format\""));
+  v.push_back(manifest_case("MissingFormat", [](auto& m) { m.erase("format"); }, "\"format\""));
+  v.push_back(manifest_case("WrongVersion", [](auto& m) { m["version"] = 2; }, "\"version\""));
+  v.push_back(manifest_case("VersionFloat", [](auto& m) { m["version"] = 1.0; }, "\"version\""));
+  v.push_back(manifest_case("VersionHuge", [](auto& m) { m["version"] = ~uint64_t(0); }, "\"version\""));
+  v.push_back(manifest_case("FilesEmpty", [](auto& m) { m["files"] = nlohmann::json::array(); }, "\"files\""));
+  v.push_back(manifest_case("FileMissing", [](auto& m) { m["files"] = {"nope.safetensors"}; }, "nope.safetensors"));
+  v.push_back(manifest_case("FileEscapes", [](auto& m) { m["files"] = {"../d/activations.safetensors"}; }, "\"files\""));
+  v.push_back(manifest_case("FileWithNul", [](auto& m) { m["files"] = {std::string("activations.safetensors\0x", 25)}; },
+                            "\"files\""));
+  v.push_back(manifest_case("TokenIdsNegative", [](auto& m) { m["input"]["token_ids"] = {1, -2}; }, "input.token_ids"));
+  v.push_back(manifest_case("TokenIdsNotIntegers", [](auto& m) { m["input"]["token_ids"] = {1, 2.5}; }, "input.token_ids"));
+  v.push_back(manifest_case("InputNotObject", [](auto& m) { m["input"] = "1,2"; }, "\"input\""));
+  v.push_back(dump_case("ManifestIsFifo",
+                        [](const std::string& d) {
+                          ::unlink((d + "/manifest.json").c_str());
+                          ::mkfifo((d + "/manifest.json").c_str(), 0644);
+                        },
+                        "manifest.json", "not a regular file"));
+  // The activations file cut in half: its header now points past the end.
+  v.push_back(dump_case("TruncatedDump",
+                        [](const std::string& d) {
+                          const std::string f = d + "/activations.safetensors";
+                          const std::string bytes = read_file(f);
+                          write_file(f, bytes.substr(0, bytes.size() / 2));
+                        },
+                        "activations.safetensors", "truncated"));
+  v.push_back(dump_case("TruncatedDumpHeader",
+                        [](const std::string& d) {
+                          const std::string f = d + "/activations.safetensors";
+                          write_file(f, read_file(f).substr(0, 20));
+                        },
+                        "activations.safetensors", "header length"));
+  // A files entry that is a directory.
+  v.push_back(dump_case("FileIsDirectory",
+                        [](const std::string& d) {
+                          ::mkdir((d + "/sub").c_str(), 0755);
+                          nlohmann::json m = nlohmann::json::parse(read_file(d + "/manifest.json"));
+                          m["files"] = {"sub"};
+                          write_file(d + "/manifest.json", m.dump());
+                        },
+                        "sub", "not a regular file"));
+  // The same tensor in two files.
+  v.push_back(dump_case("DuplicateAcrossFiles",
+                        [](const std::string& d) {
+                          write_file(d + "/copy.safetensors", read_file(d + "/activations.safetensors"));
+                          nlohmann::json m = nlohmann::json::parse(read_file(d + "/manifest.json"));
+                          m["files"] = {"activations.safetensors", "copy.safetensors"};
+                          write_file(d + "/manifest.json", m.dump());
+                        },
+                        "copy.safetensors", "duplicate name"));
+  return v;
+}
+
+}  // namespace hyoracle::hostile
