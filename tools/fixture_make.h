@@ -8,7 +8,10 @@
 //
 // The margin rule (fixture_margins.h): seeds first_seed, first_seed+1, ... are tried in order
 // until the golden run's smallest router top-k margin and smallest top-1 logit margin are both
-// ≥ min_margin. Same request, same bytes: nothing machine- or time-dependent is written.
+// ≥ min_margin. Nothing time- or path-dependent is written: the same request gives the same
+// config and weights on any machine (exact integer/dyadic arithmetic), and the same golden bytes
+// within one build on one machine (float64 through OpenBLAS; across CPUs the golden may differ in
+// the last bits, STYLE.md "Determinism by construction", and so may fixture.json's hashes of it).
 #pragma once
 #include <cstdint>
 #include <ostream>
