@@ -378,6 +378,7 @@ void Walk::compare_routing(const std::string& name) {
   in.ref_unit_roundoff = unit_roundoff(dtype_name(b.info(ln("moe.topk_ids")).dtype)).value_or(0x1p-53);
   if (b.has(ln("moe.scores"))) in.ref_unit_roundoff = unit_roundoff(dtype_name(b.info(ln("moe.scores")).dtype)).value_or(0x1p-53);
   RoutingLayer rl = routing_agreement(in);
+  rl.step = step;
 
   TensorResult r;
   r.name = name;

@@ -71,7 +71,7 @@ struct RoutingFlip {
 };
 
 struct RoutingLayer {
-  int64_t layer = 0, tokens = 0, exact_set_match = 0;
+  int64_t layer = 0, step = 0, tokens = 0, exact_set_match = 0;  // step: 0 prefill, S decode step
   double mean_jaccard = 1;
   double max_weight_delta = 0;       // on experts both chose, keyed by id (abs)
   double max_weight_rel_delta = 0;

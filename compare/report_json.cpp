@@ -64,6 +64,7 @@ nlohmann::ordered_json report_json(const Report& r) {
   for (const RoutingLayer& l : r.routing) {
     nlohmann::ordered_json e;
     e["layer"] = l.layer;
+    e["step"] = l.step;
     e["tokens"] = l.tokens;
     e["exact_set_match"] = l.exact_set_match;
     e["mean_jaccard"] = l.mean_jaccard;

@@ -38,8 +38,14 @@ std::string terminal_summary(const Report& r) {
       o << line;
     }
   }
+  int64_t decode_layers = 0, decode_near = 0, decode_real = 0;
   for (const auto& l : r.routing)
-    o << "  routing L" << l.layer << ": " << l.exact_set_match << "/" << l.tokens << " exact sets, jaccard "
+    if (l.step > 0) ++decode_layers, decode_near += l.near_tie_flips, decode_real += l.real_flips;
+  if (decode_layers)
+    o << "  routing, decode steps: " << decode_layers << " layer-steps, near-tie flips " << decode_near
+      << ", real flips " << decode_real << "\n";
+  for (const auto& l : r.routing)
+    if (l.step == 0) o << "  routing L" << l.layer << ": " << l.exact_set_match << "/" << l.tokens << " exact sets, jaccard "
       << g3(l.mean_jaccard) << ", near-tie flips " << l.near_tie_flips << ", real flips " << l.real_flips
       << ", min margin " << g3(l.min_margin) << "\n";
   if (r.logits.present)
