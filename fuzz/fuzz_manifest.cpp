@@ -1,0 +1,22 @@
+// Fuzzes the dump manifest reader (format, version, files, input). An accepted manifest must
+// name only relative files inside the dump and carry version 1.
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "dump.h"
+#include "error.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  try {
+    const nlohmann::json m =
+        hyoracle::parse_dump_manifest(std::string(reinterpret_cast<const char*>(data), size), "fuzz/manifest.json");
+    if (m["version"] != hyoracle::kDumpVersion) std::abort();
+    for (const auto& f : m["files"]) {
+      const std::string name = f.get<std::string>();
+      if (name.empty() || name[0] == '/' || name.find("..") != std::string::npos) std::abort();
+    }
+  } catch (const hyoracle::Error&) {
+  }
+  return 0;
+}
