@@ -7,7 +7,8 @@ HYORACLE_SRC=${HYORACLE_SRC:-.hyoracle/src}
 FIXTURE=${FIXTURE:-$HYORACLE_SRC/fixtures/gen-tiny-hy3}   # or gen-tiny-mt2, or your own
 # How your engine writes a dump. Placeholders: {model} checkpoint dir, {tokens} prompt
 # (comma-separated), {generate} greedy tokens, {dump} output dir. This one is the HF example.
-ENGINE_CMD=${ENGINE_CMD:-python3 $HYORACLE_SRC/tools/hf_dump.py {model} {dump} --tokens {tokens} --generate {generate} --dtype bfloat16}
+HF_EXAMPLE="python3 $HYORACLE_SRC/tools/hf_dump.py {model} {dump} --tokens {tokens} --generate {generate} --dtype bfloat16"
+ENGINE_CMD=${ENGINE_CMD:-$HF_EXAMPLE}
 
 # 1-2. Debian packages, then build the hyoracle command (CPU only).
 [ -d "$HYORACLE_SRC" ] || git clone --depth 1 --branch "$HYORACLE_REF" "$HYORACLE_REPO" "$HYORACLE_SRC"
