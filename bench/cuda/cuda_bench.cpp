@@ -186,6 +186,9 @@ void bench_moe(const cuda::LayerWeights<bf16>& w, const ModelConfig& c, int64_t 
   std::vector<int64_t> count(static_cast<size_t>(E), 0);
   for (int64_t e : ids) ++count[e];
   DeviceTensor<bf16> a({T * k + T, H}), gu({T * k + T, 2 * I}), act({T * k + T, I}), y({T * k + T, H});
+  // Baseline operands: non-zero filler (never time on zeros).
+  for (DeviceTensor<bf16>* t : {&a, &act})
+    cuda::check(cudaMemsetAsync(t->data(), 0x3C, size_t(t->numel()) * 2, cuda::gpu().stream), "baseline fill");
   auto gemm = [](const bf16* A, const bf16* W, bf16* Y, int64_t M, int64_t N, int64_t K) {
     const float al = 1, be = 0;
     cuda::check(cublasGemmEx(cuda::gpu().blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &al, W, CUDA_R_16BF, int(K), A,

@@ -4,6 +4,7 @@
 # then the benchmarks and the torch SDPA baseline. Logs go to $OUT (at most 8 files come back).
 # Usage (repository root): bash bench/cuda/run_on_device.sh [tests|bench|all]
 set -o pipefail
+# Every stage has a timeout, so one hang cannot eat the whole device call.
 what=${1:-all}
 OUT=${OUT:-/tmp/hyoracle-cuda-out}
 mkdir -p "$OUT"
@@ -16,10 +17,10 @@ echo "build: $(( $(date +%s) - start )) s"
 # The CLI is built apart, so that a CLI build failure does not stop the tests and benchmarks.
 cmake --build $B -j16 --target hyoracle >> "$OUT/build.log" 2>&1 || { echo "hyoracle CLI did not build:"; grep -E "error" -A3 "$OUT/build.log" | head -20; }
 if [ "$what" != bench ]; then
-  $B/tests/cuda/cuda_tests 2>&1 | tee "$OUT/tests.log" | grep -vE "^\[ RUN|^\[       OK" | tail -150
+  timeout 240 $B/tests/cuda/cuda_tests 2>&1 | tee "$OUT/tests.log" | grep -vE "^\[ RUN|^\[       OK" | tail -150
   {
     T=17,3,99,200,5,1,254,42,42,0,77
-    H=$B/tools/hyoracle
+    H="timeout 60 $B/tools/hyoracle"
     D=/tmp/hyoracle-dumps; rm -rf $D; mkdir -p $D
     $H run --model fixtures/tiny-hy3 --tokens $T --generate 4 --dump $D/ref
     for dt in fp32 bf16 fp16; do
@@ -30,6 +31,6 @@ if [ "$what" != bench ]; then
   } 2>&1 | tee "$OUT/cli.log"
 fi
 if [ "$what" != tests ]; then
-  $B/bench/cuda/cuda_bench 2>&1 | tee "$OUT/bench.log"
-  python3 bench/cuda/sdpa_baseline.py 2>&1 | tee -a "$OUT/bench.log"
+  timeout 200 $B/bench/cuda/cuda_bench 2>&1 | tee "$OUT/bench.log"
+  timeout 60 python3 bench/cuda/sdpa_baseline.py 2>&1 | tee -a "$OUT/bench.log"
 fi

@@ -34,6 +34,7 @@ class Guarded {
   explicit Guarded(std::vector<int64_t> shape) : n_(numel_of(shape)) {
     cuda::check(cudaMalloc(&base_, size_t(n_ + 2 * kGuard) * sizeof(T)), "Guarded: cudaMalloc");
     cuda::check(cudaMemset(base_, 0x7F, size_t(n_ + 2 * kGuard) * sizeof(T)), "Guarded: cudaMemset");
+    cuda::check(cudaDeviceSynchronize(), "Guarded: sync");  // legacy stream vs the path's own stream
     tensor = cuda::DeviceTensor<T>::view(base_ + kGuard, std::move(shape));
   }
   ~Guarded() { cudaFree(base_); }
