@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "catalogue.h"
@@ -80,6 +81,19 @@ TEST(CatalogueBaseline, GoodCheckpointAndDumpAreAccepted) {
   write_good_dump(dir / "d");
   o = run_hyoracle({"run", "--model", dir / "ck", "--tokens-from", dir / "d"}, kTimeLimitSeconds);
   EXPECT_EQ(o.status, 0) << o.err;
+}
+
+// Inf is a value, not a defect of the file: `hyoracle compare` reports it as a failed
+// comparison (exit 1), never a pass and never a crash.
+TEST(CatalogueCompare, InfInTargetIsAFailedComparison) {
+  TempDir dir;
+  write_dump_with_logits(dir / "base", {1.0, 2.0, 3.0, 4.0});
+  write_dump_with_logits(dir / "inf", {1.0, INFINITY, 3.0, 4.0});
+  const Outcome o = run_hyoracle({"compare", dir / "base", dir / "inf"}, kTimeLimitSeconds);
+  EXPECT_EQ(o.signal, 0) << o.err;
+  EXPECT_EQ(o.status, 1) << o.err;
+  const Outcome same = run_hyoracle({"compare", dir / "base", dir / "base"}, kTimeLimitSeconds);
+  EXPECT_EQ(same.status, 0) << same.err;
 }
 
 }  // namespace

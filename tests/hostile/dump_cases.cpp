@@ -2,6 +2,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
+
 #include "catalogue.h"
 #include "hostile_util.h"
 
@@ -104,6 +106,14 @@ std::vector<Case> dump_cases() {
                           write_file(d + "/manifest.json", m.dump());
                         },
                         "copy.safetensors", "duplicate name"));
+  // NaN in a target dump: the dump reader keeps it, `hyoracle compare` must refuse it by name.
+  v.push_back({"CompareNaN",
+               [](const std::string& dir) {
+                 write_dump_with_logits(dir + "/base", {1.0, 2.0, 3.0, 4.0});
+                 write_dump_with_logits(dir + "/nan", {1.0, std::nan(""), 3.0, 4.0});
+                 return std::vector<std::string>{"compare", dir + "/base", dir + "/nan"};
+               },
+               "nan/activations.safetensors", "\"logits\""});
   return v;
 }
 

@@ -137,4 +137,12 @@ void write_good_dump(const std::string& dir) {
   w.write(dir, make_manifest(DumpProducer{}, c, "tiny", {1, 2}));
 }
 
+void write_dump_with_logits(const std::string& dir, const std::vector<double>& logits) {
+  const ModelConfig c = parse_config(nlohmann::json::parse(good_config().dump()), "config.json");
+  DumpWriter w(DType::F32);
+  w.put_ints("input_ids", {2}, {1, 2});
+  w.put("logits", Tensor<double>({2, 2}, logits));
+  w.write(dir, make_manifest(DumpProducer{}, c, "tiny", {1, 2}));
+}
+
 }  // namespace hyoracle::hostile

@@ -63,5 +63,7 @@ void edit_checkpoint(const std::string& dir, const std::function<void(std::vecto
 
 // A valid dump of the tiny checkpoint (`hyoracle run --dump`), written by the library's writer.
 void write_good_dump(const std::string& dir);
+// A dump holding input_ids [1, 2] and F32 "logits" [2, 2] with the given values.
+void write_dump_with_logits(const std::string& dir, const std::vector<double>& logits);
 
 }  // namespace hyoracle::hostile
