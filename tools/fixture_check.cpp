@@ -23,14 +23,23 @@ bool is_dir(const std::string& p) {
 
 std::string join_ids(const std::vector<int64_t>& v) {
   std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(v[i]);
+  }
   return s;
 }
 
 // A short, quoted rendering of a token list for messages: "17,200,3" (first 16 ids).
 std::string shown_ids(const std::vector<int64_t>& v) {
   std::vector<int64_t> head(v.begin(), v.begin() + std::min<size_t>(v.size(), 16));
-  return "[" + join_ids(head) + (v.size() > 16 ? ",..." : "") + "] (" + std::to_string(v.size()) + " tokens)";
+  std::string s = "[";
+  s += join_ids(head);
+  if (v.size() > 16) s += ",...";
+  s += "] (";
+  s += std::to_string(v.size());
+  s += " tokens)";
+  return s;
 }
 
 std::string sh_quote(const std::string& s) {
