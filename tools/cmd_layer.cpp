@@ -1,11 +1,256 @@
-// hyoracle layer: not implemented yet.
+// hyoracle layer: run one decoder layer of a (possibly huge, sharded) checkpoint on an engine's
+// own dumped input, in double, with bounded memory, and optionally compare it with the engine.
+//
+//   hyoracle layer --model DIR --layer L --input DUMP [--tokens A:B] [--precision exact|hf|fp32]
+//                  [--threads N] [--compare TARGET_DUMP] --dump OUT
+//
+// Input: `layers.L-1.out` (or `embed` for L = 0) of DUMP, rows 0..B-1 at positions
+// position_offset + row. Attention runs over rows 0..B-1 (the keys of every earlier token are
+// needed); the FFN runs on rows A..B-1 only; the dump holds rows A..B-1 of every tensor of
+// layer L, plus the input rows. Only layer L's tensors are read (through the shard index);
+// experts are expanded one per thread at a time and their mapped pages released after use.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "checkpoint.h"
 #include "commands.h"
-#include "error.h"
+#include "compare.h"
+#include "decoder_layer.h"
+#include "dump.h"
+#include "model.h"
+#include "names.h"
 
 namespace hyoracle::cli {
-void register_layer(CLI::App& app, int& status) {
-  auto* cmd = app.add_subcommand("layer", "(not implemented yet)");
-  cmd->allow_extras();
-  cmd->callback([&status] { status = 2; fail("hyoracle layer is not implemented yet"); });
+
+namespace {
+
+struct LayerOptions {
+  std::string model, input, compare, dump, tokens, precision_text = "exact";
+  int64_t layer = -1;
+  int threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  bool resident_experts = false;
+  double max_memory_gb = 0;  // 0: MemAvailable
+};
+
+// Parses "A:B" (either side may be empty) against T rows.
+std::pair<int64_t, int64_t> parse_range(const std::string& s, int64_t T) {
+  if (s.empty()) return {0, T};
+  const size_t c = s.find(':');
+  if (c == std::string::npos) fail("--tokens: \"" + s + "\" is not A:B");
+  auto num = [&](const std::string& t, int64_t dflt) -> int64_t {
+    if (t.empty()) return dflt;
+    size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(t, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used != t.size() || v < 0) fail("--tokens: \"" + s + "\" is not A:B with non-negative integers");
+    return v;
+  };
+  const int64_t a = num(s.substr(0, c), 0), b = num(s.substr(c + 1), T);
+  if (!(a < b && b <= T)) fail("--tokens " + s + ": need 0 <= A < B <= " + std::to_string(T) + " (rows in the input)");
+  return {a, b};
 }
+
+// Bytes available to this process: MemAvailable from /proc/meminfo (0 if unknown).
+double mem_available_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  double kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024.0;
+  return 0;
+}
+
+double peak_rss_bytes() {
+  struct rusage u {};
+  ::getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) * 1024.0;
+}
+
+// Peak memory of one layer run in element type of `bytes` per value (weights expanded to S,
+// `slots` experts at a time, activations, per-head attention scores).
+double estimate_bytes(const ModelConfig& c, int64_t L, int64_t T, int64_t slots, bool resident, double bytes) {
+  const double H = double(c.hidden_size), A = double(c.q_width()), Kv = double(c.kv_width());
+  double params = H * A * 2 + H * Kv * 2 + 2 * H + 2 * double(c.head_dim);
+  double acts = double(T) * (12 * H + 4 * A + 4 * Kv);
+  if (c.is_dense(L)) {
+    params += 3 * H * double(c.intermediate_size);
+    acts += double(T) * 3 * double(c.intermediate_size);
+  } else {
+    const double expert = 3 * H * double(c.moe_intermediate_size);
+    params += double(c.num_experts) * (H + 1) + 3 * H * double(c.shared_width());
+    params += expert * double(resident ? c.num_experts : std::min<int64_t>(slots, c.num_experts));
+    acts += double(T) * (3 * double(c.num_experts) + double(c.num_experts_per_tok) * (H * 2 + 3 * double(c.moe_intermediate_size)));
+  }
+  const double scores = double(std::min<int64_t>(slots, c.num_attention_heads)) * 2 * double(T) * double(T);
+  return bytes * (params + acts + scores);
+}
+
+// Keeps rows [a, b) of every tensor whose leading dimension is `full` rows; passes the rest.
+class RowSliceSink : public ActivationSink {
+ public:
+  RowSliceSink(ActivationSink& out, int64_t a, int64_t full) : out_(out), a_(a), full_(full) {}
+  void put(const std::string& n, const Tensor<double>& t) override { out_.put(n, slice(t)); }
+  void put(const std::string& n, const Tensor<float>& t) override { out_.put(n, slice(t)); }
+  void put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v) override {
+    out_.put_ints(n, s, v);
+  }
+
+ private:
+  template <class S>
+  Tensor<S> slice(const Tensor<S>& t) const {
+    if (a_ == 0 || t.shape.empty() || t.shape[0] != full_) return t;
+    const int64_t per = t.numel() / full_;
+    std::vector<int64_t> shape = t.shape;
+    shape[0] = full_ - a_;
+    return Tensor<S>(shape, std::vector<S>(t.data.begin() + a_ * per, t.data.end()));
+  }
+  ActivationSink& out_;
+  int64_t a_, full_;
+};
+
+// Copies rows [a, b) of the tensors of layer L (and its input) of `target` into a new dump dir.
+void slice_target(const Dump& target, int64_t L, const std::string& input_name, int64_t a, int64_t b,
+                  const std::string& dir) {
+  DumpWriter w(DType::F64);
+  const std::string prefix = names::layer(L, "");
+  for (const std::string& n : target.names()) {
+    if (n != input_name && n.rfind(prefix, 0) != 0) continue;
+    const TensorInfo& info = target.info(n);
+    if (info.shape.empty() || info.shape[0] < b) continue;
+    if (!dtype_is_float(info.dtype)) {
+      const std::vector<int64_t> v = target.read_ints(n);
+      const int64_t per = int64_t(v.size()) / info.shape[0];
+      std::vector<int64_t> shape = info.shape;
+      shape[0] = b - a;
+      w.put_ints(n, shape, std::vector<int64_t>(v.begin() + a * per, v.begin() + b * per));
+      continue;
+    }
+    const Tensor<double> t = target.read(n);
+    const int64_t per = t.numel() / t.shape[0];
+    std::vector<int64_t> shape = t.shape;
+    shape[0] = b - a;
+    w.put(n, Tensor<double>(shape, std::vector<double>(t.data.begin() + a * per, t.data.begin() + b * per)));
+  }
+  nlohmann::ordered_json m = {{"format", "hyoracle.dump"}, {"version", kDumpVersion}};
+  m["producer"] = target.manifest().value("producer", nlohmann::json::object());
+  m["input"] = {{"position_offset", a}};
+  w.write(dir, m);
+}
+
+template <class S>
+int run_layer(const LayerOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Checkpoint ck(o.model);
+  const ModelConfig& c = ck.config();
+  const int64_t L = o.layer;
+  if (L < 0 || L >= c.num_hidden_layers)
+    fail("--layer " + std::to_string(L) + ": " + c.source + " has layers 0.." + std::to_string(c.num_hidden_layers - 1));
+  const Dump input(o.input);
+  const std::string in_name = L == 0 ? names::kEmbed : names::layer(L - 1, "out");
+  if (!input.has(in_name))
+    fail(o.input + ": tensor \"" + in_name + "\" (the input of layer " + std::to_string(L) + ") is not in the dump");
+  const TensorInfo& info = input.info(in_name);
+  if (info.shape.size() != 2 || info.shape[1] != c.hidden_size)
+    fail(input.file_of(in_name) + ": tensor \"" + in_name + "\" has shape " + shape_str(info.shape) + ", expected [T, " +
+         std::to_string(c.hidden_size) + "]");
+  const int64_t T = info.shape[0];
+  const auto [a, b] = parse_range(o.tokens, T);
+  int64_t offset = 0;
+  if (input.manifest().contains("input") && input.manifest()["input"].contains("position_offset"))
+    offset = input.manifest()["input"]["position_offset"].get<int64_t>();
+
+  const double need = estimate_bytes(c, L, b, o.threads, o.resident_experts, double(sizeof(S)));
+  const double avail = o.max_memory_gb > 0 ? o.max_memory_gb * 1e9 : mem_available_bytes();
+  if (avail > 0 && need > 0.9 * avail)
+    fail("layer " + std::to_string(L) + " at T=" + std::to_string(b) + " needs about " + std::to_string(int(need / 1e9)) +
+         " GB but " + std::to_string(int(avail / 1e9)) + " GB are available; use fewer --threads, --tokens, or fp32");
+
+  const LayerWeights<S> w = load_layer<S>(ck, L, o.resident_experts);
+  const Tensor<double> x_all = input.read(in_name);
+  Tensor<S> x({b, c.hidden_size});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data[i] = S(x_all.data[i]);
+  std::vector<int64_t> positions(static_cast<size_t>(b));
+  for (int64_t t = 0; t < b; ++t) positions[t] = offset + t;
+  const auto t1 = std::chrono::steady_clock::now();
+
+  const Numerics num{parse_precision(o.precision_text), o.threads};
+  DumpWriter writer(std::is_same_v<S, double> ? DType::F64 : DType::F32);
+  RowSliceSink sliced(writer, a, b);
+  const Recorder rec{&sliced, ""};
+  rec(in_name, x);
+  LayerCache<S> cache;
+  const Tensor<S> h = attention_block(x, L, w, c, positions, cache, num, rec);
+  Tensor<S> h_rows({b - a, c.hidden_size}, std::vector<S>(h.data.begin() + a * c.hidden_size, h.data.end()));
+  ffn_block(h_rows, L, w, c, num, rec);
+  const auto t2 = std::chrono::steady_clock::now();
+  auto sec = [](auto x0, auto x1) { return std::chrono::duration<double>(x1 - x0).count(); };
+
+  DumpProducer p;
+  p.dtype = std::is_same_v<S, double> ? "float64" : "float32";
+  p.precision = o.precision_text;
+  std::vector<int64_t> ids = input.token_ids();
+  if (int64_t(ids.size()) >= b) ids = std::vector<int64_t>(ids.begin() + a, ids.begin() + b);
+  nlohmann::ordered_json m = make_manifest(p, c, o.model, ids, offset + a);
+  m["layer"] = {{"index", L}, {"input", o.input}, {"rows", {a, b}}};
+  writer.write(o.dump, m);
+  std::printf("hyoracle layer %lld of %s (%s, %s)\n", (long long)L, o.model.c_str(), c.is_dense(L) ? "dense" : "MoE",
+              o.precision_text.c_str());
+  std::printf("  input   %s rows %lld..%lld of %s (positions %lld..%lld)\n", in_name.c_str(), (long long)a,
+              (long long)b - 1, o.input.c_str(), (long long)(offset + a), (long long)(offset + b - 1));
+  std::printf("  time    load %.2f s, layer %.2f s, %d thread(s); peak RSS %.2f GB (estimate %.2f GB)\n", sec(t0, t1),
+              sec(t1, t2), o.threads, peak_rss_bytes() / 1e9, need / 1e9);
+  std::printf("  dump    %s (%zu tensors)\n", o.dump.c_str(), writer.size());
+  if (o.compare.empty()) return 0;
+
+  std::string target_dir = o.compare;
+  if (a != 0 || b != T) {
+    target_dir = o.dump + "/target-rows";
+    slice_target(Dump(o.compare), L, in_name, a, b, target_dir);
+  }
+  compare::CompareOptions co;
+  // Teacher forcing re-runs attention on the target's own q/k/v, which needs every earlier
+  // row; a row slice lacks them, so a sliced comparison judges total error only.
+  co.model_dir = a == 0 ? o.model : "";
+  if (a != 0) std::printf("  note    rows start at %lld: teacher forcing is off (attention needs rows 0..%lld)\n", (long long)a, (long long)a - 1);
+  co.require = {};
+  // Layer L-1 too, so its `out` (this layer's input) is compared and its error is inherited.
+  co.layer_first = std::max<int64_t>(0, L - 1);
+  co.layer_last = L + 1;
+  co.threads = o.threads;
+  const compare::Report r = compare::compare_dirs(o.dump, target_dir, co);
+  std::cout << "\n" << compare::terminal_summary(r);
+  return compare::exit_code(r);
+}
+
+}  // namespace
+
+void register_layer(CLI::App& app, int& status) {
+  auto o = std::make_shared<LayerOptions>();
+  auto* cmd = app.add_subcommand("layer", "Run one layer of a checkpoint on a dumped input (bounded memory)");
+  cmd->add_option("--model", o->model, "Checkpoint directory")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--layer", o->layer, "Layer index")->required();
+  cmd->add_option("--input", o->input, "Dump holding layers.L-1.out (or embed for L = 0)")->required();
+  cmd->add_option("--tokens", o->tokens, "Rows A:B of the input to run (attention still sees rows 0..B-1)");
+  cmd->add_option("--precision", o->precision_text, "exact | hf | fp32")->check(CLI::IsMember({"exact", "hf", "fp32"}));
+  cmd->add_option("--threads", o->threads, "Worker threads (results identical for any count)")->check(CLI::Range(1, 1024));
+  cmd->add_option("--compare", o->compare, "Compare layer L with this (engine) dump");
+  cmd->add_option("--dump", o->dump, "Output dump directory")->required();
+  cmd->add_flag("--resident-experts", o->resident_experts, "Expand every expert at load (fast, more memory)");
+  cmd->add_option("--max-memory", o->max_memory_gb, "Refuse runs estimated above this many GB (default: MemAvailable)");
+  cmd->callback([o, &status] {
+    status = o->precision_text == "fp32" ? run_layer<float>(*o) : run_layer<double>(*o);
+  });
+}
+
 }  // namespace hyoracle::cli
