@@ -61,16 +61,17 @@ std::map<std::string, std::string> parse_checkpoint_index(const std::string& tex
 
 namespace {
 
-// Reads model.safetensors.index.json: tensor name -> shard file name; every shard must exist.
+// Reads model.safetensors.index.json: tensor name -> shard file name; shards present must be files.
 std::map<std::string, std::string> read_index(const std::string& dir, const std::string& index) {
   std::map<std::string, std::string> all = parse_checkpoint_index(read_text_file(index, kJsonFileLimit, "index"), index);
   std::map<std::string, bool> checked;
   for (const auto& [name, f] : all) {
     if (checked[f]) continue;
     checked[f] = true;
+    // A missing shard is reported when one of its tensors is first needed (Checkpoint::ref),
+    // so one layer of a partly downloaded checkpoint can still be run.
     struct stat st {};
-    if (::stat((dir + "/" + f).c_str(), &st) != 0)
-      fail(index + ": shard " + printable_quoted(f) + " (holding " + printable_quoted(name) + ") is missing from " + dir);
+    if (::stat((dir + "/" + f).c_str(), &st) != 0) continue;
     if (!S_ISREG(st.st_mode))
       fail(index + ": shard " + printable_quoted(f) + " (holding " + printable_quoted(name) + ") is not a regular file");
   }
@@ -114,6 +115,10 @@ const SafetensorsFile& Checkpoint::shard(const std::string& file) const {
 WeightRef Checkpoint::ref(const std::string& name, const std::vector<int64_t>& shape, bool f32_only) const {
   auto it = location_.find(name);
   if (it == location_.end()) fail(listing_ + ": tensor " + printable_quoted(name) + " is missing from the checkpoint");
+  struct stat st {};
+  if (!shards_.count(it->second) && ::stat((dir_ + "/" + it->second).c_str(), &st) != 0)
+    fail(listing_ + ": shard " + printable_quoted(it->second) + " (holding " + printable_quoted(name) + ") is missing from " +
+         dir_);
   const SafetensorsFile& f = shard(it->second);
   const TensorInfo* t = f.find(name);
   if (!t) fail(f.path() + ": tensor " + printable_quoted(name) + " is listed in " + listing_ + " but not in this shard");
