@@ -1,6 +1,8 @@
 // compare_helpers.h: shared test scaffolding for tests/compare: seeded random checkpoints,
 // in-process reference dumps, and dump rewriting to plant bugs.
 #pragma once
+#include <unistd.h>
+
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -12,8 +14,10 @@
 
 namespace hyoracle::testing {
 
+// A per-process directory: CTest runs every test as its own process, several at once.
 inline std::string temp_dir(const std::string& name) {
-  const std::string d = std::filesystem::temp_directory_path().string() + "/hyoracle_compare_tests/" + name;
+  const std::string d = std::filesystem::temp_directory_path().string() + "/hyoracle_compare_tests-" +
+                        std::to_string(::getpid()) + "/" + name;
   std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
   return d;
