@@ -7,7 +7,7 @@ namespace hyoracle::cuda {
 namespace {
 
 constexpr int kChunk = 32;   // keys per shared-memory chunk (one per lane when scoring)
-constexpr int kMaxDpl = 8;   // d / 32 <= 8
+constexpr int kMaxDpl = 8;   // ceil(d / 32) <= 8
 
 // Block: `qb` queries x g heads of one KV head, one warp per (query, head); keys [j0, j1).
 // Writes the normalised output when `part_acc` is null, else the split's (m, l, acc).
@@ -38,7 +38,7 @@ __global__ void __launch_bounds__(1024) attention_kernel(const T* __restrict__ q
   if (j1_ > Tc) j1_ = Tc;
   if (j1_ > block_max + 1) j1_ = block_max + 1;
   const int j1 = int(j1_);
-  const int dpl = d / 32;
+  const int dpl = (d + 31) / 32;  // d need not be a multiple of 32: lanes past d idle
   float acc[kMaxDpl];
 #pragma unroll
   for (int r = 0; r < kMaxDpl; ++r) acc[r] = 0.0f;
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(1024) attention_kernel(const T* __restrict__ q
       if (pj == 0.0f) continue;
 #pragma unroll
       for (int r = 0; r < kMaxDpl; ++r)
-        if (r < dpl) acc[r] = fmaf(pj, vs[jj * ld + lane + 32 * r], acc[r]);
+        if (r < dpl && lane + 32 * r < d) acc[r] = fmaf(pj, vs[jj * ld + lane + 32 * r], acc[r]);
     }
   }
   if (!active) return;
@@ -84,13 +84,13 @@ __global__ void __launch_bounds__(1024) attention_kernel(const T* __restrict__ q
     T* out = ctx + int64_t(i) * nq * d + int64_t(n) * d;
 #pragma unroll
     for (int r = 0; r < kMaxDpl; ++r)
-      if (r < dpl) out[lane + 32 * r] = from_f32<T>(l > 0.0f ? acc[r] / l : 0.0f);
+      if (r < dpl && lane + 32 * r < d) out[lane + 32 * r] = from_f32<T>(l > 0.0f ? acc[r] / l : 0.0f);
     return;
   }
   const int64_t slot = (int64_t(i) * nq + n) * splits + split;
 #pragma unroll
   for (int r = 0; r < kMaxDpl; ++r)
-    if (r < dpl) part_acc[slot * d + lane + 32 * r] = acc[r];
+    if (r < dpl && lane + 32 * r < d) part_acc[slot * d + lane + 32 * r] = acc[r];
   if (lane == 0) {
     part_ml[slot * 2] = mx;
     part_ml[slot * 2 + 1] = l;
@@ -129,7 +129,7 @@ void attention(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const D
     fail("cuda attention: inconsistent shapes q " + shape_str(q.shape) + ", cache " + shape_str(k_cache.shape) +
          ", context " + shape_str(context.shape));
   const int64_t g = nq / nkv;
-  if (d % 32 || d > 32 * kMaxDpl || g > 32) fail("cuda attention: needs head_dim % 32 == 0, head_dim <= 256, nq/nkv <= 32");
+  if (d < 1 || d > 32 * kMaxDpl || g > 32) fail("cuda attention: needs 1 <= head_dim <= 256, nq/nkv <= 32");
   if (!T_) return;
   const int qb = int(std::max<int64_t>(1, std::min<int64_t>(T_, 32 / g > 4 ? 4 : 32 / g)));
   const int64_t qblocks = (T_ + qb - 1) / qb;

@@ -82,7 +82,11 @@ TYPED_TEST(ModelTyped, PrefillMatchesExactReferenceTensorByTensor) {
       std::printf("  routing flip at %s[%zu]: %lld vs reference %lld, reference margin %.3g\n", n.c_str(), i, (long long)a[i],
                   (long long)b[i], mg);
       EXPECT_FALSE((std::is_same_v<T, float>)) << "fp32 must route exactly as the reference";
-      EXPECT_LT(mg, 0.02) << "flip at a clear margin";
+      // The reference margin says something only where this layer's input still follows the
+      // reference: a flip in an earlier layer changes every later layer's input, so later flips
+      // are its consequence, not judged by the reference's margin.
+      if (L <= first_flip_layer) EXPECT_LT(mg, 0.02) << "flip at a clear margin";
+      else std::printf("    (downstream of the flip in layer %lld: not judged)\n", (long long)first_flip_layer);
       first_flip_layer = std::min(first_flip_layer, L);
     }
   }
