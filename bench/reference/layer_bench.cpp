@@ -1,8 +1,9 @@
 // bench_reference_layer: how fast and how small the CPU reference runs one full-size MoE layer.
 //
 //   bench_reference_layer [--preset mt2|hy3] [--model DIR] [--tokens 512] [--threads N]
+//                         [--no-decode] [--write-only]
 //
-// Without --model it writes a full-size single-MoE-layer checkpoint (dense layer 0 + MoE layer 1,
+// When DIR (default: a temp dir per preset) holds no checkpoint, it first writes a full-size single-MoE-layer checkpoint (dense layer 0 + MoE layer 1,
 // the real hidden size, heads, experts and widths, vocabulary 256) to a temp dir first (minutes).
 // It prints, each next to a baseline measured in the same run:
 //   - prefill of layer 1 at T tokens, double and fp32, experts expanded on use: achieved
@@ -180,7 +181,7 @@ int main(int argc, char** argv) {
   std::string preset_name = "mt2", model;
   int64_t T = 512;
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  bool decode = true;
+  bool decode = true, write_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -189,15 +190,16 @@ int main(int argc, char** argv) {
     else if (a == "--tokens") T = std::stoll(next());
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--no-decode") decode = false;
+    else if (a == "--write-only") write_only = true;
     else {
-      std::fprintf(stderr, "usage: bench_reference_layer [--preset mt2|hy3] [--model DIR] [--tokens T] [--threads N] [--no-decode]\n");
+      std::fprintf(stderr, "usage: bench_reference_layer [--preset mt2|hy3] [--model DIR] [--tokens T] [--threads N] [--no-decode] [--write-only]\n");
       return 2;
     }
   }
   init_blas_single_threaded();
   try {
-    if (model.empty()) {
-      model = (std::filesystem::temp_directory_path() / ("hyoracle-bench-" + preset_name)).string();
+    if (model.empty()) model = (std::filesystem::temp_directory_path() / ("hyoracle-bench-" + preset_name)).string();
+    {
       if (!std::filesystem::exists(model + "/config.json")) {
         std::printf("writing a full-size %s single-layer checkpoint to %s ...\n", preset_name.c_str(), model.c_str());
         const auto t0 = Clock::now();
@@ -205,6 +207,7 @@ int main(int argc, char** argv) {
         std::printf("  written in %.0f s\n", seconds_since(t0));
       }
     }
+    if (write_only) return 0;
     const Checkpoint ck(model);
     std::printf("model %s: H=%lld, E=%lld, I_e=%lld, top-%lld; %d threads\n", model.c_str(),
                 (long long)ck.config().hidden_size, (long long)ck.config().num_experts,
