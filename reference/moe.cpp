@@ -65,21 +65,23 @@ Tensor<S> routed_experts(const Tensor<S>& u, const RouterOutput<S>& r, const Exp
   for (int64_t e = 0; e < E; ++e)
     if (!groups[e].empty()) active.push_back(e);
 
-  // Experts run in waves of `threads`, one expert per task (expanded into that slot's scratch,
-  // its GEMMs single-threaded); each wave's outputs are then added in ascending expert index.
-  // The arithmetic of every expert is the same for any thread count, and so is the order of
-  // the additions: bit-identical results by construction.
-  const int64_t slots = std::max<int64_t>(1, threads);
-  std::vector<MlpWeights<S>> scratch(static_cast<size_t>(slots));
-  std::vector<Tensor<S>> y(static_cast<size_t>(slots));
+  // Experts run in waves of up to 8 per thread, taken dynamically by the workers (one expert
+  // per task, expanded into that worker's reused scratch, its GEMMs single-threaded); after
+  // each wave the outputs are added in ascending expert index. Every expert's arithmetic and
+  // the order of the additions are the same for any thread count: bit-identical results by
+  // construction. Memory: one expanded expert per worker plus one wave's outputs.
+  const int64_t workers = std::max<int64_t>(1, threads);
+  const int64_t wave = 8 * workers;
+  std::vector<MlpWeights<S>> scratch(static_cast<size_t>(workers));
+  std::vector<Tensor<S>> y(static_cast<size_t>(wave));
   Tensor<S> out({T, H});
-  for (size_t w0 = 0; w0 < active.size(); w0 += size_t(slots)) {
-    const int64_t n = std::min<int64_t>(slots, int64_t(active.size() - w0));
-    parallel_for(n, threads, [&](int64_t s) {
+  for (size_t w0 = 0; w0 < active.size(); w0 += size_t(wave)) {
+    const int64_t n = std::min<int64_t>(wave, int64_t(active.size() - w0));
+    parallel_for_workers(n, threads, [&](int64_t s, int worker) {
       const auto& g = groups[active[w0 + s]];
       Tensor<S> x({int64_t(g.size()), H});
       for (size_t i = 0; i < g.size(); ++i) std::copy_n(u.row(g[i].first), H, x.row(int64_t(i)));
-      y[s] = swiglu_mlp(x, experts.get(active[w0 + s], scratch[s]), 1);
+      y[s] = swiglu_mlp(x, experts.get(active[w0 + s], scratch[worker]), 1);
     });
     for (int64_t s = 0; s < n; ++s) {
       const auto& g = groups[active[w0 + s]];

@@ -9,4 +9,8 @@
 
 namespace hyoracle {
 void parallel_for(int64_t n, int threads, const std::function<void(int64_t)>& fn);
+
+// As parallel_for, and also passes the worker's number w in [0, min(threads, n)) so a task can
+// use per-worker scratch. Which worker runs an index varies; results must not depend on it.
+void parallel_for_workers(int64_t n, int threads, const std::function<void(int64_t index, int worker)>& fn);
 }  // namespace hyoracle
