@@ -31,7 +31,7 @@ namespace hyoracle::cli {
 namespace {
 
 struct LayerOptions {
-  std::string model, input, compare, dump, tokens, precision_text = "exact";
+  std::string model, input, compare, dump, tokens, precision_text = "exact", store;
   int64_t layer = -1;
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   bool resident_experts = false;
@@ -185,7 +185,9 @@ int run_layer(const LayerOptions& o) {
   const auto t1 = std::chrono::steady_clock::now();
 
   const Numerics num{parse_precision(o.precision_text), o.threads};
-  DumpWriter writer(std::is_same_v<S, double> ? DType::F64 : DType::F32);
+  const DType store = o.store == "bf16" ? DType::BF16 : o.store == "f32" ? DType::F32
+                      : std::is_same_v<S, double> ? DType::F64 : DType::F32;
+  DumpWriter writer(store);
   RowSliceSink sliced(writer, a, b);
   const Recorder rec{&sliced, ""};
   rec(in_name, x);
@@ -197,7 +199,7 @@ int run_layer(const LayerOptions& o) {
   auto sec = [](auto x0, auto x1) { return std::chrono::duration<double>(x1 - x0).count(); };
 
   DumpProducer p;
-  p.dtype = std::is_same_v<S, double> ? "float64" : "float32";
+  p.dtype = store == DType::BF16 ? "bfloat16" : store == DType::F32 ? "float32" : "float64";
   p.precision = o.precision_text;
   std::vector<int64_t> ids = input.token_ids();
   if (int64_t(ids.size()) >= b) ids = std::vector<int64_t>(ids.begin() + a, ids.begin() + b);
@@ -246,6 +248,8 @@ void register_layer(CLI::App& app, int& status) {
   cmd->add_option("--threads", o->threads, "Worker threads (results identical for any count)")->check(CLI::Range(1, 1024));
   cmd->add_option("--compare", o->compare, "Compare layer L with this (engine) dump");
   cmd->add_option("--dump", o->dump, "Output dump directory")->required();
+  cmd->add_option("--store-dtype", o->store, "Store tensors as f64 | f32 | bf16 (default: the compute type)")
+      ->check(CLI::IsMember({"f64", "f32", "bf16"}));
   cmd->add_flag("--resident-experts", o->resident_experts, "Expand every expert at load (fast, more memory)");
   cmd->add_option("--max-memory", o->max_memory_gb, "Refuse runs estimated above this many GB (default: MemAvailable)");
   cmd->callback([o, &status] {
