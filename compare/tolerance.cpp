@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "error.h"
+#include "safetensors.h"
 
 namespace hyoracle::compare {
 
@@ -142,6 +143,27 @@ int Rules::find(const std::string& name) const {
   return -1;
 }
 
+namespace {
+// std::regex compiles and matches recursively: a pattern of thousands of nested groups
+// overflows the stack (found by fuzz/fuzz_rules). Names are short; so are sane patterns.
+constexpr size_t kMaxRegexBytes = 1000;
+constexpr int kMaxRegexNesting = 32;
+void check_regex_size(const std::string& pattern, const std::string& where) {
+  if (pattern.size() > kMaxRegexBytes)
+    fail(where + ": field \"match\" is " + std::to_string(pattern.size()) + " bytes; at most " +
+         std::to_string(kMaxRegexBytes) + " are accepted");
+  int depth = 0, deepest = 0;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] == '\\') ++i;
+    else if (pattern[i] == '(') deepest = std::max(deepest, ++depth);
+    else if (pattern[i] == ')') --depth;
+  }
+  if (deepest > kMaxRegexNesting)
+    fail(where + ": field \"match\" nests groups " + std::to_string(deepest) + " deep; at most " +
+         std::to_string(kMaxRegexNesting) + " are accepted");
+}
+}  // namespace
+
 Rules parse_rules(const std::string& text, const std::string& source) {
   nlohmann::json j;
   try {
@@ -165,10 +187,11 @@ Rules parse_rules(const std::string& text, const std::string& source) {
     if (!e.contains("match") || !e["match"].is_string()) fail(where + ": field \"match\" (a regex) is required");
     Rule rule;
     rule.pattern = e["match"].get<std::string>();
+    check_regex_size(rule.pattern, where);
     try {
       rule.re = std::regex(rule.pattern, std::regex::ECMAScript);
     } catch (const std::regex_error&) {
-      fail(where + ": field \"match\" is not a valid regex: " + rule.pattern);
+      fail(where + ": field \"match\" is not a valid regex: " + printable_quoted(rule.pattern));
     }
     if (e.contains("metric")) {
       if (!e["metric"].is_string()) fail(where + ": field \"metric\" must be a string");
@@ -194,13 +217,7 @@ Rules parse_rules(const std::string& text, const std::string& source) {
   return r;
 }
 
-Rules load_rules(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail(path + ": cannot open rules file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_rules(ss.str(), path);
-}
+Rules load_rules(const std::string& path) { return parse_rules(read_text_file(path, kJsonFileLimit, "rules file"), path); }
 
 Budget apply_rule(const Rules& rules, int i, const Budget& derived) {
   const Rule& r = rules.rules.at(size_t(i));
