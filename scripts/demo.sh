@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end: installs what is missing, builds hyoracle, runs the CPU reference
-# on the committed tiny Hy3-shaped fixture, and compares its dump with the committed HF
-# transformers golden (float64), printing the report. FIXTURE=tiny-mt2 for the Hy-MT2 shape.
+# on the committed tiny Hy3-shaped fixture, and compares the committed HF transformers golden
+# (float64) with it, printing the report (also as JSON, Markdown and HTML under out/). FIXTURE=tiny-mt2 for the Hy-MT2 shape.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -12,7 +12,8 @@ cmake --build "$BUILD" -j"$(nproc)" --target hyoracle
 HY="$BUILD/tools/hyoracle"
 GOLDEN="fixtures/$FIXTURE/golden/hf-f64"
 OUT="out/$FIXTURE-reference-exact"
-"$HY" run --model "fixtures/$FIXTURE" --tokens-from "$GOLDEN" --generate 5 --precision exact --dump "$OUT"
+"$HY" run --model "fixtures/$FIXTURE" --tokens-from "$GOLDEN" --generate 5 --dump-steps --precision exact --dump "$OUT"
 echo
-"$HY" compare "$GOLDEN" "$OUT" --model "fixtures/$FIXTURE" --json "out/$FIXTURE-report.json" \
+# The reference is the baseline; HF transformers' float64 run is judged against it.
+"$HY" compare "$OUT" "$GOLDEN" --model "fixtures/$FIXTURE" --json "out/$FIXTURE-report.json" \
   --markdown "out/$FIXTURE-report.md" --html "out/$FIXTURE-report.html"
