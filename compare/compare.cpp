@@ -269,6 +269,13 @@ void Walk::compare_tensor(const std::string& name) {
 
   // RMSNorm reduces Σu² over its last axis (all terms positive: κ = 1).
   if (r.op == "rms_norm") bi.reduction_k = bt.cols();
+  // RoPE: fp32 angles on either side drift with position (budget term, tolerance.h).
+  if (r.op == "rope" && bt.shape.size() == 3 && (b.producer("precision") != "exact" || t.producer("precision") != "exact")) {
+    std::vector<int64_t> pos = positions;
+    if (r.step > 0 && !positions.empty()) pos = {positions.back() + r.step};  // decode step S feeds position T+S-1
+    const double theta = tf ? tf->config().rope_theta : 11158840.0;  // hy_v3's θ when no --model gives it
+    bi.rope_angle_rms = rope_angle_rms(pos, bt.shape[2], theta);
+  }
   std::optional<Replay> rp;
   if (tf) rp = tf->replay(name, t, positions);
   if (rp) {

@@ -201,6 +201,9 @@ std::optional<Replay> TeacherForcing::replay(const std::string& full, const Dump
     Replay r;
     r.value = attention(q, k, v, pos, kpos, num);
     r.gain = attention_rounding_gain(q, k, v, pos, kpos);
+    // P·V sums over up to Tk keys (and Q·K over d): accumulation error grows like √K·u_acc,
+    // which the rounding gain above does not cover (it matters for fp32 targets at long T).
+    r.reduction_k = std::max<int64_t>(k.dim(0), q.dim(2));
     return r;
   }
   if (s == "attn.out" && have({"attn.context"})) {

@@ -113,15 +113,27 @@ Budget derived_local_budget(const BudgetInputs& in) {
   const double c = safety_factor(u, in.numel);
   const double rounding = g * u / std::sqrt(3.0);
   const double accumulation = in.reduction_k > 0 ? std::sqrt(double(in.reduction_k)) * u_acc * in.kappa : 0.0;
+  const double angles = std::sqrt(2.0 / 3.0) * std::ldexp(1.0, -24) * in.rope_angle_rms;
   Budget b;
   b.rule = "derived:" + (in.op.empty() ? std::string("unknown") : in.op);
-  b.limit = c * (rounding + accumulation);
+  b.limit = c * (rounding + accumulation + angles);
   b.token_limit = 3.0 * b.limit;
   b.derivation = "c·(g·u/√3 + √K·u_acc·κ) = " + fmt("%g", c) + "·(" + fmt("%.3g", g) + "·" + fmt("%.3g", u) + "/√3";
   if (in.reduction_k > 0)
     b.derivation += " + √" + std::to_string(in.reduction_k) + "·" + fmt("%.3g", u_acc) + "·" + fmt("%.3g", in.kappa);
+  if (angles > 0) b.derivation += " + √(2/3)·u_fp32·rms φ " + fmt("%.3g", in.rope_angle_rms);
   b.derivation += ") = " + fmt("%.3g", b.limit);
   return b;
+}
+
+double rope_angle_rms(const std::vector<int64_t>& positions, int64_t head_dim, double theta) {
+  if (positions.empty() || head_dim < 2) return 0;
+  double sum = 0;
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    const double inv_freq = std::pow(theta, -2.0 * double(i) / double(head_dim));
+    for (int64_t p : positions) sum += (double(p) * inv_freq) * (double(p) * inv_freq);
+  }
+  return std::sqrt(sum / (double(positions.size()) * double(head_dim / 2)));
 }
 
 Budget derived_total_budget(const BudgetInputs& in, double inherited_input) {

@@ -50,7 +50,15 @@ struct BudgetInputs {
   double kappa = 1;         // conditioning of those dot products (measured or 1)
   double gain = 0;          // g_op; 0 = use the op's default
   int64_t experts_per_token = 8;  // k, for the routed combine
+  // RoPE only: rms over positions p and frequencies i of the angle φ = p·θ^(-2i/d), when either
+  // side computes its angles in fp32 (every engine; MODEL_SPEC §4.3). The fp32 angle carries two
+  // roundings (inv_freq and the product), so the rotated vector moves by about
+  // √(2/3)·u_fp32·rms(φ) relative: honest phase drift that grows with position.
+  double rope_angle_rms = 0;
 };
+
+// rms over positions and i = 0..d/2-1 of p·θ^(-2i/d) (the RoPE angles), in double.
+double rope_angle_rms(const std::vector<int64_t>& positions, int64_t head_dim, double theta);
 
 struct Budget {
   std::string rule;         // "derived:<op>" or "rules:<index>:<regex>"
