@@ -120,16 +120,19 @@ Generation<S> generate_greedy(const ModelWeights<S>& m, const Tensor<S>& prefill
   return g;
 }
 
-#define HYORACLE_INSTANTIATE(S)                                                                                 \
-  template LayerWeights<S> load_layer<S>(const Checkpoint&, int64_t, bool);                                   \
-  template ModelWeights<S> load_model<S>(const Checkpoint&, const LoadOptions&);                              \
-  template int64_t argmax<S>(const S*, int64_t);                                                              \
-  template Tensor<S> forward<S>(const ModelWeights<S>&, const std::vector<int64_t>&, KVCache<S>&, const Numerics&, \
-                                const Recorder&);                                                             \
-  template Generation<S> generate_greedy<S>(const ModelWeights<S>&, const Tensor<S>&, KVCache<S>&, int64_t,     \
-                                            const Numerics&, ActivationSink*);
-HYORACLE_INSTANTIATE(double)
-HYORACLE_INSTANTIATE(float)
-#undef HYORACLE_INSTANTIATE
+template LayerWeights<double> load_layer<double>(const Checkpoint&, int64_t, bool);
+template ModelWeights<double> load_model<double>(const Checkpoint&, const LoadOptions&);
+template int64_t argmax<double>(const double*, int64_t);
+template Tensor<double> forward<double>(const ModelWeights<double>&, const std::vector<int64_t>&, KVCache<double>&, const Numerics&,
+                                  const Recorder&);
+template Generation<double> generate_greedy<double>(const ModelWeights<double>&, const Tensor<double>&, KVCache<double>&, int64_t,
+                                              const Numerics&, ActivationSink*);
+template LayerWeights<float> load_layer<float>(const Checkpoint&, int64_t, bool);
+template ModelWeights<float> load_model<float>(const Checkpoint&, const LoadOptions&);
+template int64_t argmax<float>(const float*, int64_t);
+template Tensor<float> forward<float>(const ModelWeights<float>&, const std::vector<int64_t>&, KVCache<float>&, const Numerics&,
+                                  const Recorder&);
+template Generation<float> generate_greedy<float>(const ModelWeights<float>&, const Tensor<float>&, KVCache<float>&, int64_t,
+                                              const Numerics&, ActivationSink*);
 
 }  // namespace hyoracle
