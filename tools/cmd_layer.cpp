@@ -96,6 +96,15 @@ double estimate_bytes(const ModelConfig& c, int64_t L, int64_t T, int64_t slots,
   return bytes * (params + acts + scores);
 }
 
+// Rows [a, b) of t along its leading dimension.
+template <class S>
+Tensor<S> slice_rows(const Tensor<S>& t, int64_t a, int64_t b) {
+  const int64_t per = t.shape[0] == 0 ? 0 : t.numel() / t.shape[0];
+  std::vector<int64_t> shape = t.shape;
+  shape[0] = b - a;
+  return Tensor<S>(shape, std::vector<S>(t.data.begin() + a * per, t.data.begin() + b * per));
+}
+
 // Keeps rows [a, b) of every tensor whose leading dimension is `full` rows; passes the rest.
 class RowSliceSink : public ActivationSink {
  public:
@@ -110,10 +119,7 @@ class RowSliceSink : public ActivationSink {
   template <class S>
   Tensor<S> slice(const Tensor<S>& t) const {
     if (a_ == 0 || t.shape.empty() || t.shape[0] != full_) return t;
-    const int64_t per = t.numel() / full_;
-    std::vector<int64_t> shape = t.shape;
-    shape[0] = full_ - a_;
-    return Tensor<S>(shape, std::vector<S>(t.data.begin() + a_ * per, t.data.end()));
+    return slice_rows(t, a_, full_);
   }
   ActivationSink& out_;
   int64_t a_, full_;
@@ -129,18 +135,11 @@ void slice_target(const Dump& target, int64_t L, const std::string& input_name, 
     const TensorInfo& info = target.info(n);
     if (info.shape.empty() || info.shape[0] < b) continue;
     if (!dtype_is_float(info.dtype)) {
-      const std::vector<int64_t> v = target.read_ints(n);
-      const int64_t per = int64_t(v.size()) / info.shape[0];
-      std::vector<int64_t> shape = info.shape;
-      shape[0] = b - a;
-      w.put_ints(n, shape, std::vector<int64_t>(v.begin() + a * per, v.begin() + b * per));
+      const Tensor<int64_t> ids = slice_rows(Tensor<int64_t>(info.shape, target.read_ints(n)), a, b);
+      w.put_ints(n, ids.shape, ids.data);
       continue;
     }
-    const Tensor<double> t = target.read(n);
-    const int64_t per = t.numel() / t.shape[0];
-    std::vector<int64_t> shape = t.shape;
-    shape[0] = b - a;
-    w.put(n, Tensor<double>(shape, std::vector<double>(t.data.begin() + a * per, t.data.begin() + b * per)));
+    w.put(n, slice_rows(target.read(n), a, b));
   }
   nlohmann::ordered_json m = {{"format", "hyoracle.dump"}, {"version", kDumpVersion}};
   m["producer"] = target.manifest().value("producer", nlohmann::json::object());
@@ -193,8 +192,7 @@ int run_layer(const LayerOptions& o) {
   rec(in_name, x);
   LayerCache<S> cache;
   const Tensor<S> h = attention_block(x, L, w, c, positions, cache, num, rec);
-  Tensor<S> h_rows({b - a, c.hidden_size}, std::vector<S>(h.data.begin() + a * c.hidden_size, h.data.end()));
-  ffn_block(h_rows, L, w, c, num, rec);
+  ffn_block(slice_rows(h, a, b), L, w, c, num, rec);
   const auto t2 = std::chrono::steady_clock::now();
   auto sec = [](auto x0, auto x1) { return std::chrono::duration<double>(x1 - x0).count(); };
 
