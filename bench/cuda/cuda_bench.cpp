@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "../../cuda/attention.h"
 #include "../../cuda/matmul.h"
 #include "../../cuda/model.h"
@@ -24,98 +25,9 @@
 #include "random_checkpoint.h"
 
 using namespace hyoracle;
-using cuda::bf16;
-using cuda::DeviceTensor;
+using namespace hyoracle::bench;
 
 namespace {
-
-constexpr double kPeakFlops = 989e12, kPeakBytes = 3.35e12;
-
-struct Timing {
-  double median_s = 0;
-};
-
-DeviceTensor<int32_t>* g_flush = nullptr;
-
-// Median time of fn() over n runs, each between two events, with an L2 flush before each.
-Timing time_it(const std::function<void()>& fn, int n, bool graph) {
-  cudaStream_t s = cuda::gpu().stream;
-  cudaGraphExec_t exec = nullptr;
-  if (graph) {
-    cudaGraph_t gr;
-    cuda::check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "capture");
-    fn();
-    cuda::check(cudaStreamEndCapture(s, &gr), "end capture");
-    cuda::check(cudaGraphInstantiate(&exec, gr, 0), "instantiate");
-    cudaGraphDestroy(gr);
-  }
-  auto run = [&] { graph ? cuda::check(cudaGraphLaunch(exec, s), "graph launch") : fn(); };
-  for (int i = 0; i < 3; ++i) run();
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  std::vector<double> t;
-  for (int i = 0; i < n; ++i) {
-    cudaMemsetAsync(g_flush->data(), i & 0xff, size_t(g_flush->numel()) * 4, s);
-    cudaEventRecord(a, s);
-    run();
-    cudaEventRecord(b, s);
-    cuda::check(cudaEventSynchronize(b), "event sync");
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    t.push_back(ms * 1e-3);
-  }
-  if (exec) cudaGraphExecDestroy(exec);
-  std::sort(t.begin(), t.end());
-  return {t[t.size() / 2]};
-}
-
-void report(const std::string& what, double flops, double bytes, double ours, double base, const std::string& base_name) {
-  const double roof = std::max(flops / kPeakFlops, bytes / kPeakBytes);
-  std::printf("| %-44s | %10.1f us | %7.2f TF/s | %5.1f%% | %10.1f us | %7.2f TF/s | %5.1f%% | %s\n", what.c_str(),
-              ours * 1e6, flops / ours / 1e12, 100 * roof / ours, base * 1e6, flops / base / 1e12, 100 * roof / base,
-              base_name.c_str());
-}
-
-bool validated(const std::string& what, double err, double limit) {
-  std::printf("  validate %-40s rel-L2 %.3e (limit %.1e) %s\n", what.c_str(), err, limit, err <= limit ? "ok" : "WRONG: not timed");
-  return err <= limit;
-}
-
-double rel_l2(const std::vector<float>& a, const std::vector<double>& b) {
-  long double n = 0, d = 0;
-  for (size_t i = 0; i < a.size(); ++i) n += (a[i] - b[i]) * (long double)(a[i] - b[i]), d += b[i] * (long double)b[i];
-  return double(std::sqrt(n / d));
-}
-
-ModelConfig hy_mt2_config(int64_t layers) {
-  CheckpointSpec s;
-  s.vocab_size = 120832;
-  s.hidden_size = 2048;
-  s.intermediate_size = 6912;
-  s.moe_intermediate_size = 768;
-  s.num_hidden_layers = layers;
-  s.num_attention_heads = 32;
-  s.num_key_value_heads = 4;
-  s.head_dim = 128;
-  s.num_experts = 128;
-  s.num_experts_per_tok = 8;
-  return parse_config(checkpoint_config_json(s), "Hy-MT2-30B-A3B sizes");
-}
-
-DeviceTensor<bf16> random_activations(int64_t rows, int64_t cols, uint64_t seed) {
-  Rng r(seed);
-  std::vector<float> v(static_cast<size_t>(rows * cols));
-  for (auto& x : v) x = float(r.normal());
-  return cuda::upload_values<bf16>(v, {rows, cols});
-}
-
-Tensor<double> host(const DeviceTensor<bf16>& t) { return cast<double>(cuda::download(t)); }
-Tensor<double> rows_of(const Tensor<double>& t, int64_t r0, int64_t n) {
-  Tensor<double> o({n, t.cols()});
-  std::copy_n(t.data.begin() + r0 * t.cols(), n * t.cols(), o.data.begin());
-  return o;
-}
 
 // ---- dense projections: our linear() vs bare cublasGemmEx --------------------------------------
 void bench_linear(int64_t M, int64_t N, int64_t K, const std::string& name) {
