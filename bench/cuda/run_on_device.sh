@@ -35,7 +35,7 @@ lim 60 cmake -S . -B $B $G -DCMAKE_BUILD_TYPE=Release -DHYORACLE_CUDA_ARCHITECTU
   || { tail -30 "$OUT/build.log"; exit 1; }
 # One build of the three targets (keep going past a failing one: the others still run).
 K="-k"; [ -n "$G" ] && K="-k 0"
-lim 200 cmake --build $B -j16 --target cuda_tests cuda_bench hyoracle -- $K >> "$OUT/build.log" 2>&1 \
+lim 200 cmake --build $B -j16 --target cuda_tests cuda_bench moe_bench attention_bench hyoracle -- $K >> "$OUT/build.log" 2>&1 \
   || { echo "BUILD FAILED (some targets):"; grep -E "error|Error" -A3 "$OUT/build.log" | head -60; }
 stamp "built"
 
@@ -73,7 +73,9 @@ if [ "$what" = all ] || [ "$what" = cli ]; then
 fi 2>&1 | tee "$OUT/cli.log"
 
 if [ "$what" = all ] || [ "$what" = bench ]; then
-  lim 130 $B/bench/cuda/cuda_bench 2>&1 | tee "$OUT/bench.log"
+  for b in cuda_bench moe_bench attention_bench; do
+    [ -x $B/bench/cuda/$b ] && lim 130 $B/bench/cuda/$b 2>&1 | tee -a "$OUT/bench.log"
+  done
   PYTHONUNBUFFERED=1 lim 45 python3 bench/cuda/sdpa_baseline.py 2>&1 | tee -a "$OUT/bench.log"
   stamp "bench done"
 fi
