@@ -10,20 +10,30 @@
 namespace hyoracle::cuda {
 
 namespace {
+// cache[pos[t], :] = rows[t, :] for t < T (row j of the cache holds position j; row_elems = nkv·d).
+// The positions are read on the device, so a captured decode step writes where the step is.
+// A position outside [0, capacity) is never written (the host checks capacity before a step).
 template <class T>
-void append_rows(DeviceTensor<T>& cache, int64_t at, const DeviceTensor<T>& rows) {
-  if (at + rows.dim(0) > cache.dim(0))
-    fail("cuda KV cache: " + std::to_string(at + rows.dim(0)) + " positions exceed its capacity " + std::to_string(cache.dim(0)));
-  const int64_t row = cache.numel() / cache.dim(0);
-  check(cudaMemcpyAsync(cache.data() + at * row, rows.data(), size_t(rows.numel()) * sizeof(T), cudaMemcpyDeviceToDevice,
-                        gpu().stream),
-        "KV cache append");
+__global__ void scatter_rows_at_positions(T* cache, const int64_t* pos, const T* rows, int64_t row_elems, int64_t capacity) {
+  const int64_t t = blockIdx.x, p = pos[t];
+  if (p < 0 || p >= capacity) return;
+  for (int64_t i = threadIdx.x; i < row_elems; i += blockDim.x) cache[p * row_elems + i] = rows[t * row_elems + i];
+}
+
+template <class T>
+void write_cache_rows(DeviceTensor<T>& cache, const DeviceTensor<int64_t>& positions, const DeviceTensor<T>& rows) {
+  const int64_t T_ = rows.dim(0), row_elems = cache.numel() / cache.dim(0);
+  if (!T_) return;
+  scatter_rows_at_positions<<<unsigned(T_), 256, 0, gpu().stream>>>(cache.data(), positions.data(), rows.data(), row_elems,
+                                                                     cache.dim(0));
+  check_launch("KV cache write");
 }
 }  // namespace
 
 template <class T>
-DeviceTensor<T> decoder_layer(const DeviceTensor<T>& x, int64_t L, const LayerWeights<T>& w, const ModelConfig& c,
-                              const DeviceTensor<int64_t>& positions, LayerCache<T>& cache, const Recorder& rec) {
+DeviceTensor<T> decoder_layer_at(const DeviceTensor<T>& x, int64_t L, const LayerWeights<T>& w, const ModelConfig& c,
+                                 const DeviceTensor<int64_t>& positions, LayerCache<T>& cache, int64_t key_bound,
+                                 const Recorder& rec) {
   using names::layer;
   const int64_t T_ = x.rows(), H = c.hidden_size, nq = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
   const double eps = c.rms_norm_eps;
@@ -48,11 +58,10 @@ DeviceTensor<T> decoder_layer(const DeviceTensor<T>& x, int64_t L, const LayerWe
   record(rec, layer(L, "attn.q_rope"), qr);
   record(rec, layer(L, "attn.k_rope"), kr);
 
-  append_rows(cache.k, cache.length, kr);
-  append_rows(cache.v, cache.length, v);
-  cache.length += T_;
+  write_cache_rows(cache.k, positions, kr);
+  write_cache_rows(cache.v, positions, v);
   DeviceTensor<T> ctx({T_, nq * d});
-  attention(qr, cache.k, cache.v, cache.length, positions, ctx);
+  attention(qr, cache.k, cache.v, key_bound, positions, ctx);
   record(rec, layer(L, "attn.context"), ctx);
   DeviceTensor<T> attn_out({T_, H});
   linear(ctx, w.wo, attn_out);
@@ -87,12 +96,36 @@ DeviceTensor<T> decoder_layer(const DeviceTensor<T>& x, int64_t L, const LayerWe
   return out;
 }
 
+template <class T>
+DeviceTensor<T> decoder_layer(const DeviceTensor<T>& x, int64_t L, const LayerWeights<T>& w, const ModelConfig& c,
+                              const DeviceTensor<int64_t>& positions, LayerCache<T>& cache, const Recorder& rec) {
+  const int64_t capacity = cache.k.dim(0);
+  if (cache.length + x.rows() > capacity)
+    fail("cuda KV cache: " + std::to_string(cache.length + x.rows()) + " positions exceed its capacity " +
+         std::to_string(capacity));
+  // Keys bounded by the capacity, not the length: attention masks by position (key j visible to
+  // query t iff j <= positions[t]) and skips keys past the last position, so the result is the
+  // same, and an eager step runs exactly the launches a captured one (model.h) does.
+  DeviceTensor<T> out = decoder_layer_at(x, L, w, c, positions, cache, capacity, rec);
+  cache.length += x.rows();
+  return out;
+}
+
+template DeviceTensor<float> decoder_layer_at<float>(const DeviceTensor<float>&, int64_t, const LayerWeights<float>&,
+                                                   const ModelConfig&, const DeviceTensor<int64_t>&, LayerCache<float>&, int64_t,
+                                                   const Recorder&);
 template DeviceTensor<float> decoder_layer<float>(const DeviceTensor<float>&, int64_t, const LayerWeights<float>&,
                                                   const ModelConfig&, const DeviceTensor<int64_t>&, LayerCache<float>&,
                                                   const Recorder&);
+template DeviceTensor<bf16> decoder_layer_at<bf16>(const DeviceTensor<bf16>&, int64_t, const LayerWeights<bf16>&,
+                                                   const ModelConfig&, const DeviceTensor<int64_t>&, LayerCache<bf16>&, int64_t,
+                                                   const Recorder&);
 template DeviceTensor<bf16> decoder_layer<bf16>(const DeviceTensor<bf16>&, int64_t, const LayerWeights<bf16>&,
                                                 const ModelConfig&, const DeviceTensor<int64_t>&, LayerCache<bf16>&,
                                                 const Recorder&);
+template DeviceTensor<fp16> decoder_layer_at<fp16>(const DeviceTensor<fp16>&, int64_t, const LayerWeights<fp16>&,
+                                                   const ModelConfig&, const DeviceTensor<int64_t>&, LayerCache<fp16>&, int64_t,
+                                                   const Recorder&);
 template DeviceTensor<fp16> decoder_layer<fp16>(const DeviceTensor<fp16>&, int64_t, const LayerWeights<fp16>&,
                                                 const ModelConfig&, const DeviceTensor<int64_t>&, LayerCache<fp16>&,
                                                 const Recorder&);

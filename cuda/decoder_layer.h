@@ -33,9 +33,19 @@ struct LayerCache {
 };
 
 // Runs layer L on x [T, H] at positions (device, [T]; positions = cache.length + 0..T-1),
-// appending this step's k and v to `cache`.
+// appending this step's k and v to `cache` (cache.length grows by T).
 template <class T>
 DeviceTensor<T> decoder_layer(const DeviceTensor<T>& x, int64_t L, const LayerWeights<T>& w, const ModelConfig& c,
                               const DeviceTensor<int64_t>& positions, LayerCache<T>& cache, const Recorder& rec);
+
+// The same layer with nothing read on the host: k and v of row t go to cache row positions[t]
+// (device), attention reads cache rows [0, key_bound) masked by position (key j visible to query t
+// iff j <= positions[t]); cache.length is left to the caller. A captured decode step (model.h)
+// passes key_bound = capacity, so one graph serves every position. Rows past the positions
+// written so far are never read (attention skips keys past the largest position).
+template <class T>
+DeviceTensor<T> decoder_layer_at(const DeviceTensor<T>& x, int64_t L, const LayerWeights<T>& w, const ModelConfig& c,
+                                 const DeviceTensor<int64_t>& positions, LayerCache<T>& cache, int64_t key_bound,
+                                 const Recorder& rec);
 
 }  // namespace hyoracle::cuda

@@ -10,4 +10,11 @@
 namespace hyoracle::cuda {
 template <class T>
 void embedding(const DeviceTensor<T>& table, const std::vector<int64_t>& ids, DeviceTensor<T>& x);
+
+// The same gather with the ids already on the device (a captured decode step reads the token that
+// the previous step's argmax wrote). Ids cannot be checked on the host here: a row whose id lies
+// outside [0, V) is not read, its output row is filled with NaN and *bad_id (device, may be
+// null) is set to 1, so the error shows instead of a wrong row being used.
+template <class T>
+void embedding(const DeviceTensor<T>& table, const DeviceTensor<int64_t>& ids, DeviceTensor<T>& x, int32_t* bad_id);
 }  // namespace hyoracle::cuda

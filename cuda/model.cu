@@ -100,6 +100,36 @@ __global__ void argmax_kernel(const float* x, int64_t n, int64_t* out) {
   if (threadIdx.x == 0) out[blockIdx.x] = si[0];
 }
 
+// The decode step's tail: token = argmax(x[0, :n]) (ties to the lower index, as argmax_kernel),
+// history[step] = token, step += 1, position += 1. One block of 1024 threads.
+__global__ void argmax_advance(const float* x, int64_t n, int64_t* token, int64_t* position, int64_t* step,
+                               int64_t* history, int64_t history_len) {
+  float bv = -INFINITY;
+  int64_t bi = n;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    if (bi == n || x[i] > bv) bv = x[i], bi = i;  // ascending i per thread: first maximum kept
+  __shared__ float sv[1024];
+  __shared__ int64_t si[1024];
+  sv[threadIdx.x] = bv;
+  si[threadIdx.x] = bi;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s /= 2) {
+    if (threadIdx.x < s) {
+      const float ov = sv[threadIdx.x + s];
+      const int64_t oi = si[threadIdx.x + s];
+      if (oi < n && (si[threadIdx.x] == n || ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])))
+        sv[threadIdx.x] = ov, si[threadIdx.x] = oi;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    *token = si[0];
+    if (*step < history_len) history[*step] = si[0];
+    *step += 1;
+    *position += 1;
+  }
+}
+
 }  // namespace
 
 template <class T>
@@ -196,6 +226,9 @@ KVCache<T> make_cache(const ModelConfig& c, int64_t capacity) {
   for (auto& l : kv.layers) {
     l.k = DeviceTensor<T>({capacity, c.num_key_value_heads, c.head_dim});
     l.v = DeviceTensor<T>({capacity, c.num_key_value_heads, c.head_dim});
+    // Zeroed: rows not yet written are never attended, but must not hold NaN garbage either.
+    for (DeviceTensor<T>* t : {&l.k, &l.v})
+      check(cudaMemsetAsync(t->data(), 0, size_t(t->numel()) * sizeof(T), gpu().stream), "KV cache zero");
   }
   return kv;
 }
@@ -254,6 +287,95 @@ Generation generate_greedy(const ModelWeights<T>& m, const DeviceTensor<float>& 
   return g;
 }
 
+template <class T>
+DecodeGraph<T>::~DecodeGraph() {
+  if (exec) cudaGraphExecDestroy(exec);
+}
+
+template <class T>
+std::unique_ptr<DecodeGraph<T>> capture_decode_step(const ModelWeights<T>& m, KVCache<T>& cache, int64_t token) {
+  const ModelConfig& c = m.config;
+  const int64_t H = c.hidden_size, V = c.vocab_size;
+  if (cache.layers.empty()) fail("capture_decode_step: the KV cache has no layers");
+  const int64_t capacity = cache.layers[0].k.dim(0);
+  if (token < 0 || token >= V)
+    fail("token id " + std::to_string(token) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
+  auto g = std::make_unique<DecodeGraph<T>>();
+  g->token = upload_ints({token});
+  g->position = upload_ints({cache.length()});
+  g->step = upload_ints({0});
+  g->history = DeviceTensor<int64_t>({capacity});
+  g->logits = DeviceTensor<float>({1, V});
+  g->bad_id = DeviceTensor<int32_t>({1});
+  check(cudaMemsetAsync(g->bad_id.data(), 0, 4, gpu().stream), "decode graph: bad_id");
+  synchronize();
+
+  cudaStream_t s = gpu().stream;
+  cudaGraph_t graph = nullptr;
+  check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "decode graph: begin capture");
+  try {
+    DeviceTensor<T> x({1, H});
+    embedding(m.embed, g->token, x, g->bad_id.data());
+    for (int64_t L = 0; L < c.num_hidden_layers; ++L)
+      x = decoder_layer_at(x, L, m.layers[L], c, g->position, cache.layers[L], capacity, Recorder{});
+    DeviceTensor<T> h({1, H});
+    rms_norm(x, m.final_norm, c.rms_norm_eps, h);
+    if constexpr (std::is_same_v<T, float>) linear(h, m.lm_head, g->logits);
+    else linear<T, float>(h, m.lm_head, g->logits);
+    argmax_advance<<<1, 1024, 0, s>>>(g->logits.data(), V, g->token.data(), g->position.data(), g->step.data(),
+                                      g->history.data(), capacity);
+    check_launch("decode graph: argmax");
+  } catch (...) {
+    cudaStreamEndCapture(s, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    throw;
+  }
+  check(cudaStreamEndCapture(s, &graph), "decode graph: end capture");
+  const cudaError_t e = cudaGraphInstantiate(&g->exec, graph, 0);
+  cudaGraphDestroy(graph);
+  check(e, "decode graph: instantiate");
+  return g;
+}
+
+template <class T>
+void replay_decode_step(DecodeGraph<T>& g, KVCache<T>& cache) {
+  const int64_t capacity = cache.layers[0].k.dim(0);
+  if (cache.length() + 1 > capacity)
+    fail("cuda KV cache: " + std::to_string(cache.length() + 1) + " positions exceed its capacity " + std::to_string(capacity));
+  check(cudaGraphLaunch(g.exec, gpu().stream), "decode graph: launch");
+  for (auto& l : cache.layers) l.length += 1;
+}
+
+template <class T>
+Generation generate_greedy_graph(const ModelWeights<T>& m, const DeviceTensor<float>& prefill_logits, KVCache<T>& cache,
+                                 int64_t n, bool keep_logits) {
+  const int64_t V = m.config.vocab_size;
+  Generation gen;
+  if (n <= 0) return gen;
+  if (keep_logits) gen.logits = Tensor<float>({n, V});
+  const DeviceTensor<float> last =
+      DeviceTensor<float>::view(const_cast<float*>(prefill_logits.data()) + (prefill_logits.rows() - 1) * V, {1, V});
+  if (keep_logits) {
+    const Tensor<float> host = download(last);
+    std::copy(host.data.begin(), host.data.end(), gen.logits.row(0));
+  }
+  gen.tokens.push_back(argmax_rows(last)[0]);
+  if (n == 1) return gen;
+  std::unique_ptr<DecodeGraph<T>> g = capture_decode_step(m, cache, gen.tokens[0]);
+  for (int64_t s = 1; s < n; ++s) {
+    replay_decode_step(*g, cache);
+    if (keep_logits) {
+      const Tensor<float> host = download(g->logits);
+      std::copy(host.data.begin(), host.data.end(), gen.logits.row(s));
+    }
+  }
+  const std::vector<int64_t> bad = download_ints(g->bad_id);
+  if (bad[0]) fail("cuda decode graph: a fed token id was outside the vocabulary [0, " + std::to_string(V) + ")");
+  const std::vector<int64_t> hist = download_ints(g->history);
+  gen.tokens.insert(gen.tokens.end(), hist.begin(), hist.begin() + (n - 1));
+  return gen;
+}
+
 template ModelWeights<float> load_model<float>(const Checkpoint&);
 template ModelWeights<bf16> load_model<bf16>(const Checkpoint&);
 template ModelWeights<fp16> load_model<fp16>(const Checkpoint&);
@@ -275,5 +397,20 @@ template Generation generate_greedy<bf16>(const ModelWeights<bf16>&, const Devic
                                           ActivationSink*);
 template Generation generate_greedy<fp16>(const ModelWeights<fp16>&, const DeviceTensor<float>&, KVCache<fp16>&, int64_t,
                                           ActivationSink*);
+template struct DecodeGraph<float>;
+template std::unique_ptr<DecodeGraph<float>> capture_decode_step<float>(const ModelWeights<float>&, KVCache<float>&, int64_t);
+template void replay_decode_step<float>(DecodeGraph<float>&, KVCache<float>&);
+template Generation generate_greedy_graph<float>(const ModelWeights<float>&, const DeviceTensor<float>&, KVCache<float>&, int64_t,
+                                               bool);
+template struct DecodeGraph<bf16>;
+template std::unique_ptr<DecodeGraph<bf16>> capture_decode_step<bf16>(const ModelWeights<bf16>&, KVCache<bf16>&, int64_t);
+template void replay_decode_step<bf16>(DecodeGraph<bf16>&, KVCache<bf16>&);
+template Generation generate_greedy_graph<bf16>(const ModelWeights<bf16>&, const DeviceTensor<float>&, KVCache<bf16>&, int64_t,
+                                               bool);
+template struct DecodeGraph<fp16>;
+template std::unique_ptr<DecodeGraph<fp16>> capture_decode_step<fp16>(const ModelWeights<fp16>&, KVCache<fp16>&, int64_t);
+template void replay_decode_step<fp16>(DecodeGraph<fp16>&, KVCache<fp16>&);
+template Generation generate_greedy_graph<fp16>(const ModelWeights<fp16>&, const DeviceTensor<float>&, KVCache<fp16>&, int64_t,
+                                               bool);
 
 }  // namespace hyoracle::cuda

@@ -6,6 +6,7 @@
 //            "fp32 lm_head" of enable_lm_head_fp32, computed from the T-rounded final norm)
 // Weights are loaded with the reference's Checkpoint (shared loader) or generated on the GPU.
 #pragma once
+#include <memory>
 #include <vector>
 
 #include "checkpoint.h"
@@ -60,5 +61,44 @@ struct Generation {
 template <class T>
 Generation generate_greedy(const ModelWeights<T>& m, const DeviceTensor<float>& prefill_logits, KVCache<T>& cache,
                            int64_t n, ActivationSink* steps);
+
+// One greedy decode step captured as a CUDA graph; it reads its token and position from device
+// memory and writes the next ones back, so n replays generate n tokens with no host work between:
+//   x = Embed(token);  x = decoder_layer_at(x, L, ..., positions = {position}, key_bound = capacity)
+//   logits = fp32(RMSNorm(x) · W_lmᵀ);  token = argmax(logits) (ties to the lower index)
+//   history[step] = token;  step += 1;  position += 1
+// The same kernels in the same order as forward() on one token (decoder_layer also bounds the
+// keys by the capacity), so its logits equal the eager step's bit for bit (tests/cuda).
+template <class T>
+struct DecodeGraph {
+  DeviceTensor<int64_t> token;     // [1] the token the next replay feeds
+  DeviceTensor<int64_t> position;  // [1] its position (= the cache rows written so far)
+  DeviceTensor<int64_t> step;      // [1] replays so far
+  DeviceTensor<int64_t> history;   // [capacity] history[s] = the token chosen by replay s
+  DeviceTensor<float> logits;      // [1, V] the last replay's logits
+  DeviceTensor<int32_t> bad_id;    // [1] set when a fed token lies outside the vocabulary
+  cudaGraphExec_t exec = nullptr;
+  DecodeGraph() = default;
+  DecodeGraph(const DecodeGraph&) = delete;
+  DecodeGraph& operator=(const DecodeGraph&) = delete;
+  ~DecodeGraph();
+};
+
+// Captures the step for `m` over `cache` (its capacity bounds every replay), starting from
+// `token` at position cache.length(). Nothing runs until replayed.
+template <class T>
+std::unique_ptr<DecodeGraph<T>> capture_decode_step(const ModelWeights<T>& m, KVCache<T>& cache, int64_t token);
+
+// Replays the step once (asynchronously) and advances cache.length() by one; refuses to pass the
+// cache capacity.
+template <class T>
+void replay_decode_step(DecodeGraph<T>& g, KVCache<T>& cache);
+
+// generate_greedy without recording, through the captured step: the same tokens and logits.
+// `keep_logits` = false skips the per-step logits download (Generation::logits stays empty), so the
+// n - 1 replays run back to back.
+template <class T>
+Generation generate_greedy_graph(const ModelWeights<T>& m, const DeviceTensor<float>& prefill_logits, KVCache<T>& cache,
+                                 int64_t n, bool keep_logits = true);
 
 }  // namespace hyoracle::cuda
