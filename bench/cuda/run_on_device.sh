@@ -5,7 +5,8 @@
 # torch SDPA baseline. The working tree is sent as is (no snapshot needed unless someone has
 # uncommitted broken edits). Every stage has a timeout, capped by one overall deadline, so one hang
 # cannot eat the whole device call. Logs go to $OUT (at most 8 files come back).
-# Usage (repository root): bash bench/cuda/run_on_device.sh [all|tests|cli|bench] [budget seconds]
+# Usage (repository root): bash bench/cuda/run_on_device.sh [all|tests,cli,model,bench (any comma list)] [budget seconds]
+#   TARGETS="..." narrows the build.
 #   "tests" runs only the tests; CUDA_TEST_FILTER=<gtest filter> narrows them.
 set -o pipefail
 what=${1:-all}
@@ -26,6 +27,8 @@ lim() {
   [ $rc -eq 124 ] && echo "TIMEOUT after ${cap}s: $*"
   return $rc
 }
+# want STAGE: the stage was asked for ("all", or a comma list such as tests,cli,model).
+want() { [ "$what" = all ] || [[ ",$what," == *",$1,"* ]]; }
 stamp() { echo "== $1 at +$(( $(date +%s) - T0 )) s"; }
 
 stamp "start"
@@ -35,11 +38,11 @@ lim 60 cmake -S . -B $B $G -DCMAKE_BUILD_TYPE=Release -DHYORACLE_CUDA_ARCHITECTU
   || { tail -30 "$OUT/build.log"; exit 1; }
 # One build of the three targets (keep going past a failing one: the others still run).
 K="-k"; [ -n "$G" ] && K="-k 0"
-lim 200 cmake --build $B -j16 --target cuda_tests cuda_bench moe_bench attention_bench hyoracle -- $K >> "$OUT/build.log" 2>&1 \
+lim 200 cmake --build $B -j16 --target ${TARGETS:-cuda_tests cuda_bench moe_bench attention_bench model_bench hyoracle} -- $K >> "$OUT/build.log" 2>&1 \
   || { echo "BUILD FAILED (some targets):"; grep -E "error|Error" -A3 "$OUT/build.log" | head -60; }
 stamp "built"
 
-if [ "$what" = all ] || [ "$what" = tests ]; then
+if want tests; then
   if [ -x $B/tests/cuda/cuda_tests ]; then
     lim 110 $B/tests/cuda/cuda_tests ${CUDA_TEST_FILTER:+--gtest_filter=$CUDA_TEST_FILTER} > "$OUT/tests.log" 2>&1
     echo "cuda_tests exit $?"
@@ -50,7 +53,7 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
   stamp "tests done"
 fi
 
-if [ "$what" = all ] || [ "$what" = cli ]; then
+if want cli; then
   H=$B/tools/hyoracle
   D=/tmp/hyoracle-dumps; rm -rf $D; mkdir -p $D
   for f in tiny-hy3 tiny-mt2; do
@@ -58,7 +61,7 @@ if [ "$what" = all ] || [ "$what" = cli ]; then
     N=$(python3 -c "import json;print(json.load(open('$G64/manifest.json'))['generate']['n'])")
     echo "### $f: tokens from $G64, generate $N"
     lim 60 $H run --model $M --tokens-from $G64 --generate $N --dump-steps --dump $D/$f-ref | tail -4
-    for dt in fp32 bf16; do
+    for dt in fp32 bf16 fp16; do
       lim 60 $H run --device cuda --dtype $dt --model $M --tokens-from $G64 --generate $N --dump-steps --dump $D/$f-$dt
       echo "run cuda $dt exit $?"
       for base in ref hf64; do
@@ -72,7 +75,15 @@ if [ "$what" = all ] || [ "$what" = cli ]; then
   stamp "cli done"
 fi 2>&1 | tee "$OUT/cli.log"
 
-if [ "$what" = all ] || [ "$what" = bench ]; then
+if want model; then
+  # The whole full-size Hy-MT2 (61 GB of bf16 weights made on the GPU): ours, then HF's, one
+  # process after the other (both do not fit at once).
+  [ -x $B/bench/cuda/model_bench ] && lim 150 $B/bench/cuda/model_bench 2>&1 | tee "$OUT/model.log"
+  PYTHONUNBUFFERED=1 lim 150 python3 bench/cuda/hf_model_baseline.py 48 16 2>&1 | tee -a "$OUT/model.log"
+  stamp "model done"
+fi
+
+if want bench; then
   for b in cuda_bench moe_bench attention_bench; do
     [ -x $B/bench/cuda/$b ] && lim 130 $B/bench/cuda/$b 2>&1 | tee -a "$OUT/bench.log"
   done
