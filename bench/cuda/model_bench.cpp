@@ -18,7 +18,12 @@
 #include <string>
 #include <vector>
 
+#include "../../cuda/attention.h"
+#include "../../cuda/elementwise.h"
+#include "../../cuda/matmul.h"
 #include "../../cuda/model.h"
+#include "../../cuda/rms_norm.h"
+#include "../../cuda/rope.h"
 #include "bench_util.h"
 
 using namespace hyoracle;
@@ -134,6 +139,49 @@ void bench_decode(const cuda::ModelWeights<bf16>& m, int64_t prompt, int64_t ste
               eager_step / step_s);
 }
 
+// Where one decode step's time goes: each part of one MoE layer (layer 1) captured and replayed as
+// its own graph (median of 200, L2 flushed between replays), at KV length Tc. The parts do not
+// sum exactly to the layer (launch gaps between graphs differ from those inside one).
+void layer_breakdown(const cuda::ModelWeights<bf16>& m, int64_t Tc) {
+  const ModelConfig& c = m.config;
+  const cuda::LayerWeights<bf16>& w = m.layers[1];
+  const int64_t H = c.hidden_size, nq = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
+  cuda::KVCache<bf16> cache = cuda::make_cache<bf16>(c, Tc + 1);
+  for (auto& l : cache.layers) l.length = Tc;  // rows 0..Tc-1: zeros (attention cost does not depend on values)
+  const DeviceTensor<bf16> x = random_activations(1, H, 5);
+  const DeviceTensor<int64_t> pos = cuda::upload_ints({Tc});
+  DeviceTensor<bf16> a({1, H}), q({1, nq, d}), k({1, nkv, d}), v({1, nkv, d}), ctx({1, nq * d}), o({1, H});
+  auto t = [&](const std::function<void()>& fn) { return time_it(fn, 200, true).median_s * 1e6; };
+  const double layer = t([&] { cuda::decoder_layer_at(x, 1, w, c, pos, cache.layers[1], Tc + 1, Recorder{}); });
+  const double moe = t([&] {
+    cuda::moe_block(a, w.router, w.expert_bias, w.experts, w.shared, c.num_experts_per_tok, c.router_scaling_factor, true);
+  });
+  const double proj = t([&] {
+    cuda::linear(a, w.wq, q);
+    cuda::linear(a, w.wk, k);
+    cuda::linear(a, w.wv, v);
+    cuda::linear(ctx, w.wo, o);
+  });
+  const double attn = t([&] { cuda::attention(q, cache.layers[1].k, cache.layers[1].v, Tc + 1, pos, ctx); });
+  const double norms = t([&] {
+    cuda::rms_norm(x, w.input_norm, c.rms_norm_eps, a);
+    cuda::rms_norm(q, w.q_norm, c.rms_norm_eps, q);
+    cuda::rms_norm(k, w.k_norm, c.rms_norm_eps, k);
+    cuda::apply_rope(q, pos, c.rope_theta);
+    cuda::apply_rope(k, pos, c.rope_theta);
+    cuda::add(x, o, a);
+    cuda::rms_norm(a, w.post_norm, c.rms_norm_eps, a);
+    cuda::add(a, o, a);
+  });
+  const double lm = t([&] {
+    DeviceTensor<float> logits({1, c.vocab_size});
+    cuda::linear<bf16, float>(a, m.lm_head, logits);
+  });
+  std::printf("  one MoE layer at KV %lld: %.1f us = MoE block %.1f + q/k/v/o projections %.1f + attention %.1f + "
+              "5 norms, 2 RoPE, 2 adds %.1f + the rest %.1f; lm_head %.1f us per token\n",
+              (long long)Tc, layer, moe, proj, attn, norms, layer - moe - proj - attn - norms, lm);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -158,6 +206,8 @@ int main(int argc, char** argv) {
   std::printf("  weights built on the GPU in %.1f s; device memory in use %.1f GB of %.1f GB\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), double(total_b - free_b) / 1e9,
               double(total_b) / 1e9);
+  layer_breakdown(m, 32);
+  layer_breakdown(m, 2048);
   bench_decode(m, 32, 128, copy_bw);
   bench_decode(m, 2048, 128, copy_bw);
   return 0;
