@@ -34,111 +34,20 @@ Needs torch, transformers (with hy_v3) and nothing else: the safetensors writer 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
-import struct
 import sys
 from collections import OrderedDict
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-# --------------------------------------------------------------------------------------------
-# safetensors (minimal, dependency-free writer and reader)
-# --------------------------------------------------------------------------------------------
-
-_ST_DTYPES = {
-    torch.float64: ("F64", 8),
-    torch.float32: ("F32", 4),
-    torch.float16: ("F16", 2),
-    torch.bfloat16: ("BF16", 2),
-    torch.int64: ("I64", 8),
-    torch.int32: ("I32", 4),
-    torch.int16: ("I16", 2),
-    torch.int8: ("I8", 1),
-    torch.uint8: ("U8", 1),
-}
-_ST_FROM_NAME = {v[0]: k for k, v in _ST_DTYPES.items()}
-
-
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    t = t.detach().to("cpu").contiguous()
-    if t.dtype in (torch.bfloat16, torch.float16):
-        t = t.view(torch.int16)
-    return t.numpy().tobytes()
-
-
-def write_safetensors(path: str, tensors: "OrderedDict[str, torch.Tensor]", metadata=None) -> int:
-    """Write `tensors` to `path`. Tensors are laid out by descending element size (stable in the
-    given order) so that every payload is aligned to its element size; the header is padded with
-    spaces to a multiple of 8 bytes. Returns the number of payload bytes."""
-    items = list(tensors.items())
-    names = [n for n, _ in items]
-    if len(set(names)) != len(names):
-        raise ValueError("duplicate tensor name")
-    items.sort(key=lambda kv: -_ST_DTYPES[kv[1].dtype][1])
-    header = OrderedDict()
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    blobs = []
-    off = 0
-    for name, t in items:
-        code, _ = _ST_DTYPES[t.dtype]
-        b = _tensor_bytes(t)
-        header[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    hb = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    hb += b" " * ((8 - len(hb) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hb)))
-        f.write(hb)
-        for b in blobs:
-            f.write(b)
-    return off
-
-
-def read_safetensors(path: str) -> "OrderedDict[str, torch.Tensor]":
-    import numpy as np
-
-    np_dt = {"F64": np.float64, "F32": np.float32, "F16": np.int16, "BF16": np.int16,
-             "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8}
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n].decode("utf-8"))
-    base = 8 + n
-    out = OrderedDict()
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        arr = np.frombuffer(data[base + b:base + e], dtype=np_dt[info["dtype"]]).copy()
-        t = torch.from_numpy(arr).reshape(info["shape"]) if info["shape"] else torch.from_numpy(arr).reshape(())
-        if info["dtype"] == "BF16":
-            t = t.view(torch.bfloat16)
-        elif info["dtype"] == "F16":
-            t = t.view(torch.float16)
-        out[name] = t
-    return out
-
-
-def read_dump(dump_dir: str):
-    """Return (manifest, OrderedDict name -> tensor) of a hyoracle dump."""
-    with open(os.path.join(dump_dir, "manifest.json")) as f:
-        man = json.load(f)
-    tensors = OrderedDict()
-    for fn in man["files"]:
-        for k, v in read_safetensors(os.path.join(dump_dir, fn)).items():
-            if k in tensors:
-                raise ValueError(f"{dump_dir}: duplicate tensor {k}")
-            tensors[k] = v
-    return man, tensors
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The one dump writer/reader of the Python tools; re-exported for make_hf_goldens.py.
+from dump_io import (canonical_names, dump_order, order_key, read_dump,  # noqa: E402,F401
+                     read_safetensors, sha256_file, write_dump, write_safetensors)
 
 # --------------------------------------------------------------------------------------------
 # precision control
@@ -361,49 +270,10 @@ def _is_moe(layer) -> bool:
 
 
 def canonical_order(model_or_layers, prefix="") -> list:
-    """Canonical tensor names of one forward, in execution order."""
+    """Canonical tensor names of one forward, in execution order (a model, its layers, or one
+    bool per layer saying whether it is an MoE layer)."""
     layers = model_or_layers.model.layers if hasattr(model_or_layers, "model") else model_or_layers
-    names = [prefix + "input_ids", prefix + "embed"]
-    for L, layer in enumerate(layers):
-        p = f"{prefix}layers.{L}."
-        names += [p + "input_norm", p + "attn.q", p + "attn.k", p + "attn.v", p + "attn.q_norm",
-                  p + "attn.k_norm", p + "attn.q_rope", p + "attn.k_rope", p + "attn.context",
-                  p + "attn.out", p + "resid_mid", p + "post_norm"]
-        if (_is_moe(layer) if not isinstance(layer, bool) else layer):
-            names += [p + "moe.router_logits", p + "moe.scores", p + "moe.topk_ids",
-                      p + "moe.topk_weights", p + "moe.routed_out", p + "moe.shared_out"]
-        names += [p + "mlp.out", p + "out"]
-    names += [prefix + "final_norm", prefix + "logits"]
-    return names
-
-
-_LAYER_RANK = ["input_norm", "attn.q", "attn.k", "attn.v", "attn.q_norm", "attn.k_norm",
-               "attn.q_rope", "attn.k_rope", "attn.context", "attn.out", "resid_mid", "post_norm",
-               "moe.router_logits", "moe.scores", "moe.topk_ids", "moe.topk_weights",
-               "moe.routed_out", "moe.shared_out", "mlp.out", "out", "kv.k", "kv.v"]
-_TOP_RANK = {"input_ids": 0, "embed": 1, "final_norm": 3, "logits": 4}
-
-
-def order_key(name):
-    """Sort key giving the execution order of canonical names: prefill, generate.*, steps.1.*,
-    steps.2.*, ...; inside a forward: input_ids, embed, layers in order, final_norm, logits."""
-    sec = 0
-    rest = name
-    if name.startswith("generate."):
-        return (1, 0, 0, 0, name)
-    m = re.match(r"steps\.(\d+)\.(.*)$", name)
-    if m:
-        sec, rest = 1 + int(m.group(1)), m.group(2)
-    m = re.match(r"layers\.(\d+)\.(.*)$", rest)
-    if m:
-        r = _LAYER_RANK.index(m.group(2)) if m.group(2) in _LAYER_RANK else len(_LAYER_RANK)
-        return (sec, 2, int(m.group(1)), r, rest)
-    return (sec, _TOP_RANK.get(rest, 5), 0, 0, rest)
-
-
-def dump_order(names) -> list:
-    """Names sorted into execution order (see order_key)."""
-    return sorted(names, key=order_key)
+    return canonical_names([l if isinstance(l, bool) else _is_moe(l) for l in layers], prefix)
 
 
 # --------------------------------------------------------------------------------------------
@@ -719,13 +589,6 @@ def patch_function(modeling, model, name, orig, new, restore_list):
 # the run
 # --------------------------------------------------------------------------------------------
 
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read())
-    return h.hexdigest()
-
-
 def _device_name(dev):
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
@@ -837,12 +700,6 @@ def dump_model(model, token_ids, out_dir, generate_n=0, *, precision, config_pat
     assert tuple(st["layers.0.attn.q_rope"].shape) == (T, rec.nq, rec.d)
     assert tuple(st["layers.0.attn.k_norm"].shape) == (T, rec.nkv, rec.d)
     assert tuple(st["layers.0.attn.context"].shape) == (T, rec.nq * rec.d)
-    order = dump_order(st.keys())
-    tensors = OrderedDict((n, st[n]) for n in order)
-
-    os.makedirs(out_dir, exist_ok=True)
-    write_safetensors(os.path.join(out_dir, "activations.safetensors"), tensors)
-
     import transformers
     dname = {torch.float64: "float64", torch.float32: "float32", torch.bfloat16: "bfloat16"}[mdtype]
     manifest = OrderedDict()
@@ -863,7 +720,6 @@ def dump_model(model, token_ids, out_dir, generate_n=0, *, precision, config_pat
     if generate_n > 0:
         manifest["generate"] = OrderedDict(n=generate_n, rule="greedy argmax, ties to the lowest index",
                                            kv_cache=True, steps_recorded=n_steps)
-    manifest["files"] = ["activations.safetensors"]
     run_info = OrderedDict(
         torch=torch.__version__,
         attn_implementation=getattr(cfg, "_attn_implementation", None),
@@ -887,9 +743,7 @@ def dump_model(model, token_ids, out_dir, generate_n=0, *, precision, config_pat
     if extra_manifest:
         run_info.update(extra_manifest)
     manifest["hf_run"] = run_info
-    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
+    write_dump(out_dir, st, manifest)
 
     summary = {"tokens": tokens, "router": {}, "logit_margins": [logit_margin(r) for r in rows],
                "eager_calls": rec.eager_calls, "rope_calls": rec.rope_calls}

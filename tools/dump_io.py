@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""The one hyoracle dump writer (and reader) of the Python tools (DUMP_FORMAT.md, version 1).
+
+`tools/hf_dump.py` (HF transformers hooks) and `tools/engine_convert.py` (SGLang / vLLM dump
+converter) both write their dumps through `write_dump`: one `activations.safetensors` holding the
+tensors in execution order (`dump_order`) plus `manifest.json`. The safetensors writer and reader
+are built in (torch + numpy only, no `safetensors` package).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+from collections import OrderedDict
+
+import torch
+
+_ST_DTYPES = {
+    torch.float64: ("F64", 8),
+    torch.float32: ("F32", 4),
+    torch.float16: ("F16", 2),
+    torch.bfloat16: ("BF16", 2),
+    torch.int64: ("I64", 8),
+    torch.int32: ("I32", 4),
+    torch.int16: ("I16", 2),
+    torch.int8: ("I8", 1),
+    torch.uint8: ("U8", 1),
+}
+_ST_FROM_NAME = {v[0]: k for k, v in _ST_DTYPES.items()}
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().to("cpu").contiguous()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.view(torch.int16)
+    return t.numpy().tobytes()
+
+
+def write_safetensors(path: str, tensors: "OrderedDict[str, torch.Tensor]", metadata=None) -> int:
+    """Write `tensors` to `path`. Tensors are laid out by descending element size (stable in the
+    given order) so that every payload is aligned to its element size; the header is padded with
+    spaces to a multiple of 8 bytes. Returns the number of payload bytes."""
+    items = list(tensors.items())
+    names = [n for n, _ in items]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate tensor name")
+    items.sort(key=lambda kv: -_ST_DTYPES[kv[1].dtype][1])
+    header = OrderedDict()
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    blobs = []
+    off = 0
+    for name, t in items:
+        code, _ = _ST_DTYPES[t.dtype]
+        b = _tensor_bytes(t)
+        header[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    hb = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    hb += b" " * ((8 - len(hb) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hb)))
+        f.write(hb)
+        for b in blobs:
+            f.write(b)
+    return off
+
+
+def read_safetensors(path: str) -> "OrderedDict[str, torch.Tensor]":
+    import numpy as np
+
+    np_dt = {"F64": np.float64, "F32": np.float32, "F16": np.int16, "BF16": np.int16,
+             "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8}
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n].decode("utf-8"))
+    base = 8 + n
+    out = OrderedDict()
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = info["data_offsets"]
+        arr = np.frombuffer(data[base + b:base + e], dtype=np_dt[info["dtype"]]).copy()
+        t = torch.from_numpy(arr).reshape(info["shape"]) if info["shape"] else torch.from_numpy(arr).reshape(())
+        if info["dtype"] == "BF16":
+            t = t.view(torch.bfloat16)
+        elif info["dtype"] == "F16":
+            t = t.view(torch.float16)
+        out[name] = t
+    return out
+
+
+def read_dump(dump_dir: str):
+    """Return (manifest, OrderedDict name -> tensor) of a hyoracle dump."""
+    with open(os.path.join(dump_dir, "manifest.json")) as f:
+        man = json.load(f)
+    tensors = OrderedDict()
+    for fn in man["files"]:
+        for k, v in read_safetensors(os.path.join(dump_dir, fn)).items():
+            if k in tensors:
+                raise ValueError(f"{dump_dir}: duplicate tensor {k}")
+            tensors[k] = v
+    return man, tensors
+
+
+
+_LAYER_RANK = ["input_norm", "attn.q", "attn.k", "attn.v", "attn.q_norm", "attn.k_norm",
+               "attn.q_rope", "attn.k_rope", "attn.context", "attn.out", "resid_mid", "post_norm",
+               "moe.router_logits", "moe.scores", "moe.topk_ids", "moe.topk_weights",
+               "moe.routed_out", "moe.shared_out", "mlp.out", "out", "kv.k", "kv.v"]
+_TOP_RANK = {"input_ids": 0, "embed": 1, "final_norm": 3, "logits": 4}
+
+
+def order_key(name):
+    """Sort key giving the execution order of canonical names: prefill, generate.*, steps.1.*,
+    steps.2.*, ...; inside a forward: input_ids, embed, layers in order, final_norm, logits."""
+    sec = 0
+    rest = name
+    if name.startswith("generate."):
+        return (1, 0, 0, 0, name)
+    m = re.match(r"steps\.(\d+)\.(.*)$", name)
+    if m:
+        sec, rest = 1 + int(m.group(1)), m.group(2)
+    m = re.match(r"layers\.(\d+)\.(.*)$", rest)
+    if m:
+        r = _LAYER_RANK.index(m.group(2)) if m.group(2) in _LAYER_RANK else len(_LAYER_RANK)
+        return (sec, 2, int(m.group(1)), r, rest)
+    return (sec, _TOP_RANK.get(rest, 5), 0, 0, rest)
+
+
+def dump_order(names) -> list:
+    """Names sorted into execution order (see order_key)."""
+    return sorted(names, key=order_key)
+
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read())
+    return h.hexdigest()
+
+
+def canonical_names(moe_flags, prefix="") -> list:
+    """Canonical tensor names of one forward in execution order; moe_flags[L] says whether layer
+    L is an MoE layer (DUMP_FORMAT.md's table, without the optional moe.topk_margin)."""
+    names = [prefix + "input_ids", prefix + "embed"]
+    for L, is_moe in enumerate(moe_flags):
+        p = f"{prefix}layers.{L}."
+        names += [p + "input_norm", p + "attn.q", p + "attn.k", p + "attn.v", p + "attn.q_norm",
+                  p + "attn.k_norm", p + "attn.q_rope", p + "attn.k_rope", p + "attn.context",
+                  p + "attn.out", p + "resid_mid", p + "post_norm"]
+        if is_moe:
+            names += [p + "moe.router_logits", p + "moe.scores", p + "moe.topk_ids",
+                      p + "moe.topk_weights", p + "moe.routed_out", p + "moe.shared_out"]
+        names += [p + "mlp.out", p + "out"]
+    names += [prefix + "final_norm", prefix + "logits"]
+    return names
+
+
+def write_dump(out_dir, tensors, manifest) -> str:
+    """Write a dump: the tensors (name -> torch tensor, any order) into
+    `out_dir/activations.safetensors` in execution order, and `manifest` (a dict holding at least
+    format/version/producer/model/input; `files` is set here) as `out_dir/manifest.json`.
+    Returns the path of the safetensors file."""
+    os.makedirs(out_dir, exist_ok=True)
+    ordered = OrderedDict((n, tensors[n]) for n in dump_order(tensors.keys()))
+    path = os.path.join(out_dir, "activations.safetensors")
+    write_safetensors(path, ordered)
+    man = OrderedDict(manifest)
+    man.setdefault("format", "hyoracle.dump")
+    man.setdefault("version", 1)
+    man["files"] = ["activations.safetensors"]
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(man, f, indent=2)
+        f.write("\n")
+    return path
