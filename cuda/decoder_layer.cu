@@ -2,31 +2,109 @@
 
 #include "attention.h"
 #include "elementwise.h"
+#include "gemv.h"
 #include "names.h"
 #include "record.h"
+#include "rms_norm.cuh"
 #include "rms_norm.h"
-#include "rope.h"
+#include "rope.cuh"
 
 namespace hyoracle::cuda {
 
 namespace {
-// cache[pos[t], :] = rows[t, :] for t < T (row j of the cache holds position j; row_elems = nkv·d).
-// The positions are read on the device, so a captured decode step writes where the step is.
-// A position outside [0, capacity) is never written (the host checks capacity before a step).
+constexpr int kInputWarps = 8;
+
+// The attention inputs of one token t (MODEL_SPEC.md §4.4 steps 2-4) in one block:
+//   qn[t, n] = RMSNorm_d(q[t, n]; q_norm),  qr[t, n] = RoPE(qn[t, n]; pos[t])      n < nq
+//   kn[t, m] = RMSNorm_d(k[t, m]; k_norm),  kr[t, m] = RoPE(kn[t, m]; pos[t])      m < nkv
+//   cache_k[pos[t], m] = kr[t, m],  cache_v[pos[t], m] = v[t, m]   (row j of the cache is position j)
+// with the rounding points of rms_norm.h and rope.h (the shared functions of rms_norm.cuh and
+// rope.cuh): qn and kn are rounded to T before RoPE reads them. One warp per head: ss = Σ x² in fp32
+// (fmaf per lane, lanes added by a butterfly); the token's cos/sin are computed once per block.
+// qn and kn may be null (nothing records them). A position outside [0, capacity) writes no cache
+// row (the host checks the capacity before a step).
 template <class T>
-__global__ void scatter_rows_at_positions(T* cache, const int64_t* pos, const T* rows, int64_t row_elems, int64_t capacity) {
+__global__ void __launch_bounds__(kInputWarps * 32)
+    attention_inputs_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ wqn,
+                            const T* __restrict__ wkn, const int64_t* __restrict__ pos, int nq, int nkv, int d, float eps,
+                            float theta, T* qn, T* qr, T* kn, T* kr, T* cache_k, T* cache_v, int64_t capacity) {
+  extern __shared__ float smem[];
   const int64_t t = blockIdx.x, p = pos[t];
-  if (p < 0 || p >= capacity) return;
-  for (int64_t i = threadIdx.x; i < row_elems; i += blockDim.x) cache[p * row_elems + i] = rows[t * row_elems + i];
+  const int half = d / 2, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float* cs = smem;                  // [half] T(cos φ_i)
+  float* sn = cs + half;             // [half] T(sin φ_i)
+  float* row = sn + half + warp * d; // [d] this warp's normalised head
+  for (int i = threadIdx.x; i < half; i += blockDim.x) rope_cos_sin<T>(p, rope_inv_freq(i, d, theta), cs[i], sn[i]);
+  __syncthreads();
+  const bool cached = p >= 0 && p < capacity;
+  for (int h = warp; h < nq + nkv; h += kInputWarps) {
+    const bool is_q = h < nq;
+    const int head = is_q ? h : h - nq;
+    const int64_t at = (t * (is_q ? nq : nkv) + head) * d;
+    const T* x = (is_q ? q : k) + at;
+    const T* w = is_q ? wqn : wkn;
+    float ss = 0.0f;
+    for (int i = lane; i < d; i += 32) {
+      const float xv = to_f32(x[i]);
+      ss = fmaf(xv, xv, ss);
+    }
+    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    const float inv = rms_inverse(ss, d, eps);
+    T* normed = is_q ? qn : kn;
+    for (int i = lane; i < d; i += 32) {
+      const T y = rms_scaled(to_f32(x[i]), inv, w[i]);
+      if (normed) normed[at + i] = y;
+      row[i] = to_f32(y);
+    }
+    __syncwarp();
+    T* out = (is_q ? qr : kr) + at;
+    T* cache = cached && !is_q ? cache_k + (p * nkv + head) * d : nullptr;
+    for (int i = lane; i < half; i += 32) {
+      T ya, yb;
+      rope_rotate(row[i], row[i + half], cs[i], sn[i], ya, yb);
+      out[i] = ya;
+      out[i + half] = yb;
+      if (cache) cache[i] = ya, cache[i + half] = yb;
+    }
+    __syncwarp();
+  }
+  if (cached)
+    for (int64_t i = threadIdx.x; i < int64_t(nkv) * d; i += blockDim.x) cache_v[p * nkv * d + i] = v[t * nkv * d + i];
 }
 
 template <class T>
-void write_cache_rows(DeviceTensor<T>& cache, const DeviceTensor<int64_t>& positions, const DeviceTensor<T>& rows) {
-  const int64_t T_ = rows.dim(0), row_elems = cache.numel() / cache.dim(0);
+void attention_inputs(const DeviceTensor<T>& q, const DeviceTensor<T>& k, const DeviceTensor<T>& v, const LayerWeights<T>& w,
+                      const ModelConfig& c, const DeviceTensor<int64_t>& positions, T* qn, DeviceTensor<T>& qr, T* kn,
+                      DeviceTensor<T>& kr, LayerCache<T>& cache) {
+  const int64_t T_ = q.dim(0), nq = q.dim(1), nkv = k.dim(1), d = q.dim(2);
+  if (d % 2 || d > 1024 || cache.k.dim(1) != nkv || cache.k.dim(2) != d || positions.numel() != T_)
+    fail("cuda attention inputs: q " + shape_str(q.shape) + ", k " + shape_str(k.shape) + ", cache " +
+         shape_str(cache.k.shape) + " do not match");
   if (!T_) return;
-  scatter_rows_at_positions<<<unsigned(T_), 256, 0, gpu().stream>>>(cache.data(), positions.data(), rows.data(), row_elems,
-                                                                     cache.dim(0));
-  check_launch("KV cache write");
+  const size_t smem = size_t(d + kInputWarps * d) * sizeof(float);
+  attention_inputs_kernel<T><<<unsigned(T_), kInputWarps * 32, smem, gpu().stream>>>(
+      q.data(), k.data(), v.data(), w.q_norm.data(), w.k_norm.data(), positions.data(), int(nq), int(nkv), int(d),
+      float(c.rms_norm_eps), float(c.rope_theta), qn, qr.data(), kn, kr.data(), cache.k.data(), cache.v.data(), cache.k.dim(0));
+  check_launch("attention inputs");
+}
+
+// q, k, v = a·W_qᵀ, a·W_kᵀ, a·W_vᵀ: one gemv launch for decode-sized a, else three products.
+template <class T>
+void project_qkv(const DeviceTensor<T>& a, const LayerWeights<T>& w, DeviceTensor<T>& q, DeviceTensor<T>& k, DeviceTensor<T>& v) {
+  if (gemv_applies(a, w.wq) && gemv_applies(a, w.wk) && gemv_applies(a, w.wv)) {
+    gemv<T, T>(a, {&w.wq, &w.wk, &w.wv}, {&q, &k, &v});
+    return;
+  }
+  linear(a, w.wq, q);
+  linear(a, w.wk, k);
+  linear(a, w.wv, v);
+}
+template <>
+void project_qkv<float>(const DeviceTensor<float>& a, const LayerWeights<float>& w, DeviceTensor<float>& q,
+                        DeviceTensor<float>& k, DeviceTensor<float>& v) {
+  linear(a, w.wq, q);
+  linear(a, w.wk, k);
+  linear(a, w.wv, v);
 }
 }  // namespace
 
@@ -42,24 +120,22 @@ DeviceTensor<T> decoder_layer_at(const DeviceTensor<T>& x, int64_t L, const Laye
   rms_norm(x, w.input_norm, eps, a);
   record(rec, layer(L, "input_norm"), a);
   DeviceTensor<T> q({T_, nq, d}), k({T_, nkv, d}), v({T_, nkv, d});
-  linear(a, w.wq, q);
-  linear(a, w.wk, k);
-  linear(a, w.wv, v);
+  project_qkv(a, w, q, k, v);
   record(rec, layer(L, "attn.q"), q);
   record(rec, layer(L, "attn.k"), k);
   record(rec, layer(L, "attn.v"), v);
-  DeviceTensor<T> qr({T_, nq, d}), kr({T_, nkv, d});
-  rms_norm(q, w.q_norm, eps, qr);
-  rms_norm(k, w.k_norm, eps, kr);
-  record(rec, layer(L, "attn.q_norm"), qr);
-  record(rec, layer(L, "attn.k_norm"), kr);
-  apply_rope(qr, positions, c.rope_theta);
-  apply_rope(kr, positions, c.rope_theta);
+  // q/k norms, RoPE and the cache rows in one launch; the normed q/k are kept only when recorded.
+  DeviceTensor<T> qn, kn, qr({T_, nq, d}), kr({T_, nkv, d});
+  if (rec.active()) {
+    qn = DeviceTensor<T>({T_, nq, d});
+    kn = DeviceTensor<T>({T_, nkv, d});
+  }
+  attention_inputs(q, k, v, w, c, positions, qn.data(), qr, kn.data(), kr, cache);
+  record(rec, layer(L, "attn.q_norm"), qn);
+  record(rec, layer(L, "attn.k_norm"), kn);
   record(rec, layer(L, "attn.q_rope"), qr);
   record(rec, layer(L, "attn.k_rope"), kr);
 
-  write_cache_rows(cache.k, positions, kr);
-  write_cache_rows(cache.v, positions, v);
   DeviceTensor<T> ctx({T_, nq * d});
   attention(qr, cache.k, cache.v, key_bound, positions, ctx);
   record(rec, layer(L, "attn.context"), ctx);
@@ -67,11 +143,9 @@ DeviceTensor<T> decoder_layer_at(const DeviceTensor<T>& x, int64_t L, const Laye
   linear(ctx, w.wo, attn_out);
   record(rec, layer(L, "attn.out"), attn_out);
 
-  DeviceTensor<T> h({T_, H});
-  add(x, attn_out, h);
+  DeviceTensor<T> h({T_, H}), f({T_, H});
+  add_rms_norm(x, attn_out, w.post_norm, eps, h, f);
   record(rec, layer(L, "resid_mid"), h);
-  DeviceTensor<T> f({T_, H});
-  rms_norm(h, w.post_norm, eps, f);
   record(rec, layer(L, "post_norm"), f);
 
   DeviceTensor<T> ffn({T_, H});

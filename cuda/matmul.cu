@@ -1,5 +1,7 @@
 #include "matmul.h"
 
+#include "gemv.h"
+
 #include <mma.h>
 
 namespace hyoracle::cuda {
@@ -20,6 +22,12 @@ void linear(const DeviceTensor<Ti>& x, const DeviceTensor<Ti>& w, DeviceTensor<T
   if (K == 0) {
     check(cudaMemsetAsync(y.data(), 0, size_t(M * N) * sizeof(To), gpu().stream), "linear: memset");
     return;
+  }
+  if constexpr (!std::is_same_v<Ti, float>) {
+    if (gemv_applies(x, w)) {  // a few rows (decode): stream the weights once (gemv.h)
+      gemv<Ti, To>(x, {&w}, {&y});
+      return;
+    }
   }
   // Row-major y[M, N] = x[M, K] · w[N, K]ᵀ is column-major yᵀ[N, M] = op_T(w) · xᵀ.
   const float alpha = 1.0f, beta = 0.0f;

@@ -4,6 +4,8 @@
 // linear: x [M, K] (Ti), w [N, K] (Ti) -> y [M, N] (To) through cuBLAS, fp32 accumulation:
 //   16-bit Ti: CUBLAS_COMPUTE_32F (tensor cores, fp32 accumulate, one rounding to To);
 //   fp32:      CUBLAS_COMPUTE_32F_PEDANTIC (plain fp32 FMA, never TF32).
+//   16-bit Ti with at most 8 rows (decode): gemv.h's kernel instead (fp32 accumulation in a fixed
+//   order, one rounding to To), which streams the weights at memory speed.
 //
 // grouped_linear: the rows of a token-sorted activation matrix are cut into groups, one per
 // expert; group e occupies rows [row_offset[e], row_offset[e+1]) and is multiplied by w[e]:

@@ -1,9 +1,11 @@
 #include "rms_norm.h"
 
+#include "rms_norm.cuh"
+
 namespace hyoracle::cuda {
 
 namespace {
-// One block of 128 threads per row.
+// One block of 128 threads per row: ss = Σ x² (fp32, fmaf per thread, then block_sum).
 template <class T>
 __global__ void rms_norm_rows(const T* u, const T* w, T* y, int64_t n, float eps) {
   const T* x = u + blockIdx.x * n;
@@ -13,22 +15,23 @@ __global__ void rms_norm_rows(const T* u, const T* w, T* y, int64_t n, float eps
     const float v = to_f32(x[i]);
     ss = fmaf(v, v, ss);
   }
-  __shared__ float part[32];
-  for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = ss;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float s = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
-    for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (threadIdx.x == 0) part[0] = s;
-  }
-  __syncthreads();
-  const float r = part[0] / float(n);
-  const float inv = 1.0f / sqrtf(r + eps);
+  const float inv = rms_inverse(block_sum(ss), n, eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) out[i] = rms_scaled(to_f32(x[i]), inv, w[i]);
+}
+
+// The same with the row first formed as h = T(a + b) (stored), in the same order.
+template <class T>
+__global__ void add_rms_norm_rows(const T* a, const T* b, const T* w, T* h, T* y, int64_t n, float eps) {
+  const int64_t r0 = blockIdx.x * n;
+  float ss = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const float v = round_as<T>(to_f32(x[i]) * inv);
-    out[i] = from_f32<T>(to_f32(w[i]) * v);
+    const T hv = from_f32<T>(to_f32(a[r0 + i]) + to_f32(b[r0 + i]));
+    h[r0 + i] = hv;
+    const float v = to_f32(hv);
+    ss = fmaf(v, v, ss);
   }
+  const float inv = rms_inverse(block_sum(ss), n, eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[r0 + i] = rms_scaled(to_f32(h[r0 + i]), inv, w[i]);
 }
 }  // namespace
 
@@ -43,8 +46,28 @@ void rms_norm(const DeviceTensor<T>& u, const DeviceTensor<T>& w, double eps, De
   check_launch("rms_norm");
 }
 
+template <class T>
+void add_rms_norm(const DeviceTensor<T>& a, const DeviceTensor<T>& b, const DeviceTensor<T>& w, double eps, DeviceTensor<T>& h,
+                  DeviceTensor<T>& y) {
+  const int64_t n = w.numel();
+  if (n == 0 || a.numel() % n || b.numel() != a.numel() || h.numel() != a.numel() || y.numel() != a.numel())
+    fail("cuda add_rms_norm: " + shape_str(a.shape) + " + " + shape_str(b.shape) + " -> " + shape_str(h.shape) + ", " +
+         shape_str(y.shape) + " with weight width " + std::to_string(n));
+  const int64_t R = a.numel() / n;
+  if (!R) return;
+  add_rms_norm_rows<<<unsigned(R), 128, 0, gpu().stream>>>(a.data(), b.data(), w.data(), h.data(), y.data(), n, float(eps));
+  check_launch("add_rms_norm");
+}
+
 template void rms_norm<float>(const DeviceTensor<float>&, const DeviceTensor<float>&, double, DeviceTensor<float>&);
 template void rms_norm<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, double, DeviceTensor<bf16>&);
 template void rms_norm<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, double, DeviceTensor<fp16>&);
+
+template void add_rms_norm<float>(const DeviceTensor<float>&, const DeviceTensor<float>&, const DeviceTensor<float>&, double,
+                                DeviceTensor<float>&, DeviceTensor<float>&);
+template void add_rms_norm<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, double,
+                                DeviceTensor<bf16>&, DeviceTensor<bf16>&);
+template void add_rms_norm<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, double,
+                                DeviceTensor<fp16>&, DeviceTensor<fp16>&);
 
 }  // namespace hyoracle::cuda

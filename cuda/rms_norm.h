@@ -10,4 +10,10 @@
 namespace hyoracle::cuda {
 template <class T>
 void rms_norm(const DeviceTensor<T>& u, const DeviceTensor<T>& w, double eps, DeviceTensor<T>& y);
+
+// h = T(a + b) (elementwise.h's add) and y = RMSNorm(h; w) in one launch: the residual add before
+// a norm. The same arithmetic in the same order as add() then rms_norm(): the same bits.
+template <class T>
+void add_rms_norm(const DeviceTensor<T>& a, const DeviceTensor<T>& b, const DeviceTensor<T>& w, double eps, DeviceTensor<T>& h,
+                  DeviceTensor<T>& y);
 }  // namespace hyoracle::cuda
