@@ -20,9 +20,12 @@ tools/engine_convert.py, which must undo it:
 """
 
 import os
+import sys
+
 import torch
 
-from dump_io import read_safetensors
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+from dump_io import read_safetensors  # noqa: E402
 
 
 def split_exact(x, tp):
@@ -192,3 +195,26 @@ def write_warmup_step(out_dir, engine, tp, step, H, dtype):
     w.all_ranks(step, "input_ids", torch.tensor([1, 1]), core=True)
     w.all_ranks(step, "seq_lens", torch.tensor([1, 1]), core=True)
     w.all_ranks(step, "model.embed_tokens.output", torch.zeros(2, H, dtype=dtype))
+
+
+def main(argv=None):
+    """CLI for the docs' runnable example: lay a committed golden out as engine files."""
+    import argparse
+    import json
+    from dump_io import read_dump
+    ap = argparse.ArgumentParser(description="Write a committed golden dump as SGLang dumper / vLLM hook files")
+    ap.add_argument("engine", choices=["sglang", "vllm"])
+    ap.add_argument("fixture", help="fixture directory, e.g. fixtures/tiny-mt2")
+    ap.add_argument("run", help="golden run under FIXTURE/golden, e.g. hf-bf16")
+    ap.add_argument("out")
+    ap.add_argument("--tp", type=int, default=1)
+    a = ap.parse_args(argv)
+    with open(os.path.join(a.fixture, "config.json")) as f:
+        cfg = json.load(f)
+    _, g = read_dump(os.path.join(a.fixture, "golden", a.run))
+    n = write_engine_dump(g, cfg, a.fixture, a.engine, a.tp, a.out)
+    print(f"wrote {len(os.listdir(a.out))} {a.engine} files ({n} forward passes, TP {a.tp}) to {a.out}")
+
+
+if __name__ == "__main__":
+    main()
