@@ -182,7 +182,7 @@ def classify(name, engine):
     if name == core:
         return ("skip", None, None) if core in _KNOWN_CORE else None
     mod, sub = _split_module(core)
-    if mod is not None and _KNOWN_MODULES.fullmatch(mod) and re.fullmatch(r"(output(\.\w+)?|inputs\.\w+)", sub):
+    if mod is not None and _KNOWN_MODULES.fullmatch(mod) and re.fullmatch(r"(output|inputs)(\.\w+)*", sub):
         return "skip", None, None
     return None
 
@@ -354,16 +354,15 @@ def partial_sum(parts):
     return acc.to(parts[0].dtype)
 
 
-def order_topk(ids, weights, key):
-    """Reorder each row of top-k ids / weights by descending key[t, id] (the corrected score when
-    known, else the weight), exact ties to the lower id. ids [T, k], weights [T, k], key [T, E]
-    or [T, k] (then per slot)."""
+def order_topk(ids, weights, corrected=None):
+    """Reorder each row of top-k ids / weights by descending corrected score corrected[t, id]
+    ([T, E]) or, without it, by descending weight; exact ties to the lower id. ids, weights
+    [T, k]. Returns (ids as I32, weights)."""
     ids = ids.long()
-    per_slot = key.shape[1] == ids.shape[1] and key is weights
     out_i, out_w = torch.empty_like(ids), torch.empty_like(weights)
     for t in range(ids.shape[0]):
         row = ids[t].tolist()
-        vals = key[t].tolist() if per_slot else key[t, ids[t]].tolist()
+        vals = corrected[t, ids[t]].tolist() if corrected is not None else weights[t].tolist()
         order = sorted(range(len(row)), key=lambda j: (-vals[j], row[j]))
         out_i[t] = ids[t, order]
         out_w[t] = weights[t, order]
@@ -532,15 +531,16 @@ class Assembler:
                 if i.is_floating_point() or int(i.min()) < 0 or int(i.max()) >= s.E:
                     raise ConvertError(f"{p['topk_ids'].path}: tensor {p['topk_ids'].name}: expected integer "
                                        f"expert ids in [0, {s.E})")
-                key = w
+                corrected = None
                 bias = self.bias_for_layer(L)
                 logits = out.get(prefix + f"layers.{L}.moe.router_logits")
                 if bias is not None and logits is not None:
-                    key = torch.sigmoid(logits.float()) + bias
-                ids_o, w_o = order_topk(i, w, key)
+                    # sigmoid score + expert_bias in fp32, as both engines' routers compute it
+                    corrected = torch.sigmoid(logits.float()) + bias
+                ids_o, w_o = order_topk(i, w, corrected)
                 out[prefix + f"layers.{L}.moe.topk_ids"] = ids_o
                 out[prefix + f"layers.{L}.moe.topk_weights"] = w_o
-                info["topk_order"] = "corrected score" if key is not w else "weight"
+                info["topk_order"] = "corrected score" if corrected is not None else "weight"
         self._check_gate_up(gate_up, T)
         return out, info
 

@@ -168,6 +168,9 @@ def write_engine_dump(golden, cfg, ckpt, engine, tp, out_dir, fmt="dict", first_
                     w.all_ranks(step, m + "mlp.topk.output.0", wts.gather(1, perm), L)
                     w.all_ranks(step, m + "mlp.topk.output.1", ids.long().gather(1, perm).to(torch.int32), L)
                     w.all_ranks(step, m + "mlp.topk.output.2", lay("moe.router_logits"), L)
+                    # known, not used: FusedMoE's keyword inputs, a tensor and a TopKOutput tuple
+                    w.all_ranks(step, m + "mlp.experts.inputs.hidden_states", x, L)
+                    w.all_ranks(step, m + "mlp.experts.inputs.topk_output.1", ids, L)
                     for r, part in enumerate(split_exact(lay("moe.routed_out"), tp)):
                         w.put(step, r, m + "mlp.experts.output", part, L)
                 else:
