@@ -296,7 +296,8 @@ def scan(dump_dir, engine, ignore):
         r.load()
         used.append(r)
     if not used:
-        raise ConvertError(f"{dump_dir}: no tensor of the Hy3 model (names {PREFIX}model.*)")
+        raise ConvertError(f"{dump_dir}: no module tensor of the Hy3 model ({PREFIX}model.*); SGLang's dumper "
+                           f"writes them with DUMPER_NON_INTRUSIVE_MODE=all (its default 'core' writes only input_ids etc.)")
     return used, skipped, ignored
 
 

@@ -324,6 +324,14 @@ class BadInput(Case):
         self.assertIn(f"step 100 has {g['input_ids'].numel()} tokens", err)
         self.assertIn("--steps", err)
 
+    def test_core_mode_dump_has_no_module_tensors(self):
+        d, cfg = fixture("tiny-hy3")
+        w = engine_layout.Writer(os.path.join(self.tmp, "core"), "sglang", 1, "dict")
+        w.put(0, 0, "input_ids", torch.tensor([5, 6]), core=True)
+        w.put(0, 0, "positions", torch.tensor([0, 1]), core=True)
+        err = self.run_bad(os.path.join(self.tmp, "core"), d + "/config.json")
+        self.assertIn("DUMPER_NON_INTRUSIVE_MODE=all", err)
+
     def test_not_a_dump_directory(self):
         d, cfg = fixture("tiny-hy3")
         err = self.run_bad(self.tmp, d + "/config.json")
