@@ -295,7 +295,7 @@ def scan(dump_dir, engine, ignore):
         r.kind, r.layer, r.role = c
         r.load()
         used.append(r)
-    if not used:
+    if not any(r.kind not in ("input_ids", "positions", "seq_lens") for r in used):
         raise ConvertError(f"{dump_dir}: no module tensor of the Hy3 model ({PREFIX}model.*); SGLang's dumper "
                            f"writes them with DUMPER_NON_INTRUSIVE_MODE=all (its default 'core' writes only input_ids etc.)")
     return used, skipped, ignored
