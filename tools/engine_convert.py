@@ -383,6 +383,13 @@ def act_tolerance(dtype):
 def read_checkpoint_tensor(ckpt, names):
     """The first of `names` found in a checkpoint directory (model.safetensors or a sharded
     index), read by seeking to it. Returns a float32 tensor or None."""
+    try:
+        return _read_checkpoint_tensor(ckpt, names)
+    except (OSError, ValueError, KeyError, struct.error) as e:
+        raise ConvertError(f"{ckpt}: cannot read {names[0]} from the checkpoint ({type(e).__name__}: {e})")
+
+
+def _read_checkpoint_tensor(ckpt, names):
     idx = os.path.join(ckpt, "model.safetensors.index.json")
     if os.path.exists(idx):
         with open(idx) as f:
@@ -456,7 +463,7 @@ class Assembler:
 
         pairs = defaultdict(dict)
         gate_up = {}
-        for (kind, L, role), by_rank in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1] or -1, str(kv[0][2]))):
+        for (kind, L, role), by_rank in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), -1 if kv[0][1] is None else kv[0][1], str(kv[0][2]))):
             if L is not None and not 0 <= L < s.layers:
                 r = next(iter(by_rank.values()))
                 raise ConvertError(f"{r.path}: tensor {r.name}: layer {L}, config has {s.layers} layers")
@@ -787,6 +794,11 @@ def main(argv=None):
                     engine_version=a.engine_version, device=a.device)
     except ConvertError as e:
         print(f"engine_convert: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # never a traceback for an input: one line, exit 2
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(f"engine_convert: {a.src}: cannot convert ({type(e).__name__}: {msg}); input this converter "
+              f"does not understand, or a bug in it", file=sys.stderr)
         return 2
     print(f"engine_convert: wrote {a.out}: {s['tensors']} tensors from {s['files_used']} files "
           f"(steps {s['steps'][0]}..{s['steps'][-1]}, {s['files_skipped_known']} known files without a "

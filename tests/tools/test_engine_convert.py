@@ -332,6 +332,11 @@ class BadInput(Case):
         err = self.run_bad(os.path.join(self.tmp, "core"), d + "/config.json")
         self.assertIn("DUMPER_NON_INTRUSIVE_MODE=all", err)
 
+    def test_checkpoint_without_weights(self):
+        d, cfg, g, src = self.small()
+        err = self.run_bad(src, d + "/config.json", "--tp", "2", "--checkpoint", self.tmp)
+        self.assertIn("cannot read model.layers.1.mlp.expert_bias", err)
+
     def test_not_a_dump_directory(self):
         d, cfg = fixture("tiny-hy3")
         err = self.run_bad(self.tmp, d + "/config.json")
