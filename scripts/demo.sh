@@ -4,7 +4,7 @@
 # (float64) with it, printing the report (also as JSON, Markdown and HTML under out/). FIXTURE=tiny-mt2 for the Hy-MT2 shape.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+HYORACLE_NO_PYTHON_TESTS=1 scripts/install-deps.sh  # the demo needs no python3-torch
 BUILD=${BUILD:-build}
 FIXTURE=${FIXTURE:-tiny-hy3}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
