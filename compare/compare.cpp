@@ -1,6 +1,8 @@
 // compare.cpp: the walk over two dumps in execution order (COMPARE.md §5-6, §10).
 #include "compare.h"
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -12,6 +14,7 @@
 #include "logits.h"
 #include "names.h"
 #include "routing.h"
+#include "stream.h"
 #include "teacher_forcing.h"
 
 namespace hyoracle::compare {
@@ -43,7 +46,14 @@ std::string fmtg(double x, const char* f = "%.3g") {
   return b;
 }
 
-// One-line error for a NaN in a dump, by position.
+// One-line error for a NaN in a dump: `count` NaN values, the first at `first`.
+void reject_nan(const Dump& d, const std::string& name, int64_t count, const std::vector<int64_t>& first) {
+  if (count > 0)
+    fail(d.file_of(name) + ": tensor \"" + name + "\" has NaN at " + coord(first) + " (" + std::to_string(count) +
+         " NaN value(s))");
+}
+
+// The same for a tensor read whole.
 void reject_nan(const Dump& d, const std::string& name, const Tensor<double>& x) {
   for (int64_t i = 0; i < x.numel(); ++i)
     if (std::isnan(x.data[i])) {
@@ -228,10 +238,7 @@ void Walk::compare_tensor(const std::string& name) {
   if (bi_info.shape != ti_info.shape)
     fail(t.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(ti_info.shape) + ", baseline " +
          b.file_of(name) + " has " + shape_str(bi_info.shape));
-  Tensor<double> bt = b.read(name), tt = t.read(name);
   rep.bytes_read += double(bi_info.end - bi_info.begin) + double(ti_info.end - ti_info.begin);
-  reject_nan(b, name, bt);
-  reject_nan(t, name, tt);
 
   TensorResult r;
   r.name = name;
@@ -244,65 +251,84 @@ void Walk::compare_tensor(const std::string& name) {
   const std::string base = strip_step(name);
   const int64_t L = r.layer;
 
-  // Generation: only rows up to the first differing token are comparable.
-  if (base == "generate.logits" && r.step == 0 && gen_divergence >= 0 && bt.rows() > gen_divergence + 1) {
-    const int64_t rows = gen_divergence + 1, V = bt.cols();
-    bt = Tensor<double>({rows, V}, std::vector<double>(bt.data.begin(), bt.data.begin() + rows * V));
-    tt = Tensor<double>({rows, V}, std::vector<double>(tt.data.begin(), tt.data.begin() + rows * V));
+  // Two small tensors are rearranged before they are compared, so they are read whole:
+  // generate.logits (only rows up to the first differing token are comparable) and
+  // moe.topk_weights (keyed by expert id: HF does not sort its top-k). Every other tensor streams
+  // from the mapped dumps, a chunk at a time (stream.h).
+  const bool is_weights = base.find("moe.topk_weights") != std::string::npos;
+  const bool whole = base == "generate.logits" || is_weights;
+  Tensor<double> bt, tt;
+  std::vector<int64_t> shape = bi_info.shape;
+  if (whole) {
+    bt = b.read(name);
+    tt = t.read(name);
+    reject_nan(b, name, bt);
+    reject_nan(t, name, tt);
+    if (base == "generate.logits" && r.step == 0 && gen_divergence >= 0 && bt.rows() > gen_divergence + 1) {
+      const int64_t rows = gen_divergence + 1, V = bt.cols();
+      bt = Tensor<double>({rows, V}, std::vector<double>(bt.data.begin(), bt.data.begin() + rows * V));
+      tt = Tensor<double>({rows, V}, std::vector<double>(tt.data.begin(), tt.data.begin() + rows * V));
+    }
+    if (is_weights) {
+      const std::string ids = names::layer(L, "moe.topk_ids");
+      const std::string pre = r.step > 0 ? names::step(r.step, "") : "";
+      if (b.has(pre + ids) && t.has(pre + ids))
+        tt = align_weights(b.read_ints(pre + ids), bt, t.read_ints(pre + ids), tt, &r.excluded_tokens);
+    }
+    shape = bt.shape;
   }
-  // topk_weights: keyed by expert id (HF does not sort its top-k).
-  Tensor<double> tt_judged = tt;
-  if (base.find("moe.topk_weights") != std::string::npos) {
-    const std::string ids = names::layer(L, "moe.topk_ids");
-    const std::string pre = r.step > 0 ? names::step(r.step, "") : "";
-    if (b.has(pre + ids) && t.has(pre + ids))
-      tt_judged = tt = align_weights(b.read_ints(pre + ids), bt, t.read_ints(pre + ids), tt, &r.excluded_tokens);
-  }
-  r.total = compare_tensors(bt, tt);
+  const TensorSource bsrc = whole ? TensorSource(bt) : TensorSource(b, name);
+  const TensorSource tsrc = whole ? TensorSource(tt) : TensorSource(t, name);
+  r.total = stream_compare(bsrc, tsrc, shape);
+  reject_nan(b, name, r.total.nan_ref, r.total.first_nan_ref_at);
+  reject_nan(t, name, r.total.nan_target, r.total.first_nan_target_at);
   r.inherited_input = inherited_input(name);
+  const int64_t numel = numel_of(shape);
+  const int64_t cols = shape.empty() ? 1 : shape.back();
 
   BudgetInputs bi;
   bi.op = r.op;
   bi.u_target = std::max(effective_u(t, name), effective_u(b, name));
-  bi.numel = bt.numel();
+  bi.numel = numel;
   bi.experts_per_token = tf ? tf->config().num_experts_per_tok : 8;
 
   // RMSNorm reduces Σu² over its last axis (all terms positive: κ = 1).
-  if (r.op == "rms_norm") bi.reduction_k = bt.cols();
+  if (r.op == "rms_norm") bi.reduction_k = cols;
   // RoPE: fp32 angles on either side drift with position (budget term, tolerance.h).
-  if (r.op == "rope" && bt.shape.size() == 3 && (b.producer("precision") != "exact" || t.producer("precision") != "exact")) {
+  if (r.op == "rope" && shape.size() == 3 && (b.producer("precision") != "exact" || t.producer("precision") != "exact")) {
     std::vector<int64_t> pos = positions;
     if (r.step > 0 && !positions.empty()) pos = {positions.back() + r.step};  // decode step S feeds position T+S-1
     const double theta = tf ? tf->config().rope_theta : 11158840.0;  // hy_v3's θ when no --model gives it
-    bi.rope_angle_rms = rope_angle_rms(pos, bt.shape[2], theta);
+    bi.rope_angle_rms = rope_angle_rms(pos, shape[2], theta);
   }
   std::optional<Replay> rp;
   if (tf) rp = tf->replay(name, t, positions);
   if (rp) {
-    if (rp->value.numel() != tt.numel())
-      fail(t.file_of(name) + ": tensor \"" + name + "\" has " + std::to_string(tt.numel()) +
+    if (rp->value.numel() != numel)
+      fail(t.file_of(name) + ": tensor \"" + name + "\" has " + std::to_string(numel) +
            " elements, the reference step on the target's inputs gives " + std::to_string(rp->value.numel()));
-    rp->value.shape = tt.shape;
-    Tensor<double> target_local = t.read(name);  // the target's own order (topk_weights unaligned)
-    r.local = compare_tensors(rp->value, target_local);
-    r.inherited = compare_tensors(bt, rp->value).rel_l2;
-    if (base.find("moe.topk_weights") != std::string::npos) r.inherited = NAN;  // orders differ; see routing
+    rp->value.shape = shape;
+    // local: the target in its own order (topk_weights unaligned) against the replayed step.
+    r.local = stream_compare(TensorSource(rp->value), whole ? TensorSource(t.read(name)) : TensorSource(t, name), shape);
+    r.inherited = stream_compare(bsrc, TensorSource(rp->value), shape).rel_l2;
+    if (is_weights) r.inherited = NAN;  // orders differ; see routing
     if (rp->reduction_k) bi.reduction_k = rp->reduction_k;
     bi.kappa = rp->kappa;
     bi.gain = rp->gain;
     judge(r, *r.local, bi, true, {});
   } else {
-    // Model-free: leave near-tie routing flips out of the judged total of the MoE outputs.
+    // Model-free: leave near-tie routing flips out of the judged total of the MoE outputs (their
+    // target rows take the baseline's values).
     Metrics judged = r.total;
     const auto key = std::make_pair(r.step, L);
     if (L >= 0 && near_tie_tokens.count(key) &&
         (base.find("moe.routed_out") != std::string::npos || (base.find("mlp.out") != std::string::npos))) {
-      for (int64_t tok : near_tie_tokens[key])
-        if (tok < bt.rows()) std::copy_n(bt.row(tok), bt.cols(), tt_judged.row(tok));
+      StreamOptions so;
+      so.reference_rows = &near_tie_tokens[key];
       r.excluded_tokens = int64_t(near_tie_tokens[key].size());
-      judged = compare_tensors(bt, tt_judged);
+      judged = stream_compare(bsrc, tsrc, shape, so);
     }
-    if (r.op == "linear" || r.op == "swiglu" || r.op == "ffn" || r.op == "routed_experts") bi.reduction_k = bt.cols();
+    if (r.op == "linear" || r.op == "swiglu" || r.op == "ffn" || r.op == "routed_experts") bi.reduction_k = cols;
     judge(r, judged, bi, false, inherited_tokens(name, judged.token_rel_l2.size()));
     r.total = judged.n ? r.total : judged;
   }
@@ -317,6 +343,9 @@ void Walk::compare_tensor(const std::string& name) {
   last_rel = r.total.rel_l2;
   if (r.verdict == Verdict::fail) record_failure(r);
   rep.tensors.push_back(std::move(r));
+  // Whole-tensor reads (teacher-forcing inputs, the two small tensors above) touched mapped pages.
+  b.release_pages();
+  t.release_pages();
 }
 
 void Walk::compare_routing(const std::string& name) {
@@ -421,6 +450,8 @@ void Walk::compare_routing(const std::string& name) {
   }
   rep.routing.push_back(std::move(rl));
   rep.tensors.push_back(std::move(r));
+  b.release_pages();
+  t.release_pages();
 }
 
 void Walk::compare_generation(const std::string& name) {
@@ -546,9 +577,17 @@ void Walk::run() {
     }
     if (opt.fail_fast && rep.first_divergence) break;
   }
-  if (b.has("logits") && t.has("logits")) {
-    const Tensor<double> rl = b.read("logits"), tl = t.read("logits");
-    if (rl.shape == tl.shape) logits_agreement(rl, tl, rep.logits);
+  // Logit agreement row by row (logits are the largest tensor of a dump: [T, V]).
+  if (b.has("logits") && t.has("logits") && b.info("logits").shape == t.info("logits").shape) {
+    const std::vector<int64_t>& shape = b.info("logits").shape;
+    const int64_t V = shape.empty() ? 1 : shape.back(), T = V == 0 ? 0 : numel_of(shape) / V;
+    ChunkReader rb(TensorSource(b, "logits")), rt(TensorSource(t, "logits"));
+    logits_agreement(T, V, [&](int64_t, double* r, double* y) {
+      const double* pr = rb.next(V, r);
+      const double* py = rt.next(V, y);
+      if (pr != r) std::copy_n(pr, V, r);
+      if (py != y) std::copy_n(py, V, y);
+    }, rep.logits);
   }
   excuse_generation_after_near_tie();
 }
@@ -618,6 +657,8 @@ Report compare_dumps(const Dump& baseline, const Dump& target, const CompareOpti
   }
   rep.verdict = failed && rep.error.empty() ? Verdict::fail : incomplete ? Verdict::incomplete : Verdict::pass;
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  struct rusage ru {};
+  if (::getrusage(RUSAGE_SELF, &ru) == 0) rep.peak_rss_bytes = double(ru.ru_maxrss) * 1024.0;  // KiB on Linux
   return rep;
 }
 

@@ -5,8 +5,8 @@
 //   return exit_code(r);        // 0 pass, 1 fail, 2 incomplete or unreadable input
 //
 // The baseline is normally hyoracle's exact reference; the target an engine's dump. Every tensor
-// present on both sides is compared in execution order (names.h), one tensor pair in memory at a
-// time. Each tensor is judged by one rule (tolerance.h): a rules-file entry or the derived budget
+// present on both sides is compared in execution order (names.h), streamed from the mapped dumps
+// a chunk at a time (stream.h), so memory does not grow with the dumps' size. Each tensor is judged by one rule (tolerance.h): a rules-file entry or the derived budget
 // for its operation and the target's dtype. With CompareOptions::model_dir, each step is also
 // re-run by the reference on the TARGET's own inputs (teacher forcing) so its *added* (local)
 // error is judged apart from the error it inherited; first_divergence is the first tensor whose
@@ -116,6 +116,7 @@ struct Report {
   std::vector<std::pair<std::string, std::string>> skipped;  // name, reason
   double seconds = 0;
   double bytes_read = 0;
+  double peak_rss_bytes = 0;         // of this process so far (getrusage), when compare_dumps returned
 };
 
 // Compares two dumps. Never throws for bad input: an Error becomes Report::error (verdict

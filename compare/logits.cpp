@@ -8,27 +8,36 @@
 namespace hyoracle::compare {
 
 namespace {
-// log-softmax of one row, in double.
-std::vector<double> log_softmax(const double* x, int64_t n) {
+// log-softmax of one row, in double; with `p`, also the probabilities p_i = e_i / Σe,
+// e_i = exp(x_i − max x) (one exp per element for both).
+std::vector<double> log_softmax(const double* x, int64_t n, std::vector<double>* p = nullptr) {
   double mx = -INFINITY;
   for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
-  double z = 0;
-  for (int64_t i = 0; i < n; ++i) z += std::exp(x[i] - mx);
-  const double lz = mx + std::log(z);
   std::vector<double> l(static_cast<size_t>(n));
+  double z = 0;
+  for (int64_t i = 0; i < n; ++i) z += (l[size_t(i)] = std::exp(x[i] - mx));
+  if (p) {
+    p->resize(size_t(n));
+    for (int64_t i = 0; i < n; ++i) (*p)[size_t(i)] = l[size_t(i)] / z;
+  }
+  const double lz = mx + std::log(z);
   for (int64_t i = 0; i < n; ++i) l[size_t(i)] = x[i] - lz;
   return l;
+}
+
+// KL(p || q) = Σ p_i (log p_i − log q_i) from p, log p and log q.
+double kl_from_log_softmax(const std::vector<double>& p, const std::vector<double>& lp, const std::vector<double>& lq) {
+  double kl = 0;
+  for (size_t i = 0; i < lp.size(); ++i)
+    if (p[i] > 0) kl += p[i] * (lp[i] - lq[i]);
+  return std::max(0.0, kl);
 }
 }  // namespace
 
 double kl_divergence_row(const double* r, const double* y, int64_t n) {
-  const std::vector<double> lp = log_softmax(r, n), lq = log_softmax(y, n);
-  double kl = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double p = std::exp(lp[size_t(i)]);
-    if (p > 0) kl += p * (lp[size_t(i)] - lq[size_t(i)]);
-  }
-  return std::max(0.0, kl);
+  std::vector<double> p;
+  const std::vector<double> lp = log_softmax(r, n, &p);
+  return kl_from_log_softmax(p, lp, log_softmax(y, n));
 }
 
 bool in_top_n(const double* row, int64_t V, int64_t id, int64_t n) {
@@ -40,18 +49,27 @@ bool in_top_n(const double* row, int64_t V, int64_t id, int64_t n) {
 }
 
 void logits_agreement(const Tensor<double>& r, const Tensor<double>& y, LogitsSummary& s) {
-  const int64_t T = r.rows(), V = r.cols();
+  const int64_t V = r.cols();
+  logits_agreement(r.rows(), V, [&](int64_t t, double* rr, double* yy) {
+    std::copy_n(r.row(t), V, rr);
+    std::copy_n(y.row(t), V, yy);
+  }, s);
+}
+
+void logits_agreement(int64_t T, int64_t V, const std::function<void(int64_t, double*, double*)>& read_row,
+                      LogitsSummary& s) {
   s.present = true;
   s.positions = T;
   s.top1_agree = 0;
-  std::vector<double> kls;
+  std::vector<double> kls, p, r(static_cast<size_t>(V)), y(static_cast<size_t>(V));
   double dp2 = 0;
   for (int64_t t = 0; t < T; ++t) {
-    const int64_t ar = argmax(r.row(t), V), ay = argmax(y.row(t), V);
+    read_row(t, r.data(), y.data());
+    const int64_t ar = argmax(r.data(), V), ay = argmax(y.data(), V);
     s.top1_agree += ar == ay;
-    kls.push_back(kl_divergence_row(r.row(t), y.row(t), V));
-    const std::vector<double> lp = log_softmax(r.row(t), V), lq = log_softmax(y.row(t), V);
-    const double dp = std::exp(lp[size_t(ar)]) - std::exp(lq[size_t(ar)]);
+    const std::vector<double> lp = log_softmax(r.data(), V, &p), lq = log_softmax(y.data(), V);
+    kls.push_back(kl_from_log_softmax(p, lp, lq));
+    const double dp = p[size_t(ar)] - std::exp(lq[size_t(ar)]);
     dp2 += dp * dp;
   }
   if (T == 0) return;

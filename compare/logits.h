@@ -9,6 +9,7 @@
 //   margin at that step against the expected logit noise; each side's token in the other's top-N.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "compare.h"
@@ -20,6 +21,10 @@ double kl_divergence_row(const double* r, const double* y, int64_t n);
 
 // Fills the position statistics of s from logits r, y [T, V].
 void logits_agreement(const Tensor<double>& r, const Tensor<double>& y, LogitsSummary& s);
+// The same, one position at a time: read_row(t, r, y) fills row t (V values) of both sides;
+// memory is O(V + T) whatever T·V.
+void logits_agreement(int64_t T, int64_t V, const std::function<void(int64_t, double*, double*)>& read_row,
+                      LogitsSummary& s);
 
 // Fills the generation fields of s. ref_logits / target_logits are generate.logits [N, V] (may be
 // empty); noise(step) is the expected |Δ| of one logit at that step.

@@ -2,46 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
 namespace hyoracle::compare {
-
-namespace {
-
-// Log-spaced histogram of |e| for percentiles: 64 bins per decade over [1e-40, 1e20), plus an
-// exact-zero bin. A percentile is reported as its bin's upper edge (within 3.7% above the truth).
-class AbsHistogram {
- public:
-  static constexpr int kPerDecade = 64, kLowDecade = -40, kDecades = 60;
-  AbsHistogram() : bins_(size_t(kPerDecade * kDecades + 2), 0) {}
-  void add(double a) {
-    if (a == 0) return ++bins_[0], void();
-    const double pos = (std::log10(a) - kLowDecade) * kPerDecade;
-    const int64_t b = std::clamp<int64_t>(int64_t(std::floor(pos)), 0, kPerDecade * kDecades) + 1;
-    ++bins_[size_t(b)];
-  }
-  // Smallest bin edge below which at least fraction q of the values lie.
-  double quantile(double q, int64_t n, double max_abs) const {
-    if (n == 0) return 0;
-    const double target = q * double(n);
-    int64_t seen = 0;
-    for (size_t b = 0; b < bins_.size(); ++b) {
-      seen += bins_[b];
-      if (double(seen) >= target && seen > 0) {
-        if (b == 0) return 0;
-        const double edge = std::pow(10.0, double(kLowDecade) + double(b) / kPerDecade);
-        return std::min(edge, max_abs);
-      }
-    }
-    return max_abs;
-  }
-
- private:
-  std::vector<int64_t> bins_;
-};
-
-}  // namespace
 
 std::vector<int64_t> unravel(int64_t index, const std::vector<int64_t>& shape) {
   std::vector<int64_t> c(shape.size(), 0);
@@ -64,55 +29,187 @@ double rel_l2(const double* r, const double* y, int64_t n) {
   return rr == 0 ? std::numeric_limits<double>::infinity() : std::sqrt(ee / rr);
 }
 
-Metrics compare_tensors(const Tensor<double>& ref, const Tensor<double>& y, double atol, double rtol) {
-  if (ref.numel() != y.numel()) fail("compare_tensors: sizes differ");
-  Metrics m;
-  m.atol = atol;
-  m.rtol = rtol;
-  const int64_t N = ref.numel();
-  const int64_t rows = ref.shape.empty() ? 1 : ref.shape[0];
-  const int64_t per_row = rows == 0 ? 0 : N / rows;
-  m.token_rel_l2.assign(size_t(rows), 0.0);
-  AbsHistogram hist;
-  double sum_abs = 0, rr = 0, yy = 0, ry = 0, ee = 0;
-  int64_t outside = 0, max_i = -1;
-  std::vector<double> row_ee(size_t(rows), 0.0), row_rr(size_t(rows), 0.0);
-  for (int64_t i = 0; i < N; ++i) {
-    const double r = ref.data[i], t = y.data[i];
-    const bool rn = std::isnan(r), tn = std::isnan(t);
+namespace {
+
+// |e| histogram bins: 0 for |e| = 0, else 1 + the top 17 bits of the double (exponent and six
+// mantissa bits), which order positive doubles: 64 equal-width bins per power of two.
+constexpr int kMantissaBits = 6;
+constexpr int kBinShift = 52 - kMantissaBits;
+constexpr size_t kBins = (size_t(1) << (63 - kBinShift)) + 1;
+
+size_t abs_bin(double a) {
+  uint64_t u;
+  std::memcpy(&u, &a, 8);
+  return size_t(u >> kBinShift) + size_t(u != 0);  // branch-free: exact zeros are frequent in bf16
+}
+
+// Upper edge of bin b >= 1: the smallest double of the next bin.
+double bin_upper_edge(size_t b) {
+  const uint64_t u = uint64_t(b) << kBinShift;
+  double x;
+  std::memcpy(&x, &u, 8);
+  return x;
+}
+
+}  // namespace
+
+MetricsAccumulator::MetricsAccumulator(std::vector<int64_t> shape, double atol, double rtol)
+    : shape_(std::move(shape)), bins_(kBins, 0) {
+  m_.atol = atol;
+  m_.rtol = rtol;
+  const int64_t N = numel_of(shape_);
+  const int64_t rows = shape_.empty() ? 1 : shape_[0];
+  per_row_ = rows == 0 ? 0 : N / rows;
+  rows_.assign(size_t(rows), RowSums{});
+}
+
+MetricsAccumulator::RowSums MetricsAccumulator::lane_total() const {
+  auto add4 = [](const double* l) { return (l[0] + l[1]) + (l[2] + l[3]); };
+  return {add4(lanes_[0]), add4(lanes_[1]), add4(lanes_[2]), add4(lanes_[3]), add4(lanes_[4])};
+}
+
+// One element (index i of the tensor) into lane l.
+inline void MetricsAccumulator::add_one(double rv, double tv, int l, int64_t i) {
+  if (!(std::fabs(rv) <= kBig && std::fabs(tv) <= kBig)) {  // NaN or Inf: counted, left out of the sums
+    const bool rn = std::isnan(rv), tn = std::isnan(tv);
     if (rn || tn) {
-      if (rn && m.nan_ref++ == 0) m.first_nan_ref_at = unravel(i, ref.shape);
-      if (tn && m.nan_target++ == 0) m.first_nan_target_at = unravel(i, ref.shape);
-      continue;
+      if (rn && m_.nan_ref++ == 0) m_.first_nan_ref_at = unravel(i, shape_);
+      if (tn && m_.nan_target++ == 0) m_.first_nan_target_at = unravel(i, shape_);
+    } else if (rv == tv) {
+      ++m_.inf_matched;
+    } else if (m_.inf_mismatched++ == 0) {
+      m_.first_inf_mismatch_at = unravel(i, shape_);
     }
-    if (std::isinf(r) || std::isinf(t)) {
-      if (r == t) ++m.inf_matched;
-      else if (m.inf_mismatched++ == 0) m.first_inf_mismatch_at = unravel(i, ref.shape);
-      continue;
-    }
-    const double e = t - r, a = std::fabs(e);
-    ++m.n;
-    sum_abs += a;
-    rr += r * r;
-    yy += t * t;
-    ry += r * t;
-    ee += e * e;
-    if (per_row > 0) {
-      row_ee[size_t(i / per_row)] += e * e;
-      row_rr[size_t(i / per_row)] += r * r;
-    }
-    if (a > atol + rtol * std::fabs(r)) ++outside;
-    if (max_i < 0 || a > m.max_abs) {
-      m.max_abs = a;
+    return;
+  }
+  const double e = tv - rv, a = std::fabs(e);
+  ++m_.n;
+  lanes_[0][l] += a;
+  lanes_[1][l] += rv * rv;
+  lanes_[2][l] += tv * tv;
+  lanes_[3][l] += rv * tv;
+  lanes_[4][l] += e * e;
+  outside_ += a > m_.atol + m_.rtol * std::fabs(rv);
+  if (max_i_ < 0 || a > m_.max_abs) {
+    m_.max_abs = a;
+    max_i_ = i;
+    m_.max_abs_ref = rv;
+    m_.max_abs_target = tv;
+  }
+  const size_t b = abs_bin(a);
+  ++bins_[b];
+  bin_lo_ = std::min(bin_lo_, b);
+  bin_hi_ = std::max(bin_hi_, b);
+}
+
+// Elements [0, 4·blocks) of r and t (tensor indices base...), element 4q + l into lane l; blocks
+// with a NaN or Inf go through add_one. The same operations in the same order as add_one.
+void MetricsAccumulator::add_blocks(const double* r, const double* t, int64_t blocks, int64_t base) {
+  double sa0 = lanes_[0][0], sa1 = lanes_[0][1], sa2 = lanes_[0][2], sa3 = lanes_[0][3];
+  double rr0 = lanes_[1][0], rr1 = lanes_[1][1], rr2 = lanes_[1][2], rr3 = lanes_[1][3];
+  double yy0 = lanes_[2][0], yy1 = lanes_[2][1], yy2 = lanes_[2][2], yy3 = lanes_[2][3];
+  double ry0 = lanes_[3][0], ry1 = lanes_[3][1], ry2 = lanes_[3][2], ry3 = lanes_[3][3];
+  double ee0 = lanes_[4][0], ee1 = lanes_[4][1], ee2 = lanes_[4][2], ee3 = lanes_[4][3];
+  const double atol = m_.atol, rtol = m_.rtol;
+  int64_t n = m_.n, outside = outside_, max_i = max_i_;
+  double max_abs = m_.max_abs, max_ref = m_.max_abs_ref, max_target = m_.max_abs_target;
+  size_t bin_lo = bin_lo_, bin_hi = bin_hi_;
+  int64_t* bins = bins_.data();
+  auto extras = [&](double rv, double tv, double a, int64_t i) {
+    outside += a > atol + rtol * std::fabs(rv);
+    if (max_i < 0 || a > max_abs) {
+      max_abs = a;
       max_i = i;
+      max_ref = rv;
+      max_target = tv;
     }
-    hist.add(a);
+    const size_t b = abs_bin(a);
+    ++bins[b];
+    bin_lo = std::min(bin_lo, b);
+    bin_hi = std::max(bin_hi, b);
+  };
+  for (int64_t q = 0; q < blocks; ++q) {
+    const double* rq = r + 4 * q;
+    const double* tq = t + 4 * q;
+    bool ok = true;
+    for (int l = 0; l < 4; ++l) ok &= (std::fabs(rq[l]) <= kBig) & (std::fabs(tq[l]) <= kBig);
+    if (!ok) {  // rare: hand the block to add_one with the state written back
+      lanes_[0][0] = sa0, lanes_[0][1] = sa1, lanes_[0][2] = sa2, lanes_[0][3] = sa3;
+      lanes_[1][0] = rr0, lanes_[1][1] = rr1, lanes_[1][2] = rr2, lanes_[1][3] = rr3;
+      lanes_[2][0] = yy0, lanes_[2][1] = yy1, lanes_[2][2] = yy2, lanes_[2][3] = yy3;
+      lanes_[3][0] = ry0, lanes_[3][1] = ry1, lanes_[3][2] = ry2, lanes_[3][3] = ry3;
+      lanes_[4][0] = ee0, lanes_[4][1] = ee1, lanes_[4][2] = ee2, lanes_[4][3] = ee3;
+      m_.n = n, outside_ = outside, max_i_ = max_i;
+      m_.max_abs = max_abs, m_.max_abs_ref = max_ref, m_.max_abs_target = max_target;
+      bin_lo_ = bin_lo, bin_hi_ = bin_hi;
+      for (int l = 0; l < 4; ++l) add_one(rq[l], tq[l], l, base + 4 * q + l);
+      sa0 = lanes_[0][0], sa1 = lanes_[0][1], sa2 = lanes_[0][2], sa3 = lanes_[0][3];
+      rr0 = lanes_[1][0], rr1 = lanes_[1][1], rr2 = lanes_[1][2], rr3 = lanes_[1][3];
+      yy0 = lanes_[2][0], yy1 = lanes_[2][1], yy2 = lanes_[2][2], yy3 = lanes_[2][3];
+      ry0 = lanes_[3][0], ry1 = lanes_[3][1], ry2 = lanes_[3][2], ry3 = lanes_[3][3];
+      ee0 = lanes_[4][0], ee1 = lanes_[4][1], ee2 = lanes_[4][2], ee3 = lanes_[4][3];
+      n = m_.n, outside = outside_, max_i = max_i_;
+      max_abs = m_.max_abs, max_ref = m_.max_abs_ref, max_target = m_.max_abs_target;
+      bin_lo = bin_lo_, bin_hi = bin_hi_;
+      continue;
+    }
+    n += 4;
+    const double e0 = tq[0] - rq[0], e1 = tq[1] - rq[1], e2 = tq[2] - rq[2], e3 = tq[3] - rq[3];
+    const double a0 = std::fabs(e0), a1 = std::fabs(e1), a2 = std::fabs(e2), a3 = std::fabs(e3);
+    sa0 += a0, sa1 += a1, sa2 += a2, sa3 += a3;
+    rr0 += rq[0] * rq[0], rr1 += rq[1] * rq[1], rr2 += rq[2] * rq[2], rr3 += rq[3] * rq[3];
+    yy0 += tq[0] * tq[0], yy1 += tq[1] * tq[1], yy2 += tq[2] * tq[2], yy3 += tq[3] * tq[3];
+    ry0 += rq[0] * tq[0], ry1 += rq[1] * tq[1], ry2 += rq[2] * tq[2], ry3 += rq[3] * tq[3];
+    ee0 += e0 * e0, ee1 += e1 * e1, ee2 += e2 * e2, ee3 += e3 * e3;
+    const int64_t i = base + 4 * q;
+    extras(rq[0], tq[0], a0, i);
+    extras(rq[1], tq[1], a1, i + 1);
+    extras(rq[2], tq[2], a2, i + 2);
+    extras(rq[3], tq[3], a3, i + 3);
   }
-  if (max_i >= 0) {
-    m.max_abs_at = unravel(max_i, ref.shape);
-    m.max_abs_ref = ref.data[max_i];
-    m.max_abs_target = y.data[max_i];
+  lanes_[0][0] = sa0, lanes_[0][1] = sa1, lanes_[0][2] = sa2, lanes_[0][3] = sa3;
+  lanes_[1][0] = rr0, lanes_[1][1] = rr1, lanes_[1][2] = rr2, lanes_[1][3] = rr3;
+  lanes_[2][0] = yy0, lanes_[2][1] = yy1, lanes_[2][2] = yy2, lanes_[2][3] = yy3;
+  lanes_[3][0] = ry0, lanes_[3][1] = ry1, lanes_[3][2] = ry2, lanes_[3][3] = ry3;
+  lanes_[4][0] = ee0, lanes_[4][1] = ee1, lanes_[4][2] = ee2, lanes_[4][3] = ee3;
+  m_.n = n, outside_ = outside, max_i_ = max_i;
+  m_.max_abs = max_abs, m_.max_abs_ref = max_ref, m_.max_abs_target = max_target;
+  bin_lo_ = bin_lo, bin_hi_ = bin_hi;
+}
+
+void MetricsAccumulator::add(const double* ref, const double* y, int64_t count) {
+  if (count > 0 && per_row_ == 0) fail("MetricsAccumulator: elements given for an empty tensor");
+  int64_t k = 0;
+  while (k < count) {
+    // One segment: the rest of the chunk or of the current row, whichever ends first.
+    const int64_t pos = next_ % per_row_;  // position in the row of the segment's first element
+    const int64_t seg = std::min(count - k, per_row_ - pos);
+    const double* r = ref + k;
+    const double* t = y + k;
+    int64_t j = 0;
+    for (; j < seg && (pos + j) % 4 != 0; ++j) add_one(r[j], t[j], int((pos + j) % 4), next_ + j);
+    const int64_t blocks = (seg - j) / 4;
+    add_blocks(r + j, t + j, blocks, next_ + j);
+    for (j += 4 * blocks; j < seg; ++j) add_one(r[j], t[j], int((pos + j) % 4), next_ + j);
+    next_ += seg;
+    k += seg;
+    if (next_ % per_row_ == 0) {  // the row is complete
+      const size_t row = size_t(next_ / per_row_ - 1);
+      if (row >= rows_.size()) fail("MetricsAccumulator: more elements than the shape holds");
+      rows_[row] = lane_total();
+      std::memset(lanes_, 0, sizeof lanes_);
+    }
   }
+}
+
+Metrics MetricsAccumulator::finish() const {
+  Metrics m = m_;
+  if (max_i_ >= 0) m.max_abs_at = unravel(max_i_, shape_);
+  std::vector<RowSums> rows = rows_;
+  if (per_row_ > 0 && next_ % per_row_ != 0 && size_t(next_ / per_row_) < rows.size())  // a partial row
+    rows[size_t(next_ / per_row_)] = lane_total();
+  double sum_abs = 0, rr = 0, yy = 0, ry = 0, ee = 0;
+  for (const RowSums& s : rows) sum_abs += s.abs, rr += s.rr, yy += s.yy, ry += s.ry, ee += s.ee;
   const double inf = std::numeric_limits<double>::infinity();
   m.ref_norm = std::sqrt(rr);
   m.target_norm = std::sqrt(yy);
@@ -124,14 +221,32 @@ Metrics compare_tensors(const Tensor<double>& ref, const Tensor<double>& y, doub
   m.cosine = (rr == 0 || yy == 0) ? (rr == yy ? 1.0 : 0.0) : ry / std::sqrt(rr * yy);
   m.norm_ratio = rr == 0 ? (yy == 0 ? 1.0 : inf) : std::sqrt(yy / rr);
   m.diff = (rr + yy) == 0 ? 0 : 1.0 - 2.0 * ry / (rr + yy);
-  m.frac_outside = m.n ? double(outside) / double(m.n) : 0;
-  m.p50 = hist.quantile(0.5, m.n, m.max_abs);
-  m.p99 = hist.quantile(0.99, m.n, m.max_abs);
-  m.p999 = hist.quantile(0.999, m.n, m.max_abs);
-  for (int64_t t = 0; t < rows; ++t)
-    m.token_rel_l2[size_t(t)] =
-        row_ee[size_t(t)] == 0 ? 0 : row_rr[size_t(t)] == 0 ? inf : std::sqrt(row_ee[size_t(t)] / row_rr[size_t(t)]);
+  m.frac_outside = m.n ? double(outside_) / double(m.n) : 0;
+  // Percentiles: the bin where the cumulative count first reaches q·n.
+  const auto quantile = [&](double q) {
+    if (m.n == 0) return 0.0;
+    const double target = q * double(m.n);
+    int64_t seen = 0;
+    for (size_t b = bin_lo_; b <= bin_hi_; ++b) {
+      seen += bins_[b];
+      if (seen > 0 && double(seen) >= target) return b == 0 ? 0.0 : std::min(bin_upper_edge(b), m.max_abs);
+    }
+    return m.max_abs;
+  };
+  m.p50 = quantile(0.5);
+  m.p99 = quantile(0.99);
+  m.p999 = quantile(0.999);
+  m.token_rel_l2.assign(rows.size(), 0.0);
+  for (size_t t = 0; t < rows.size(); ++t)
+    m.token_rel_l2[t] = rows[t].ee == 0 ? 0 : rows[t].rr == 0 ? inf : std::sqrt(rows[t].ee / rows[t].rr);
   return m;
+}
+
+Metrics compare_tensors(const Tensor<double>& ref, const Tensor<double>& y, double atol, double rtol) {
+  if (ref.numel() != y.numel()) fail("compare_tensors: sizes differ");
+  MetricsAccumulator acc(ref.shape, atol, rtol);
+  acc.add(ref.data.data(), y.data.data(), ref.numel());
+  return acc.finish();
 }
 
 std::vector<int64_t> Metrics::worst_tokens(size_t count) const {

@@ -1,9 +1,17 @@
 // metrics.h: one-pass comparison metrics of a tested tensor y against a reference r
-// (COMPARE.md §3). Everything accumulates in double; memory is O(rows + histogram bins).
+// (COMPARE.md §3). Everything accumulates in double, in one pass in row-major order; memory is
+// O(rows + histogram bins). Sums are two-level: within a row (the leading dimension), four
+// interleaved partial sums (the element at position p of its row goes to partial p mod 4) added
+// as (s0 + s1) + (s2 + s3); over the tensor, the rows' sums added in row order. So
+// MetricsAccumulator gives bit-identical Metrics however the elements are split into chunks.
 //
 //   e = y − r, n = number of finite-compared elements
-//   max_abs     = max |e_i| (with its coordinate and both values)
-//   mean_abs    = Σ|e_i| / n;  p50/p99/p999 of |e| from a log-spaced histogram (64 bins/decade)
+//   max_abs     = max |e_i| (with its coordinate and both values; the first on ties)
+//   mean_abs    = Σ|e_i| / n
+//   p50/p99/p999 of |e|: from a histogram with 64 equal-width bins per power of two (the top six
+//               mantissa bits of |e|); each is the upper edge of the bin where the cumulative
+//               count first reaches q·n, capped at max_abs: never below the exact order
+//               statistic and at most a factor 1 + 1/64 (1.6%) above it
 //   nmse        = Σe² / Σr²;  rel_l2 = √nmse;  sqnr_db = −10·log10(nmse)
 //   cosine      = ⟨r,y⟩ / (‖r‖‖y‖);  norm_ratio = ‖y‖ / ‖r‖
 //   diff        = 1 − 2⟨r,y⟩/(‖r‖²+‖y‖²)            (DeepGEMM / SGLang)
@@ -12,6 +20,7 @@
 // Non-finite values: a NaN on either side is counted with the first position; an Inf must match
 // in position and sign (a matched Inf is left out of the metrics, a mismatched one is counted).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -40,8 +49,42 @@ struct Metrics {
   std::vector<int64_t> worst_tokens(size_t count) const;
 };
 
+constexpr double kDefaultAtol = 1e-5, kDefaultRtol = 1.6e-2;
+// Relative resolution of the |e| percentiles (see the file comment).
+constexpr double kPercentileResolution = 1.0 / 64;
+
+// The metrics of one tensor pair fed in element order, `count` elements at a time.
+class MetricsAccumulator {
+ public:
+  MetricsAccumulator(std::vector<int64_t> shape, double atol = kDefaultAtol, double rtol = kDefaultRtol);
+  // The next `count` elements of both tensors (row-major order).
+  void add(const double* ref, const double* y, int64_t count);
+  int64_t seen() const { return next_; }
+  // The metrics of the elements seen so far (all of them once seen() == numel of the shape).
+  Metrics finish() const;
+
+ private:
+  struct RowSums {
+    double abs = 0, rr = 0, yy = 0, ry = 0, ee = 0;  // Σ|e|, Σr², Σy², Σr·y, Σe² over one row
+  };
+  RowSums lane_total() const;  // the current row's lanes: (l0 + l1) + (l2 + l3)
+  void add_one(double r, double y, int lane, int64_t index);
+  void add_blocks(const double* r, const double* y, int64_t blocks, int64_t base);
+  static constexpr double kBig = 1.7976931348623157e308;  // largest finite double
+
+  std::vector<int64_t> shape_;
+  int64_t per_row_ = 0, next_ = 0;
+  Metrics m_;
+  double lanes_[5][4] = {};                   // the current row's RowSums, 4 interleaved lanes
+  int64_t outside_ = 0, max_i_ = -1;
+  std::vector<RowSums> rows_;                 // [rows]
+  std::vector<int64_t> bins_;                 // |e| histogram (metrics.cpp)
+  size_t bin_lo_ = SIZE_MAX, bin_hi_ = 0;     // occupied bin range
+};
+
 // Compares y with r (same shape). atol/rtol only feed frac_outside (a diagnostic, not a gate).
-Metrics compare_tensors(const Tensor<double>& ref, const Tensor<double>& y, double atol = 1e-5, double rtol = 1.6e-2);
+Metrics compare_tensors(const Tensor<double>& ref, const Tensor<double>& y, double atol = kDefaultAtol,
+                        double rtol = kDefaultRtol);
 
 // Flat index -> coordinate for a row-major shape.
 std::vector<int64_t> unravel(int64_t index, const std::vector<int64_t>& shape);

@@ -100,7 +100,10 @@ nlohmann::ordered_json report_json(const Report& r) {
   nlohmann::ordered_json sk = nlohmann::ordered_json::array();
   for (const auto& [n, why] : r.skipped) sk.push_back({{"name", n}, {"reason", why}});
   j["skipped"] = sk;
-  j["stats"] = {{"seconds", r.seconds}, {"bytes_read", r.bytes_read}};
+  j["stats"] = {{"seconds", r.seconds},
+                {"bytes_read", r.bytes_read},
+                {"peak_rss_bytes", r.peak_rss_bytes},
+                {"percentile_rel_resolution", kPercentileResolution}};
   return j;
 }
 

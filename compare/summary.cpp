@@ -17,7 +17,8 @@ std::string terminal_summary(const Report& r) {
   for (const auto& t : r.tensors) failed += t.verdict == Verdict::fail;
   o << "  compared " << r.tensors.size() << " tensors (" << failed << " failed), "
     << (r.teacher_forced ? "teacher-forced (local vs inherited)" : "total error only (no --model)") << ", "
-    << g3(r.seconds) << " s, " << g3(r.bytes_read / 1e6) << " MB read\n";
+    << g3(r.seconds) << " s, " << g3(r.bytes_read / 1e6) << " MB read, peak RSS " << g3(r.peak_rss_bytes / 1e9)
+    << " GB\n";
   if (r.first_divergence) {
     o << "  FIRST DIVERGENCE  " << r.first_divergence->tensor << "\n    " << r.first_divergence->reason << "\n";
     for (const auto& t : r.tensors)

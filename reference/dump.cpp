@@ -1,7 +1,10 @@
 #include "dump.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -122,6 +125,15 @@ Dump::Dump(const std::string& dir) : dir_(dir) {
     if (::stat(path.c_str(), &st) != 0) fail(mpath + ": field \"files\" entry " + printable_quoted(name) + " does not exist");
     files_.push_back(std::make_unique<SafetensorsFile>(path));
     const SafetensorsFile& sf = *files_.back();
+    // The file's tensor bytes (for release_pages): first tensor byte to the last tensor's end.
+    uint64_t first = UINT64_MAX, last = 0;
+    const uint8_t* section = nullptr;  // start of the data section
+    for (const TensorInfo& t : sf.tensors()) {
+      first = std::min(first, t.begin);
+      last = std::max(last, t.end);
+      section = sf.data(t) - t.begin;
+    }
+    spans_.push_back({first < last ? section + first : nullptr, first < last ? last - first : 0});
     for (const TensorInfo& t : sf.tensors()) {
       if (where_.count(t.name))
         fail(sf.path() + ": tensor " + printable_quoted(t.name) + " also appears in " + file_of(t.name) + " (duplicate name)");
@@ -147,6 +159,90 @@ Tensor<double> Dump::read(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end()) fail(dir_ + ": tensor " + printable_quoted(name) + " is not in the dump");
   return decode_tensor<double>(*files_[it->second.first], *it->second.second);
+}
+
+namespace {
+
+// f16 -> float for all 65536 bit patterns (f16_to_float is exact but slow per element).
+const float* f16_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t h = 0; h < 65536; ++h) t[h] = f16_to_float(uint16_t(h));
+    return t;
+  }();
+  return table.data();
+}
+
+// Decodes elements [begin, begin + n) of a little-endian buffer of type t into double, exactly.
+void decode_range(const uint8_t* p, DType t, int64_t begin, int64_t n, double* out) {
+  switch (t) {
+    case DType::BF16:
+      p += 2 * begin;
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        const uint32_t u = uint32_t(h) << 16;
+        float f;
+        std::memcpy(&f, &u, 4);
+        out[i] = f;
+      }
+      return;
+    case DType::F16: {
+      const float* tab = f16_table();
+      p += 2 * begin;
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        out[i] = tab[h];
+      }
+      return;
+    }
+    case DType::F32:
+      p += 4 * begin;
+      for (int64_t i = 0; i < n; ++i) {
+        float f;
+        std::memcpy(&f, p + 4 * i, 4);
+        out[i] = f;
+      }
+      return;
+    case DType::F64:
+      std::memcpy(out, p + 8 * begin, size_t(n) * 8);
+      return;
+    default:
+      for (int64_t i = 0; i < n; ++i) out[i] = element_as_double(p, t, begin + i);
+  }
+}
+
+// madvise over the whole pages that hold [p, p + len).
+void advise_bytes(const uint8_t* p, uint64_t len, int advice) {
+  if (!p || len == 0) return;
+  static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + len + page - 1) & ~(page - 1);
+  ::madvise(reinterpret_cast<void*>(a), b - a, advice);  // a hint: failure changes nothing but memory use
+}
+
+}  // namespace
+
+void Dump::read_range(const std::string& name, int64_t begin, int64_t count, double* out) const {
+  const TensorInfo& t = info(name);
+  if (begin < 0 || count < 0 || begin > t.numel() - count)
+    fail(file_of(name) + ": tensor " + printable_quoted(name) + ": elements [" + std::to_string(begin) + ", " +
+         std::to_string(begin + count) + ") asked for, it has " + std::to_string(t.numel()));
+  decode_range(files_[where_.at(name).first]->data(t), t.dtype, begin, count, out);
+}
+
+void Dump::advise(const std::string& name, int64_t begin, int64_t count, Pages what) const {
+  const TensorInfo& t = info(name);
+  begin = std::clamp<int64_t>(begin, 0, t.numel());
+  count = std::clamp<int64_t>(count, 0, t.numel() - begin);
+  const int64_t es = dtype_size(t.dtype);
+  advise_bytes(files_[where_.at(name).first]->data(t) + begin * es, uint64_t(count * es),
+               what == Pages::will_need ? MADV_WILLNEED : MADV_DONTNEED);
+}
+
+void Dump::release_pages() const {
+  for (const auto& [p, len] : spans_) advise_bytes(p, len, MADV_DONTNEED);
 }
 
 namespace {

@@ -4,7 +4,8 @@
 //   <dump>/activations.safetensors    canonical tensor names, batch 1, leading dim T
 //
 // The writer keeps tensors in memory until write(); the reader maps the files and decodes one
-// tensor at a time, so reading needs no more memory than the largest tensor asked for.
+// tensor at a time (or a range of one, read_range), so reading needs no more memory than the
+// largest tensor (or range) asked for; advise()/release_pages() keep mapped pages out of RSS.
 #pragma once
 #include <map>
 #include <memory>
@@ -74,6 +75,17 @@ class Dump {
   const std::string& file_of(const std::string& name) const;
   // Decodes any numeric tensor into double (exact for every dtype of the format).
   Tensor<double> read(const std::string& name) const;
+  // Streaming access (hyoracle compare reads dumps of several GB this way): decodes elements
+  // [begin, begin + count) of a numeric tensor, in row-major order, into out; exact, as read().
+  void read_range(const std::string& name, int64_t begin, int64_t count, double* out) const;
+  // Page hints for the mapped bytes of elements [begin, begin + count) of `name` (madvise, whole
+  // pages around the range): will_need starts readahead; dont_need drops the pages from this
+  // process's memory (the page cache keeps them; touching them again faults them back in), so a
+  // streaming reader's RSS stays at its buffers whatever the dump's size.
+  enum class Pages { will_need, dont_need };
+  void advise(const std::string& name, int64_t begin, int64_t count, Pages what) const;
+  // dont_need over the data of every file of the dump (after whole-tensor reads).
+  void release_pages() const;
   std::vector<int64_t> read_ints(const std::string& name) const;
   std::vector<int64_t> token_ids() const;
   // producer.<field> as a string ("" when absent).
@@ -83,6 +95,7 @@ class Dump {
   std::string dir_;
   nlohmann::json manifest_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::vector<std::pair<const uint8_t*, uint64_t>> spans_;  // per file: first data byte, data length
   std::map<std::string, std::pair<size_t, const TensorInfo*>> where_;
   std::vector<std::string> names_;
 };
