@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "mma.cuh"
 
@@ -135,6 +137,13 @@ __device__ inline int row_pos(const int64_t* q_pos, int r, int R, int g, int Tc)
   return p < 0 ? -1 : p >= Tc ? Tc - 1 : int(p);
 }
 
+// 2^x by the MUFU unit (ex2.approx.ftz: about 2 ulp, 2^-inf = 0); the 16-bit kernels only.
+__device__ inline float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // One online-softmax step over NT score tiles of 8 keys for this thread's two rows (gid, gid+8):
 // s holds raw scores (masked ones -inf) and becomes the unnormalised p = 2^(s·c − m·c) (fp32);
 // mx (raw units) and l (this thread's partial row sum; its quad is summed at the end) are
@@ -153,7 +162,7 @@ __device__ inline void online_softmax(float (&s)[NT][4], float (&mx)[2], float (
     mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 1));
     mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 2));
     mu[r] = mnew[r] == -INFINITY ? 0.0f : mnew[r] * c;
-    corr[r] = exp2f(mx[r] * c - mu[r]);  // mx = -inf: 0 (the running output is zero anyway)
+    corr[r] = fast_exp2(mx[r] * c - mu[r]);  // mx = -inf: 0 (the running output is zero anyway)
     mx[r] = mnew[r];
   }
   float sum[2] = {0.0f, 0.0f};
@@ -161,41 +170,52 @@ __device__ inline void online_softmax(float (&s)[NT][4], float (&mx)[2], float (
   for (int t = 0; t < NT; ++t)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      s[t][e] = exp2f(fmaf(s[t][e], c, -mu[e >> 1]));  // masked: 2^-inf = 0
+      s[t][e] = fast_exp2(fmaf(s[t][e], c, -mu[e >> 1]));  // masked: 2^-inf = 0
       sum[e >> 1] += s[t][e];
     }
   l[0] = l[0] * corr[0] + sum[0];
   l[1] = l[1] * corr[1] + sum[1];
 }
 
-// Prefill: a block = W·16 rows of one KV head (W warps × 16 rows), key tiles of BN keys through
-// shared memory, cp.async double-buffered; rows padded to D + 8 elements so that ldmatrix's 8
+// Prefill: a block = W·16·MT rows of one KV head (W warps × MT tiles of 16 rows), key tiles of BN keys through
+// shared memory in a ring of S stages filled by cp.async (tile t + S − 1 is requested while tile t
+// is computed; one barrier per tile); rows padded to D + 8 elements so that ldmatrix's 8
 // row addresses fall in distinct banks. Q fragments stay in registers for the whole block.
-// attention() uses W = 8, BN = 64 (kPrefillWarps, kPrefillKeys); others are benchmark variants.
-constexpr int kPrefillWarps = 8, kPrefillKeys = 64;
-template <int D, int W, int BN>
-constexpr size_t prefill_smem_bytes() { return size_t(W * 16 + 4 * BN) * (D + 8) * 2; }
+// attention() uses W = 8, BN = 64, S = 3, MT = 1 (kPrefill*); others are benchmark variants.
+constexpr int kPrefillWarps = 8, kPrefillKeys = 64, kPrefillStages = 3, kPrefillTiles = 1;
+template <int D, int W, int BN, int S, int MT>
+constexpr size_t prefill_smem_bytes() { return size_t(W * 16 * MT + 2 * S * BN) * (D + 8) * 2; }
 
-template <class T, int D, int W, int BN>
+template <class T, int D, int W, int BN, int S, int MT>
 __global__ void __launch_bounds__(W * 32, 1)
     flash_prefill_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
                          const int64_t* __restrict__ q_pos, int T_, int Tc, int nq, int nkv, float c,
                          T* __restrict__ ctx) {
-  constexpr int kBM = W * 16, LD = D + 8, KS = D / 16, NT = BN / 8, ON = D / 8, CH = D / 8;  // CH: 16-byte chunks a row
+  // CH: 16-byte chunks a row. MT = 1: Q fragments live in registers; MT = 2: each warp holds two
+  // 16-row tiles (every K/V fragment feeds two mmas) and re-reads its Q fragments from smem.
+  constexpr int kBM = W * 16 * MT, LD = D + 8, KS = D / 16, NT = BN / 8, ON = D / 8, CH = D / 8;
   extern __shared__ uint4 smem_raw[];
   T* qs = reinterpret_cast<T*>(smem_raw);  // [kBM][LD]
-  T* ks = qs + kBM * LD;                   // [2][BN][LD]
-  T* vs = ks + 2 * BN * LD;               // [2][BN][LD]
+  T* ks = qs + kBM * LD;                   // [S][BN][LD]
+  T* vs = ks + S * BN * LD;                // [S][BN][LD]
   __shared__ int s_max[W];
   const int g = nq / nkv, m = blockIdx.y, R = T_ * g;
   const int r0 = (gridDim.x - 1 - blockIdx.x) * kBM;  // the longest (latest) rows start first
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gid = lane / 4, tig = lane % 4;
   const int64_t kv_stride = int64_t(nkv) * D;
 
-  // Positions of this thread's two rows; the block's and the warp's extremes.
-  const int ra = r0 + warp * 16 + gid, rb = ra + 8;
-  const int pa = row_pos(q_pos, ra, R, g, Tc), pb = row_pos(q_pos, rb, R, g, Tc);
-  int wmax = max(pa, pb), wmin = min(ra < R ? pa : Tc, rb < R ? pb : Tc);
+  // Positions of this thread's rows (gid, gid + 8 of each of its m-tiles); the warp's extremes.
+  int pos[MT][2];
+  int wmax = -1, wmin = Tc;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = r0 + (warp * MT + mt) * 16 + gid + 8 * h;
+      pos[mt][h] = row_pos(q_pos, r, R, g, Tc);
+      wmax = max(wmax, pos[mt][h]);
+      if (r < R) wmin = min(wmin, pos[mt][h]);
+    }
   for (int o = 16; o > 0; o /= 2) {
     wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
     wmin = min(wmin, __shfl_xor_sync(0xffffffffu, wmin, o));
@@ -221,90 +241,127 @@ __global__ void __launch_bounds__(W * 32, 1)
   int bmax = -1;
   for (int w = 0; w < W; ++w) bmax = max(bmax, s_max[w]);
   const int ntiles = (bmax + 1 + BN - 1) / BN;  // keys 0..bmax
-  if (ntiles > 0) load_kv(0, 0);
-  mma::cp_async_commit();
+  for (int st = 0; st < S - 1; ++st) {  // group 0: Q and tile 0; group st: tile st
+    if (st < ntiles) load_kv(st, st);
+    mma::cp_async_commit();
+  }
 
-  float o[ON][4];
+  float o[MT][ON][4];
+  float mx[MT][2], l[MT][2];
 #pragma unroll
-  for (int t = 0; t < ON; ++t) o[t][0] = o[t][1] = o[t][2] = o[t][3] = 0.0f;
-  float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  uint32_t qf[KS][4];
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int t = 0; t < ON; ++t) o[mt][t][0] = o[mt][t][1] = o[mt][t][2] = o[mt][t][3] = 0.0f;
+    mx[mt][0] = mx[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.0f;
+  }
+  uint32_t qf[MT == 1 ? KS : 1][4];  // MT = 1: the warp's Q fragments, loaded at the first tile
+  const int mi = lane / 8;
+  auto q_addr = [&](int mt, int k) {
+    return mma::smem_addr(qs + ((warp * MT + mt) * 16 + lane % 16) * LD + k * 16 + (lane / 16) * 8);
+  };
 
   for (int tile = 0; tile < ntiles; ++tile) {
-    if (tile + 1 < ntiles) load_kv(tile + 1, (tile + 1) & 1);
+    mma::cp_async_wait<S - 2>();  // this thread's copies of tile `tile` have landed
+    __syncthreads();              // everyone's have, and every warp is done with tile − 1
+    if (tile + S - 1 < ntiles) load_kv(tile + S - 1, (tile + S - 1) % S);  // the stage tile − 1 used
     mma::cp_async_commit();
-    mma::cp_async_wait<1>();
-    __syncthreads();
-    if (tile == 0) {
+    if constexpr (MT == 1) {
+      if (tile == 0) {
 #pragma unroll
-      for (int k = 0; k < KS; ++k)
-        mma::ldmatrix_x4(qf[k], mma::smem_addr(qs + (warp * 16 + lane % 16) * LD + k * 16 + (lane / 16) * 8));
+        for (int k = 0; k < KS; ++k) mma::ldmatrix_x4(qf[k], q_addr(0, k));
+      }
     }
     const int j0 = tile * BN;
-    if (wmax >= j0) {  // some row of this warp sees a key of the tile
-      const T* kt = ks + (tile & 1) * BN * LD;
-      const T* vt = vs + (tile & 1) * BN * LD;
-      float s[NT][4];
+    if (wmax < j0) continue;  // no row of this warp sees a key of the tile
+    const T* kt = ks + (tile % S) * BN * LD;
+    const T* vt = vs + (tile % S) * BN * LD;
+    float s[MT][NT][4];
 #pragma unroll
-      for (int t = 0; t < NT; ++t) s[t][0] = s[t][1] = s[t][2] = s[t][3] = 0.0f;
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int k = 0; k < KS; ++k)
+      for (int t = 0; t < NT; ++t) s[mt][t][0] = s[mt][t][1] = s[mt][t][2] = s[mt][t][3] = 0.0f;
 #pragma unroll
-        for (int np = 0; np < NT / 2; ++np) {
-          uint32_t b[4];
-          const int mi = lane / 8;
-          mma::ldmatrix_x4(b, mma::smem_addr(kt + (np * 16 + (mi / 2) * 8 + lane % 8) * LD + k * 16 + (mi % 2) * 8));
-          mma::mma16816<T>(s[2 * np], qf[k], b[0], b[1]);
-          mma::mma16816<T>(s[2 * np + 1], qf[k], b[2], b[3]);
+    for (int k = 0; k < KS; ++k) {
+      uint32_t qa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if constexpr (MT == 1) {
+#pragma unroll
+          for (int x = 0; x < 4; ++x) qa[mt][x] = qf[k][x];
+        } else {
+          mma::ldmatrix_x4(qa[mt], q_addr(mt, k));
         }
-      if (j0 + BN - 1 > wmin) {  // the tile crosses some row's last visible key: mask
+      }
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) {
+        uint32_t b[4];
+        mma::ldmatrix_x4(b, mma::smem_addr(kt + (np * 16 + (mi / 2) * 8 + lane % 8) * LD + k * 16 + (mi % 2) * 8));
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma::mma16816<T>(s[mt][2 * np], qa[mt], b[0], b[1]);
+          mma::mma16816<T>(s[mt][2 * np + 1], qa[mt], b[2], b[3]);
+        }
+      }
+    }
+    if (j0 + BN - 1 > wmin) {  // the tile crosses some row's last visible key: mask
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int t = 0; t < NT; ++t)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int j = j0 + t * 8 + 2 * tig + (e & 1);
-            if (j > (e < 2 ? pa : pb)) s[t][e] = -INFINITY;
+            if (j > pos[mt][e >> 1]) s[mt][t][e] = -INFINITY;
           }
-      }
-      float corr[2];
-      online_softmax<NT>(s, mx, l, corr, c);
+    }
+    uint32_t p[MT][BN / 16][4];  // P rounded to T: the A operands of P·V
 #pragma unroll
-      for (int t = 0; t < ON; ++t) o[t][0] *= corr[0], o[t][1] *= corr[0], o[t][2] *= corr[1], o[t][3] *= corr[1];
+    for (int mt = 0; mt < MT; ++mt) {
+      float corr[2];
+      online_softmax<NT>(s[mt], mx[mt], l[mt], corr, c);
+      if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {  // a row max moved
+#pragma unroll
+        for (int t = 0; t < ON; ++t)
+          o[mt][t][0] *= corr[0], o[mt][t][1] *= corr[0], o[mt][t][2] *= corr[1], o[mt][t][3] *= corr[1];
+      }
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
-        uint32_t p[4];  // P rounded to T: the A operand of P·V
-        p[0] = mma::pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-        p[1] = mma::pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-        p[2] = mma::pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        p[3] = mma::pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-        for (int dn = 0; dn < D / 16; ++dn) {
-          uint32_t b[4];
-          const int mi = lane / 8;
-          mma::ldmatrix_x4_trans(b, mma::smem_addr(vt + (kk * 16 + (mi % 2) * 8 + lane % 8) * LD + dn * 16 + (mi / 2) * 8));
-          mma::mma16816<T>(o[2 * dn], p, b[0], b[1]);
-          mma::mma16816<T>(o[2 * dn + 1], p, b[2], b[3]);
-        }
+        p[mt][kk][0] = mma::pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        p[mt][kk][1] = mma::pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        p[mt][kk][2] = mma::pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        p[mt][kk][3] = mma::pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
       }
     }
-    __syncthreads();  // the next iteration's prefetch overwrites this stage
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+      for (int dn = 0; dn < D / 16; ++dn) {
+        uint32_t b[4];
+        mma::ldmatrix_x4_trans(b, mma::smem_addr(vt + (kk * 16 + (mi % 2) * 8 + lane % 8) * LD + dn * 16 + (mi / 2) * 8));
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma::mma16816<T>(o[mt][2 * dn], p[mt][kk], b[0], b[1]);
+          mma::mma16816<T>(o[mt][2 * dn + 1], p[mt][kk], b[2], b[3]);
+        }
+      }
   }
   mma::cp_async_wait<0>();
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-  }
-  const float inv[2] = {l[0] > 0.0f ? 1.0f / l[0] : 0.0f, l[1] > 0.0f ? 1.0f / l[1] : 0.0f};
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int r = h ? rb : ra;
-    if (r >= R) continue;
-    T* out = ctx + (int64_t(r / g) * nq + m * g + r % g) * D + 2 * tig;
+    for (int h = 0; h < 2; ++h) {
+      float lr = l[mt][h];
+      lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+      lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+      const float inv = lr > 0.0f ? 1.0f / lr : 0.0f;
+      const int r = r0 + (warp * MT + mt) * 16 + gid + 8 * h;
+      if (r >= R) continue;
+      T* out = ctx + (int64_t(r / g) * nq + m * g + r % g) * D + 2 * tig;
 #pragma unroll
-    for (int t = 0; t < ON; ++t)
-      *reinterpret_cast<uint32_t*>(out + t * 8) = mma::pack2<T>(o[t][2 * h] * inv[h], o[t][2 * h + 1] * inv[h]);
-  }
+      for (int t = 0; t < ON; ++t)
+        *reinterpret_cast<uint32_t*>(out + t * 8) = mma::pack2<T>(o[mt][t][2 * h] * inv, o[mt][t][2 * h + 1] * inv);
+    }
 }
 
 // Decode (few rows, long cache): split-KV. Block (split, m, row group of 16 rows) = 4 warps; each
@@ -453,6 +510,156 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
 }
 
+// Decode, second form ("ring"): the same blocks and split as flash_decode_kernel, but each warp
+// streams its keys through its own ring of S shared-memory stages of 16 keys (K and V rows
+// padded to D + 8), filled by cp.async S − 1 steps ahead, and takes its mma fragments with
+// ldmatrix (standard layouts, as in the prefill kernel). More bytes in flight per warp than the
+// register form (S − 1 steps of 16 keys instead of one), no K/V registers held.
+template <int D, int S>
+constexpr size_t decode_ring_smem_bytes() {
+  return size_t(kDecodeRows + kDecodeWarps * S * 2 * 16) * (D + 8) * 2 + 2 * kDecodeWarps * kDecodeRows * sizeof(float);
+}
+
+template <class T, int D, int S>
+__global__ void __launch_bounds__(kDecodeWarps * 32)
+    flash_decode_ring_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
+                             const int64_t* __restrict__ q_pos, int T_, int Tc, int nq, int nkv, int split_len, float c,
+                             T* __restrict__ ctx, float* __restrict__ part_acc, float* __restrict__ part_ml) {
+  constexpr int LD = D + 8, KS = D / 16, ON = D / 8, CH = D / 8, STAGE = 2 * 16 * LD, LDO = D + 4;
+  static_assert(kDecodeWarps * kDecodeRows * LDO * sizeof(float) <= size_t(kDecodeWarps) * S * STAGE * 2,
+                "the output tiles reuse the rings");
+  extern __shared__ uint4 smem_raw[];
+  T* qs = reinterpret_cast<T*>(smem_raw);                                    // [16][LD]
+  T* rings = qs + kDecodeRows * LD;                                          // [warp][S][K|V][16][LD]
+  float* s_m = reinterpret_cast<float*>(rings + kDecodeWarps * S * STAGE);  // [warp][16]
+  float* s_l = s_m + kDecodeWarps * kDecodeRows;                             // [warp][16]
+  float* s_o = reinterpret_cast<float*>(rings);  // after the key loop: [warp][16][LDO]
+  const int g = nq / nkv, m = blockIdx.y, split = blockIdx.x, splits = gridDim.x, R = T_ * g;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
+  const int r0 = blockIdx.z * kDecodeRows, ra = r0 + gid, rb = ra + 8;
+  const int pa = row_pos(q_pos, ra, R, g, Tc), pb = row_pos(q_pos, rb, R, g, Tc);
+  int bmax = max(pa, pb);
+  for (int o = 16; o > 0; o /= 2) bmax = max(bmax, __shfl_xor_sync(0xffffffffu, bmax, o));
+  const int64_t kv_stride = int64_t(nkv) * D;
+  const int j_end = min(min(split * split_len + split_len, Tc), bmax + 1);
+  const int wl = split_len / kDecodeWarps;
+  const int wj0 = split * split_len + warp * wl, wj1 = min(wj0 + wl, j_end);
+  const int nsteps = wj1 > wj0 ? (wj1 - wj0 + 15) / 16 : 0;
+
+  for (int at = threadIdx.x; at < kDecodeRows * CH; at += blockDim.x) {  // group 0: Q (rows past R zero)
+    const int r = at / CH, ch = at % CH, rr = r0 + r;
+    const T* src = rr < R ? q + ((int64_t(rr / g) * nq + m * g + rr % g) * D + ch * 8) : q;
+    mma::cp_async16(mma::smem_addr(qs + r * LD + ch * 8), src, rr < R ? 16 : 0);
+  }
+  mma::cp_async_commit();
+  T* ring = rings + warp * S * STAGE;
+  auto load = [&](int step, int stage) {  // keys wj0 + 16·step .. +15 (past wj1: zeros)
+    T* kd = ring + stage * STAGE;
+    T* vd = kd + 16 * LD;
+    for (int at = lane; at < 16 * CH; at += 32) {
+      const int r = at / CH, ch = at % CH, j = wj0 + 16 * step + r;
+      const bool ok = j < wj1;
+      const int64_t off = ok ? int64_t(j) * kv_stride + int64_t(m) * D + ch * 8 : 0;
+      mma::cp_async16(mma::smem_addr(kd + r * LD + ch * 8), kc + off, ok ? 16 : 0);
+      mma::cp_async16(mma::smem_addr(vd + r * LD + ch * 8), vc + off, ok ? 16 : 0);
+    }
+  };
+  for (int st = 0; st < S - 1; ++st) {  // groups 1 .. S-1: steps 0 .. S-2
+    if (st < nsteps) load(st, st);
+    mma::cp_async_commit();
+  }
+  mma::cp_async_wait<S - 1>();  // Q (this thread's part)
+  __syncthreads();              // everyone's part
+  uint32_t qf[KS][4];
+#pragma unroll
+  for (int k = 0; k < KS; ++k) mma::ldmatrix_x4(qf[k], mma::smem_addr(qs + (lane % 16) * LD + k * 16 + (lane / 16) * 8));
+  float o[ON][4];
+#pragma unroll
+  for (int t = 0; t < ON; ++t) o[t][0] = o[t][1] = o[t][2] = o[t][3] = 0.0f;
+  float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  const int mi = lane / 8;
+  for (int i = 0; i < nsteps; ++i) {
+    mma::cp_async_wait<S - 2>();  // step i (this lane's copies)
+    __syncwarp();                 // the warp's copies; and every lane is done with step i − 1
+    if (i + S - 1 < nsteps) load(i + S - 1, (i + S - 1) % S);  // into the stage step i − 1 used
+    mma::cp_async_commit();
+    const T* kt = ring + (i % S) * STAGE;
+    const T* vt = kt + 16 * LD;
+    float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+    for (int k = 0; k < KS; ++k) {
+      uint32_t b[4];
+      mma::ldmatrix_x4(b, mma::smem_addr(kt + ((mi / 2) * 8 + lane % 8) * LD + k * 16 + (mi % 2) * 8));
+      mma::mma16816<T>(s[0], qf[k], b[0], b[1]);
+      mma::mma16816<T>(s[1], qf[k], b[2], b[3]);
+    }
+    const int j0 = wj0 + 16 * i;
+#pragma unroll
+    for (int t = 0; t < 2; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = j0 + t * 8 + 2 * tig + (e & 1);
+        if (j >= wj1 || j > (e < 2 ? pa : pb)) s[t][e] = -INFINITY;
+      }
+    float corr[2];
+    online_softmax<2>(s, mx, l, corr, c);
+    uint32_t p[4];
+    p[0] = mma::pack2<T>(s[0][0], s[0][1]);
+    p[1] = mma::pack2<T>(s[0][2], s[0][3]);
+    p[2] = mma::pack2<T>(s[1][0], s[1][1]);
+    p[3] = mma::pack2<T>(s[1][2], s[1][3]);
+#pragma unroll
+    for (int t = 0; t < ON; ++t) o[t][0] *= corr[0], o[t][1] *= corr[0], o[t][2] *= corr[1], o[t][3] *= corr[1];
+#pragma unroll
+    for (int dn = 0; dn < D / 16; ++dn) {
+      uint32_t b[4];
+      mma::ldmatrix_x4_trans(b, mma::smem_addr(vt + ((mi % 2) * 8 + lane % 8) * LD + dn * 16 + (mi / 2) * 8));
+      mma::mma16816<T>(o[2 * dn], p, b[0], b[1]);
+      mma::mma16816<T>(o[2 * dn + 1], p, b[2], b[3]);
+    }
+  }
+  mma::cp_async_wait<0>();
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+  __syncthreads();  // every warp is done with its ring: the output tiles take its place
+  if (tig == 0) {
+    s_m[warp * kDecodeRows + gid] = mx[0], s_m[warp * kDecodeRows + gid + 8] = mx[1];
+    s_l[warp * kDecodeRows + gid] = l[0], s_l[warp * kDecodeRows + gid + 8] = l[1];
+  }
+#pragma unroll
+  for (int t = 0; t < ON; ++t)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      *reinterpret_cast<float2*>(s_o + (warp * kDecodeRows + gid + 8 * h) * LDO + t * 8 + 2 * tig) =
+          make_float2(o[t][2 * h], o[t][2 * h + 1]);
+  __syncthreads();
+  // Merge the 4 warps: per row M = max m_w, L = Σ l_w 2^((m_w − M)·c), acc likewise.
+  for (int at = threadIdx.x; at < kDecodeRows * D; at += blockDim.x) {
+    const int row = at / D, col = at % D, r = r0 + row;
+    if (r >= R) continue;
+    float M = -INFINITY;
+    for (int w = 0; w < kDecodeWarps; ++w) M = fmaxf(M, s_m[w * kDecodeRows + row]);
+    float L = 0.0f, acc = 0.0f;
+    if (M != -INFINITY)
+      for (int w = 0; w < kDecodeWarps; ++w) {
+        const float f = exp2f((s_m[w * kDecodeRows + row] - M) * c);  // -inf for an empty warp: 0
+        L += s_l[w * kDecodeRows + row] * f;
+        acc += s_o[(w * kDecodeRows + row) * LDO + col] * f;
+      }
+    const int64_t qh = int64_t(r / g) * nq + m * g + r % g;
+    if (!part_acc) {
+      ctx[qh * D + col] = from_f32<T>(L > 0.0f ? acc / L : 0.0f);
+      continue;
+    }
+    const int64_t slot = qh * splits + split;
+    part_acc[slot * D + col] = acc;
+    if (col == 0) part_ml[slot * 2] = M == -INFINITY ? -INFINITY : M * c, part_ml[slot * 2 + 1] = L;
+  }
+}
+
 // Merges the splits of one (query, head) row qh = blockIdx.x: out = Σ_s acc_s w_s / Σ_s l_s w_s,
 // w_s = 2^(m_s − max m) (m in base-2 units). 8 groups of 32 lanes share the splits; lane i
 // owns columns 4i..4i+3.
@@ -567,20 +774,20 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 float log2_scale(int64_t d) { return float(1.4426950408889634 / std::sqrt(double(d))); }  // d^-1/2 · log2(e)
 
-// One launch of the prefill kernel with W warps and BN-key tiles.
-template <class T, int D, int W, int BN>
+// One launch of the prefill kernel with W warps of MT row tiles, BN-key tiles, S stages.
+template <class T, int D, int W, int BN, int S, int MT>
 void launch_prefill(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
                     const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context) {
   const int64_t T_ = q.dim(0), nq = q.dim(1), nkv = k_cache.dim(1), R = T_ * (nq / nkv);
-  constexpr size_t smem = prefill_smem_bytes<D, W, BN>();
+  constexpr size_t smem = prefill_smem_bytes<D, W, BN, S, MT>();
   static const bool raised = [] {
-    check(cudaFuncSetAttribute(flash_prefill_kernel<T, D, W, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+    check(cudaFuncSetAttribute(flash_prefill_kernel<T, D, W, BN, S, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
           "attention prefill smem");
     return true;
   }();
   (void)raised;
-  const dim3 grid{unsigned((R + W * 16 - 1) / (W * 16)), unsigned(nkv)};
-  flash_prefill_kernel<T, D, W, BN><<<grid, W * 32, smem, gpu().stream>>>(
+  const dim3 grid{unsigned((R + W * 16 * MT - 1) / (W * 16 * MT)), unsigned(nkv)};
+  flash_prefill_kernel<T, D, W, BN, S, MT><<<grid, W * 32, smem, gpu().stream>>>(
       q.data(), k_cache.data(), v_cache.data(), q_pos.data(), int(T_), int(Tc), int(nq), int(nkv), log2_scale(D),
       context.data());
   check_launch("attention prefill");
@@ -612,17 +819,53 @@ void attention_prefill(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache,
            std::to_string(q.dim(2)));
     if (!q.dim(0)) return;
     with_head_dim(q.dim(2), [&](auto dc) {
-      launch_prefill<T, decltype(dc)::value, kPrefillWarps, kPrefillKeys>(q, k_cache, v_cache, Tc, q_pos, context);
+      launch_prefill<T, decltype(dc)::value, kPrefillWarps, kPrefillKeys, kPrefillStages, kPrefillTiles>(q, k_cache, v_cache, Tc, q_pos, context);
     });
   }
 }
 
 namespace {
-// The decode kernels with about blocks_per_sm blocks per SM (attention_decode: 2, what two
-// resident blocks of 192 registers × 128 threads allow).
+enum class DecodeForm { regs, ring3, ring4 };
+constexpr DecodeForm kDecodeForm = DecodeForm::ring3;  // what attention_decode uses
+constexpr int64_t kDecodeBlocksPerSm = 2;
+
+// Scratch for the decode partials, reused across calls. It grows only outside graph capture;
+// buffers it outgrows are kept, never freed, since a captured graph may still point at them.
+// Inside a capture a scratch too small is replaced by an allocation of the graph (`local`).
+float* decode_scratch(int64_t floats, DeviceTensor<float>& local) {
+  static std::vector<DeviceTensor<float>>* kept = new std::vector<DeviceTensor<float>>();  // never destroyed
+  if (!kept->empty() && kept->back().numel() >= floats) return kept->back().data();
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  check(cudaStreamIsCapturing(gpu().stream, &st), "attention decode: capture status");
+  if (st != cudaStreamCaptureStatusNone) {
+    local = DeviceTensor<float>({floats});
+    return local.data();
+  }
+  kept->push_back(DeviceTensor<float>({std::max<int64_t>(floats, kept->empty() ? 0 : 2 * kept->back().numel())}));
+  return kept->back().data();
+}
+
+// One launch of the ring decode kernel with S stages (its shared memory limit raised once).
+template <class T, int D, int S>
+void launch_decode_ring(dim3 grid, const T* q, const T* kc, const T* vc, const int64_t* q_pos, int T_, int Tc, int nq, int nkv,
+                        int split_len, float c, T* ctx, float* part_acc, float* part_ml) {
+  constexpr size_t smem = decode_ring_smem_bytes<D, S>();
+  static const bool raised = [] {
+    check(cudaFuncSetAttribute(flash_decode_ring_kernel<T, D, S>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+          "attention decode smem");
+    return true;
+  }();
+  (void)raised;
+  flash_decode_ring_kernel<T, D, S><<<grid, kDecodeWarps * 32, smem, gpu().stream>>>(q, kc, vc, q_pos, T_, Tc, nq, nkv,
+                                                                                      split_len, c, ctx, part_acc, part_ml);
+}
+
+// The decode kernels with about blocks_per_sm blocks per SM (2: what two resident blocks of
+// 128 threads allow by registers for the register form, by shared memory for ring3), then the
+// merge kernel when the keys were split.
 template <class T>
 void decode_launch(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
-                   const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context, int64_t blocks_per_sm) {
+                   const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context, int64_t blocks_per_sm, DecodeForm form) {
   const int64_t T_ = q.dim(0), nq = q.dim(1), d = q.dim(2), nkv = k_cache.dim(1), R = T_ * (nq / nkv);
   if (!T_) return;
   const int64_t groups = (R + kDecodeRows - 1) / kDecodeRows;
@@ -635,18 +878,29 @@ void decode_launch(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, con
   const int64_t split_len = std::max<int64_t>(kStep, ((Tc + splits - 1) / splits + kStep - 1) / kStep * kStep);
   splits = std::max<int64_t>(1, (Tc + split_len - 1) / split_len);
   const dim3 grid{unsigned(splits), unsigned(nkv), unsigned(groups)};
-  DeviceTensor<float> part_acc, part_ml;
-  if (splits > 1) part_acc = DeviceTensor<float>({T_ * nq * splits, d}), part_ml = DeviceTensor<float>({T_ * nq * splits, 2});
+  DeviceTensor<float> local;
+  float* part_acc = nullptr;
+  float* part_ml = nullptr;
+  if (splits > 1) {
+    part_acc = decode_scratch(T_ * nq * splits * (d + 2), local);
+    part_ml = part_acc + T_ * nq * splits * d;
+  }
   with_head_dim(d, [&](auto dc) {
     constexpr int D = decltype(dc)::value;
-    flash_decode_kernel<T, D><<<grid, kDecodeWarps * 32, 0, gpu().stream>>>(
-        q.data(), k_cache.data(), v_cache.data(), q_pos.data(), int(T_), int(Tc), int(nq), int(nkv), int(split_len),
-        log2_scale(D), context.data(), splits > 1 ? part_acc.data() : nullptr, splits > 1 ? part_ml.data() : nullptr);
+    const float c = log2_scale(D);
+    if (form == DecodeForm::regs) {
+      flash_decode_kernel<T, D><<<grid, kDecodeWarps * 32, 0, gpu().stream>>>(
+          q.data(), k_cache.data(), v_cache.data(), q_pos.data(), int(T_), int(Tc), int(nq), int(nkv), int(split_len), c,
+          context.data(), part_acc, part_ml);
+    } else {
+      const auto ring = form == DecodeForm::ring3 ? launch_decode_ring<T, D, 3> : launch_decode_ring<T, D, 4>;
+      ring(grid, q.data(), k_cache.data(), v_cache.data(), q_pos.data(), int(T_), int(Tc), int(nq), int(nkv), int(split_len),
+           c, context.data(), part_acc, part_ml);
+    }
     check_launch("attention decode");
   });
   if (splits > 1) {
-    flash_decode_merge<T><<<unsigned(T_ * nq), 256, 0, gpu().stream>>>(part_acc.data(), part_ml.data(), int(splits), int(d),
-                                                                       context.data());
+    flash_decode_merge<T><<<unsigned(T_ * nq), 256, 0, gpu().stream>>>(part_acc, part_ml, int(splits), int(d), context.data());
     check_launch("attention decode merge");
   }
 }
@@ -662,27 +916,46 @@ void attention_decode(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, 
     if (!attention_mma_supported(q, k_cache, v_cache, context))
       fail("cuda attention_decode: needs head_dim in {16, 32, 48, 64, 128} and 16-byte aligned buffers, got head_dim " +
            std::to_string(q.dim(2)));
-    decode_launch(q, k_cache, v_cache, Tc, q_pos, context, 2);
+    decode_launch(q, k_cache, v_cache, Tc, q_pos, context, kDecodeBlocksPerSm, kDecodeForm);
   }
 }
 
+const std::vector<std::string>& attention_variants() {
+  static const std::vector<std::string> v{"prefill-w8-k64-s2", "prefill-w8-k64-s3", "prefill-w4-k64-s2", "prefill-w8-k32-s3",
+                                          "prefill-w4-k128-s2", "prefill-w4-m2-k64-s2", "prefill-w4-m2-k32-s3", "prefill-w8-m2-k32-s2", "decode-regs-b2",   "decode-ring3-b2",   "decode-ring3-b1",
+                                          "decode-ring3-b3",   "decode-ring4-b1",  "decode-ring4-b2"};
+  return v;
+}
+
 template <class T>
-void attention_variant(int prefill_warps, int prefill_keys, int decode_blocks_per_sm, const DeviceTensor<T>& q,
-                       const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
-                       const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context) {
+void attention_variant(const std::string& variant, const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache,
+                       const DeviceTensor<T>& v_cache, int64_t Tc, const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context) {
   check_shapes(q.shape, k_cache.shape, v_cache.shape, Tc, q_pos.numel(), context.numel());
   if constexpr (std::is_same_v<T, float>) {
     fail("cuda attention_variant: bf16 or fp16 only");
   } else {
     if (!attention_mma_supported(q, k_cache, v_cache, context) || q.dim(2) != 128)
       fail("cuda attention_variant: head_dim 128 and 16-byte aligned buffers only");
-    if (decode_blocks_per_sm > 0) return decode_launch(q, k_cache, v_cache, Tc, q_pos, context, decode_blocks_per_sm);
+    const auto& v = variant;
+    if (v.rfind("decode-", 0) == 0) {
+      const DecodeForm f = v.rfind("decode-regs", 0) == 0 ? DecodeForm::regs
+                           : v.rfind("decode-ring3", 0) == 0 ? DecodeForm::ring3
+                                                              : DecodeForm::ring4;
+      const int64_t b = v.back() - '0';
+      if (std::find(attention_variants().begin(), attention_variants().end(), v) == attention_variants().end())
+        fail("cuda attention_variant: unknown variant " + v);
+      return decode_launch(q, k_cache, v_cache, Tc, q_pos, context, b, f);
+    }
     if (!q.dim(0)) return;
-    if (prefill_warps == 8 && prefill_keys == 64) launch_prefill<T, 128, 8, 64>(q, k_cache, v_cache, Tc, q_pos, context);
-    else if (prefill_warps == 4 && prefill_keys == 64) launch_prefill<T, 128, 4, 64>(q, k_cache, v_cache, Tc, q_pos, context);
-    else if (prefill_warps == 8 && prefill_keys == 32) launch_prefill<T, 128, 8, 32>(q, k_cache, v_cache, Tc, q_pos, context);
-    else if (prefill_warps == 4 && prefill_keys == 128) launch_prefill<T, 128, 4, 128>(q, k_cache, v_cache, Tc, q_pos, context);
-    else fail("cuda attention_variant: prefill tiles (warps, keys) must be (8, 64), (4, 64), (8, 32) or (4, 128)");
+    if (v == "prefill-w8-k64-s2") launch_prefill<T, 128, 8, 64, 2, 1>(q, k_cache, v_cache, Tc, q_pos, context);
+    else if (v == "prefill-w8-k64-s3") launch_prefill<T, 128, 8, 64, 3, 1>(q, k_cache, v_cache, Tc, q_pos, context);
+    else if (v == "prefill-w4-k64-s2") launch_prefill<T, 128, 4, 64, 2, 1>(q, k_cache, v_cache, Tc, q_pos, context);
+    else if (v == "prefill-w8-k32-s3") launch_prefill<T, 128, 8, 32, 3, 1>(q, k_cache, v_cache, Tc, q_pos, context);
+    else if (v == "prefill-w4-k128-s2") launch_prefill<T, 128, 4, 128, 2, 1>(q, k_cache, v_cache, Tc, q_pos, context);
+    else if (v == "prefill-w4-m2-k64-s2") launch_prefill<T, 128, 4, 64, 2, 2>(q, k_cache, v_cache, Tc, q_pos, context);
+    else if (v == "prefill-w4-m2-k32-s3") launch_prefill<T, 128, 4, 32, 3, 2>(q, k_cache, v_cache, Tc, q_pos, context);
+    else if (v == "prefill-w8-m2-k32-s2") launch_prefill<T, 128, 8, 32, 2, 2>(q, k_cache, v_cache, Tc, q_pos, context);
+    else fail("cuda attention_variant: unknown variant " + v);
   }
 }
 
@@ -700,16 +973,16 @@ template void attention<float>(const DeviceTensor<float>&, const DeviceTensor<fl
 template void attention_prefill<float>(const DeviceTensor<float>&, const DeviceTensor<float>&, const DeviceTensor<float>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<float>&);
 template void attention_decode<float>(const DeviceTensor<float>&, const DeviceTensor<float>&, const DeviceTensor<float>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<float>&);
 template bool attention_mma_supported<float>(const DeviceTensor<float>&, const DeviceTensor<float>&, const DeviceTensor<float>&, const DeviceTensor<float>&);
-template void attention_variant<float>(int, int, int, const DeviceTensor<float>&, const DeviceTensor<float>&, const DeviceTensor<float>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<float>&);
+template void attention_variant<float>(const std::string&, const DeviceTensor<float>&, const DeviceTensor<float>&, const DeviceTensor<float>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<float>&);
 template void attention<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<bf16>&);
 template void attention_prefill<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<bf16>&);
 template void attention_decode<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<bf16>&);
 template bool attention_mma_supported<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, const DeviceTensor<bf16>&);
-template void attention_variant<bf16>(int, int, int, const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<bf16>&);
+template void attention_variant<bf16>(const std::string&, const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<bf16>&);
 template void attention<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<fp16>&);
 template void attention_prefill<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<fp16>&);
 template void attention_decode<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<fp16>&);
 template bool attention_mma_supported<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, const DeviceTensor<fp16>&);
-template void attention_variant<fp16>(int, int, int, const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<fp16>&);
+template void attention_variant<fp16>(const std::string&, const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, int64_t, const DeviceTensor<int64_t>&, DeviceTensor<fp16>&);
 
 }  // namespace hyoracle::cuda

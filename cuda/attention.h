@@ -20,16 +20,21 @@
 //   "P -> bf16"), though HF rounds the normalised P and also rounds S (R5), which we keep fp32.
 //   A block takes 128 (query, head) rows of one KV head (the g heads of a query are adjacent
 //   rows, so they share every K/V tile), walks 64-key tiles up to its last visible key (causal
-//   tile skipping; masks only tiles that cross a row's last visible key), with cp.async
-//   double-buffered K/V tiles in padded shared memory and ldmatrix fragments.
+//   tile skipping; masks only tiles that cross a row's last visible key), with K/V tiles in a
+//   3-stage cp.async ring in padded shared memory and ldmatrix fragments.
 // - attention_decode (bf16/fp16): split-KV (flash-decoding) for few rows and long caches: blocks
-//   of (key range, KV head, 16 rows) with 4 warps each reading K/V straight from global memory
-//   into mma fragments with 16-byte loads, all rows of a KV head in one block (K/V read once);
-//   fp32 partials (acc, max, sum) merged by a second kernel. No host synchronisation: the whole
-//   call can be captured in a CUDA graph. Same rounding as attention_prefill.
+//   of (key range, KV head, 16 rows), all rows of a KV head in one block (K/V read once), 4 warps
+//   each streaming a quarter of the block's keys through its own 3-stage cp.async ring (16-byte
+//   copies, two 16-key steps in flight per warp); fp32 partials (acc, max, sum) merged by a
+//   second kernel. No host synchronisation: the call can be captured in a CUDA graph (its
+//   scratch is reused across calls and grows only outside capture). Same rounding as
+//   attention_prefill.
 // attention() picks: SIMT when the tensor-core kernels do not apply, decode when a KV head has
 // at most 64 (query, head) rows, prefill otherwise.
 #pragma once
+#include <string>
+#include <vector>
+
 #include "device.h"
 
 namespace hyoracle::cuda {
@@ -50,11 +55,13 @@ void attention_prefill(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache,
 template <class T>
 void attention_decode(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
                       const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context);
-// Benchmark variants (bf16/fp16, head_dim 128): with decode_blocks_per_sm > 0 the decode kernel
-// with about that many blocks per SM (attention_decode uses 2); else the prefill kernel with
-// (prefill_warps, prefill_keys) in {(8, 64) (attention_prefill's), (4, 64), (8, 32), (4, 128)}.
+// Benchmark and test variants (bf16/fp16, head_dim 128 only), by name (attention_variants()):
+// "prefill-wW-kN-sS": the prefill kernel with W warps (W·16 rows), N-key tiles, S smem stages;
+// "decode-FORM-bB": the decode kernel, FORM regs (K/V straight into registers) or ring3/ring4
+// (per-warp cp.async rings of 3/4 stages), with about B blocks per SM. attention_prefill is
+// prefill-w8-k64-s3, attention_decode decode-ring3-b2.
+const std::vector<std::string>& attention_variants();
 template <class T>
-void attention_variant(int prefill_warps, int prefill_keys, int decode_blocks_per_sm, const DeviceTensor<T>& q,
-                       const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
-                       const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context);
+void attention_variant(const std::string& variant, const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache,
+                       const DeviceTensor<T>& v_cache, int64_t Tc, const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context);
 }  // namespace hyoracle::cuda

@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
   std::printf("measured device-to-device copy bandwidth: %.2f TB/s (read + write)\n", bw / 1e12);
   const auto base = read_baselines(argc > 1 ? argv[1] : nullptr);
   const ModelConfig c = hy_mt2_config(2);
-  std::printf("| %-44s | %13s | %12s | %6s | %13s | %12s | %6s | baseline\n", "case", "ours", "ours", "%roof", "baseline",
+  std::printf("| %-58s | %13s | %12s | %6s | %13s | %12s | %6s | baseline\n", "case", "ours", "ours", "%roof", "baseline",
               "baseline", "%roof");
   bench_attention("prefill4096", 4096, 0, c, base);
   bench_attention("prefill1024", 1024, 0, c, base);
@@ -133,17 +133,19 @@ int main(int argc, char** argv) {
   bench_attention("decode4096", 1, 4095, c, base);
   bench_attention("decode32768", 1, 32767, c, base);
   bench_attention("decode131072", 1, 131071, c, base);
-  // Tuning variants (the same validation first).
-  for (auto [w, n] : std::vector<std::pair<int, int>>{{4, 64}, {8, 32}, {4, 128}})
-    bench_attention("prefill4096", 4096, 0, c, base, [w = w, n = n](auto& q, auto& k, auto& v, int64_t Tc, auto& p, auto& o) {
-      cuda::attention_variant(w, n, 0, q, k, v, Tc, p, o);
-    }, " [" + std::to_string(w) + "w x " + std::to_string(n) + "k]");
-  for (int b : {1, 3, 4, 8})
-    bench_attention("decode32768", 1, 32767, c, base, [b](auto& q, auto& k, auto& v, int64_t Tc, auto& p, auto& o) {
-      cuda::attention_variant(0, 0, b, q, k, v, Tc, p, o);
-    }, " [" + std::to_string(b) + " blk/SM]");
+  // Tuning variants (each validated first, like the cases above).
+  for (const std::string& v : cuda::attention_variants()) {
+    const bool pre = v.rfind("prefill", 0) == 0;
+    bench_attention(pre ? "prefill4096" : "decode32768", pre ? 4096 : 1, pre ? 0 : 32767, c, base,
+                    [v](auto& q, auto& k, auto& vv, int64_t Tc, auto& p, auto& o) { cuda::attention_variant(v, q, k, vv, Tc, p, o); },
+                    " [" + v + "]");
+    if (!pre)
+      bench_attention("decode131072", 1, 131071, c, base,
+                      [v](auto& q, auto& k, auto& vv, int64_t Tc, auto& p, auto& o) { cuda::attention_variant(v, q, k, vv, Tc, p, o); },
+                      " [" + v + "]");
+  }
   std::printf("\nsummary (H100 roofline = max(FLOPs/989e12, bytes/3.35e12); decode also vs the copy bandwidth above)\n");
-  std::printf("| %-48s | %10s | %8s | %6s | %10s | %8s | %6s | %12s | %9s | %9s |\n", "case", "ours us", "TF/s", "%roof",
+  std::printf("| %-58s | %10s | %8s | %6s | %10s | %8s | %6s | %12s | %9s | %9s |\n", "case", "ours us", "TF/s", "%roof",
               "SDPA us", "TF/s", "%roof", "ours/SDPA", "ours %bw", "SDPA %bw");
   auto pct = [](bool show, double x) {
     return show && std::isfinite(x) ? std::to_string(int(std::lround(100 * x))) + "%" : std::string("-");
@@ -151,7 +153,7 @@ int main(int argc, char** argv) {
   for (const Row& r : g_rows) {
     const double roof = std::max(r.flops / kPeakFlops, r.bytes / kPeakBytes);
     const bool mem = r.bytes / kPeakBytes > r.flops / kPeakFlops;
-    std::printf("| %-48s | %10.1f | %8.1f | %5.1f%% | %10.1f | %8.1f | %5.1f%% | %11.2fx | %8s | %8s | %s\n", r.name.c_str(),
+    std::printf("| %-58s | %10.1f | %8.1f | %5.1f%% | %10.1f | %8.1f | %5.1f%% | %11.2fx | %8s | %8s | %s\n", r.name.c_str(),
                 r.ours_s * 1e6, r.flops / r.ours_s / 1e12, 100 * roof / r.ours_s, r.base_s * 1e6, r.flops / r.base_s / 1e12,
                 100 * roof / r.base_s, r.base_s / r.ours_s,
                 pct(mem, r.bytes / r.ours_s / bw).c_str(), pct(mem, r.bytes / r.base_s / bw).c_str(),

@@ -5,7 +5,8 @@
 # explicit backend (cuDNN, flash, efficient) is also timed where it accepts the case.
 # Usage: python3 sdpa_baseline.py [--out FILE]  (FILE: "<case key> <median s> <backend>" lines
 # for attention_bench FILE).
-import sys
+import sys, warnings
+warnings.filterwarnings("ignore")  # SDPA's backend-selection warnings: the chosen backend is printed instead
 import torch, torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 

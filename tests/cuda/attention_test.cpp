@@ -18,6 +18,8 @@
 #include <cstdio>
 #include <numeric>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "../../cuda/attention.h"
 #include "../../reference/attention.h"
@@ -102,14 +104,21 @@ TYPED_TEST(AttentionMma, BothKernelsMatchReference) {
     std::copy_n(v.host.data.begin(), Tc * c.nkv * c.d, vr.data.begin());
     const Tensor<double> ref = attention(q.host, kr, vr, qp, kp, kExact);
     expect_nonzero(ref, "reference");
-    for (const Kernel kern : {Kernel::prefill, Kernel::decode}) {
-      const char* kname = kern == Kernel::prefill ? "prefill" : "decode";
+    // attention_prefill, attention_decode, and at d = 128 every benchmark variant of the two.
+    std::vector<std::string> kernels{"prefill", "decode"};
+    if (c.d == 128) kernels.insert(kernels.end(), cuda::attention_variants().begin(), cuda::attention_variants().end());
+    for (const std::string& kn : kernels) {
+      const char* kname = kn.c_str();
       Guarded<T> ctx({c.T, c.nq * c.d});
       ASSERT_TRUE(cuda::attention_mma_supported(q.dev, k.dev, v.dev, ctx.tensor));
-      run_kernel(kern, q.dev, k.dev, v.dev, Tc, qp, ctx.tensor);
+      if (kn == "prefill" || kn == "decode") {
+        run_kernel(kn == "prefill" ? Kernel::prefill : Kernel::decode, q.dev, k.dev, v.dev, Tc, qp, ctx.tensor);
+      } else {
+        cuda::attention_variant(kn, q.dev, k.dev, v.dev, Tc, cuda::upload_ints(qp), ctx.tensor);
+      }
       const ErrorReport e = error_report(cuda::download(ctx.tensor), ref, c.nq, c.d);
       const int64_t damage = ctx.guard_damage();
-      std::printf("  %s %-7s %-48s %s, guard damage %lld (bound %.2e)\n", cuda::dtype_label<T>(), kname, name.c_str(),
+      std::printf("  %s %-18s %-48s %s, guard damage %lld (bound %.2e)\n", cuda::dtype_label<T>(), kname, name.c_str(),
                   e.text.c_str(), (long long)damage, bound);
       EXPECT_LE(e.rel_l2, bound) << kname << ": " << e.text;
       EXPECT_EQ(e.bad, 0) << kname << ": " << e.text;
