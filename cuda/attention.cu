@@ -181,7 +181,10 @@ __device__ inline void online_softmax(float (&s)[NT][4], float (&mx)[2], float (
 // shared memory in a ring of S stages filled by cp.async (tile t + S − 1 is requested while tile t
 // is computed; one barrier per tile); rows padded to D + 8 elements so that ldmatrix's 8
 // row addresses fall in distinct banks. Q fragments stay in registers for the whole block.
-// attention() uses W = 8, BN = 64, S = 3, MT = 1 (kPrefill*); others are benchmark variants.
+// attention_prefill uses, at head_dim 128, W = 4, MT = 2, BN = 64, S = 2 (the fastest of the
+// variants measured on an H200, bench/cuda/NOTES.md; 2 blocks of 4 warps per SM), and W = 8,
+// MT = 1, BN = 64, S = 3 at the other head dims (the first measured default); the other
+// combinations are benchmark variants.
 constexpr int kPrefillWarps = 8, kPrefillKeys = 64, kPrefillStages = 3, kPrefillTiles = 1;
 template <int D, int W, int BN, int S, int MT>
 constexpr size_t prefill_smem_bytes() { return size_t(W * 16 * MT + 2 * S * BN) * (D + 8) * 2; }
@@ -818,16 +821,20 @@ void attention_prefill(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache,
       fail("cuda attention_prefill: needs head_dim in {16, 32, 48, 64, 128} and 16-byte aligned buffers, got head_dim " +
            std::to_string(q.dim(2)));
     if (!q.dim(0)) return;
+    if (q.dim(2) == 128) return launch_prefill<T, 128, 4, 64, 2, 2>(q, k_cache, v_cache, Tc, q_pos, context);
     with_head_dim(q.dim(2), [&](auto dc) {
-      launch_prefill<T, decltype(dc)::value, kPrefillWarps, kPrefillKeys, kPrefillStages, kPrefillTiles>(q, k_cache, v_cache, Tc, q_pos, context);
+      launch_prefill<T, decltype(dc)::value, kPrefillWarps, kPrefillKeys, kPrefillStages, kPrefillTiles>(q, k_cache, v_cache, Tc,
+                                                                                                      q_pos, context);
     });
   }
 }
 
 namespace {
 enum class DecodeForm { regs, ring3, ring4 };
-constexpr DecodeForm kDecodeForm = DecodeForm::ring3;  // what attention_decode uses
-constexpr int64_t kDecodeBlocksPerSm = 2;
+// What attention_decode uses: the fastest measured (bench/cuda/NOTES.md; ring3 and ring4 at one
+// block per SM tied, the register form and two blocks per SM 3-4 % slower).
+constexpr DecodeForm kDecodeForm = DecodeForm::ring3;
+constexpr int64_t kDecodeBlocksPerSm = 1;
 
 // Scratch for the decode partials, reused across calls. It grows only outside graph capture;
 // buffers it outgrows are kept, never freed, since a captured graph may still point at them.
@@ -860,9 +867,9 @@ void launch_decode_ring(dim3 grid, const T* q, const T* kc, const T* vc, const i
                                                                                       split_len, c, ctx, part_acc, part_ml);
 }
 
-// The decode kernels with about blocks_per_sm blocks per SM (2: what two resident blocks of
-// 128 threads allow by registers for the register form, by shared memory for ring3), then the
-// merge kernel when the keys were split.
+// The decode kernels with about blocks_per_sm blocks per SM (at most 2 are resident: registers
+// bound the register form, shared memory ring3/ring4), then the merge kernel when the keys
+// were split.
 template <class T>
 void decode_launch(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
                    const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context, int64_t blocks_per_sm, DecodeForm form) {

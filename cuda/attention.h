@@ -21,11 +21,13 @@
 //   A block takes 128 (query, head) rows of one KV head (the g heads of a query are adjacent
 //   rows, so they share every K/V tile), walks 64-key tiles up to its last visible key (causal
 //   tile skipping; masks only tiles that cross a row's last visible key), with K/V tiles in a
-//   3-stage cp.async ring in padded shared memory and ldmatrix fragments.
+//   cp.async ring in padded shared memory and ldmatrix fragments; at head_dim 128 4 warps of
+//   32 rows (each K/V fragment feeds two mmas), 2 stages, 2 blocks per SM; at other head dims
+//   8 warps of 16 rows, 3 stages.
 // - attention_decode (bf16/fp16): split-KV (flash-decoding) for few rows and long caches: blocks
 //   of (key range, KV head, 16 rows), all rows of a KV head in one block (K/V read once), 4 warps
 //   each streaming a quarter of the block's keys through its own 3-stage cp.async ring (16-byte
-//   copies, two 16-key steps in flight per warp); fp32 partials (acc, max, sum) merged by a
+//   copies, two 16-key steps in flight per warp), about one block per SM; fp32 partials (acc, max, sum) merged by a
 //   second kernel. No host synchronisation: the call can be captured in a CUDA graph (its
 //   scratch is reused across calls and grows only outside capture). Same rounding as
 //   attention_prefill.
@@ -56,10 +58,12 @@ template <class T>
 void attention_decode(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
                       const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context);
 // Benchmark and test variants (bf16/fp16, head_dim 128 only), by name (attention_variants()):
-// "prefill-wW-kN-sS": the prefill kernel with W warps (W·16 rows), N-key tiles, S smem stages;
+// "prefill-wW[-m2]-kN-sS": the prefill kernel with W warps of one (or with -m2 two) 16-row
+// tiles, N-key tiles, S smem stages;
 // "decode-FORM-bB": the decode kernel, FORM regs (K/V straight into registers) or ring3/ring4
 // (per-warp cp.async rings of 3/4 stages), with about B blocks per SM. attention_prefill is
-// prefill-w8-k64-s3, attention_decode decode-ring3-b2.
+// prefill-w4-m2-k64-s2 at head_dim 128 (W warps of two 16-row tiles: "-m2"), attention_decode
+// decode-ring3-b1.
 const std::vector<std::string>& attention_variants();
 template <class T>
 void attention_variant(const std::string& variant, const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache,
