@@ -1,30 +1,72 @@
-// attention_bench: GQA attention (bf16) at Hy-MT2 sizes, prefill T=4096 and decode over a >= 64 MB
-// KV cache; the same-run baseline is torch SDPA (sdpa_baseline.py). Conventions: bench_util.h.
+// attention_bench: GQA attention (bf16) at Hy-MT2 sizes (32 query heads, 4 KV heads, d = 128,
+// causal): prefill T = 4096 (and 1024, and a chunk of 512 after 3584 cached), decode T = 1 over
+// KV caches of 4096, 32768 (67 MB) and 131072 positions. Conventions: bench_util.h.
+// The same-run baseline is torch SDPA: run bench/cuda/sdpa_baseline.py first in the same device
+// call with --out FILE, and pass FILE here (attention_bench FILE); its lines are
+// "<case key> <median seconds> <backend>". Each case prints ours and SDPA as % of the H100
+// roofline, the ratio of throughputs (SDPA time / ours), and for decode the bandwidth achieved
+// against the device-to-device copy bandwidth measured in this run.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <functional>
+#include <fstream>
+#include <map>
 #include <numeric>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "bench_util.h"
 #include "../../cuda/attention.h"
-#include "../../cuda/matmul.h"
-#include "../../cuda/model.h"
-#include "../../cuda/moe.h"
 #include "../../reference/attention.h"
-#include "../../reference/moe.h"
 #include "config.h"
-#include "random_checkpoint.h"
 
 using namespace hyoracle;
 using namespace hyoracle::bench;
 
 namespace {
 
-// ---- attention --------------------------------------------------------------------------------
-void bench_attention(int64_t T, int64_t past, const ModelConfig& c) {
+struct Baseline {
+  double seconds = NAN;
+  std::string backend = "none";
+};
+std::map<std::string, Baseline> read_baselines(const char* path) {
+  std::map<std::string, Baseline> b;
+  if (!path) return b;
+  std::ifstream f(path);
+  if (!f) {
+    std::printf("  (no SDPA file %s: baseline columns are nan)\n", path);
+    return b;
+  }
+  std::string line;
+  while (std::getline(f, line)) {
+    std::istringstream s(line);
+    std::string key;
+    Baseline x;
+    if (s >> key >> x.seconds >> x.backend) b[key] = x;
+  }
+  return b;
+}
+
+struct Row {
+  std::string name;
+  double ours_s, base_s, flops, bytes;
+  std::string backend;
+};
+std::vector<Row> g_rows;
+
+using Runner = std::function<void(const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, int64_t,
+                                  const DeviceTensor<int64_t>&, DeviceTensor<bf16>&)>;
+void dispatch(const DeviceTensor<bf16>& q, const DeviceTensor<bf16>& k, const DeviceTensor<bf16>& v, int64_t Tc,
+              const DeviceTensor<int64_t>& pos, DeviceTensor<bf16>& ctx) {
+  cuda::attention(q, k, v, Tc, pos, ctx);
+}
+
+// Validates rows {0, T/2, T-1} against the exact reference, then times `run` (by default
+// attention(), the dispatcher: decode kernel for T·g <= 64 rows per KV head, prefill otherwise).
+void bench_attention(const std::string& key, int64_t T, int64_t past, const ModelConfig& c,
+                     const std::map<std::string, Baseline>& base, const Runner& run = dispatch,
+                     const std::string& variant = "") {
   const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim, Tc = past + T;
   DeviceTensor<bf16> q = random_activations(T * nq, d, 20).reshaped({T, nq, d});
   DeviceTensor<bf16> kc = random_activations(Tc * nkv, d, 21).reshaped({Tc, nkv, d});
@@ -33,32 +75,43 @@ void bench_attention(int64_t T, int64_t past, const ModelConfig& c) {
   std::iota(qp.begin(), qp.end(), past);
   const DeviceTensor<int64_t> pos = cuda::upload_ints(qp);
   DeviceTensor<bf16> ctx({T, nq * d});
-  cuda::attention(q, kc, vc, Tc, pos, ctx);
-  // Validate the last 2 queries against the exact reference (bf16 output: rel-L2 <= 2^-8 + 1e-5).
-  const int64_t nchk = std::min<int64_t>(T, 2);
-  const Tensor<double> qh_all = host(q);
-  Tensor<double> qh({nchk, nq, d});
-  std::copy(qh_all.data.end() - nchk * nq * d, qh_all.data.end(), qh.data.begin());
-  std::vector<int64_t> qp_chk(qp.end() - nchk, qp.end()), kp(static_cast<size_t>(Tc));
+  cuda::check(cudaMemsetAsync(ctx.data(), 0xff, size_t(ctx.numel()) * 2, cuda::gpu().stream), "poison");  // NaN
+  run(q, kc, vc, Tc, pos, ctx);
+  std::vector<int64_t> chk{0, T / 2, T - 1};
+  chk.erase(std::unique(chk.begin(), chk.end()), chk.end());
+  const Tensor<double> q_all = host(q);
+  const Tensor<float> c_all = cuda::download(ctx);
+  Tensor<double> qh({int64_t(chk.size()), nq, d});
+  std::vector<int64_t> qp_chk, kp(static_cast<size_t>(Tc));
+  std::vector<float> got;
+  for (size_t r = 0; r < chk.size(); ++r) {
+    std::copy_n(q_all.data.begin() + chk[r] * nq * d, nq * d, qh.data.begin() + int64_t(r) * nq * d);
+    got.insert(got.end(), c_all.data.begin() + chk[r] * nq * d, c_all.data.begin() + (chk[r] + 1) * nq * d);
+    qp_chk.push_back(qp[size_t(chk[r])]);
+  }
   std::iota(kp.begin(), kp.end(), 0);
   const Tensor<double> ref = attention(qh, host(kc), host(vc), qp_chk, kp, Numerics{Precision::exact, 16});
-  const Tensor<float> ch = cuda::download(ctx);
-  std::vector<float> got(ch.data.end() - nchk * nq * d, ch.data.end());
-  const std::string name = T > 1 ? "attention prefill T=" + std::to_string(T) : "attention decode KV=" + std::to_string(Tc);
-  if (!validated(name, rel_l2(got, ref.data), std::ldexp(1.0, -8) + 1e-5)) return;
+  const std::string name = T > 1 ? "attention prefill T=" + std::to_string(T) + (past ? " past=" + std::to_string(past) : "")
+                                 : "attention decode KV=" + std::to_string(Tc);
+  const std::string label = name + variant;
+  // Bound: 2u (bf16 u = 2^-8; the output's rounding and the rounded P, tests/cuda/attention_test.cpp).
+  if (!validated(label, rel_l2(got, ref.data), 2 * std::ldexp(1.0, -8) + 1e-5)) return;
   double pairs = 0;
   for (int64_t i = 0; i < T; ++i) pairs += double(past + i + 1);
   const double flops = 4.0 * nq * d * pairs;
   const double bytes = 2.0 * (2 * Tc * nkv * d + 2 * T * nq * d);
-  const bool graph = T <= 16;
-  const double ours = time_it([&] { cuda::attention(q, kc, vc, Tc, pos, ctx); }, graph ? 100 : 20, graph).median_s;
+  const bool graph = T <= 16;  // decode: one graph replay (2 kernels), as the model's decode step runs
+  const double ours = time_it([&] { run(q, kc, vc, Tc, pos, ctx); }, graph ? 100 : 20, graph).median_s;
+  const auto it = base.find(key);
+  const Baseline b = it == base.end() ? Baseline{} : it->second;
   std::printf("  (KV cache %.1f MB)\n", 2.0 * 2 * Tc * nkv * d / 1e6);
-  report(name, flops, bytes, ours, NAN, "torch SDPA: see sdpa_baseline.py output of the same run");
+  report(label, flops, bytes, ours, b.seconds, "torch SDPA (" + b.backend + ")");
+  g_rows.push_back({label, ours, b.seconds, flops, bytes, b.backend});
 }
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   std::string why;
   if (!cuda::device_available(&why)) {
     std::printf("%s: no CUDA device (%s); nothing measured\n", "attention_bench", why.c_str());
@@ -68,10 +121,43 @@ int main() {
               cuda::gpu().name.c_str(), cuda::gpu().sms);
   DeviceTensor<int32_t> flush({64ll << 20});  // 256 MB
   g_flush = &flush;
+  const double bw = measured_copy_bandwidth();
+  std::printf("measured device-to-device copy bandwidth: %.2f TB/s (read + write)\n", bw / 1e12);
+  const auto base = read_baselines(argc > 1 ? argv[1] : nullptr);
   const ModelConfig c = hy_mt2_config(2);
-  std::printf("| %-44s | %13s | %12s | %6s | %13s | %12s | %6s | baseline\n", "case", "ours", "ours", "%roof", "baseline",
+  std::printf("| %-58s | %13s | %12s | %6s | %13s | %12s | %6s | baseline\n", "case", "ours", "ours", "%roof", "baseline",
               "baseline", "%roof");
-  bench_attention(4096, 0, c);
-  bench_attention(1, 32767, c);
+  bench_attention("prefill4096", 4096, 0, c, base);
+  bench_attention("prefill1024", 1024, 0, c, base);
+  bench_attention("chunk512after3584", 512, 3584, c, base);
+  bench_attention("decode4096", 1, 4095, c, base);
+  bench_attention("decode32768", 1, 32767, c, base);
+  bench_attention("decode131072", 1, 131071, c, base);
+  // Tuning variants (each validated first, like the cases above).
+  for (const std::string& v : cuda::attention_variants()) {
+    const bool pre = v.rfind("prefill", 0) == 0;
+    bench_attention(pre ? "prefill4096" : "decode32768", pre ? 4096 : 1, pre ? 0 : 32767, c, base,
+                    [v](auto& q, auto& k, auto& vv, int64_t Tc, auto& p, auto& o) { cuda::attention_variant(v, q, k, vv, Tc, p, o); },
+                    " [" + v + "]");
+    if (!pre)
+      bench_attention("decode131072", 1, 131071, c, base,
+                      [v](auto& q, auto& k, auto& vv, int64_t Tc, auto& p, auto& o) { cuda::attention_variant(v, q, k, vv, Tc, p, o); },
+                      " [" + v + "]");
+  }
+  std::printf("\nsummary (H100 roofline = max(FLOPs/989e12, bytes/3.35e12); decode also vs the copy bandwidth above)\n");
+  std::printf("| %-58s | %10s | %8s | %6s | %10s | %8s | %6s | %12s | %9s | %9s |\n", "case", "ours us", "TF/s", "%roof",
+              "SDPA us", "TF/s", "%roof", "ours/SDPA", "ours %bw", "SDPA %bw");
+  auto pct = [](bool show, double x) {
+    return show && std::isfinite(x) ? std::to_string(int(std::lround(100 * x))) + "%" : std::string("-");
+  };
+  for (const Row& r : g_rows) {
+    const double roof = std::max(r.flops / kPeakFlops, r.bytes / kPeakBytes);
+    const bool mem = r.bytes / kPeakBytes > r.flops / kPeakFlops;
+    std::printf("| %-58s | %10.1f | %8.1f | %5.1f%% | %10.1f | %8.1f | %5.1f%% | %11.2fx | %8s | %8s | %s\n", r.name.c_str(),
+                r.ours_s * 1e6, r.flops / r.ours_s / 1e12, 100 * roof / r.ours_s, r.base_s * 1e6, r.flops / r.base_s / 1e12,
+                100 * roof / r.base_s, r.base_s / r.ours_s,
+                pct(mem, r.bytes / r.ours_s / bw).c_str(), pct(mem, r.bytes / r.base_s / bw).c_str(),
+                r.backend.c_str());
+  }
   return 0;
 }

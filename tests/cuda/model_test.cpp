@@ -11,6 +11,8 @@
 //   fp16: 2^-7 (u = 2^-11, the same chain).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstdio>
 
 #include "../../cuda/model.h"
@@ -78,6 +80,18 @@ TYPED_TEST(ModelTyped, PrefillMatchesExactReferenceTensorByTensor) {
     const Tensor<double>& margin = ref.tensors.at("layers." + std::to_string(L) + ".moe.topk_margin");
     for (size_t i = 0; i < b.size(); ++i) {
       if (a[i] == b[i]) continue;
+      // The same experts selected in another order (two selected experts nearly tied): the MoE
+      // sum is order-independent up to fp32 summation order, so this is no routing flip.
+      const size_t t0 = i / size_t(k) * size_t(k);
+      std::vector<int64_t> sa(a.begin() + t0, a.begin() + t0 + size_t(k)), sb(b.begin() + t0, b.begin() + t0 + size_t(k));
+      std::sort(sa.begin(), sa.end());
+      std::sort(sb.begin(), sb.end());
+      if (sa == sb) {
+        std::printf("  %s[%zu]: %lld vs reference %lld, the same set of experts in another order (not a flip)\n", n.c_str(), i,
+                    (long long)a[i], (long long)b[i]);
+        EXPECT_FALSE((std::is_same_v<T, float>)) << "fp32 must route exactly as the reference";
+        continue;
+      }
       const double mg = margin.data[i / size_t(k)];
       std::printf("  routing flip at %s[%zu]: %lld vs reference %lld, reference margin %.3g\n", n.c_str(), i, (long long)a[i],
                   (long long)b[i], mg);
@@ -103,7 +117,21 @@ TYPED_TEST(ModelTyped, PrefillMatchesExactReferenceTensorByTensor) {
     const Tensor<double>& g = got.tensors.at(name);
     ASSERT_EQ(g.shape, r.shape) << name;
     if (layer_of_name(name) >= first_flip_layer) continue;
-    const double e = rel_l2(g.data, r.data);
+    std::vector<double> gd = g.data;
+    const size_t w_at = name.find("moe.topk_weights");
+    if (w_at != std::string::npos) {
+      // Weights go with their expert: where the same experts came out in another order (above),
+      // take the CUDA weight of each of the reference's experts.
+      const std::string ids = name.substr(0, w_at) + "moe.topk_ids";
+      const auto& gi = got.ints.at(ids);
+      const auto& ri = ref.ints.at(ids);
+      for (size_t x = 0; x < ri.size(); ++x) {
+        const size_t t0 = x / size_t(k) * size_t(k);
+        for (size_t y = t0; y < t0 + size_t(k); ++y)
+          if (gi[y] == ri[x]) gd[x] = g.data[y];
+      }
+    }
+    const double e = rel_l2(gd, r.data);
     if (e > worst) worst = e, worst_name = name;
     EXPECT_LE(e, bound<T>()) << name;
     ++compared;
