@@ -69,6 +69,22 @@ if want cli; then
         lim 60 $H compare $bd $D/$f-$dt --model $M --json $D/$f-$dt-vs-$base.json | head -25
         echo "hyoracle compare $f: $base vs cuda $dt: exit $?"
       done
+      # Without --dump-steps the decode steps replay one captured CUDA graph (its first decode
+      # launch is inside the capture): its generated tokens and logits must equal the recorded run's.
+      lim 60 $H run --device cuda --dtype $dt --model $M --tokens-from $G64 --generate $N --dump $D/$f-$dt-graph | grep generate
+      python3 - "$D/$f-$dt" "$D/$f-$dt-graph" <<'PY'
+import sys, json, struct
+def read(d):
+    raw = open(d + "/activations.safetensors", "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n])
+    out = {}
+    for k in ("generate.tokens", "generate.logits"):
+        a, b = h[k]["data_offsets"]; out[k] = raw[8 + n + a:8 + n + b]
+    return out
+e, g = read(sys.argv[1]), read(sys.argv[2])
+same = all(e[k] == g[k] for k in e)
+print(f"graph decode vs recorded decode ({sys.argv[2]}): generate.tokens and generate.logits {'identical' if same else 'DIFFER'}")
+PY
     done
   done
   python3 bench/cuda/summarize_compare.py $D/*.json
