@@ -53,6 +53,40 @@ __global__ void topk_kernel(const float* logits, const float* bias, int T_, int 
   const float denom = renorm ? sum + 1e-20f : 1.0f;
   for (int j = 0; j < k; ++j) weights[int64_t(t) * k + j] = (scores[int64_t(t) * E + ids[int64_t(t) * k + j]] / denom) * scaling;
 }
+// Router logits for few tokens (T <= kSmallT): one block of 256 threads per expert e; thread i sums
+// k = i, i + 256, ... for every token (the router row is read once, coalesced), then the 8 warp
+// sums are added in warp order: a fixed fp32 order for a given H.
+constexpr int kSmallT = 16, kLogitThreads = 256;
+template <class T>
+__global__ void __launch_bounds__(kLogitThreads) small_logits_kernel(const T* __restrict__ u, const float* __restrict__ wr,
+                                                                     int T_, int E, int H, float* __restrict__ logits) {
+  const int e = blockIdx.x, tid = threadIdx.x;
+  float acc[kSmallT];
+#pragma unroll
+  for (int t = 0; t < kSmallT; ++t) acc[t] = 0.0f;
+  const float* we = wr + int64_t(e) * H;
+#pragma unroll 4
+  for (int k = tid; k < H; k += kLogitThreads) {
+    const float wv = we[k];
+#pragma unroll
+    for (int t = 0; t < kSmallT; ++t)
+      if (t < T_) acc[t] = fmaf(to_f32(u[int64_t(t) * H + k]), wv, acc[t]);
+  }
+  __shared__ float part[kLogitThreads / 32][kSmallT];
+#pragma unroll
+  for (int t = 0; t < kSmallT; ++t) {
+    if (t >= T_) break;
+    float v = acc[t];
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (tid % 32 == 0) part[tid / 32][t] = v;
+  }
+  __syncthreads();
+  if (tid < T_) {
+    float v = 0.0f;
+    for (int w = 0; w < kLogitThreads / 32; ++w) v += part[w][tid];
+    logits[int64_t(tid) * E + e] = v;
+  }
+}
 }  // namespace
 
 RouterOutput route_from_logits(const DeviceTensor<float>& logits, const DeviceTensor<float>& bias, int64_t k, double scaling,
@@ -80,7 +114,12 @@ RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router
                    double scaling, bool renormalize) {
   const int64_t T_ = u.rows(), E = w_router.dim(0);
   DeviceTensor<float> logits({T_, E});
-  if constexpr (std::is_same_v<T, float>) {
+  if (w_router.dim(1) != u.cols()) fail("cuda route: u " + shape_str(u.shape) + " vs router " + shape_str(w_router.shape));
+  if (T_ > 0 && T_ <= kSmallT) {  // decode: one launch, no fp32 copy of u
+    small_logits_kernel<T><<<unsigned(E), kLogitThreads, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E),
+                                                                            int(u.cols()), logits.data());
+    check_launch("route (small-T logits)");
+  } else if constexpr (std::is_same_v<T, float>) {
     linear(u, w_router, logits);
   } else {
     DeviceTensor<float> u32(u.shape);
