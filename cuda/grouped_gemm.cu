@@ -1,5 +1,8 @@
 #include "grouped_gemm.h"
 
+#include <cstdlib>
+#include <string>
+
 #include "mlp.h"
 
 namespace hyoracle::cuda {
@@ -8,23 +11,17 @@ namespace {
 
 // ---- shared pieces ---------------------------------------------------------------------------
 
-// The row range of row tile `tile`: group g (binary search in tile_offset[0..G]: the last g with
-// tile_offset[g] <= tile, which is never an empty group), first row, row count. group = -1 when
-// the tile is past the last real one (grids are sized by max_row_tiles).
+// The row range of row tile `tile`: its group (from the layout's tile -> group table), first row,
+// row count; group = -1 when the tile is past the last real one (grids are sized by max_row_tiles).
 struct TileRows {
   int group, row0, rows;
 };
 __device__ inline TileRows tile_rows(const int32_t* __restrict__ row_offset, const int32_t* __restrict__ tile_offset,
-                                     int groups, int tile) {
-  if (tile >= tile_offset[groups]) return {-1, 0, 0};
-  int lo = 0, hi = groups;  // tile_offset[lo] <= tile < tile_offset[hi]
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (tile_offset[mid] <= tile) lo = mid;
-    else hi = mid;
-  }
-  const int row0 = row_offset[lo] + (tile - tile_offset[lo]) * kGroupTileM;
-  return {lo, row0, min(kGroupTileM, row_offset[lo + 1] - row0)};
+                                     const int32_t* __restrict__ tile_group, int tile) {
+  const int g = tile_group[tile];
+  if (g < 0) return {-1, 0, 0};
+  const int row0 = row_offset[g] + (tile - tile_offset[g]) * kGroupTileM;
+  return {g, row0, min(kGroupTileM, row_offset[g + 1] - row0)};
 }
 
 template <class T>
@@ -39,14 +36,30 @@ __device__ inline float silu_rounded(float g) {  // T(SiLU(g)), g already a T va
 
 // ---- tensor-core GEMM (bf16 / fp16) -----------------------------------------------------------
 
-constexpr int kBN = 128, kBK = 32, kStages = 4, kMmaThreads = 128;
-constexpr int kStageElems = (kGroupTileM + kBN) * kBK;
-constexpr size_t kMmaSmem = size_t(kStages) * kStageElems * 2;  // 64 KB
+// Block tile kGroupTileM x (64·kWarpsN) x kBK: warps 2 (M) x kWarpsN (N) of 64x64 each; kBK = 32
+// with 4 stages or 64 with 3. Variants (HYORACLE_GROUPED_TILE for benchmarks): 128x256x64 (the
+// default: one block per SM, 144 KB), 128x256x32 (96 KB), 128x128x32 (two blocks per SM, 64 KB).
+constexpr int kWarpsM = 2;
+static_assert(kGroupTileM == 64 * kWarpsM, "the row tile is the warps' rows");
+template <int kWarpsN, int kBK_>
+struct MmaTile {
+  static constexpr int kBK = kBK_, kChunks = kBK / 8, kStages = kBK == 64 ? 3 : 4;
+  static constexpr int kBN = 64 * kWarpsN, kThreads = 32 * kWarpsM * kWarpsN;
+  static constexpr int kRowStep = kThreads / kChunks;  // tile rows covered by one pass of chunk copies
+  static constexpr int kArows = kGroupTileM / kRowStep, kBrows = kBN / kRowStep;  // copies per thread, stage
+  static constexpr int kStageElems = (kGroupTileM + kBN) * kBK;
+  static constexpr size_t kSmem = size_t(kStages) * kStageElems * 2;
+};
 
-// Element offset of 16-byte chunk `c` (0..3) of row `r` in a [rows][kBK] tile: rows are 64 bytes,
-// the chunk index is XORed with (r / 2) % 4 so that the 8 row addresses of one ldmatrix phase hit 8
-// distinct 16-byte bank groups.
-__device__ inline int swz(int r, int c) { return r * kBK + ((c ^ ((r >> 1) & 3)) << 3); }
+// Element offset of 16-byte chunk `c` of row `r` in a [rows][kBK] tile, XOR-swizzled so that the 8
+// row addresses of one ldmatrix phase (8 consecutive rows, one logical chunk) hit 8 distinct
+// 16-byte bank groups: 64-byte rows (kBK 32) XOR the chunk with (r / 2) % 4, 128-byte rows
+// (kBK 64) with r % 8.
+template <int kBK>
+__device__ inline int swz(int r, int c) {
+  if constexpr (kBK == 32) return r * kBK + ((c ^ ((r >> 1) & 3)) << 3);
+  else return r * kBK + ((c ^ (r & 7)) << 3);
+}
 
 __device__ inline void cp_async16(void* smem, const void* gmem, bool full) {
   const unsigned s = unsigned(__cvta_generic_to_shared(smem));
@@ -67,48 +80,57 @@ __device__ inline void ldmatrix_x4(unsigned (&r)[4], const void* smem) {
 template <class T>
 __device__ inline void mma16816(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
   if constexpr (std::is_same_v<T, bf16>)
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// One block: a 128-row tile of one group x 128 weight rows. Warps 2 (M) x 2 (N), 64x64 each:
-// 4 m16 x 8 n8 accumulator fragments (128 fp32 per thread).
-// kSwiglu: the 128 weight rows are, per warp column wn, 32 gate rows (i0 + 32·wn + j) followed by
-// the 32 matching up rows (I + i0 + 32·wn + j), i0 = 64·blockIdx.x, so each thread holds the gate
+// One block: a 128-row tile of one group x 256 weight rows. Warps 2 (M) x 4 (N), 64x64 each:
+// 4 m16 x 8 n8 accumulator fragments (128 fp32 per thread). One block per SM (registers); the
+// 128x256 tile reads 85 FLOP per byte of L2 traffic (128x128 was 64, and ran at ~250 TF/s).
+// kSwiglu: the 256 weight rows are, per warp column wn, 32 gate rows (i0 + 32·wn + j) followed by
+// the 32 matching up rows (I + i0 + 32·wn + j), i0 = 128·blockIdx.x, so each thread holds the gate
 // and the up value of the same output element in n8 fragments j and j + 4.
 // kVec: K % 8 == 0 and 16-byte aligned operands: cp.async; otherwise plain loads (same pipeline).
-template <class T, bool kSwiglu, bool kVec>
-__global__ void __launch_bounds__(kMmaThreads, 2)
+template <class T, bool kSwiglu, bool kVec, int kWarpsN, int kBK>
+__global__ void __launch_bounds__(MmaTile<kWarpsN, kBK>::kThreads, kWarpsN == 2 ? 2 : 1)
     grouped_gemm_mma(const T* __restrict__ a, const int32_t* __restrict__ gather, const T* __restrict__ w, int count,
                      const T* __restrict__ extra, const int32_t* __restrict__ row_offset,
-                     const int32_t* __restrict__ tile_offset, int groups, int N, int K, T* __restrict__ y) {
-  const TileRows tr = tile_rows(row_offset, tile_offset, groups, blockIdx.y);
+                     const int32_t* __restrict__ tile_offset, const int32_t* __restrict__ tile_group, int N, int K,
+                     T* __restrict__ y) {
+  using M = MmaTile<kWarpsN, kBK>;
+  constexpr int kBN = M::kBN, kRowStep = M::kRowStep, kArows = M::kArows, kBrows = M::kBrows;
+  constexpr int kStageElems = M::kStageElems, kStages = M::kStages, kChunks = M::kChunks;
+  const TileRows tr = tile_rows(row_offset, tile_offset, tile_group, blockIdx.y);
   if (tr.group < 0) return;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* smem = reinterpret_cast<T*>(smem_raw);
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wm = warp / 2, wn = warp % 2;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wm = warp / kWarpsN, wn = warp % kWarpsN;
   const int I = N / 2;
   const int n0 = blockIdx.x * (kSwiglu ? kBN / 2 : kBN);
   const T* wg = group_weight(w, count, extra, tr.group, int64_t(N) * K);
 
-  // Each thread copies 16-byte chunk (tid % 4) of rows tid/4 + 32·i (i < 4) of the A and the B tile.
-  const int chunk = tid % 4;
-  const T* a_src[4];
-  const T* b_src[4];
-  bool a_ok[4], b_ok[4];
+  // Each thread copies 16-byte chunk (tid % kChunks) of A rows and B rows tid/kChunks + kRowStep·i.
+  const int chunk = tid % kChunks;
+  const T* a_src[kArows];
+  const T* b_src[kBrows];
+  bool a_ok[kArows], b_ok[kBrows];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int r = tid / 4 + 32 * i;
+  for (int i = 0; i < kArows; ++i) {
+    const int r = tid / kChunks + kRowStep * i;
     a_ok[i] = r < tr.rows;
     const int src = a_ok[i] ? (gather ? gather[tr.row0 + r] : tr.row0 + r) : 0;
     a_src[i] = a + int64_t(src) * K;
+  }
+#pragma unroll
+  for (int i = 0; i < kBrows; ++i) {
+    const int r = tid / kChunks + kRowStep * i;
     int n;
     if constexpr (kSwiglu) {
       const int half = r / 64, j = r % 64, col = n0 + 32 * half + (j % 32);
@@ -120,29 +142,26 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
     }
     b_src[i] = wg + int64_t(b_ok[i] ? n : 0) * K;
   }
+  // One 16-byte chunk of `src` row (or zeros) into the swizzled tile at row r.
+  auto copy_chunk = [&](T* tile, int r, const T* src, bool ok, int k) {
+    if constexpr (kVec) {
+      const bool full = ok && k < K;
+      cp_async16(tile + swz<kBK>(r, chunk), src + (full ? k : 0), full);
+    } else {
+      __align__(16) T v[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = ok && k + e < K ? src[k + e] : from_f32<T>(0.0f);
+      *reinterpret_cast<uint4*>(tile + swz<kBK>(r, chunk)) = *reinterpret_cast<const uint4*>(v);
+    }
+  };
   auto load_stage = [&](int stage, int k0) {
     T* As = smem + stage * kStageElems;
     T* Bs = As + kGroupTileM * kBK;
     const int k = k0 + chunk * 8;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int r = tid / 4 + 32 * i;
-      if constexpr (kVec) {
-        const bool ka = k < K;
-        cp_async16(As + swz(r, chunk), a_src[i] + (ka && a_ok[i] ? k : 0), ka && a_ok[i]);
-        cp_async16(Bs + swz(r, chunk), b_src[i] + (ka && b_ok[i] ? k : 0), ka && b_ok[i]);
-      } else {
-        __align__(16) T av[8];
-        __align__(16) T bv[8];
+    for (int i = 0; i < kArows; ++i) copy_chunk(As, tid / kChunks + kRowStep * i, a_src[i], a_ok[i], k);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          av[e] = a_ok[i] && k + e < K ? a_src[i][k + e] : from_f32<T>(0.0f);
-          bv[e] = b_ok[i] && k + e < K ? b_src[i][k + e] : from_f32<T>(0.0f);
-        }
-        *reinterpret_cast<uint4*>(As + swz(r, chunk)) = *reinterpret_cast<const uint4*>(av);
-        *reinterpret_cast<uint4*>(Bs + swz(r, chunk)) = *reinterpret_cast<const uint4*>(bv);
-      }
-    }
+    for (int i = 0; i < kBrows; ++i) copy_chunk(Bs, tid / kChunks + kRowStep * i, b_src[i], b_ok[i], k);
   };
 
   float acc[4][8][4];
@@ -170,20 +189,20 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
     const T* As = smem + (kt % kStages) * kStageElems;
     const T* Bs = As + kGroupTileM * kBK;
 #pragma unroll
-    for (int kk = 0; kk < kBK / 8; kk += 2) {  // two k16 steps, in 16-byte chunk units
-      unsigned af[4][4];
+    for (int kk = 0; kk < kChunks; kk += 2) {  // k16 steps, in 16-byte chunk units
+      unsigned af[4][4], bf[4][4];  // all fragments of the step first (8 ldmatrix in flight), then 32 mma
 #pragma unroll
-      for (int i = 0; i < 4; ++i) ldmatrix_x4(af[i], As + swz(wm * 64 + i * 16 + lane % 16, kk + lane / 16));
+      for (int i = 0; i < 4; ++i) ldmatrix_x4(af[i], As + swz<kBK>(wm * 64 + i * 16 + lane % 16, kk + lane / 16));
 #pragma unroll
-      for (int p = 0; p < 4; ++p) {
-        unsigned bf[4];
-        ldmatrix_x4(bf, Bs + swz(wn * 64 + p * 16 + (lane & 7) + ((lane >> 4) << 3), kk + ((lane >> 3) & 1)));
+      for (int p = 0; p < 4; ++p)
+        ldmatrix_x4(bf[p], Bs + swz<kBK>(wn * 64 + p * 16 + (lane & 7) + ((lane >> 4) << 3), kk + ((lane >> 3) & 1)));
+#pragma unroll
+      for (int p = 0; p < 4; ++p)
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          mma16816<T>(acc[i][2 * p], af[i], bf[0], bf[1]);
-          mma16816<T>(acc[i][2 * p + 1], af[i], bf[2], bf[3]);
+          mma16816<T>(acc[i][2 * p], af[i], bf[p][0], bf[p][1]);
+          mma16816<T>(acc[i][2 * p + 1], af[i], bf[p][2], bf[p][3]);
         }
-      }
     }
   }
   cp_async_wait<0>();
@@ -229,10 +248,11 @@ __global__ void __launch_bounds__(256) grouped_gemm_simt(const float* __restrict
                                                          const float* __restrict__ w, int count,
                                                          const float* __restrict__ extra,
                                                          const int32_t* __restrict__ row_offset,
-                                                         const int32_t* __restrict__ tile_offset, int groups, int N,
-                                                         int K, float* __restrict__ y) {
+                                                         const int32_t* __restrict__ tile_offset,
+                                                         const int32_t* __restrict__ tile_group, int N, int K,
+                                                         float* __restrict__ y) {
   constexpr int BM = 64, BN = kSimtBN, BK = 16;
-  const TileRows tr = tile_rows(row_offset, tile_offset, groups, blockIdx.y);
+  const TileRows tr = tile_rows(row_offset, tile_offset, tile_group, blockIdx.y);
   if (tr.group < 0) return;
   const int n0 = blockIdx.x * BN;
   const float* we = group_weight(w, count, extra, tr.group, int64_t(N) * K);
@@ -285,10 +305,11 @@ template <class T, int kRows, int kCols, bool kSwiglu>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     grouped_gemv(const T* __restrict__ a, const int32_t* __restrict__ gather, const T* __restrict__ w, int count,
                  const T* __restrict__ extra, const int32_t* __restrict__ row_offset,
-                 const int32_t* __restrict__ tile_offset, int groups, int N, int K, T* __restrict__ y) {
+                 const int32_t* __restrict__ tile_offset, const int32_t* __restrict__ tile_group, int N, int K,
+                     T* __restrict__ y) {
   constexpr int V = 16 / sizeof(T);              // elements per 16-byte load
   constexpr int kW = kSwiglu ? 2 * kCols : kCols;  // weight rows per warp
-  const TileRows tr = tile_rows(row_offset, tile_offset, groups, blockIdx.y);
+  const TileRows tr = tile_rows(row_offset, tile_offset, tile_group, blockIdx.y);
   if (tr.group < 0) return;
   const int lane = threadIdx.x % 32;
   const int out_cols = kSwiglu ? N / 2 : N;
@@ -374,7 +395,7 @@ void launch_gemv(const T* a, const int32_t* gather, const GroupWeights<T>& w, co
   const int64_t out_cols = kSwiglu ? w.N / 2 : w.N, per_block = int64_t(kGemvWarps) * kCols;
   const dim3 grid{unsigned((out_cols + per_block - 1) / per_block), unsigned(max_row_tiles(g))};
   grouped_gemv<T, kRows, kCols, kSwiglu><<<grid, 32 * kGemvWarps, 0, gpu().stream>>>(
-      a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), int(g.groups), int(w.N),
+      a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), g.tile_group.data(), int(w.N),
       int(w.K), y);
 }
 
@@ -390,20 +411,30 @@ void dispatch_gemv(const T* a, const int32_t* gather, const GroupWeights<T>& w, 
   else launch_gemv<T, 16, kCols, kSwiglu>(a, gather, w, g, y);
 }
 
-template <class T, bool kSwiglu, bool kVec>
+template <class T, bool kSwiglu, bool kVec, int kWarpsN, int kBK>
 void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
-  static bool configured = false;  // per instantiation: allow 64 KB of dynamic shared memory
+  using M = MmaTile<kWarpsN, kBK>;
+  static bool configured = false;  // per instantiation: allow the dynamic shared memory
   if (!configured) {
-    check(cudaFuncSetAttribute(grouped_gemm_mma<T, kSwiglu, kVec>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(kMmaSmem)),
+    check(cudaFuncSetAttribute(grouped_gemm_mma<T, kSwiglu, kVec, kWarpsN, kBK>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, int(M::kSmem)),
           "grouped_gemm: shared memory attribute");
     configured = true;
   }
-  const int64_t cols = kSwiglu ? w.N / 2 : w.N, per_block = kSwiglu ? kBN / 2 : kBN;
+  const int64_t cols = kSwiglu ? w.N / 2 : w.N, per_block = kSwiglu ? M::kBN / 2 : M::kBN;
   const dim3 grid{unsigned((cols + per_block - 1) / per_block), unsigned(max_row_tiles(g))};
-  grouped_gemm_mma<T, kSwiglu, kVec><<<grid, kMmaThreads, kMmaSmem, gpu().stream>>>(
-      a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), int(g.groups), int(w.N),
+  grouped_gemm_mma<T, kSwiglu, kVec, kWarpsN, kBK><<<grid, M::kThreads, M::kSmem, gpu().stream>>>(
+      a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), g.tile_group.data(), int(w.N),
       int(w.K), y);
+}
+
+template <class T, bool kSwiglu, bool kVec>
+void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
+  const char* env = std::getenv("HYORACLE_GROUPED_TILE");
+  const std::string v = env ? env : "";
+  if (v == "128x128x32") launch_mma<T, kSwiglu, kVec, 2, 32>(a, gather, w, g, y);
+  else if (v == "128x256x32") launch_mma<T, kSwiglu, kVec, 4, 32>(a, gather, w, g, y);
+  else launch_mma<T, kSwiglu, kVec, 4, 64>(a, gather, w, g, y);
 }
 
 }  // namespace
@@ -431,7 +462,7 @@ void grouped_gemm(const T* a, const int32_t* gather, const GroupWeights<T>& w, c
     }
     const dim3 grid{unsigned((w.N + kSimtBN - 1) / kSimtBN), unsigned(max_row_tiles(g))};
     grouped_gemm_simt<<<grid, 256, 0, gpu().stream>>>(a, gather, w.w, int(w.count), w.extra, g.row_offset.data(),
-                                                      g.tile_offset.data(), int(g.groups), int(w.N), int(w.K), out);
+                                                      g.tile_offset.data(), g.tile_group.data(), int(w.N), int(w.K), out);
     check_launch("grouped_gemm (simt)");
     if (fused) {
       DeviceTensor<float> act = DeviceTensor<float>::view(y, {g.max_rows, w.N / 2});

@@ -18,7 +18,7 @@
 //   bf16/fp16, few rows per group (max_group_rows <= 16, K a multiple of 8): a grouped GEMV: each
 //     warp streams whole weight rows with 16-byte loads (several in flight) and dots them with the
 //     group's rows; lane partial sums are reduced by warp shuffles.
-//   bf16/fp16 otherwise: tensor cores, mma.sync m16n8k16 (fp32 accumulate), 128x128 tiles of 4
+//   bf16/fp16 otherwise: tensor cores, mma.sync m16n8k16 (fp32 accumulate), 128x256 tiles of 8
 //     warps (64x64 each), K in steps of 32 through a 4-stage cp.async pipeline (the token gather
 //     is the per-row source address of the copies), XOR-swizzled shared memory read by ldmatrix.
 //   fp32: the same GEMV for few rows, else a SIMT FMA tile kernel (plain fp32 FMA, never TF32);
@@ -34,6 +34,7 @@ struct GroupLayout {
   int64_t max_rows = 0;                 // upper bound on the total row count
   DeviceTensor<int32_t> row_offset;     // [G + 1], exclusive prefix sum of rows per group
   DeviceTensor<int32_t> tile_offset;    // [G + 1], exclusive prefix sum of ceil(rows / kGroupTileM)
+  DeviceTensor<int32_t> tile_group;     // [max_row_tiles]: the group of each row tile, −1 past the last
 };
 constexpr int kGroupTileM = 128;  // rows per tile of the grouped kernels
 // Upper bound on the number of row tiles, known on the host without reading the layout.

@@ -29,6 +29,16 @@ template <class T>
 RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& expert_bias,
                    int64_t k, double scaling, bool renormalize);
 
+// Decode (1 <= T <= kRouteSortMaxT): route() and the experts' token sort (expert_sort.cuh; moe.h's
+// sort_by_expert) in one launch: one block per expert computes its logits (the small-T kernel
+// above, same sums), the last block to finish selects the top-k of every token and writes the sort
+// into `sort` (buffers allocated by moe.cu). Same results as route() followed by sort_by_expert.
+struct SortTargets;
+constexpr int64_t kRouteSortMaxT = 16;
+template <class T>
+RouterOutput route_and_sort(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& expert_bias,
+                            int64_t k, double scaling, bool renormalize, const SortTargets& sort);
+
 // The selection step alone, on given fp32 logits [T, E] (tests feed it exact ties).
 RouterOutput route_from_logits(const DeviceTensor<float>& logits, const DeviceTensor<float>& expert_bias, int64_t k,
                                double scaling, bool renormalize);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
 
 #include "../../cuda/grouped_gemm.h"
@@ -287,15 +288,46 @@ TEST_F(CudaTest, MoeBlockGraphReplayIsBitIdentical) {
     cuda::check(cudaStreamEndCapture(st, &graph), "end capture");
     cudaGraphExec_t exec;
     cuda::check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-    cuda::check(cudaGraphLaunch(exec, st), "launch");
-    cuda::synchronize();
-    const Tensor<float> a = cuda::download(eager.out), b = cuda::download(replay);
-    int64_t diff = 0;
-    for (int64_t i = 0; i < a.numel(); ++i) diff += a.data[i] != b.data[i];
-    EXPECT_EQ(diff, 0) << "elements differing between eager and graph replay";
+    const Tensor<float> a = cuda::download(eager.out);
     expect_nonzero(a, "eager output");
+    for (int rep = 0; rep < 3; ++rep) {  // replays must not depend on state left by the previous one
+      cuda::check(cudaMemsetAsync(replay.data(), 0x7F, size_t(replay.numel()) * 2, st), "refill");
+      cuda::check(cudaGraphLaunch(exec, st), "launch");
+      cuda::synchronize();
+      const Tensor<float> b = cuda::download(replay);
+      int64_t diff = 0;
+      for (int64_t i = 0; i < a.numel(); ++i) diff += a.data[i] != b.data[i];
+      EXPECT_EQ(diff, 0) << "elements differing between eager and graph replay " << rep;
+    }
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
+  }
+}
+
+// Decode's fused router + sort (router.h route_and_sort, one launch) against route() followed by
+// sort_by_expert (HYORACLE_MOE_UNFUSED_ROUTE=1): the same logits, choices, weights and block outputs,
+// bit for bit (same kernels' arithmetic; only the launches differ), at T = 1, 7 and 16.
+TEST_F(CudaTest, FusedDecodeRouteEqualsSeparateLaunches) {
+  for (const int64_t T_ : {int64_t(1), int64_t(7), int64_t(16)}) {
+    SCOPED_TRACE("T=" + std::to_string(T_));
+    const MoeSetup<bf16> m = moe_setup<bf16>(MoeCase{T_, 256, 96, 16, 4});
+    const cuda::DeviceTensor<float> bias = cuda::upload_values<float>(m.bias, {16});
+    const cuda::MoeOutput<bf16> fused = cuda::moe_block(m.u.dev, m.wr.dev, bias, m.ex, m.shared, 4, 2.826, true);
+    setenv("HYORACLE_MOE_UNFUSED_ROUTE", "1", 1);
+    const cuda::MoeOutput<bf16> sep = cuda::moe_block(m.u.dev, m.wr.dev, bias, m.ex, m.shared, 4, 2.826, true);
+    unsetenv("HYORACLE_MOE_UNFUSED_ROUTE");
+    EXPECT_EQ(cuda::download_ints(fused.router.ids), cuda::download_ints(sep.router.ids));
+    auto same = [](const Tensor<float>& a, const Tensor<float>& b) {
+      int64_t d = a.numel() == b.numel() ? 0 : -1;
+      for (int64_t i = 0; d >= 0 && i < a.numel(); ++i) d += !(a.data[i] == b.data[i]);
+      return d;
+    };
+    EXPECT_EQ(same(cuda::download(fused.router.logits), cuda::download(sep.router.logits)), 0) << "logits";
+    EXPECT_EQ(same(cuda::download(fused.router.weights), cuda::download(sep.router.weights)), 0) << "weights";
+    EXPECT_EQ(same(cuda::download(fused.router.margin), cuda::download(sep.router.margin)), 0) << "margin";
+    EXPECT_EQ(same(cuda::download(fused.out), cuda::download(sep.out)), 0) << "out";
+    EXPECT_EQ(same(cuda::download(fused.routed), cuda::download(sep.routed)), 0) << "routed";
+    expect_nonzero(cuda::download(fused.out), "fused output");
   }
 }
 
