@@ -11,7 +11,7 @@ set -o pipefail
 BUDGET=${1:-290}
 OUT=${OUT:-/tmp/moe-out}
 mkdir -p "$OUT"
-B=/tmp/b
+B=/tmp/b-moe
 T0=$(date +%s)
 END=$((T0 + BUDGET))
 lim() {

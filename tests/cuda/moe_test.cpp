@@ -63,8 +63,8 @@ std::string counts_str(const std::vector<int64_t>& c) {
 // order, so the store epilogue must give exactly round_T(Σ a·w) (naive loops), whatever the kernel.
 // The SwiGLU epilogue must equal, bit for bit, the store epilogue followed by mlp.h's swiglu kernel
 // (same roundings, same device expf). Each case runs with the path hints 1 (GEMV, one row per
-// pass), the true largest group (the MoE block's choice) and 10^6 (tile kernels), with and without
-// an extra (shared-expert) group over all tokens.
+// pass), the true largest group (the MoE block's choice) and 10^6 (tile kernels; for 16-bit types
+// each block-tile variant), with and without an extra (shared-expert) group over all tokens.
 TYPED_TEST(MoeTyped, GroupedGemmIsBitExactOnIntegers) {
   using T = TypeParam;
   struct Case { std::vector<int64_t> counts; int64_t N, K; };
@@ -102,9 +102,15 @@ TYPED_TEST(MoeTyped, GroupedGemmIsBitExactOnIntegers) {
       expect_nonzero(ref, "reference");
       int64_t largest = *std::max_element(c.counts.begin(), c.counts.end());
       if (extra) largest = std::max(largest, T_);
-      for (const int64_t hint : {int64_t(1), largest, int64_t(1000000)}) {
+      // The tile-kernel hint runs every block-tile variant of grouped_gemm.cu (bf16/fp16).
+      std::vector<std::pair<int64_t, const char*>> runs = {{1, ""}, {largest, ""}, {1000000, ""}};
+      if (!std::is_same_v<T, float>)
+        for (const char* v : {"128x128x32", "128x256x32", "128x256x64"}) runs.push_back({1000000, v});
+      for (const auto& [hint, tile] : runs) {
+        if (*tile) setenv("HYORACLE_GROUPED_TILE", tile, 1);
+        else unsetenv("HYORACLE_GROUPED_TILE");
         SCOPED_TRACE("counts {" + counts_str(c.counts) + "} N=" + std::to_string(N) + " K=" + std::to_string(K) +
-                     " extra=" + std::to_string(extra) + " hint=" + std::to_string(hint));
+                     " extra=" + std::to_string(extra) + " hint=" + std::to_string(hint) + " tile=" + tile);
         Guarded<T> y({rows, N});
         cuda::grouped_gemm(a.dev.data(), s.token.data(), gw, s.layout, hint, cuda::GroupEpilogue::store, y.tensor.data());
         const Tensor<float> got = cuda::download(y.tensor);
@@ -128,6 +134,7 @@ TYPED_TEST(MoeTyped, GroupedGemmIsBitExactOnIntegers) {
         EXPECT_EQ(bad2, 0) << "swiglu: first mismatch row " << first2 / I << " col " << first2 % I;
         EXPECT_EQ(act.guard_damage(), 0);
       }
+      unsetenv("HYORACLE_GROUPED_TILE");
     }
 }
 
