@@ -19,8 +19,10 @@
 //     warp streams whole weight rows with 16-byte loads (several in flight) and dots them with the
 //     group's rows; lane partial sums are reduced by warp shuffles.
 //   bf16/fp16 otherwise: tensor cores, mma.sync m16n8k16 (fp32 accumulate), 128x256 tiles of 8
-//     warps (64x64 each), K in steps of 32 through a 4-stage cp.async pipeline (the token gather
+//     warps (64x64 each), K in steps of 64 through a 3-stage cp.async pipeline (the token gather
 //     is the per-row source address of the copies), XOR-swizzled shared memory read by ldmatrix.
+//     HYORACLE_GROUPED_TILE=128x128x32 | 128x256x32 selects the other measured tiles (benchmarks,
+//     tests); every variant sums each element over k in the same k16 order.
 //   fp32: the same GEMV for few rows, else a SIMT FMA tile kernel (plain fp32 FMA, never TF32);
 //     its swiglu epilogue is the store epilogue followed by mlp.h's swiglu kernel.
 #pragma once

@@ -16,7 +16,9 @@
 //            GEMMs, over all T tokens (rows T·k .. T·k+T−1); otherwise through mlp.h.
 //   MoE(u) = T(routed + shared)                                    (R13), in the combine kernel
 // Router: router.h (T <= 16 tokens use its own fp32 logits kernel, more use cuBLAS).
-// Decode (T = 1): 6 launches (logits, top-k, sort, gate_up+SwiGLU GEMV, down GEMV, combine).
+// Decode (T <= 16, shared expert folded): 4 launches: route_and_sort (router.h: logits, top-k and
+// the sort in one kernel), gate_up+SwiGLU GEMV, down GEMV, combine. Larger T: route (convert,
+// cuBLAS logits, top-k), sort, the two tensor-core grouped GEMMs, combine.
 // No host synchronisation anywhere: the block can be captured in a CUDA graph.
 #pragma once
 #include "matmul.h"
