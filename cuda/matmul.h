@@ -12,28 +12,15 @@
 //   y[r, :] = a[src(r), :] · w[e(r)]ᵀ       src(r) = gather ? gather[r] : r
 // a [*, K], w [E, N, K], y [rows, N]; fp32 accumulation; the group layout (counts, offsets,
 // tile offsets) lives on the device, so no host synchronisation is needed (graph-capturable).
-// Own kernels: WMMA tensor cores for bf16/fp16 (a warp-per-column GEMV when there are at most
-// 16 rows in all, i.e. decode), SIMT FMA for fp32.
+// It is grouped_gemm's store epilogue (grouped_gemm.h: the kernels and their numerics).
 #pragma once
 #include "device.h"
+#include "grouped_gemm.h"
 
 namespace hyoracle::cuda {
 
 template <class Ti, class To>
 void linear(const DeviceTensor<Ti>& x, const DeviceTensor<Ti>& w, DeviceTensor<To>& y);
-
-// The device-side layout of token-sorted groups, built by moe.cu's sort_by_expert.
-struct GroupLayout {
-  int64_t groups = 0;                   // E
-  int64_t max_rows = 0;                 // upper bound on the total row count (T·k)
-  DeviceTensor<int32_t> row_offset;     // [E + 1], exclusive prefix sum of rows per group
-  DeviceTensor<int32_t> tile_offset;    // [E + 1], exclusive prefix sum of ceil(rows / kGroupTileM)
-};
-constexpr int kGroupTileM = 64;  // rows per tile of the grouped kernels
-// Upper bound on the number of row tiles, known on the host without reading the layout.
-inline int64_t max_row_tiles(const GroupLayout& g) {
-  return g.max_rows / kGroupTileM + (g.max_rows < g.groups ? g.max_rows : g.groups) + 1;
-}
 
 template <class T>
 void grouped_linear(const DeviceTensor<T>& a, const int32_t* gather, const DeviceTensor<T>& w, const GroupLayout& layout,

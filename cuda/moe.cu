@@ -1,48 +1,36 @@
 #include "moe.h"
 
+#include <cstdlib>
+
 #include "elementwise.h"
+#include "expert_sort.cuh"
 
 namespace hyoracle::cuda {
 
 namespace {
 
-__global__ void count_kernel(const int32_t* ids, int64_t n, int32_t* counts) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    atomicAdd(&counts[ids[i]], 1);
+constexpr int kSortThreads = 1024;
+
+__global__ void __launch_bounds__(kSortThreads) sort_kernel(const int32_t* __restrict__ ids, int n, int k, SortTargets o) {
+  __shared__ SortSmem sm;
+  sort_rows_block(sm, ids, n, k, o);
 }
 
-// One thread: exclusive prefix sums of rows and of row tiles; resets the scatter cursors.
-__global__ void scan_kernel(const int32_t* counts, int E, int32_t* row_offset, int32_t* tile_offset, int32_t* cursor) {
-  if (threadIdx.x != 0 || blockIdx.x != 0) return;
-  int32_t rows = 0, tiles = 0;
-  for (int e = 0; e < E; ++e) {
-    row_offset[e] = rows;
-    tile_offset[e] = tiles;
-    cursor[e] = 0;
-    rows += counts[e];
-    tiles += (counts[e] + kGroupTileM - 1) / kGroupTileM;
-  }
-  row_offset[E] = rows;
-  tile_offset[E] = tiles;
-}
-
-__global__ void scatter_kernel(const int32_t* ids, int64_t n, int k, const int32_t* row_offset, int32_t* cursor,
-                               int32_t* token, int32_t* row_of) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int e = ids[i];
-    const int r = row_offset[e] + atomicAdd(&cursor[e], 1);
-    token[r] = int32_t(i / k);
-    row_of[i] = r;
-  }
-}
-
-// One block per token: out[t, h] = T(Σ_j w[t, j]·Y[row(t, j), h]), slots in ascending expert id.
-template <class T>
-__global__ void combine_kernel(const T* y, const int32_t* ids, const float* w, const int32_t* row_of, int k, int64_t H,
-                               T* out) {
+// Block (t, c): routed[t, h] = T(Σ_j w[t, j]·Y[row(t, j), h]), slots in ascending expert id; with a
+// shared group (Y rows n + t): shared[t, h] = Y[n + t, h], out[t, h] = T(routed + shared).
+// kV consecutive h per thread (kV = 8: 16-byte loads and stores, H % 8 == 0), kCombineThreads·kV
+// columns per block; the k slot loads of a thread are independent (all in flight at once).
+constexpr int kCombineThreads = 256;
+template <class T, int kV>
+__global__ void __launch_bounds__(kCombineThreads) combine_kernel(const T* __restrict__ y, const int32_t* __restrict__ ids,
+                                                                  const float* __restrict__ w,
+                                                                  const int32_t* __restrict__ row_of, int k, int64_t H,
+                                                                  int64_t n, bool has_shared, T* routed, T* shared, T* out) {
   const int64_t t = blockIdx.x;
-  __shared__ int order[64];
+  __shared__ int rows[64];
+  __shared__ float wt[64];
   if (threadIdx.x == 0) {
+    int order[64];
     for (int j = 0; j < k; ++j) order[j] = j;
     for (int a = 1; a < k; ++a)  // insertion sort of the k slots by expert id
       for (int b = a; b > 0 && ids[t * k + order[b]] < ids[t * k + order[b - 1]]; --b) {
@@ -50,57 +38,119 @@ __global__ void combine_kernel(const T* y, const int32_t* ids, const float* w, c
         order[b] = order[b - 1];
         order[b - 1] = tmp;
       }
+    for (int j = 0; j < k; ++j) rows[j] = row_of[t * k + order[j]], wt[j] = w[t * k + order[j]];
   }
   __syncthreads();
-  for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
-    float acc = 0.0f;
-    for (int jj = 0; jj < k; ++jj) {
-      const int j = order[jj];
-      acc = fmaf(w[t * k + j], to_f32(y[int64_t(row_of[t * k + j]) * H + h]), acc);
+  for (int64_t h0 = (int64_t(blockIdx.y) * kCombineThreads + threadIdx.x) * kV; h0 < H;
+       h0 += int64_t(gridDim.y) * kCombineThreads * kV) {
+    float acc[kV];
+#pragma unroll
+    for (int e = 0; e < kV; ++e) acc[e] = 0.0f;
+    for (int j = 0; j < k; ++j) {
+      const T* yr = y + int64_t(rows[j]) * H + h0;
+      if constexpr (kV == 8) {
+        const uint4 v = *reinterpret_cast<const uint4*>(yr);
+        const T* vt = reinterpret_cast<const T*>(&v);
+#pragma unroll
+        for (int e = 0; e < kV; ++e) acc[e] = fmaf(wt[j], to_f32(vt[e]), acc[e]);
+      } else {
+        acc[0] = fmaf(wt[j], to_f32(yr[0]), acc[0]);
+      }
     }
-    out[t * H + h] = from_f32<T>(acc);
+    __align__(16) T r[kV], sh[kV], o[kV];
+#pragma unroll
+    for (int e = 0; e < kV; ++e) r[e] = from_f32<T>(acc[e]);
+    if (has_shared) {
+      if constexpr (kV == 8) *reinterpret_cast<uint4*>(sh) = *reinterpret_cast<const uint4*>(y + (n + t) * H + h0);
+      else sh[0] = y[(n + t) * H + h0];
+#pragma unroll
+      for (int e = 0; e < kV; ++e) o[e] = from_f32<T>(to_f32(r[e]) + to_f32(sh[e]));
+    }
+    if constexpr (kV == 8) {
+      *reinterpret_cast<uint4*>(routed + t * H + h0) = *reinterpret_cast<const uint4*>(r);
+      if (has_shared) {
+        *reinterpret_cast<uint4*>(shared + t * H + h0) = *reinterpret_cast<const uint4*>(sh);
+        *reinterpret_cast<uint4*>(out + t * H + h0) = *reinterpret_cast<const uint4*>(o);
+      }
+    } else {
+      routed[t * H + h0] = r[0];
+      if (has_shared) shared[t * H + h0] = sh[0], out[t * H + h0] = o[0];
+    }
   }
 }
 
-unsigned blocks_for(int64_t n) { return unsigned(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 4096))); }
+// The routed experts and, when `shared` is given, the shared expert as one more group; writes
+// routed, and (with shared) shared_out and out. `sorted`: the sort of r already made (decode's
+// route_and_sort), else made here.
+template <class T>
+void experts_forward(const DeviceTensor<T>& u, const RouterOutput& r, const ExpertSort* sorted, const ExpertWeights<T>& ex,
+                     const MlpWeights<T>* shared, DeviceTensor<T>& routed, DeviceTensor<T>* shared_out,
+                     DeviceTensor<T>* out) {
+  const int64_t T_ = u.rows(), H = u.cols(), k = r.k, E = ex.count(), I2 = ex.gate_up.dim(1), I = I2 / 2;
+  if (k > 64) fail("cuda routed_experts: num_experts_per_tok > 64 is not supported");
+  if (routed.numel() != T_ * H || ex.gate_up.dim(2) != H || ex.down.dim(1) != H || ex.down.dim(2) != I)
+    fail("cuda routed_experts: u " + shape_str(u.shape) + ", gate_up " + shape_str(ex.gate_up.shape) + ", down " +
+         shape_str(ex.down.shape) + " do not match");
+  if (!T_) return;
+  const int64_t n = T_ * k, extra = shared ? T_ : 0;
+  const ExpertSort s = sorted ? *sorted : sort_by_expert(r, E, extra);
+  DeviceTensor<T> act({n + extra, I}), y({n + extra, H});
+  // Distinct experts per token (top-k): no routed group holds more than T rows, the shared one T.
+  grouped_gemm(u.data(), s.token.data(), GroupWeights<T>{ex.gate_up.data(), E, shared ? shared->gate_up.data() : nullptr, I2, H},
+               s.layout, T_, GroupEpilogue::swiglu, act.data());
+  grouped_gemm(act.data(), nullptr, GroupWeights<T>{ex.down.data(), E, shared ? shared->down.data() : nullptr, H, I},
+               s.layout, T_, GroupEpilogue::store, y.data());
+  T* sh = shared ? shared_out->data() : nullptr;
+  T* o = shared ? out->data() : nullptr;
+  // 16-byte path: H % 8 == 0 keeps every row start 16-byte aligned (cudaMallocAsync bases are).
+  const bool vec = sizeof(T) == 2 && H % 8 == 0;
+  const int64_t per_block = int64_t(kCombineThreads) * (vec ? 8 : 1);
+  const dim3 grid{unsigned(T_), unsigned(std::min<int64_t>((H + per_block - 1) / per_block, 65535))};
+  if (vec)
+    combine_kernel<T, 8><<<grid, kCombineThreads, 0, gpu().stream>>>(y.data(), r.ids.data(), r.weights.data(),
+                                                                      s.row_of.data(), int(k), H, n, shared != nullptr,
+                                                                      routed.data(), sh, o);
+  else
+    combine_kernel<T, 1><<<grid, kCombineThreads, 0, gpu().stream>>>(y.data(), r.ids.data(), r.weights.data(),
+                                                                      s.row_of.data(), int(k), H, n, shared != nullptr,
+                                                                      routed.data(), sh, o);
+  check_launch("routed_experts combine");
+}
 
 }  // namespace
 
-ExpertSort sort_by_expert(const RouterOutput& r, int64_t E) {
-  const int64_t n = r.ids.numel();
+namespace {
+// The buffers of a sort of n slots over E experts (+ extra shared rows), and where a kernel writes it.
+ExpertSort allocate_sort(int64_t n, int64_t E, int64_t extra, SortTargets* o) {
+  const int64_t G = E + (extra > 0 ? 1 : 0);
+  if (G > kSortMaxGroups)
+    fail("cuda sort_by_expert: at most " + std::to_string(kSortMaxGroups) + " groups, got " + std::to_string(G));
   ExpertSort s;
-  s.layout.groups = E;
-  s.layout.max_rows = n;
-  s.layout.row_offset = DeviceTensor<int32_t>({E + 1});
-  s.layout.tile_offset = DeviceTensor<int32_t>({E + 1});
-  s.token = DeviceTensor<int32_t>({n});
+  s.layout.groups = G;
+  s.layout.max_rows = n + extra;
+  s.layout.row_offset = DeviceTensor<int32_t>({G + 1});
+  s.layout.tile_offset = DeviceTensor<int32_t>({G + 1});
+  const int64_t max_tiles = max_row_tiles(s.layout);
+  s.layout.tile_group = DeviceTensor<int32_t>({max_tiles});
+  s.token = DeviceTensor<int32_t>({n + extra});
   s.row_of = DeviceTensor<int32_t>({n});
-  DeviceTensor<int32_t> counts({E}), cursor({E});
-  check(cudaMemsetAsync(counts.data(), 0, size_t(E) * 4, gpu().stream), "sort_by_expert: memset");
-  if (n) count_kernel<<<blocks_for(n), 256, 0, gpu().stream>>>(r.ids.data(), n, counts.data());
-  scan_kernel<<<1, 32, 0, gpu().stream>>>(counts.data(), int(E), s.layout.row_offset.data(), s.layout.tile_offset.data(),
-                                          cursor.data());
-  if (n)
-    scatter_kernel<<<blocks_for(n), 256, 0, gpu().stream>>>(r.ids.data(), n, int(r.k), s.layout.row_offset.data(),
-                                                            cursor.data(), s.token.data(), s.row_of.data());
+  *o = SortTargets{s.layout.row_offset.data(), s.layout.tile_offset.data(), s.layout.tile_group.data(), s.token.data(),
+                   s.row_of.data(), int(E), int(extra), int(max_tiles)};
+  return s;
+}
+}  // namespace
+
+ExpertSort sort_by_expert(const RouterOutput& r, int64_t E, int64_t extra) {
+  SortTargets o;
+  ExpertSort s = allocate_sort(r.ids.numel(), E, extra, &o);
+  sort_kernel<<<1, kSortThreads, 0, gpu().stream>>>(r.ids.data(), int(r.ids.numel()), int(std::max<int64_t>(r.k, 1)), o);
   check_launch("sort_by_expert");
   return s;
 }
 
 template <class T>
 void routed_experts(const DeviceTensor<T>& u, const RouterOutput& r, const ExpertWeights<T>& experts, DeviceTensor<T>& out) {
-  const int64_t T_ = u.rows(), H = u.cols(), k = r.k, E = experts.count(), I2 = experts.gate_up.dim(1);
-  if (k > 64) fail("cuda routed_experts: num_experts_per_tok > 64 is not supported");
-  if (out.numel() != T_ * H || experts.down.dim(1) != H) fail("cuda routed_experts: shapes do not match");
-  if (!T_) return;
-  const ExpertSort s = sort_by_expert(r, E);
-  DeviceTensor<T> gu({T_ * k, I2}), act({T_ * k, I2 / 2}), y({T_ * k, H});
-  grouped_linear(u, s.token.data(), experts.gate_up, s.layout, gu);
-  swiglu(gu, act);
-  grouped_linear(act, nullptr, experts.down, s.layout, y);
-  combine_kernel<T><<<unsigned(T_), 256, 0, gpu().stream>>>(y.data(), r.ids.data(), r.weights.data(), s.row_of.data(),
-                                                             int(k), H, out.data());
-  check_launch("routed_experts combine");
+  experts_forward<T>(u, r, nullptr, experts, nullptr, out, nullptr, nullptr);
 }
 
 template <class T>
@@ -108,13 +158,29 @@ MoeOutput<T> moe_block(const DeviceTensor<T>& u, const DeviceTensor<float>& w_ro
                        const ExpertWeights<T>& experts, const MlpWeights<T>& shared, int64_t k, double scaling,
                        bool renormalize) {
   MoeOutput<T> m;
-  m.router = route(u, w_router, bias, k, scaling, renormalize);
   m.routed = DeviceTensor<T>(u.shape);
-  routed_experts(u, m.router, experts, m.routed);
   m.shared = DeviceTensor<T>(u.shape);
+  m.out = DeviceTensor<T>(u.shape);
+  const int64_t T_ = u.rows(), E = experts.count(), I = experts.gate_up.dim(1) / 2;
+  const bool fold = !shared.gate_up.empty() && shared.gate_up.dim(0) == 2 * I && shared.down.dim(1) == I;
+  // Decode: router and sort in one launch (HYORACLE_MOE_UNFUSED_ROUTE=1 takes the separate
+  // launches, for tests and benchmarks).
+  const char* unfused = std::getenv("HYORACLE_MOE_UNFUSED_ROUTE");
+  if (fold && T_ >= 1 && T_ <= kRouteSortMaxT && E + 1 <= kSortMaxGroups && !(unfused && *unfused == '1')) {
+    SortTargets o;
+    const ExpertSort s = allocate_sort(T_ * k, E, T_, &o);
+    m.router = route_and_sort(u, w_router, bias, k, scaling, renormalize, o);
+    experts_forward(u, m.router, &s, experts, &shared, m.routed, &m.shared, &m.out);
+    return m;
+  }
+  m.router = route(u, w_router, bias, k, scaling, renormalize);
+  if (fold) {  // the shared expert as one more group of the grouped GEMMs; combine adds it
+    experts_forward<T>(u, m.router, nullptr, experts, &shared, m.routed, &m.shared, &m.out);
+    return m;
+  }
+  routed_experts(u, m.router, experts, m.routed);
   if (!shared.gate_up.empty()) swiglu_mlp(u, shared, m.shared);
   else check(cudaMemsetAsync(m.shared.data(), 0, size_t(u.numel()) * sizeof(T), gpu().stream), "moe_block: memset");
-  m.out = DeviceTensor<T>(u.shape);
   add(m.routed, m.shared, m.out);
   return m;
 }

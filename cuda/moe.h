@@ -2,15 +2,23 @@
 // MoE block on the GPU (MODEL_SPEC.md §4.7-4.8).
 //
 //   sort:    the T·k (token, slot) pairs are counted per expert and scattered into expert order
-//            (rows of one expert are contiguous; order inside an expert does not matter)
-//   gate_up: G[r, :] = u[token(r), :] · W_gate_up[e(r)]ᵀ          grouped GEMM, [T·k, 2I]
-//   act:     A = swiglu(G)                                         [T·k, I]
+//            (rows of one expert are contiguous; order inside an expert does not matter: every
+//            row's arithmetic is independent of its position, grouped_gemm.h). One block.
+//   gate_up + act: A[r, :] = swiglu(u[token(r), :] · W_gate_up[e(r)]ᵀ)    one grouped GEMM with
+//            the SwiGLU epilogue (grouped_gemm.h; gate/up outputs, SiLU and product each rounded
+//            to T as in R10), [T·k, I]
 //   down:    Y[r, :] = A[r, :] · W_down[e(r)]ᵀ                     grouped GEMM, [T·k, H]
 //   routed:  routed[t] = T( Σ_j w[t, j] · Y[row(t, j)] )  fp32 sum over the k slots taken in
 //            ascending expert index (HF's loop order; HF rounds to bf16 after every add, R12,
 //            here the sum is rounded once)
-//   shared:  SwiGLU of width I_e · num_shared_experts (mlp.h), no gate, no 2.826
-//   MoE(u) = T(routed + shared)                                    (R13)
+//   shared:  SwiGLU of width I_e · num_shared_experts, no gate, no 2.826. When that width is I_e
+//            (one shared expert: Hy3 and Hy-MT2) it runs as one more group of the same two grouped
+//            GEMMs, over all T tokens (rows T·k .. T·k+T−1); otherwise through mlp.h.
+//   MoE(u) = T(routed + shared)                                    (R13), in the combine kernel
+// Router: router.h (T <= 16 tokens use its own fp32 logits kernel, more use cuBLAS).
+// Decode (T <= 16, shared expert folded): 4 launches: route_and_sort (router.h: logits, top-k and
+// the sort in one kernel), gate_up+SwiGLU GEMV, down GEMV, combine. Larger T: route (convert,
+// cuBLAS logits, top-k), sort, the two tensor-core grouped GEMMs, combine.
 // No host synchronisation anywhere: the block can be captured in a CUDA graph.
 #pragma once
 #include "matmul.h"
@@ -29,10 +37,12 @@ struct ExpertWeights {
 // Token-sorted order of the router's choices.
 struct ExpertSort {
   GroupLayout layout;
-  DeviceTensor<int32_t> token;     // [T·k] token of sorted row r
+  DeviceTensor<int32_t> token;     // [T·k + extra] token of sorted row r
   DeviceTensor<int32_t> row_of;    // [T·k] sorted row of (t, j)
 };
-ExpertSort sort_by_expert(const RouterOutput& r, int64_t num_experts);
+// extra_rows > 0 adds group E with rows T·k .. T·k + extra_rows − 1, token(T·k + t) = t (the
+// shared expert over all tokens); layout.groups is then E + 1.
+ExpertSort sort_by_expert(const RouterOutput& r, int64_t num_experts, int64_t extra_rows = 0);
 
 template <class T>
 void routed_experts(const DeviceTensor<T>& u, const RouterOutput& r, const ExpertWeights<T>& experts, DeviceTensor<T>& out);

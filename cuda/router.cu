@@ -1,6 +1,7 @@
 #include "router.h"
 
 #include "elementwise.h"
+#include "expert_sort.cuh"
 #include "matmul.h"
 
 namespace hyoracle::cuda {
@@ -11,16 +12,18 @@ constexpr int kWarps = 4;
 // (value, index) order of every top-k in hyoracle: larger value first, exact ties to the lower index.
 __device__ bool better(float a, int ia, float b, int ib) { return a > b || (a == b && ia < ib); }
 
-__global__ void topk_kernel(const float* logits, const float* bias, int T_, int E, int k, float scaling, bool renorm,
-                            float* scores, int32_t* ids, float* weights, float* margin) {
-  extern __shared__ float c_all[];  // [kWarps][E]
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int t = blockIdx.x * kWarps + warp;
-  if (t >= T_) return;
-  float* c = c_all + warp * E;
+// Top-k of one token t, by one warp. `c` is this warp's shared memory [2E + k] (c [E], s [E], the
+// selected ids [k]): the weights are formed from shared memory, not by reading back what was
+// written to global memory (those dependent L2 round trips cost ~5 µs per token at k = 8).
+__device__ void topk_token(const float* logits, const float* bias, int t, int E, int k, float scaling, bool renorm,
+                           float* c, float* scores, int32_t* ids, float* weights, float* margin) {
+  const int lane = threadIdx.x % 32;
+  float* sc = c + E;
+  int* sel = reinterpret_cast<int*>(sc + E);
   for (int e = lane; e < E; e += 32) {
-    const float s = 1.0f / (1.0f + expf(-logits[int64_t(t) * E + e]));
+    const float s = 1.0f / (1.0f + expf(-__ldcg(logits + int64_t(t) * E + e)));  // L2: other blocks wrote it
     scores[int64_t(t) * E + e] = s;
+    sc[e] = s;
     c[e] = s + bias[e];
   }
   __syncwarp();
@@ -37,7 +40,7 @@ __global__ void topk_kernel(const float* logits, const float* bias, int T_, int 
       if (better(ov, oi, bv, bi)) bv = ov, bi = oi;
     }
     if (r < k) {
-      if (lane == 0) ids[int64_t(t) * k + r] = bi;
+      if (lane == 0) ids[int64_t(t) * k + r] = bi, sel[r] = bi;
       kth = bv;
     } else {
       next = bv;
@@ -46,12 +49,93 @@ __global__ void topk_kernel(const float* logits, const float* bias, int T_, int 
     if (lane == 0) c[bi] = -INFINITY;  // selected
     __syncwarp();
   }
-  if (lane != 0) return;
-  margin[t] = k < E ? kth - next : INFINITY;
-  float sum = 0.0f;
-  for (int j = 0; j < k; ++j) sum += scores[int64_t(t) * E + ids[int64_t(t) * k + j]];
-  const float denom = renorm ? sum + 1e-20f : 1.0f;
-  for (int j = 0; j < k; ++j) weights[int64_t(t) * k + j] = (scores[int64_t(t) * E + ids[int64_t(t) * k + j]] / denom) * scaling;
+  if (lane == 0) {
+    margin[t] = k < E ? kth - next : INFINITY;
+    float sum = 0.0f;
+    for (int j = 0; j < k; ++j) sum += sc[sel[j]];
+    const float denom = renorm ? sum + 1e-20f : 1.0f;
+    for (int j = 0; j < k; ++j) weights[int64_t(t) * k + j] = (sc[sel[j]] / denom) * scaling;
+  }
+  __syncwarp();
+}
+
+// One warp per token; shared memory [kWarps][2E + k].
+__global__ void topk_kernel(const float* logits, const float* bias, int T_, int E, int k, float scaling, bool renorm,
+                            float* scores, int32_t* ids, float* weights, float* margin) {
+  extern __shared__ float smem_all[];
+  const int warp = threadIdx.x / 32, t = blockIdx.x * kWarps + warp;
+  if (t >= T_) return;
+  topk_token(logits, bias, t, E, k, scaling, renorm, smem_all + int64_t(warp) * (2 * E + k), scores, ids, weights, margin);
+}
+
+// Router logits for few tokens (T <= kSmallT): one block of 256 threads per expert e; thread i sums
+// k = i, i + 256, ... for every token (the router row is read once, coalesced), then the 8 warp
+// sums are added in warp order: a fixed fp32 order for a given H.
+constexpr int kSmallT = 16, kLogitThreads = 256;
+template <class T>
+__device__ void expert_logits(const T* __restrict__ u, const float* __restrict__ wr, int T_, int E, int H,
+                              float* __restrict__ logits) {
+  const int e = blockIdx.x, tid = threadIdx.x;
+  float acc[kSmallT];
+#pragma unroll
+  for (int t = 0; t < kSmallT; ++t) acc[t] = 0.0f;
+  const float* we = wr + int64_t(e) * H;
+#pragma unroll 4
+  for (int k = tid; k < H; k += kLogitThreads) {
+    const float wv = we[k];
+#pragma unroll
+    for (int t = 0; t < kSmallT; ++t)
+      if (t < T_) acc[t] = fmaf(to_f32(u[int64_t(t) * H + k]), wv, acc[t]);
+  }
+  __shared__ float part[kLogitThreads / 32][kSmallT];
+#pragma unroll
+  for (int t = 0; t < kSmallT; ++t) {
+    if (t >= T_) break;
+    float v = acc[t];
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (tid % 32 == 0) part[tid / 32][t] = v;
+  }
+  __syncthreads();
+  if (tid < T_) {
+    float v = 0.0f;
+    for (int w = 0; w < kLogitThreads / 32; ++w) v += part[w][tid];
+    logits[int64_t(tid) * E + e] = v;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kLogitThreads) small_logits_kernel(const T* __restrict__ u, const float* __restrict__ wr,
+                                                                     int T_, int E, int H, float* __restrict__ logits) {
+  expert_logits(u, wr, T_, E, H, logits);
+}
+
+// route_and_sort: expert_logits in every block; the last block to finish (a ticket counter, reset
+// by that block for the next launch; launches on the context's one stream never overlap) runs the
+// top-k of every token (warp w: tokens w, w + 8, ...) and the experts' token sort.
+__device__ unsigned int g_route_ticket = 0;
+template <class T>
+__global__ void __launch_bounds__(kLogitThreads) route_sort_kernel(const T* __restrict__ u, const float* __restrict__ wr,
+                                                                   const float* __restrict__ bias, int T_, int E, int H,
+                                                                   int k, float scaling, bool renorm, float* logits,
+                                                                   float* scores, int32_t* ids, float* weights,
+                                                                   float* margin, SortTargets sort) {
+  expert_logits(u, wr, T_, E, H, logits);
+  __shared__ bool last;
+  __threadfence();  // this block's logits before its ticket
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&g_route_ticket, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  if (threadIdx.x == 0) g_route_ticket = 0;
+  __threadfence();
+  extern __shared__ float smem_all[];  // [kLogitThreads / 32][2E + k]
+  const int warp = threadIdx.x / 32;
+  for (int t = warp; t < T_; t += kLogitThreads / 32)
+    topk_token(logits, bias, t, E, k, scaling, renorm, smem_all + int64_t(warp) * (2 * E + k), scores, ids, weights,
+               margin);
+  __syncthreads();
+  __shared__ SortSmem sm;
+  sort_rows_block(sm, ids, T_ * k, k, sort);
 }
 }  // namespace
 
@@ -68,7 +152,9 @@ RouterOutput route_from_logits(const DeviceTensor<float>& logits, const DeviceTe
   out.margin = DeviceTensor<float>({T_});
   if (!T_) return out;
   const unsigned blocks = unsigned((T_ + kWarps - 1) / kWarps);
-  topk_kernel<<<blocks, 32 * kWarps, size_t(kWarps * E) * sizeof(float), gpu().stream>>>(
+  const size_t smem = size_t(kWarps) * size_t(2 * E + k) * sizeof(float);
+  if (smem > 48 * 1024) fail("cuda route: E = " + std::to_string(E) + ", k = " + std::to_string(k) + " needs more shared memory than supported");
+  topk_kernel<<<blocks, 32 * kWarps, smem, gpu().stream>>>(
       logits.data(), bias.data(), int(T_), int(E), int(k), float(scaling), renormalize, out.scores.data(), out.ids.data(),
       out.weights.data(), out.margin.data());
   check_launch("route (top-k)");
@@ -80,7 +166,12 @@ RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router
                    double scaling, bool renormalize) {
   const int64_t T_ = u.rows(), E = w_router.dim(0);
   DeviceTensor<float> logits({T_, E});
-  if constexpr (std::is_same_v<T, float>) {
+  if (w_router.dim(1) != u.cols()) fail("cuda route: u " + shape_str(u.shape) + " vs router " + shape_str(w_router.shape));
+  if (T_ > 0 && T_ <= kSmallT) {  // decode: one launch, no fp32 copy of u
+    small_logits_kernel<T><<<unsigned(E), kLogitThreads, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E),
+                                                                            int(u.cols()), logits.data());
+    check_launch("route (small-T logits)");
+  } else if constexpr (std::is_same_v<T, float>) {
     linear(u, w_router, logits);
   } else {
     DeviceTensor<float> u32(u.shape);
@@ -90,6 +181,35 @@ RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router
   return route_from_logits(logits, bias, k, scaling, renormalize);
 }
 
+template <class T>
+RouterOutput route_and_sort(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& bias,
+                            int64_t k, double scaling, bool renormalize, const SortTargets& sort) {
+  const int64_t T_ = u.rows(), E = w_router.dim(0);
+  if (T_ < 1 || T_ > kRouteSortMaxT || w_router.dim(1) != u.cols() || bias.numel() != E || k < 1 || k > E)
+    fail("cuda route_and_sort: u " + shape_str(u.shape) + ", router " + shape_str(w_router.shape) + ", k " +
+         std::to_string(k) + " (T must be 1.." + std::to_string(kRouteSortMaxT) + ")");
+  RouterOutput out;
+  out.k = k;
+  out.logits = DeviceTensor<float>({T_, E});
+  out.scores = DeviceTensor<float>({T_, E});
+  out.ids = DeviceTensor<int32_t>({T_, k});
+  out.weights = DeviceTensor<float>({T_, k});
+  out.margin = DeviceTensor<float>({T_});
+  const size_t smem = size_t(kLogitThreads / 32) * size_t(2 * E + k) * sizeof(float);
+  if (smem + sizeof(SortSmem) > 48 * 1024) fail("cuda route_and_sort: E = " + std::to_string(E) + " is too large");
+  route_sort_kernel<T><<<unsigned(E), kLogitThreads, smem, gpu().stream>>>(
+      u.data(), w_router.data(), bias.data(), int(T_), int(E), int(u.cols()), int(k), float(scaling), renormalize,
+      out.logits.data(), out.scores.data(), out.ids.data(), out.weights.data(), out.margin.data(), sort);
+  check_launch("route_and_sort");
+  return out;
+}
+
+template RouterOutput route_and_sort<float>(const DeviceTensor<float>&, const DeviceTensor<float>&,
+                                            const DeviceTensor<float>&, int64_t, double, bool, const SortTargets&);
+template RouterOutput route_and_sort<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<float>&,
+                                           const DeviceTensor<float>&, int64_t, double, bool, const SortTargets&);
+template RouterOutput route_and_sort<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<float>&,
+                                           const DeviceTensor<float>&, int64_t, double, bool, const SortTargets&);
 template RouterOutput route<float>(const DeviceTensor<float>&, const DeviceTensor<float>&, const DeviceTensor<float>&,
                                    int64_t, double, bool);
 template RouterOutput route<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<float>&, const DeviceTensor<float>&,

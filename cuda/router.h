@@ -1,7 +1,10 @@
 // router.h: the hy_v3 MoE router on the GPU (MODEL_SPEC.md §4.6, R11: fp32 throughout).
 //
 //   logits[t, e] = fp32(u[t, :]) · W_r[e, :]              u [T, H] (T), W_r [E, H] fp32 (exact bf16
-//                                                         values), cuBLAS fp32 pedantic (no TF32)
+//                                                         values), plain fp32 FMA (no TF32): cuBLAS
+//                                                         pedantic for T > 16, an own kernel for
+//                                                         T <= 16 (decode: one launch; a different
+//                                                         but fixed summation order)
 //   s[t, e]      = 1 / (1 + e^(−logit))                   fp32
 //   c[t, e]      = s[t, e] + b[e]                         b = expert_bias (F32), selection only
 //   K[t]         = the k experts with the largest c, exact ties to the LOWER index, by c desc
@@ -25,6 +28,16 @@ struct RouterOutput {
 template <class T>
 RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& expert_bias,
                    int64_t k, double scaling, bool renormalize);
+
+// Decode (1 <= T <= kRouteSortMaxT): route() and the experts' token sort (expert_sort.cuh; moe.h's
+// sort_by_expert) in one launch: one block per expert computes its logits (the small-T kernel
+// above, same sums), the last block to finish selects the top-k of every token and writes the sort
+// into `sort` (buffers allocated by moe.cu). Same results as route() followed by sort_by_expert.
+struct SortTargets;
+constexpr int64_t kRouteSortMaxT = 16;
+template <class T>
+RouterOutput route_and_sort(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& expert_bias,
+                            int64_t k, double scaling, bool renormalize, const SortTargets& sort);
 
 // The selection step alone, on given fp32 logits [T, E] (tests feed it exact ties).
 RouterOutput route_from_logits(const DeviceTensor<float>& logits, const DeviceTensor<float>& expert_bias, int64_t k,

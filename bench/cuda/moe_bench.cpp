@@ -2,6 +2,7 @@
 // cuBLAS per-expert loop on the same routing. Conventions: bench_util.h.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <functional>
 #include <numeric>
@@ -9,11 +10,10 @@
 #include <vector>
 
 #include "bench_util.h"
-#include "../../cuda/attention.h"
+#include "../../cuda/grouped_gemm.h"
 #include "../../cuda/matmul.h"
 #include "../../cuda/model.h"
 #include "../../cuda/moe.h"
-#include "../../reference/attention.h"
 #include "../../reference/moe.h"
 #include "config.h"
 #include "random_checkpoint.h"
@@ -23,8 +23,14 @@ using namespace hyoracle::bench;
 
 namespace {
 
+struct Row {
+  std::string name;
+  double ours, base, flops, bytes;
+};
+std::vector<Row> summary;
+
 // ---- the Hy-MT2 MoE block --------------------------------------------------------------------
-void bench_moe(const cuda::LayerWeights<bf16>& w, const ModelConfig& c, int64_t T) {
+void bench_moe(const cuda::LayerWeights<bf16>& w, const ModelConfig& c, int64_t T, const std::string& tag) {
   const int64_t H = c.hidden_size, I = c.moe_intermediate_size, E = c.num_experts, k = c.num_experts_per_tok;
   const DeviceTensor<bf16> u = random_activations(T, H, 10 + T);
   cuda::MoeOutput<bf16> m = cuda::moe_block(u, w.router, w.expert_bias, w.experts, w.shared, k, c.router_scaling_factor, true);
@@ -52,7 +58,7 @@ void bench_moe(const cuda::LayerWeights<bf16>& w, const ModelConfig& c, int64_t 
   const MoeOutput<double> ref = moe_block(uh, wr, bias, store, shared, k, c.router_scaling_factor, true, hf);
   const Tensor<float> outh = cuda::download(m.out);
   std::vector<float> got(outh.data.begin(), outh.data.begin() + check_t * H);
-  const std::string name = "MoE block Hy-MT2 T=" + std::to_string(T);
+  const std::string name = "MoE block Hy-MT2 T=" + std::to_string(T) + tag;
   if (!validated(name + " (4 tokens)", rel_l2(got, ref.out.data), 6 * std::ldexp(1.0, -8))) return;
 
   // Baseline: bare cuBLAS, one GEMM pair per used expert on the same routing + the shared
@@ -92,6 +98,61 @@ void bench_moe(const cuda::LayerWeights<bf16>& w, const ModelConfig& c, int64_t 
   const double base = time_it(baseline, graph ? 200 : 30, graph).median_s;
   std::printf("  (%lld experts used; roofline bytes %.1f MB, FLOPs %.1f GFLOP)\n", (long long)used, bytes / 1e6, flops / 1e9);
   report(name, flops, bytes, ours, base, "bare cuBLAS per-expert loop");
+  const double bw = measured_copy_bandwidth();
+  std::printf("  vs measured copy bandwidth %.2f TB/s: ours %.1f%%, baseline %.1f%% (bytes / time / bandwidth)\n", bw / 1e12,
+              100 * bytes / ours / bw, 100 * bytes / base / bw);
+
+  // Where the time goes: the two grouped GEMMs alone on this routing (shared expert as group E).
+  const cuda::ExpertSort srt = cuda::sort_by_expert(m.router, E, T);
+  DeviceTensor<bf16> act2({T * k + T, I}), y2({T * k + T, H});
+  const cuda::GroupWeights<bf16> wgu{w.experts.gate_up.data(), E, w.shared.gate_up.data(), 2 * I, H};
+  const cuda::GroupWeights<bf16> wdn{w.experts.down.data(), E, w.shared.down.data(), H, I};
+  const int reps = graph ? 200 : 30;
+  const double f_gu = 2.0 * T * (k + 1) * 2 * I * H, f_dn = 2.0 * T * (k + 1) * I * H;
+  const double b_gu = 2.0 * (used + 1) * 2 * I * H + 2.0 * T * H + 2.0 * T * (k + 1) * I;
+  const double b_dn = 2.0 * (used + 1) * I * H + 2.0 * T * (k + 1) * (I + H);
+  double t_gu = 0, t_dn = 0;
+  // Prefill: each block tile of the tensor-core kernel (grouped_gemm.cu), same routing; the whole
+  // block too. The default (128x256x64) is what "ours" above ran.
+  const std::vector<const char*> tiles = {"128x128x32", "128x256x32", "128x256x64"};
+  for (const char* tile : graph ? std::vector<const char*>{"default"} : tiles) {
+    setenv("HYORACLE_GROUPED_TILE", tile, 1);
+    t_gu = time_it([&] {
+      cuda::grouped_gemm(u.data(), srt.token.data(), wgu, srt.layout, T, cuda::GroupEpilogue::swiglu, act2.data());
+    }, reps, graph).median_s;
+    t_dn = time_it([&] {
+      cuda::grouped_gemm(act2.data(), nullptr, wdn, srt.layout, T, cuda::GroupEpilogue::store, y2.data());
+    }, reps, graph).median_s;
+    const std::string v = graph ? "GEMV" : std::string("tile ") + tile;
+    std::printf("  part gate_up+SwiGLU grouped %-13s %8.1f us  %7.2f TF/s  %6.2f TB/s\n", v.c_str(), t_gu * 1e6,
+                f_gu / t_gu / 1e12, b_gu / t_gu / 1e12);
+    std::printf("  part down grouped %-23s %8.1f us  %7.2f TF/s  %6.2f TB/s\n", v.c_str(), t_dn * 1e6, f_dn / t_dn / 1e12,
+                b_dn / t_dn / 1e12);
+    if (!graph) {
+      const double tb = time_it([&] {
+        cuda::MoeOutput<bf16> mm = cuda::moe_block(u, w.router, w.expert_bias, w.experts, w.shared, k, c.router_scaling_factor, true);
+      }, reps, graph).median_s;
+      std::printf("  whole block with tile %-18s %8.1f us  %7.2f TF/s\n", tile, tb * 1e6, flops / tb / 1e12);
+    }
+  }
+  unsetenv("HYORACLE_GROUPED_TILE");
+  const double t_route = time_it([&] {
+    cuda::RouterOutput rr = cuda::route(u, w.router, w.expert_bias, k, c.router_scaling_factor, true);
+  }, reps, graph).median_s;
+  const double t_sort = time_it([&] { cuda::ExpertSort ss = cuda::sort_by_expert(m.router, E, T); }, reps, graph).median_s;
+  double whole = ours;
+  if (graph) {  // decode: ours runs route_and_sort (one launch); the separate launches for comparison
+    setenv("HYORACLE_MOE_UNFUSED_ROUTE", "1", 1);
+    whole = time_it([&] {
+      cuda::MoeOutput<bf16> mm = cuda::moe_block(u, w.router, w.expert_bias, w.experts, w.shared, k, c.router_scaling_factor, true);
+    }, reps, graph).median_s;
+    unsetenv("HYORACLE_MOE_UNFUSED_ROUTE");
+    std::printf("  block with route, top-k and sort as separate launches: %.1f us (ours, fused: %.1f us)\n", whole * 1e6,
+                ours * 1e6);
+  }
+  std::printf("  part route (logits + top-k): %.1f us; sort: %.1f us; rest (combine, launch gaps): %.1f us\n",
+              t_route * 1e6, t_sort * 1e6, (whole - t_gu - t_dn - t_route - t_sort) * 1e6);
+  summary.push_back({name, ours, base, flops, bytes});
 }
 
 }  // namespace
@@ -106,11 +167,27 @@ int main() {
               cuda::gpu().name.c_str(), cuda::gpu().sms);
   DeviceTensor<int32_t> flush({64ll << 20});  // 256 MB
   g_flush = &flush;
+  DeviceTensor<float> read_flush({64ll << 20});  // 256 MB, written once here, only read afterwards
+  cuda::check(cudaMemsetAsync(read_flush.data(), 0x3C, size_t(read_flush.numel()) * 4, cuda::gpu().stream), "fill");
+  g_read_flush = &read_flush;
   const ModelConfig c = hy_mt2_config(2);
   std::printf("| %-44s | %13s | %12s | %6s | %13s | %12s | %6s | baseline\n", "case", "ours", "ours", "%roof", "baseline",
               "baseline", "%roof");
   const cuda::ModelWeights<bf16> m = cuda::random_model<bf16>(c, 1);
-  bench_moe(m.layers[1], c, 1);
-  bench_moe(m.layers[1], c, 4096);
+  // L2 flushed by a memset before each repetition (as the previous sessions measured), then by a
+  // read-only pass (no dirty lines left for the timed kernel to write back; bench_util.h).
+  bench_moe(m.layers[1], c, 1, " (memset flush)");
+  g_use_read_flush = true;
+  bench_moe(m.layers[1], c, 1, " (read flush)");
+  g_use_read_flush = false;
+  bench_moe(m.layers[1], c, 4096, "");
+  std::printf("\nsummary (H200 as found; roofline = max(FLOPs/989 TF/s, bytes/3.35 TB/s); copy bw %.2f TB/s measured)\n",
+              measured_copy_bandwidth() / 1e12);
+  for (const Row& r : summary) {
+    const double roof = std::max(r.flops / kPeakFlops, r.bytes / kPeakBytes);
+    std::printf("  %-28s ours %9.1f us %7.1f TF/s %6.1f%% roof | cuBLAS loop %9.1f us %7.1f TF/s %6.1f%% roof\n",
+                r.name.c_str(), r.ours * 1e6, r.flops / r.ours / 1e12, 100 * roof / r.ours, r.base * 1e6,
+                r.flops / r.base / 1e12, 100 * roof / r.base);
+  }
   return 0;
 }
