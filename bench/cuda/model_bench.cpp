@@ -140,7 +140,7 @@ void bench_decode(const cuda::ModelWeights<bf16>& m, int64_t prompt, int64_t ste
 }
 
 // Where one decode step's time goes: each part of one MoE layer (layer 1) captured and replayed as
-// its own graph (median of 200, L2 flushed between replays), at KV length Tc. The parts do not
+// its own graph (median of 200, L2 flushed by a read between replays), at KV length Tc. The parts do not
 // sum exactly to the layer (launch gaps between graphs differ from those inside one).
 void layer_breakdown(const cuda::ModelWeights<bf16>& m, int64_t Tc) {
   const ModelConfig& c = m.config;
@@ -195,6 +195,12 @@ int main(int argc, char** argv) {
               cuda::gpu().name.c_str(), cuda::gpu().sms, (long long)layers);
   DeviceTensor<int32_t> flush({64ll << 20});
   g_flush = &flush;
+  // The layer breakdown flushes L2 by reading (bench_util.h): clean, unrelated lines, as a real
+  // step leaves after the previous layer's weight reads.
+  DeviceTensor<float> read_flush({64ll << 20});
+  cuda::check(cudaMemsetAsync(read_flush.data(), 0x3C, size_t(read_flush.numel()) * 4, cuda::gpu().stream), "fill");
+  g_read_flush = &read_flush;
+  g_use_read_flush = true;
   const double copy_bw = measured_copy_bandwidth();
   std::printf("  measured device-to-device copy: %.2f TB/s (read + write)\n", copy_bw / 1e12);
   const ModelConfig c = hy_mt2_config(layers);

@@ -5,7 +5,7 @@
 # torch SDPA baseline. The working tree is sent as is (no snapshot needed unless someone has
 # uncommitted broken edits). Every stage has a timeout, capped by one overall deadline, so one hang
 # cannot eat the whole device call. Logs go to $OUT (at most 8 files come back).
-# Usage (repository root): bash bench/cuda/run_on_device.sh [all|tests,cli,model,bench (any comma list)] [budget seconds]
+# Usage (repository root): bash bench/cuda/run_on_device.sh [all|tests,cli,model,bench,sanitize,tools (any comma list)] [budget seconds]
 #   TARGETS="..." narrows the build.
 #   "tests" runs only the tests; CUDA_TEST_FILTER=<gtest filter> narrows them.
 set -o pipefail
@@ -93,16 +93,53 @@ fi 2>&1 | tee "$OUT/cli.log"
 
 if want model; then
   # The whole full-size Hy-MT2 (61 GB of bf16 weights made on the GPU): ours, then HF's, one
-  # process after the other (both do not fit at once).
+  # process after the other (both do not fit at once). SKIP_HF_MODEL=1 leaves HF's out.
   [ -x $B/bench/cuda/model_bench ] && lim 150 $B/bench/cuda/model_bench 2>&1 | tee "$OUT/model.log"
-  PYTHONUNBUFFERED=1 lim 150 python3 bench/cuda/hf_model_baseline.py 48 16 2>&1 | tee -a "$OUT/model.log"
+  [ "${SKIP_HF_MODEL:-0}" = 1 ] || PYTHONUNBUFFERED=1 lim 150 python3 bench/cuda/hf_model_baseline.py 48 16 2>&1 | tee -a "$OUT/model.log"
   stamp "model done"
 fi
 
 if want bench; then
-  for b in cuda_bench moe_bench attention_bench; do
-    [ -x $B/bench/cuda/$b ] && lim 130 $B/bench/cuda/$b 2>&1 | tee -a "$OUT/bench.log"
+  # Each benchmark next to its same-run baselines: cuBLAS (cuda_bench, moe_bench), torch SDPA
+  # (sdpa_baseline.py, read back by attention_bench), HF transformers' experts (hf_moe_baseline.py).
+  for b in cuda_bench moe_bench; do
+    [ -x $B/bench/cuda/$b ] && lim 100 $B/bench/cuda/$b 2>&1 | tee -a "$OUT/bench.log"
   done
-  PYTHONUNBUFFERED=1 lim 45 python3 bench/cuda/sdpa_baseline.py 2>&1 | tee -a "$OUT/bench.log"
+  PYTHONUNBUFFERED=1 lim 70 python3 bench/cuda/sdpa_baseline.py --out "$OUT/sdpa.txt" 2>&1 | tee -a "$OUT/bench.log"
+  [ -x $B/bench/cuda/attention_bench ] && lim 80 $B/bench/cuda/attention_bench "$OUT/sdpa.txt" 2>&1 | tee -a "$OUT/bench.log"
+  PYTHONUNBUFFERED=1 lim 70 python3 bench/cuda/hf_moe_baseline.py --reps 30 2>&1 | tee -a "$OUT/bench.log"
   stamp "bench done"
+fi
+
+if want sanitize; then
+  # compute-sanitizer (it runs on this machine's runtime): out-of-bounds and uninitialised reads
+  # in the own kernels (gemv, attention, grouped GEMM, fused decode router), races in the tiled ones.
+  if command -v compute-sanitizer > /dev/null && [ -x $B/tests/cuda/cuda_tests ]; then
+    lim 90 compute-sanitizer --tool memcheck --print-limit 5 $B/tests/cuda/cuda_tests \
+      --gtest_filter='Gemv/0.*:Fused/1.*:MoeTyped/1.*:AttentionMma/0.*' > "$OUT/memcheck.log" 2>&1
+    echo "memcheck exit $?: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)"
+    grep -E "Invalid|at 0x|by thread|FAILED" "$OUT/memcheck.log" | head -8
+    lim 60 compute-sanitizer --tool racecheck --print-limit 5 $B/tests/cuda/cuda_tests \
+      --gtest_filter='MoeTyped/2.GroupedGemmIsBitExactOnIntegers:AttentionMma/0.BothKernelsMatchReference' > "$OUT/racecheck.log" 2>&1
+    echo "racecheck exit $?: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)"
+  else
+    echo "compute-sanitizer or cuda_tests missing: sanitize stage skipped"
+  fi
+  stamp "sanitize done"
+fi
+
+if want tools; then
+  # The engine-dump converter tests with this machine's torch (2.x; CI runs them with Debian's
+  # 1.13), and tools/hf_dump.py (rewritten onto tools/dump_io.py) re-making a committed golden.
+  lim 60 cmake -S . -B $B -DHYORACLE_PYTHON3="$(command -v python3)" > /dev/null 2>&1
+  lim 150 ctest --test-dir $B -L tools --output-on-failure 2>&1 | tail -8
+  F=fixtures/tiny-hy3; G=$F/golden/hf-bf16
+  TOK=$(python3 -c "import json;print(','.join(map(str,json.load(open('$G/manifest.json'))['input']['token_ids'])))" 2>/dev/null)
+  N=$(python3 -c "import json;print(json.load(open('$G/manifest.json'))['generate']['n'])" 2>/dev/null)
+  PYTHONUNBUFFERED=1 lim 90 python3 tools/hf_dump.py $F /tmp/hf-bf16-again --tokens "$TOK" --dtype bfloat16 --generate "$N" 2>&1 | tail -3
+  lim 60 $B/tools/hyoracle compare $G /tmp/hf-bf16-again --model $F | head -6
+  echo "hyoracle compare committed hf-bf16 vs re-made: exit ${PIPESTATUS[0]}"
+  cmp -s $G/activations.safetensors /tmp/hf-bf16-again/activations.safetensors && echo "re-made golden: activations byte-identical" \
+    || echo "re-made golden: activations differ in bytes (judged by compare above)"
+  stamp "tools done"
 fi
