@@ -344,8 +344,10 @@ void Walk::compare_tensor(const std::string& name) {
   if (r.verdict == Verdict::fail) record_failure(r);
   rep.tensors.push_back(std::move(r));
   // Whole-tensor reads (teacher-forcing inputs, the two small tensors above) touched mapped pages.
-  b.release_pages();
-  t.release_pages();
+  if (whole || rp) {
+    b.release_pages();
+    t.release_pages();
+  }
 }
 
 void Walk::compare_routing(const std::string& name) {

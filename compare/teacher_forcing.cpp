@@ -75,6 +75,8 @@ TeacherForcing::TeacherForcing(const std::string& model_dir, int threads) : ck_(
 
 const LayerWeights<double>& TeacherForcing::layer(int64_t L) {
   if (loaded_ != L) {
+    w_ = LayerWeights<double>{};  // free the previous layer first: one layer's weights at a time
+    loaded_ = -1;
     w_ = load_layer<double>(ck_, L, /*resident_experts=*/false);
     loaded_ = L;
   }
