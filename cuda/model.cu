@@ -77,18 +77,21 @@ DeviceTensor<T> random_tensor(uint64_t seed, const std::string& name, std::vecto
   return t;
 }
 
-__global__ void argmax_kernel(const float* x, int64_t n, int64_t* out) {
-  const float* row = x + blockIdx.x * n;
+// Index of the largest of row[0, n) over one block of kThreads threads (exact ties and NaN: the
+// lower index wins; NaN is never larger), every thread returns it. Each thread scans its indices
+// in ascending order, then a fixed pairwise tree merges the threads' (value, index) pairs.
+template <int kThreads>
+__device__ int64_t block_argmax(const float* row, int64_t n) {
   float bv = -INFINITY;
   int64_t bi = n;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-    if (row[i] > bv || (row[i] == bv && i < bi) || bi == n) bv = row[i], bi = i;
-  __shared__ float sv[256];
-  __shared__ int64_t si[256];
+  for (int64_t i = threadIdx.x; i < n; i += kThreads)
+    if (bi == n || row[i] > bv) bv = row[i], bi = i;
+  __shared__ float sv[kThreads];
+  __shared__ int64_t si[kThreads];
   sv[threadIdx.x] = bv;
   si[threadIdx.x] = bi;
   __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s /= 2) {
+  for (int s = kThreads / 2; s > 0; s /= 2) {
     if (threadIdx.x < s) {
       const float ov = sv[threadIdx.x + s];
       const int64_t oi = si[threadIdx.x + s];
@@ -97,34 +100,23 @@ __global__ void argmax_kernel(const float* x, int64_t n, int64_t* out) {
     }
     __syncthreads();
   }
-  if (threadIdx.x == 0) out[blockIdx.x] = si[0];
+  return si[0];
 }
 
-// The decode step's tail: token = argmax(x[0, :n]) (ties to the lower index, as argmax_kernel),
-// history[step] = token, step += 1, position += 1. One block of 1024 threads.
+// out[r] = argmax of row r of x [R, n]; one block of 256 threads per row.
+__global__ void argmax_kernel(const float* x, int64_t n, int64_t* out) {
+  const int64_t i = block_argmax<256>(x + blockIdx.x * n, n);
+  if (threadIdx.x == 0) out[blockIdx.x] = i;
+}
+
+// The decode step's tail: token = argmax(x[0, :n]), history[step] = token, step += 1,
+// position += 1. One block of 1024 threads.
 __global__ void argmax_advance(const float* x, int64_t n, int64_t* token, int64_t* position, int64_t* step,
                                int64_t* history, int64_t history_len) {
-  float bv = -INFINITY;
-  int64_t bi = n;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-    if (bi == n || x[i] > bv) bv = x[i], bi = i;  // ascending i per thread: first maximum kept
-  __shared__ float sv[1024];
-  __shared__ int64_t si[1024];
-  sv[threadIdx.x] = bv;
-  si[threadIdx.x] = bi;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s /= 2) {
-    if (threadIdx.x < s) {
-      const float ov = sv[threadIdx.x + s];
-      const int64_t oi = si[threadIdx.x + s];
-      if (oi < n && (si[threadIdx.x] == n || ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])))
-        sv[threadIdx.x] = ov, si[threadIdx.x] = oi;
-    }
-    __syncthreads();
-  }
+  const int64_t i = block_argmax<1024>(x, n);
   if (threadIdx.x == 0) {
-    *token = si[0];
-    if (*step < history_len) history[*step] = si[0];
+    *token = i;
+    if (*step < history_len) history[*step] = i;
     *step += 1;
     *position += 1;
   }

@@ -58,6 +58,10 @@ class Guarded {
   int64_t n_;
 };
 
+// Exact value v rounded to T, as a double (what a correctly rounded T result must be).
+template <class T>
+double rounded(double v) { return double(cuda::to_f32(cuda::from_f32<T>(float(v)))); }
+
 // Seeded N(0, scale²) values from the fixture generator (replayable from the seed).
 inline std::vector<float> normal_values(int64_t n, uint64_t seed, double scale = 1.0) {
   Rng r(seed);

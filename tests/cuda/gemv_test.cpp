@@ -18,9 +18,6 @@ using cuda::bf16;
 using cuda::fp16;
 
 template <class T>
-double rounded(double v) { return double(cuda::to_f32(cuda::from_f32<T>(float(v)))); }
-
-template <class T>
 class Gemv : public CudaTest {};
 using Half = ::testing::Types<bf16, fp16>;
 TYPED_TEST_SUITE(Gemv, Half);

@@ -34,10 +34,6 @@ const Numerics kExact{Precision::exact, 1};
 const Numerics kHf{Precision::hf, 1};
 const Numerics kF32{Precision::fp32, 1};
 
-// Exact value v rounded to T, as a double (what a correctly rounded T result must be).
-template <class T>
-double rounded(double v) { return double(cuda::to_f32(cuda::from_f32<T>(float(v)))); }
-
 template <class T>
 class Typed : public CudaTest {};
 using Dtypes = ::testing::Types<float, bf16, fp16>;
