@@ -27,12 +27,8 @@ const double* ChunkReader::next(int64_t count, double* buffer) {
     return p;
   }
   const Dump& d = *s_.dump;
-  // Keep between half a window and a window and a half requested ahead of the reader.
-  const int64_t window = std::max<int64_t>(count, kReadaheadBytes / elem_bytes_);
-  while (ahead_ < numel_ && ahead_ < pos_ + count + window / 2) {
-    d.advise(s_.name, ahead_, window, Dump::Pages::will_need);
-    ahead_ = std::min(numel_, ahead_ + window);
-  }
+  // Keep the file read ahead of the reader by kReadaheadBytes, across tensor boundaries.
+  d.read_ahead(s_.name, pos_, uint64_t(kReadaheadBytes));
   d.read_range(s_.name, pos_, count, buffer);
   pos_ += count;
   if ((pos_ - released_) * elem_bytes_ >= kReleaseBytes) {

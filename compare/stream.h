@@ -6,8 +6,9 @@
 //   Metrics m = stream_compare(TensorSource(baseline, name), TensorSource(target, name), shape);
 //
 // Behind the reader the mapped pages are dropped from the process (Dump::Pages::dont_need, every
-// kReleaseBytes); ahead of it the kernel is asked to read ahead (will_need, kReadaheadBytes), so
-// RSS does not grow with the size of the dumps and an uncached dump is read sequentially.
+// kReleaseBytes); ahead of it the kernel is asked to read the file ahead (Dump::read_ahead,
+// kReadaheadBytes, across tensor boundaries), so RSS does not grow with the size of the dumps and
+// an uncached dump is read from disk while the previous chunks are compared.
 // The Metrics do not depend on the chunk size (MetricsAccumulator).
 #pragma once
 #include <cstdint>
@@ -22,7 +23,7 @@ namespace hyoracle::compare {
 
 constexpr int64_t kStreamChunk = 16384;             // elements per chunk and side (128 KiB as double)
 constexpr int64_t kReleaseBytes = int64_t(2) << 20;  // mapped bytes consumed between two releases
-constexpr int64_t kReadaheadBytes = int64_t(8) << 20;
+constexpr int64_t kReadaheadBytes = int64_t(64) << 20;  // file bytes requested ahead of the reader
 
 // One tensor to stream: `name` in `dump`, or a tensor in memory (not owned; must outlive it).
 struct TensorSource {
@@ -47,7 +48,7 @@ class ChunkReader {
 
  private:
   TensorSource s_;
-  int64_t numel_ = 0, pos_ = 0, released_ = 0, ahead_ = 0, elem_bytes_ = 8;
+  int64_t numel_ = 0, pos_ = 0, released_ = 0, elem_bytes_ = 8;
 };
 
 struct StreamOptions {

@@ -274,6 +274,21 @@ void Dump::release_pages() const {
   for (const auto& [p, len] : spans_) advise_bytes(p, len, MADV_DONTNEED);
 }
 
+void Dump::read_ahead(const std::string& name, int64_t begin, uint64_t bytes) const {
+  const TensorInfo& t = info(name);
+  const size_t f = where_.at(name).first;
+  if (ahead_.size() != spans_.size()) ahead_.assign(spans_.size(), nullptr);
+  const uint8_t* from = files_[f]->data(t) + std::clamp<int64_t>(begin, 0, t.numel()) * dtype_size(t.dtype);
+  const uint8_t* end = spans_[f].first + spans_[f].second;
+  const uint8_t* to = from + std::min<uint64_t>(bytes, uint64_t(end - from));
+  // Ask in steps of at least half the window (large sequential requests per file), and only for
+  // the part not asked for yet.
+  if (ahead_[f] >= to || (ahead_[f] > from && uint64_t(ahead_[f] - from) >= bytes / 2)) return;
+  if (ahead_[f] > from) from = ahead_[f];
+  advise_bytes(from, uint64_t(to - from), MADV_WILLNEED);
+  ahead_[f] = to;
+}
+
 namespace {
 // Element i of an integer tensor, exactly (no trip through double, which loses bits past 2^53).
 int64_t integer_element(const uint8_t* p, DType t, int64_t i) {

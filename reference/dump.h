@@ -86,6 +86,10 @@ class Dump {
   void advise(const std::string& name, int64_t begin, int64_t count, Pages what) const;
   // dont_need over the data of every file of the dump (after whole-tensor reads).
   void release_pages() const;
+  // will_need for the `bytes` of the file that follow element `begin` of `name`, across the
+  // tensors stored after it (files hold tensors in execution order), asked only once per byte:
+  // a streaming reader calls it before each chunk so the disk works ahead of it.
+  void read_ahead(const std::string& name, int64_t begin, uint64_t bytes) const;
   std::vector<int64_t> read_ints(const std::string& name) const;
   std::vector<int64_t> token_ids() const;
   // producer.<field> as a string ("" when absent).
@@ -96,6 +100,7 @@ class Dump {
   nlohmann::json manifest_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::vector<std::pair<const uint8_t*, uint64_t>> spans_;  // per file: first data byte, data length
+  mutable std::vector<const uint8_t*> ahead_;               // per file: read ahead up to here (a hint)
   std::map<std::string, std::pair<size_t, const TensorInfo*>> where_;
   std::vector<std::string> names_;
 };
