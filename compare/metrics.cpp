@@ -46,7 +46,7 @@ size_t abs_bin(double a) {
 }
 
 // AVX2 when the CPU has it, unless HYORACLE_NO_SIMD is set (tests compare both paths bit for bit).
-const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && !std::getenv("HYORACLE_NO_SIMD");
+const bool kHaveAvx2 = (__builtin_cpu_init(), __builtin_cpu_supports("avx2")) && !std::getenv("HYORACLE_NO_SIMD");
 
 // The five lane sums of `blocks` blocks of four pairs, element 4q + l into lane l (lanes[k][l],
 // k = Σ|e|, Σr², Σy², Σr·y, Σe²), written back only when every value is finite (returns

@@ -197,7 +197,7 @@ __attribute__((target("avx2"))) int64_t decode_f32_avx2(const uint8_t* p, int64_
   return i;
 }
 // AVX2 when the CPU has it, unless HYORACLE_NO_SIMD is set (tests compare both paths bit for bit).
-const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && !std::getenv("HYORACLE_NO_SIMD");
+const bool kHaveAvx2 = (__builtin_cpu_init(), __builtin_cpu_supports("avx2")) && !std::getenv("HYORACLE_NO_SIMD");
 
 // Decodes elements [begin, begin + n) of a little-endian buffer of type t into double, exactly.
 void decode_range(const uint8_t* p, DType t, int64_t begin, int64_t n, double* out) {
