@@ -50,7 +50,9 @@ std::string error_curve_svg(const std::vector<LayerPoint>& pts, int64_t divergen
     s << "<text x='" << X(i) << "' y='" << H - bot + 15 << "' text-anchor='middle'>" << pts[i].layer << "</text>";
     if (pts[i].layer == divergence_layer)
       s << "<line x1='" << X(i) << "' x2='" << X(i) << "' y1='" << top << "' y2='" << H - bot
-        << "' stroke='#d33' stroke-dasharray='4 3'/><text x='" << X(i) + 4 << "' y='" << top + 12 << "' fill='#d33'>first divergence</text>";
+        << "' stroke='#d33' stroke-dasharray='4 3'/><text x='" << (2 * i < n ? X(i) + 4 : X(i) - 4)
+        << "' y='" << top + 12 << "' fill='#d33' text-anchor='" << (2 * i < n ? "start" : "end")
+        << "'>first divergence</text>";  // label on the side with room
   }
   s << "<text x='" << (l + W - rgt) / 2 << "' y='" << H - 5 << "' text-anchor='middle'>layer</text>";
   auto line = [&](auto get, const char* color, const char* dash) {
@@ -74,7 +76,7 @@ std::string report_html(const Report& r) {
   const bool pass = r.verdict == Verdict::pass;
   o << "<!doctype html><html><head><meta charset='utf-8'><title>hyoracle compare: " << verdict_name(r.verdict)
     << "</title><style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:12px}"
-       "td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}td:first-child,th:first-child{text-align:left}"
+       "td,th{border:1px solid #ddd;padding:3px 6px;text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}"
        ".fail{background:#fde2e2}.verdict{font-size:1.6em;padding:.3em .6em;display:inline-block;color:#fff}"
        "code{background:#f3f3f3;padding:1px 3px}</style></head><body>";
   o << "<div class='verdict' style='background:" << (pass ? "#2a8a2a" : r.verdict == Verdict::fail ? "#c62828" : "#b8860b")
