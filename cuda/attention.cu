@@ -735,7 +735,7 @@ void attention_simt(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, co
   const size_t smem = size_t(2 * kChunk * (d + 1) + threads / 32 * d) * sizeof(float);
   const dim3 grid{unsigned(qblocks), unsigned(nkv), unsigned(splits)};
   const float scale = float(1.0 / std::sqrt(double(d)));
-  static const bool raised = [] {  // once, outside any graph capture that may follow
+  static const bool raised = [] {  // once per process (also allowed inside a graph capture)
     check(cudaFuncSetAttribute(attention_simt_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024),
           "attention smem");
     return true;

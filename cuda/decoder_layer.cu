@@ -77,7 +77,8 @@ void attention_inputs(const DeviceTensor<T>& q, const DeviceTensor<T>& k, const 
                       const ModelConfig& c, const DeviceTensor<int64_t>& positions, T* qn, DeviceTensor<T>& qr, T* kn,
                       DeviceTensor<T>& kr, LayerCache<T>& cache) {
   const int64_t T_ = q.dim(0), nq = q.dim(1), nkv = k.dim(1), d = q.dim(2);
-  if (d % 2 || d > 1024 || cache.k.dim(1) != nkv || cache.k.dim(2) != d || positions.numel() != T_)
+  if (d % 2 || d > 1024 || k.dim(2) != d || v.shape != k.shape || cache.v.shape != cache.k.shape || cache.k.dim(1) != nkv ||
+      cache.k.dim(2) != d || positions.numel() != T_ || w.q_norm.numel() != d || w.k_norm.numel() != d)
     fail("cuda attention inputs: q " + shape_str(q.shape) + ", k " + shape_str(k.shape) + ", cache " +
          shape_str(cache.k.shape) + " do not match");
   if (!T_) return;
@@ -179,7 +180,9 @@ DeviceTensor<T> decoder_layer(const DeviceTensor<T>& x, int64_t L, const LayerWe
          std::to_string(capacity));
   // Keys bounded by the capacity, not the length: attention masks by position (key j visible to
   // query t iff j <= positions[t]) and skips keys past the last position, so the result is the
-  // same, and an eager step runs exactly the launches a captured one (model.h) does.
+  // same in exact arithmetic, and an eager step runs exactly the launches a captured one (model.h)
+  // does, so the two agree bit for bit. The split of the keys over blocks depends on the capacity
+  // and the GPU's SM count, so the last bits of a decode step do too (same run, same bits).
   DeviceTensor<T> out = decoder_layer_at(x, L, w, c, positions, cache, capacity, rec);
   cache.length += x.rows();
   return out;

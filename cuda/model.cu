@@ -77,15 +77,19 @@ DeviceTensor<T> random_tensor(uint64_t seed, const std::string& name, std::vecto
   return t;
 }
 
-// Index of the largest of row[0, n) over one block of kThreads threads (exact ties and NaN: the
-// lower index wins; NaN is never larger), every thread returns it. Each thread scans its indices
-// in ascending order, then a fixed pairwise tree merges the threads' (value, index) pairs.
+// Index of the largest of row[0, n) over one block of kThreads threads, every thread returns it:
+// the reference's argmax rule (reference/model.cpp), i.e. the first maximum among the non-NaN
+// values, and 0 when row[0] is NaN (nothing compares larger than it there) or every value is NaN.
+// Each thread scans its indices in ascending order skipping NaN, then a fixed pairwise tree merges
+// the threads' (value, index) pairs, ties to the lower index.
 template <int kThreads>
 __device__ int64_t block_argmax(const float* row, int64_t n) {
   float bv = -INFINITY;
-  int64_t bi = n;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads)
-    if (bi == n || row[i] > bv) bv = row[i], bi = i;
+  int64_t bi = n;  // n: nothing seen yet
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    const float v = row[i];
+    if (v == v && (bi == n || v > bv)) bv = v, bi = i;
+  }
   __shared__ float sv[kThreads];
   __shared__ int64_t si[kThreads];
   sv[threadIdx.x] = bv;
@@ -100,7 +104,8 @@ __device__ int64_t block_argmax(const float* row, int64_t n) {
     }
     __syncthreads();
   }
-  return si[0];
+  const float first = row[0];
+  return si[0] == n || first != first ? 0 : si[0];
 }
 
 // out[r] = argmax of row r of x [R, n]; one block of 256 threads per row.

@@ -67,8 +67,12 @@ Generation generate_greedy(const ModelWeights<T>& m, const DeviceTensor<float>& 
 //   x = Embed(token);  x = decoder_layer_at(x, L, ..., positions = {position}, key_bound = capacity)
 //   logits = fp32(RMSNorm(x) · W_lmᵀ);  token = argmax(logits) (ties to the lower index)
 //   history[step] = token;  step += 1;  position += 1
-// The same kernels in the same order as forward() on one token (decoder_layer also bounds the
-// keys by the capacity), so its logits equal the eager step's bit for bit (tests/cuda).
+// The same layer kernels in the same order as forward() on one token (decoder_layer also bounds
+// the keys by the capacity; only the token gather reads a device id and the argmax is fused with
+// the advance), so its logits equal the eager step's bit for bit (tests/cuda). Once captured, the
+// cache belongs to the graph: the position lives on the device, so an eager forward() on the same
+// cache between replays would be overwritten by the next replay (the host keeps cache.length()
+// only to refuse replays past the capacity).
 template <class T>
 struct DecodeGraph {
   DeviceTensor<int64_t> token;     // [1] the token the next replay feeds

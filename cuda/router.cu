@@ -1,5 +1,7 @@
 #include "router.h"
 
+#include <cfloat>
+
 #include "elementwise.h"
 #include "expert_sort.cuh"
 #include "matmul.h"
@@ -24,7 +26,12 @@ __device__ void topk_token(const float* logits, const float* bias, int t, int E,
     const float s = 1.0f / (1.0f + expf(-__ldcg(logits + int64_t(t) * E + e)));  // L2: other blocks wrote it
     scores[int64_t(t) * E + e] = s;
     sc[e] = s;
-    c[e] = s + bias[e];
+    // A score that is NaN (a NaN router input) or a corrected score of -inf ranks below every real
+    // one as -FLT_MAX, lower index first: -inf marks the selected, and every round must find a
+    // candidate, so ids stay inside [0, E) and the sort that follows stays in bounds; the NaN
+    // itself reaches the weights and the block's output, where it shows.
+    const float cv = s + bias[e];
+    c[e] = cv > -INFINITY ? cv : -FLT_MAX;
   }
   __syncwarp();
   const int rounds = min(E, k + 1);

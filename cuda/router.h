@@ -10,7 +10,9 @@
 //   K[t]         = the k experts with the largest c, exact ties to the LOWER index, by c desc
 //   w[t, j]      = fp32(s[t, K_j] / fp32(Σ_j' s[t, K_j'] + 1e-20)) · scaling   (sum in rank order)
 //   margin[t]    = c[t, K_k] − (k+1)-th largest c  (+inf when k == E)
-// One warp per token for the selection.
+// One warp per token for the selection. A NaN score (from a NaN router input) is ranked below
+// every real one, lower index first: the ids stay inside [0, E) and the NaN shows in the weights
+// and the block's output instead of becoming an out-of-range expert id.
 #pragma once
 #include "device.h"
 
@@ -33,6 +35,8 @@ RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router
 // sort_by_expert) in one launch: one block per expert computes its logits (the small-T kernel
 // above, same sums), the last block to finish selects the top-k of every token and writes the sort
 // into `sort` (buffers allocated by moe.cu). Same results as route() followed by sort_by_expert.
+// The "last block" ticket is one device counter, so calls must not run concurrently: every launch
+// of this path is on the one stream of gpu() (also inside a captured graph, which runs in order).
 struct SortTargets;
 constexpr int64_t kRouteSortMaxT = 16;
 template <class T>

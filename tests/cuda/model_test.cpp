@@ -189,6 +189,31 @@ TYPED_TEST(ModelTyped, GreedyDecodeMatchesReference) {
   EXPECT_LE(rel_l2(step, last), (std::is_same_v<T, float>) ? 1e-5 : bound<T>());
 }
 
+// Greedy argmax on the GPU follows the reference's rule (reference/model.cpp argmax): the first
+// maximum among non-NaN values, and 0 when row 0 is NaN or all are; checked on rows that put NaN
+// and ties in every place a block-parallel scan could mishandle them (per-thread first elements,
+// across the reduction tree, past 1024 columns).
+TEST_F(CudaTest, ArgmaxFollowsTheReferenceRuleWithTiesAndNaN) {
+  const int64_t V = 3000;
+  const float nan = std::nanf("");
+  std::vector<std::vector<float>> rows;
+  auto base = [&] {
+    std::vector<float> r = normal_values(V, 91 + rows.size());
+    return r;
+  };
+  { auto r = base(); r[1] = nan; r[2025] = 50; rows.push_back(r); }          // NaN first in its thread
+  { auto r = base(); r[0] = nan; r[7] = 50; rows.push_back(r); }            // NaN at 0: index 0
+  { auto r = base(); r[700] = 50; r[1724] = 50; r[2999] = 50; rows.push_back(r); }  // ties: lowest
+  { std::vector<float> r(V, nan); rows.push_back(r); }                      // all NaN: 0
+  { auto r = base(); for (int64_t i = 0; i < V; i += 2) r[i + 1] = nan; r[2998] = 60; rows.push_back(r); }
+  { std::vector<float> r(V, -1.0f); r[33] = -1.0f; rows.push_back(r); }     // all equal: 0
+  std::vector<float> flat;
+  for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
+  const cuda::DeviceTensor<float> x = cuda::upload_values<float>(flat, {int64_t(rows.size()), V});
+  const std::vector<int64_t> got = cuda::argmax_rows(x);
+  for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(got[i], argmax(rows[i].data(), V)) << "row " << i;
+}
+
 // The captured decode step (cuda/model.h DecodeGraph) against the eager step: the same kernels in
 // the same order on the same inputs, so tokens and every logit must be identical, not merely close;
 // and the graph generator past the cache capacity is refused, not run out of bounds.

@@ -270,6 +270,38 @@ TYPED_TEST(MoeTyped, MoeBlockMatchesReferenceAtOddSizes) {
   }
 }
 
+// A token whose input is NaN (an upstream overflow, a broken checkpoint): the block must not fault
+// or pick an expert id outside [0, E) (that would index out of bounds in the sort), the NaN must
+// show in that token's output, and every other token's output must be bit for bit the one it has
+// when the bad row is replaced by finite values (tokens do not interact inside the block). Decode
+// (T = 7: fused route + GEMV) and tile (T = 40) paths.
+TEST_F(CudaTest, NanTokenStaysInBoundsAndOthersAreUntouched) {
+  for (const MoeCase c : {MoeCase{7, 256, 96, 16, 4}, MoeCase{40, 256, 96, 16, 4}}) {
+    SCOPED_TRACE("T=" + std::to_string(c.T));
+    const MoeSetup<bf16> m = moe_setup<bf16>(c);
+    const cuda::DeviceTensor<float> bias = cuda::upload_values<float>(m.bias, {c.E});
+    const int64_t bad = 3;
+    std::vector<float> u(m.u.host.data.begin(), m.u.host.data.end());
+    for (int64_t h = 0; h < c.H; ++h) u[bad * c.H + h] = std::nanf("");
+    const cuda::DeviceTensor<bf16> u_nan = cuda::upload_values<bf16>(u, {c.T, c.H});
+    const cuda::MoeOutput<bf16> got = cuda::moe_block(u_nan, m.wr.dev, bias, m.ex, m.shared, c.k, 2.826, true);
+    cuda::synchronize();
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const cuda::MoeOutput<bf16> clean = cuda::moe_block(m.u.dev, m.wr.dev, bias, m.ex, m.shared, c.k, 2.826, true);
+    for (int64_t id : cuda::download_ints(got.router.ids)) ASSERT_TRUE(id >= 0 && id < c.E) << "expert id " << id;
+    const Tensor<float> a = cuda::download(got.out), b = cuda::download(clean.out);
+    int64_t finite_bad = 0, differ = 0;
+    for (int64_t t = 0; t < c.T; ++t)
+      for (int64_t h = 0; h < c.H; ++h) {
+        const float x = a.data[t * c.H + h], y = b.data[t * c.H + h];
+        if (t == bad) finite_bad += std::isfinite(x);
+        else differ += x != y;
+      }
+    EXPECT_EQ(finite_bad, 0) << "finite outputs in the NaN token's row";
+    EXPECT_EQ(differ, 0) << "other tokens' outputs changed";
+  }
+}
+
 // The block captured in a CUDA graph (no host synchronisation inside) replays to the same bits as
 // the eager call, at decode (T = 1) and at a tile-path size.
 TEST_F(CudaTest, MoeBlockGraphReplayIsBitIdentical) {
