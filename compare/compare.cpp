@@ -251,34 +251,37 @@ void Walk::compare_tensor(const std::string& name) {
   const std::string base = strip_step(name);
   const int64_t L = r.layer;
 
-  // Two small tensors are rearranged before they are compared, so they are read whole:
-  // generate.logits (only rows up to the first differing token are comparable) and
-  // moe.topk_weights (keyed by expert id: HF does not sort its top-k). Every other tensor streams
-  // from the mapped dumps, a chunk at a time (stream.h).
+  // moe.topk_weights is rearranged before it is compared (keyed by expert id: HF does not sort its
+  // top-k), so it is read whole (it is small: [T, k]). Every other tensor streams from the mapped
+  // dumps, a chunk at a time (stream.h); of generate.logits only the rows up to the first differing
+  // token are comparable, so only that prefix is compared, and the rest is still scanned for NaN.
   const bool is_weights = base.find("moe.topk_weights") != std::string::npos;
-  const bool whole = base == "generate.logits" || is_weights;
   Tensor<double> bt, tt;
   std::vector<int64_t> shape = bi_info.shape;
-  if (whole) {
+  int64_t prefix = -1;
+  if (base == "generate.logits" && r.step == 0 && gen_divergence >= 0 && shape.size() == 2 &&
+      shape[0] > gen_divergence + 1) {
+    shape[0] = gen_divergence + 1;
+    prefix = numel_of(shape);
+    for (const Dump* d : {&b, &t}) {
+      int64_t count = 0;
+      const int64_t at = first_nan_after(*d, name, prefix, &count);
+      if (at >= 0) reject_nan(*d, name, count, unravel(at, bi_info.shape));
+    }
+  }
+  if (is_weights) {
     bt = b.read(name);
     tt = t.read(name);
     reject_nan(b, name, bt);
     reject_nan(t, name, tt);
-    if (base == "generate.logits" && r.step == 0 && gen_divergence >= 0 && bt.rows() > gen_divergence + 1) {
-      const int64_t rows = gen_divergence + 1, V = bt.cols();
-      bt = Tensor<double>({rows, V}, std::vector<double>(bt.data.begin(), bt.data.begin() + rows * V));
-      tt = Tensor<double>({rows, V}, std::vector<double>(tt.data.begin(), tt.data.begin() + rows * V));
-    }
-    if (is_weights) {
-      const std::string ids = names::layer(L, "moe.topk_ids");
-      const std::string pre = r.step > 0 ? names::step(r.step, "") : "";
-      if (b.has(pre + ids) && t.has(pre + ids))
-        tt = align_weights(b.read_ints(pre + ids), bt, t.read_ints(pre + ids), tt, &r.excluded_tokens);
-    }
+    const std::string ids = names::layer(L, "moe.topk_ids");
+    const std::string pre = r.step > 0 ? names::step(r.step, "") : "";
+    if (b.has(pre + ids) && t.has(pre + ids))
+      tt = align_weights(b.read_ints(pre + ids), bt, t.read_ints(pre + ids), tt, &r.excluded_tokens);
     shape = bt.shape;
   }
-  const TensorSource bsrc = whole ? TensorSource(bt) : TensorSource(b, name);
-  const TensorSource tsrc = whole ? TensorSource(tt) : TensorSource(t, name);
+  const TensorSource bsrc = is_weights ? TensorSource(bt) : TensorSource(b, name, prefix);
+  const TensorSource tsrc = is_weights ? TensorSource(tt) : TensorSource(t, name, prefix);
   r.total = stream_compare(bsrc, tsrc, shape);
   reject_nan(b, name, r.total.nan_ref, r.total.first_nan_ref_at);
   reject_nan(t, name, r.total.nan_target, r.total.first_nan_target_at);
@@ -309,7 +312,7 @@ void Walk::compare_tensor(const std::string& name) {
            " elements, the reference step on the target's inputs gives " + std::to_string(rp->value.numel()));
     rp->value.shape = shape;
     // local: the target in its own order (topk_weights unaligned) against the replayed step.
-    r.local = stream_compare(TensorSource(rp->value), whole ? TensorSource(t.read(name)) : TensorSource(t, name), shape);
+    r.local = stream_compare(TensorSource(rp->value), is_weights ? TensorSource(t.read(name)) : TensorSource(t, name, prefix), shape);
     r.inherited = stream_compare(bsrc, TensorSource(rp->value), shape).rel_l2;
     if (is_weights) r.inherited = NAN;  // orders differ; see routing
     if (rp->reduction_k) bi.reduction_k = rp->reduction_k;
@@ -343,8 +346,8 @@ void Walk::compare_tensor(const std::string& name) {
   last_rel = r.total.rel_l2;
   if (r.verdict == Verdict::fail) record_failure(r);
   rep.tensors.push_back(std::move(r));
-  // Whole-tensor reads (teacher-forcing inputs, the two small tensors above) touched mapped pages.
-  if (whole || rp) {
+  // Whole-tensor reads (teacher-forcing inputs, topk_weights) touched mapped pages.
+  if (is_weights || rp) {
     b.release_pages();
     t.release_pages();
   }

@@ -1,11 +1,35 @@
 #include "stream.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 namespace hyoracle::compare {
 
-int64_t TensorSource::numel() const { return memory ? memory->numel() : dump->info(name).numel(); }
+int64_t TensorSource::numel() const {
+  if (memory) return memory->numel();
+  const int64_t n = dump->info(name).numel();
+  if (prefix > n) fail("TensorSource: a prefix of " + std::to_string(prefix) + " elements of \"" + name + "\" (" + std::to_string(n) + ")");
+  return prefix >= 0 ? prefix : n;
+}
+
+int64_t first_nan_after(const Dump& d, const std::string& name, int64_t from, int64_t* count) {
+  const int64_t n = d.info(name).numel();
+  std::vector<double> buf(static_cast<size_t>(kStreamChunk));
+  int64_t first = -1;
+  *count = 0;
+  for (int64_t at = from; at < n; at += kStreamChunk) {
+    const int64_t m = std::min(kStreamChunk, n - at);
+    d.read_range(name, at, m, buf.data());
+    for (int64_t i = 0; i < m; ++i)
+      if (std::isnan(buf[size_t(i)])) {
+        if (first < 0) first = at + i;
+        ++*count;
+      }
+  }
+  if (n > from) d.advise(name, from, n - from, Dump::Pages::dont_need);
+  return first;
+}
 
 ChunkReader::ChunkReader(const TensorSource& s) : s_(s), numel_(s.numel()) {
   if (s_.dump) elem_bytes_ = dtype_size(s_.dump->info(s_.name).dtype);

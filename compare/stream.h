@@ -26,15 +26,22 @@ constexpr int64_t kReleaseBytes = int64_t(2) << 20;  // mapped bytes consumed be
 constexpr int64_t kReadaheadBytes = int64_t(64) << 20;  // file bytes requested ahead of the reader
 
 // One tensor to stream: `name` in `dump`, or a tensor in memory (not owned; must outlive it).
+// `prefix` >= 0 streams only the first `prefix` elements of a dump tensor (e.g. the first rows of
+// generate.logits), in their stored order.
 struct TensorSource {
-  TensorSource(const Dump& d, std::string n) : dump(&d), name(std::move(n)) {}
+  TensorSource(const Dump& d, std::string n, int64_t prefix_ = -1) : dump(&d), name(std::move(n)), prefix(prefix_) {}
   explicit TensorSource(const Tensor<double>& t) : memory(&t) {}
   int64_t numel() const;
 
   const Dump* dump = nullptr;
   std::string name;
   const Tensor<double>* memory = nullptr;
+  int64_t prefix = -1;
 };
+
+// The first NaN of elements [from, numel) of a dump tensor, streamed: its flat index, or -1; *count
+// gets how many there are. For the part of a tensor that is not compared (still refused if NaN).
+int64_t first_nan_after(const Dump& d, const std::string& name, int64_t from, int64_t* count);
 
 // Reads one source front to back. next() returns the next `count` elements: a pointer into the
 // in-memory tensor, or `buffer` filled by decoding the dump's bytes.

@@ -114,6 +114,15 @@ std::vector<Case> dump_cases() {
                  return std::vector<std::string>{"compare", dir + "/base", dir + "/nan"};
                },
                "nan/activations.safetensors", "\"logits\""});
+  // NaN in generate.logits after the first differing token: those rows are not compared, but a NaN
+  // there is still refused (compare streams only the comparable rows and scans the rest).
+  v.push_back({"CompareNaNAfterTokenDivergence",
+               [](const std::string& dir) {
+                 write_dump_with_generation(dir + "/base", {1, 0, 1}, {0.0, 1.0, 2.0, 1.0, 0.0, 3.0});
+                 write_dump_with_generation(dir + "/nan", {1, 1, 1}, {0.0, 1.0, 2.0, 2.5, std::nan(""), 3.0});
+                 return std::vector<std::string>{"compare", dir + "/base", dir + "/nan"};
+               },
+               "nan/activations.safetensors", "\"generate.logits\""});
   return v;
 }
 

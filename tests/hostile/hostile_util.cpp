@@ -137,6 +137,18 @@ void write_good_dump(const std::string& dir) {
   w.write(dir, make_manifest(DumpProducer{}, c, "tiny", {1, 2}));
 }
 
+void write_dump_with_generation(const std::string& dir, const std::vector<int64_t>& tokens,
+                                const std::vector<double>& gen_logits) {
+  const ModelConfig c = parse_config(nlohmann::json::parse(good_config().dump()), "config.json");
+  DumpWriter w(DType::F32);
+  w.put_ints("input_ids", {2}, {1, 2});
+  w.put("logits", Tensor<double>({2, 2}, {1.0, 2.0, 3.0, 4.0}));
+  const int64_t n = int64_t(tokens.size());
+  w.put_ints("generate.tokens", {n}, tokens);
+  w.put("generate.logits", Tensor<double>({n, int64_t(gen_logits.size()) / n}, gen_logits));
+  w.write(dir, make_manifest(DumpProducer{}, c, "tiny", {1, 2}));
+}
+
 void write_dump_with_logits(const std::string& dir, const std::vector<double>& logits) {
   const ModelConfig c = parse_config(nlohmann::json::parse(good_config().dump()), "config.json");
   DumpWriter w(DType::F32);

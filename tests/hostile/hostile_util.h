@@ -65,5 +65,8 @@ void edit_checkpoint(const std::string& dir, const std::function<void(std::vecto
 void write_good_dump(const std::string& dir);
 // A dump holding input_ids [1, 2] and F32 "logits" [2, 2] with the given values.
 void write_dump_with_logits(const std::string& dir, const std::vector<double>& logits);
+// The same with generate.tokens [n] and generate.logits [n, V] (V = gen_logits.size() / n).
+void write_dump_with_generation(const std::string& dir, const std::vector<int64_t>& tokens,
+                                const std::vector<double>& gen_logits);
 
 }  // namespace hyoracle::hostile
