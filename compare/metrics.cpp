@@ -1,5 +1,7 @@
 #include "metrics.h"
 
+#include "cpu_features.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -45,8 +47,6 @@ size_t abs_bin(double a) {
   return size_t(u >> kBinShift) + size_t(u != 0);  // branch-free: exact zeros are frequent in bf16
 }
 
-// AVX2 when the CPU has it, unless HYORACLE_NO_SIMD is set (tests compare both paths bit for bit).
-const bool kHaveAvx2 = (__builtin_cpu_init(), __builtin_cpu_supports("avx2")) && !std::getenv("HYORACLE_NO_SIMD");
 
 // The five lane sums of `blocks` blocks of four pairs, element 4q + l into lane l (lanes[k][l],
 // k = Σ|e|, Σr², Σy², Σr·y, Σe²), written back only when every value is finite (returns
@@ -186,10 +186,10 @@ inline void MetricsAccumulator::add_one(double rv, double tv, int l, int64_t i) 
 // with a NaN or Inf go through add_one. The same operations in the same order as add_one.
 void MetricsAccumulator::add_blocks(const double* r, const double* t, int64_t blocks, int64_t base) {
   // The usual case, all finite: the sums in one vectorized pass, then the rest.
-  if ((kHaveAvx2 ? lane_sums_avx2 : lane_sums_scalar)(r, t, blocks, lanes_)) {
+  if ((use_avx2() ? lane_sums_avx2 : lane_sums_scalar)(r, t, blocks, lanes_)) {
     const int64_t n = 4 * blocks;
     double seg_max = 0;
-    outside_ += (kHaveAvx2 ? outside_and_max_avx2 : outside_and_max_scalar)(r, t, n, m_.atol, m_.rtol, &seg_max);
+    outside_ += (use_avx2() ? outside_and_max_avx2 : outside_and_max_scalar)(r, t, n, m_.atol, m_.rtol, &seg_max);
     // The first position of the largest |e| (as a running strict maximum would keep it).
     if (n > 0 && (max_i_ < 0 || seg_max > m_.max_abs))
       for (int64_t j = 0; j < n; ++j)

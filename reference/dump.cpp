@@ -1,5 +1,7 @@
 #include "dump.h"
 
+#include "cpu_features.h"
+
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -196,8 +198,6 @@ __attribute__((target("avx2"))) int64_t decode_f32_avx2(const uint8_t* p, int64_
   }
   return i;
 }
-// AVX2 when the CPU has it, unless HYORACLE_NO_SIMD is set (tests compare both paths bit for bit).
-const bool kHaveAvx2 = (__builtin_cpu_init(), __builtin_cpu_supports("avx2")) && !std::getenv("HYORACLE_NO_SIMD");
 
 // Decodes elements [begin, begin + n) of a little-endian buffer of type t into double, exactly.
 void decode_range(const uint8_t* p, DType t, int64_t begin, int64_t n, double* out) {
@@ -205,7 +205,7 @@ void decode_range(const uint8_t* p, DType t, int64_t begin, int64_t n, double* o
   switch (t) {
     case DType::BF16:
       p += 2 * begin;
-      if (kHaveAvx2) done = decode_bf16_avx2(p, n, out);
+      if (use_avx2()) done = decode_bf16_avx2(p, n, out);
       for (int64_t i = done; i < n; ++i) {
         uint16_t h;
         std::memcpy(&h, p + 2 * i, 2);
@@ -227,7 +227,7 @@ void decode_range(const uint8_t* p, DType t, int64_t begin, int64_t n, double* o
     }
     case DType::F32:
       p += 4 * begin;
-      if (kHaveAvx2) done = decode_f32_avx2(p, n, out);
+      if (use_avx2()) done = decode_f32_avx2(p, n, out);
       for (int64_t i = done; i < n; ++i) {
         float f;
         std::memcpy(&f, p + 4 * i, 4);
