@@ -87,8 +87,10 @@ class Dump {
   // dont_need over the data of every file of the dump (after whole-tensor reads).
   void release_pages() const;
   // will_need for the `bytes` of the file that follow element `begin` of `name`, across the
-  // tensors stored after it (files hold tensors in execution order), asked only once per byte:
-  // a streaming reader calls it before each chunk so the disk works ahead of it.
+  // tensors stored after it in the file, asked only once per byte: a streaming reader calls it
+  // before each chunk so the disk works ahead of it. It pays off when the file holds tensors in
+  // the order they are compared (execution order: hyoracle's DumpWriter); a file grouped by dtype
+  // (tools/dump_io.py, HF's goldens) still reads correctly, the read-ahead only helps less.
   void read_ahead(const std::string& name, int64_t begin, uint64_t bytes) const;
   std::vector<int64_t> read_ints(const std::string& name) const;
   std::vector<int64_t> token_ids() const;

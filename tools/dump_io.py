@@ -3,7 +3,8 @@
 
 `tools/hf_dump.py` (HF transformers hooks) and `tools/engine_convert.py` (SGLang / vLLM dump
 converter) both write their dumps through `write_dump`: one `activations.safetensors` holding the
-tensors in execution order (`dump_order`) plus `manifest.json`. The safetensors writer and reader
+tensors grouped by element size (8-, 4-, 2-byte, so each payload is aligned), in execution order
+(`dump_order`) within each group, plus `manifest.json`. The safetensors writer and reader
 are built in (torch + numpy only, no `safetensors` package).
 """
 
@@ -164,7 +165,8 @@ def canonical_names(moe_flags, prefix="") -> list:
 
 def write_dump(out_dir, tensors, manifest) -> str:
     """Write a dump: the tensors (name -> torch tensor, any order) into
-    `out_dir/activations.safetensors` in execution order, and `manifest` (a dict holding at least
+    `out_dir/activations.safetensors` (grouped by element size, execution order within a group: see
+    write_safetensors; the layout of the committed goldens), and `manifest` (a dict holding at least
     format/version/producer/model/input; `files` is set here) as `out_dir/manifest.json`.
     Returns the path of the safetensors file."""
     os.makedirs(out_dir, exist_ok=True)

@@ -469,7 +469,7 @@ class Assembler:
                 raise ConvertError(f"{r.path}: tensor {r.name}: layer {L}, config has {s.layers} layers")
             name = None if L is None or role is None else f"layers.{L}.{role}"
             if kind == "repl":
-                r = by_rank[min(by_rank)]
+                r = self._replicated(by_rank)
                 out[prefix + (role if L is None else name)] = self._rows(r, T)
             elif kind == "qkv":
                 ranks = self._ranks(by_rank)
@@ -501,14 +501,12 @@ class Assembler:
                 out[prefix + name] = torch.cat(shards, dim=1)
             elif kind == "psum":
                 out[prefix + name] = partial_sum([self._rows(r, T) for r in self._ranks(by_rank)])
-            elif kind in ("pair_h", "pair_r"):
-                pairs[L][kind] = by_rank[min(by_rank)]
-            elif kind in ("topk_w", "topk_ids"):
-                pairs[L][kind] = by_rank[min(by_rank)]
+            elif kind in ("pair_h", "pair_r", "topk_w", "topk_ids"):
+                pairs[L][kind] = self._replicated(by_rank)
             elif kind in ("gate_up", "act"):
                 gate_up[(L, role, kind)] = by_rank
             elif kind == "logits":
-                r = by_rank[min(by_rank)]
+                r = self._replicated(by_rank)
                 t = r.value.reshape(-1, r.value.shape[-1])
                 if t.shape[1] != s.V:
                     raise ConvertError(f"{r.path}: tensor {r.name}: {t.shape[1]} columns, expected vocab_size {s.V}")
@@ -562,6 +560,18 @@ class Assembler:
         r = next(iter(next(iter(groups.values())).values()))
         raise ConvertError(f"{os.path.dirname(r.path)}: step {r.step} has neither input_ids nor "
                            f"model.embed_tokens.output: cannot tell the token count")
+
+    def _replicated(self, by_rank):
+        """A tensor every rank holds a copy of (after an all-reduce, or computed redundantly): the
+        lowest rank's, after checking that the others hold the same values. Ranks that disagree are
+        an engine bug worth seeing, not something to pick a side of silently."""
+        first = by_rank[min(by_rank)]
+        for rank in sorted(by_rank):
+            r = by_rank[rank]
+            if r is not first and not torch.equal(r.value, first.value):
+                raise ConvertError(f"{r.path}: tensor {r.name}: rank {rank} differs from rank {first.rank} "
+                                   f"({first.path}), a tensor every rank should hold the same")
+        return first
 
     def _ranks(self, by_rank):
         """The records of ranks 0..tp-1 in rank order; any other set of ranks is an error."""

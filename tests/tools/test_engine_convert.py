@@ -293,6 +293,17 @@ class BadInput(Case):
         self.assertIn("layers.1.self_attn.attn.output", err)
         self.assertIn("TP ranks [0] present", err)
 
+    def test_ranks_disagree_on_a_replicated_tensor(self):
+        d, cfg, g, src = self.small()
+        f = [f for f in os.listdir(src) if "rank=1___" in f and "layers.1.self_attn.o_proj.output" in f][0]
+        obj = torch.load(os.path.join(src, f))
+        obj["value"] = obj["value"].clone()
+        obj["value"].view(-1)[5] += 0.5  # rank 1's copy of the all-reduced output differs
+        torch.save(obj, os.path.join(src, f))
+        err = self.run_bad(src, d + "/config.json", "--tp", "2")
+        self.assertIn(f, err)
+        self.assertIn("rank 1 differs from rank 0", err)
+
     def test_tp_not_given(self):
         d, cfg, g, src = self.small()
         err = self.run_bad(src, d + "/config.json")
