@@ -773,8 +773,6 @@ bool with_head_dim(int64_t d, F&& f) {
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 float log2_scale(int64_t d) { return float(1.4426950408889634 / std::sqrt(double(d))); }  // d^-1/2 · log2(e)
 
 // One launch of the prefill kernel with W warps of MT row tiles, BN-key tiles, S stages.

@@ -65,6 +65,9 @@ __host__ __device__ inline float to_f32(T x) {
   else if constexpr (std::is_same_v<T, fp16>) return __half2float(x);
   else return float(x);
 }
+// True when p is 16-byte aligned (the vector loads and cp.async of the fast kernels need it).
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 // x rounded to T's precision, as a float (identity for T = float).
 template <class T>
 __host__ __device__ inline float round_as(float x) { return to_f32(from_f32<T>(x)); }

@@ -96,8 +96,6 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const Ti* __restrict_
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 template <class Ti, class To, int M>
 void launch(const Ti* x, const Segments<Ti, To>& seg, int64_t K) {
   const unsigned blocks = unsigned((seg.total + kWarps - 1) / kWarps);

@@ -388,8 +388,6 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 template <class T, int kRows, int kCols, bool kSwiglu>
 void launch_gemv(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
   const int64_t out_cols = kSwiglu ? w.N / 2 : w.N, per_block = int64_t(kGemvWarps) * kCols;
