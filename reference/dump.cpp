@@ -258,6 +258,7 @@ void Dump::read_range(const std::string& name, int64_t begin, int64_t count, dou
   if (begin < 0 || count < 0 || begin > t.numel() - count)
     fail(file_of(name) + ": tensor " + printable_quoted(name) + ": elements [" + std::to_string(begin) + ", " +
          std::to_string(begin + count) + ") asked for, it has " + std::to_string(t.numel()));
+  if (count == 0) return;  // `out` may be null (an empty buffer's data())
   decode_range(files_[where_.at(name).first]->data(t), t.dtype, begin, count, out);
 }
 
