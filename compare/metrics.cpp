@@ -232,29 +232,36 @@ void MetricsAccumulator::add_blocks(const double* r, const double* t, int64_t bl
     bin_lo = std::min(bin_lo, b);
     bin_hi = std::max(bin_hi, b);
   };
+  // The register copies of the state written back to the members, and read from them again.
+  auto store = [&] {
+    lanes_[0][0] = sa0, lanes_[0][1] = sa1, lanes_[0][2] = sa2, lanes_[0][3] = sa3;
+    lanes_[1][0] = rr0, lanes_[1][1] = rr1, lanes_[1][2] = rr2, lanes_[1][3] = rr3;
+    lanes_[2][0] = yy0, lanes_[2][1] = yy1, lanes_[2][2] = yy2, lanes_[2][3] = yy3;
+    lanes_[3][0] = ry0, lanes_[3][1] = ry1, lanes_[3][2] = ry2, lanes_[3][3] = ry3;
+    lanes_[4][0] = ee0, lanes_[4][1] = ee1, lanes_[4][2] = ee2, lanes_[4][3] = ee3;
+    m_.n = n, outside_ = outside, max_i_ = max_i;
+    m_.max_abs = max_abs, m_.max_abs_ref = max_ref, m_.max_abs_target = max_target;
+    bin_lo_ = bin_lo, bin_hi_ = bin_hi;
+  };
+  auto load = [&] {
+    sa0 = lanes_[0][0], sa1 = lanes_[0][1], sa2 = lanes_[0][2], sa3 = lanes_[0][3];
+    rr0 = lanes_[1][0], rr1 = lanes_[1][1], rr2 = lanes_[1][2], rr3 = lanes_[1][3];
+    yy0 = lanes_[2][0], yy1 = lanes_[2][1], yy2 = lanes_[2][2], yy3 = lanes_[2][3];
+    ry0 = lanes_[3][0], ry1 = lanes_[3][1], ry2 = lanes_[3][2], ry3 = lanes_[3][3];
+    ee0 = lanes_[4][0], ee1 = lanes_[4][1], ee2 = lanes_[4][2], ee3 = lanes_[4][3];
+    n = m_.n, outside = outside_, max_i = max_i_;
+    max_abs = m_.max_abs, max_ref = m_.max_abs_ref, max_target = m_.max_abs_target;
+    bin_lo = bin_lo_, bin_hi = bin_hi_;
+  };
   for (int64_t q = 0; q < blocks; ++q) {
     const double* rq = r + 4 * q;
     const double* tq = t + 4 * q;
     bool ok = true;
     for (int l = 0; l < 4; ++l) ok &= (std::fabs(rq[l]) <= kBig) & (std::fabs(tq[l]) <= kBig);
     if (!ok) {  // rare: hand the block to add_one with the state written back
-      lanes_[0][0] = sa0, lanes_[0][1] = sa1, lanes_[0][2] = sa2, lanes_[0][3] = sa3;
-      lanes_[1][0] = rr0, lanes_[1][1] = rr1, lanes_[1][2] = rr2, lanes_[1][3] = rr3;
-      lanes_[2][0] = yy0, lanes_[2][1] = yy1, lanes_[2][2] = yy2, lanes_[2][3] = yy3;
-      lanes_[3][0] = ry0, lanes_[3][1] = ry1, lanes_[3][2] = ry2, lanes_[3][3] = ry3;
-      lanes_[4][0] = ee0, lanes_[4][1] = ee1, lanes_[4][2] = ee2, lanes_[4][3] = ee3;
-      m_.n = n, outside_ = outside, max_i_ = max_i;
-      m_.max_abs = max_abs, m_.max_abs_ref = max_ref, m_.max_abs_target = max_target;
-      bin_lo_ = bin_lo, bin_hi_ = bin_hi;
+      store();
       for (int l = 0; l < 4; ++l) add_one(rq[l], tq[l], l, base + 4 * q + l);
-      sa0 = lanes_[0][0], sa1 = lanes_[0][1], sa2 = lanes_[0][2], sa3 = lanes_[0][3];
-      rr0 = lanes_[1][0], rr1 = lanes_[1][1], rr2 = lanes_[1][2], rr3 = lanes_[1][3];
-      yy0 = lanes_[2][0], yy1 = lanes_[2][1], yy2 = lanes_[2][2], yy3 = lanes_[2][3];
-      ry0 = lanes_[3][0], ry1 = lanes_[3][1], ry2 = lanes_[3][2], ry3 = lanes_[3][3];
-      ee0 = lanes_[4][0], ee1 = lanes_[4][1], ee2 = lanes_[4][2], ee3 = lanes_[4][3];
-      n = m_.n, outside = outside_, max_i = max_i_;
-      max_abs = m_.max_abs, max_ref = m_.max_abs_ref, max_target = m_.max_abs_target;
-      bin_lo = bin_lo_, bin_hi = bin_hi_;
+      load();
       continue;
     }
     n += 4;
@@ -271,14 +278,7 @@ void MetricsAccumulator::add_blocks(const double* r, const double* t, int64_t bl
     extras(rq[2], tq[2], a2, i + 2);
     extras(rq[3], tq[3], a3, i + 3);
   }
-  lanes_[0][0] = sa0, lanes_[0][1] = sa1, lanes_[0][2] = sa2, lanes_[0][3] = sa3;
-  lanes_[1][0] = rr0, lanes_[1][1] = rr1, lanes_[1][2] = rr2, lanes_[1][3] = rr3;
-  lanes_[2][0] = yy0, lanes_[2][1] = yy1, lanes_[2][2] = yy2, lanes_[2][3] = yy3;
-  lanes_[3][0] = ry0, lanes_[3][1] = ry1, lanes_[3][2] = ry2, lanes_[3][3] = ry3;
-  lanes_[4][0] = ee0, lanes_[4][1] = ee1, lanes_[4][2] = ee2, lanes_[4][3] = ee3;
-  m_.n = n, outside_ = outside, max_i_ = max_i;
-  m_.max_abs = max_abs, m_.max_abs_ref = max_ref, m_.max_abs_target = max_target;
-  bin_lo_ = bin_lo, bin_hi_ = bin_hi;
+  store();
 }
 
 void MetricsAccumulator::add(const double* ref, const double* y, int64_t count) {

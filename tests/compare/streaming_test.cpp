@@ -187,9 +187,10 @@ TEST(Streaming, DumpRangesDecodeBitForBitAsWholeReads) {
         if (begin + count > x.numel()) continue;
         std::vector<double> part(static_cast<size_t>(count));
         dump.read_range("layers.0.out", begin, count, part.data());  // count 0: part.data() may be null
-        if (count > 0)
+        if (count > 0) {
           EXPECT_EQ(std::memcmp(part.data(), whole.data.data() + begin, size_t(count) * 8), 0)
               << dtype_name(d) << " [" << begin << ", " << begin + count << ")";
+        }
       }
     std::vector<double> buf(8);
     try {
