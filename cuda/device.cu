@@ -36,6 +36,8 @@ Gpu& gpu() {
     check(cudaGetDeviceProperties(&p, 0), "cudaGetDeviceProperties");
     c.name = p.name;
     c.sms = p.multiProcessorCount;
+    c.cc_major = p.major;
+    c.cc_minor = p.minor;
     check(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cublasCreate(&c.blas), "cublasCreate");
     check(cublasSetStream(c.blas, c.stream), "cublasSetStream");

@@ -40,6 +40,7 @@ struct Gpu {
   cublasHandle_t blas = nullptr;
   std::string name;  // e.g. "NVIDIA H100 80GB HBM3"
   int sms = 0;
+  int cc_major = 0, cc_minor = 0;  // compute capability, e.g. 9.0 for the H100 / H200
 };
 Gpu& gpu();
 void synchronize();

@@ -3,36 +3,18 @@
 #include <cstdlib>
 #include <string>
 
+#include "grouped_gemm_wgmma.h"
+#include "grouped_tile.cuh"
 #include "mlp.h"
 
 namespace hyoracle::cuda {
 
 namespace {
 
-// ---- shared pieces ---------------------------------------------------------------------------
-
-// The row range of row tile `tile`: its group (from the layout's tile -> group table), first row,
-// row count; group = -1 when the tile is past the last real one (grids are sized by max_row_tiles).
-struct TileRows {
-  int group, row0, rows;
-};
-__device__ inline TileRows tile_rows(const int32_t* __restrict__ row_offset, const int32_t* __restrict__ tile_offset,
-                                     const int32_t* __restrict__ tile_group, int tile) {
-  const int g = tile_group[tile];
-  if (g < 0) return {-1, 0, 0};
-  const int row0 = row_offset[g] + (tile - tile_offset[g]) * kGroupTileM;
-  return {g, row0, min(kGroupTileM, row_offset[g + 1] - row0)};
-}
-
-template <class T>
-__device__ inline const T* group_weight(const T* w, int count, const T* extra, int g, int64_t NK) {
-  return g < count ? w + int64_t(g) * NK : extra;
-}
-
-template <class T>
-__device__ inline float silu_rounded(float g) {  // T(SiLU(g)), g already a T value
-  return round_as<T>(g / (1.0f + expf(-g)));
-}
+using grouped::group_weight;
+using grouped::silu_rounded;
+using grouped::tile_rows;
+using grouped::TileRows;
 
 // ---- tensor-core GEMM (bf16 / fp16) -----------------------------------------------------------
 
@@ -426,16 +408,32 @@ void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, con
       int(w.K), y);
 }
 
+// The tile kernel: HYORACLE_GROUPED_TILE names one (benchmarks, tests); unset or "wgmma", the
+// sm_90a wgmma kernel where it runs (compute capability 9.0, K % 8 == 0, aligned operands), else
+// the mma.sync 128x256x64 one.
 template <class T, bool kSwiglu, bool kVec>
 void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
   const char* env = std::getenv("HYORACLE_GROUPED_TILE");
   const std::string v = env ? env : "";
   if (v == "128x128x32") launch_mma<T, kSwiglu, kVec, 2, 32>(a, gather, w, g, y);
   else if (v == "128x256x32") launch_mma<T, kSwiglu, kVec, 4, 32>(a, gather, w, g, y);
-  else launch_mma<T, kSwiglu, kVec, 4, 64>(a, gather, w, g, y);
+  else if (v == "128x256x64" || !kVec || !grouped_wgmma_available()) launch_mma<T, kSwiglu, kVec, 4, 64>(a, gather, w, g, y);
+  else {
+#ifdef HYORACLE_HAVE_WGMMA
+    grouped_gemm_wgmma(a, gather, w, g, kSwiglu ? GroupEpilogue::swiglu : GroupEpilogue::store, y);
+#endif
+  }
 }
 
 }  // namespace
+
+bool grouped_wgmma_available() {
+#ifdef HYORACLE_HAVE_WGMMA
+  return gpu().cc_major == 9 && gpu().cc_minor == 0;
+#else
+  return false;  // this build has no sm_90a code (HYORACLE_CUDA_ARCHITECTURES does not name 90)
+#endif
+}
 
 template <class T>
 void grouped_gemm(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g,

@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "../../cuda/grouped_gemm.h"
+#include "../../cuda/grouped_gemm_wgmma.h"
 #include "../../cuda/mlp.h"
 #include "../../cuda/moe.h"
 #include "../../reference/matmul.h"
@@ -64,6 +65,11 @@ std::string counts_str(const std::vector<int64_t>& c) {
 // each block-tile variant), with and without an extra (shared-expert) group over all tokens.
 TYPED_TEST(MoeTyped, GroupedGemmIsBitExactOnIntegers) {
   using T = TypeParam;
+  if (!std::is_same_v<T, float>)
+    std::printf("  grouped_gemm tile kernels: the sm_90a wgmma kernel %s\n",
+                cuda::grouped_wgmma_available() ? "runs on this device"
+                                                : "does not run here (not compute capability 9.0, or built without 90): "
+                                                  "the \"wgmma\" runs take 128x256x64");
   struct Case { std::vector<int64_t> counts; int64_t N, K; };
   const std::vector<Case> cases = {
       {{0, 1, 7, 33, 129, 0, 2}, 70, 40},   // K % 8 == 0, short K (fewer k-tiles than stages)
@@ -99,10 +105,12 @@ TYPED_TEST(MoeTyped, GroupedGemmIsBitExactOnIntegers) {
       expect_nonzero(ref, "reference");
       int64_t largest = *std::max_element(c.counts.begin(), c.counts.end());
       if (extra) largest = std::max(largest, T_);
-      // The tile-kernel hint runs every block-tile variant of grouped_gemm.cu (bf16/fp16).
+      // The tile-kernel hint runs every block-tile variant of grouped_gemm.cu (bf16/fp16): the
+      // mma.sync tiles and the sm_90a wgmma kernel (the default where it runs; elsewhere "wgmma"
+      // falls back to 128x256x64, and the test says so below).
       std::vector<std::pair<int64_t, const char*>> runs = {{1, ""}, {largest, ""}, {1000000, ""}};
       if (!std::is_same_v<T, float>)
-        for (const char* v : {"128x128x32", "128x256x32", "128x256x64"}) runs.push_back({1000000, v});
+        for (const char* v : {"128x128x32", "128x256x32", "128x256x64", "wgmma"}) runs.push_back({1000000, v});
       for (const auto& [hint, tile] : runs) {
         if (*tile) setenv("HYORACLE_GROUPED_TILE", tile, 1);
         else unsetenv("HYORACLE_GROUPED_TILE");

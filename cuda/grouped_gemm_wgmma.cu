@@ -1,0 +1,204 @@
+// grouped_gemm_wgmma.cu: grouped_gemm's bf16/fp16 tile kernel on Hopper tensor cores (wgmma,
+// sm_90a). Compiled for sm_90a alone (cuda/CMakeLists.txt); grouped_gemm.cu picks it when the
+// device is compute capability 9.0, else its mma.sync kernel.
+//
+//   acc[r, n] = Σ_k a[src(r), k] · W_g(r)[n, k]   (fp32, k in ascending k16 steps), epilogues as in
+//   grouped_gemm.h: store y = T(acc), or swiglu y = T(T(SiLU(T(gate))) · T(up)).
+//
+// One block: a 128-row tile of one group (the layout's row tiles) × 256 weight rows, K in steps of
+// 64. Two warpgroups (256 threads), each owns 64 rows: one wgmma m64n256k16 per k16 step, its 128
+// fp32 accumulators per thread in registers. Every thread also copies: 16-byte cp.async chunks of
+// A (through the token gather: the per-row source address) and of B into a 4-stage ring of
+// 128-byte-swizzled tiles (wgmma.cuh's layout), two stages ahead of the one being multiplied.
+//
+// Per k step kt: wait for stage kt's own copies, fence them to the async proxy, barrier; start the
+// copies of stage kt + 2 into the slot stage kt − 2 used (free: each warpgroup waited for its
+// wgmma of kt − 2 before the barrier); issue the 4 wgmma of stage kt; wait until only they are in
+// flight. So the tensor cores work on kt while kt + 1 and kt + 2 are in the air.
+// kSwiglu: the 256 weight rows of a block are 128 gate rows (i0 + j) then the 128 matching up rows
+// (I + i0 + j), i0 = 128·blockIdx.x, so n8 blocks j and j + 16 of a thread's accumulators hold the
+// gate and the up value of the same output element.
+#include "grouped_gemm_wgmma.h"
+
+#include <string>
+
+#include "grouped_tile.cuh"
+#include "mma.cuh"
+#include "wgmma.cuh"
+
+namespace hyoracle::cuda {
+
+namespace {
+
+using grouped::group_weight;
+using grouped::silu_rounded;
+using grouped::tile_rows;
+using grouped::TileRows;
+
+constexpr int kBM = kGroupTileM, kBN = 256, kBK = 64, kStages = 4, kThreads = 256;
+constexpr int kAElems = kBM * kBK, kBElems = kBN * kBK, kStageElems = kAElems + kBElems;
+constexpr size_t kSmem = size_t(kStages) * kStageElems * 2 + 1024;  // + room to align the ring to 1024 bytes
+constexpr int kRowStep = kThreads / (kBK / 8);                       // rows one pass of chunk copies covers
+constexpr int kArows = kBM / kRowStep, kBrows = kBN / kRowStep;      // copies per thread and stage
+static_assert(kBM == 128 && kThreads == 256, "two warpgroups of 64 rows");
+
+// Byte offset of 16-byte chunk c of row r in a [rows][64] 16-bit tile, 128-byte swizzle.
+__device__ inline uint32_t sw128(int r, int c) { return uint32_t(r * 128 + ((c ^ (r & 7)) << 4)); }
+
+template <class T, bool kSwiglu>
+__global__ void __launch_bounds__(kThreads, 1)
+    grouped_gemm_wgmma_kernel(const T* __restrict__ a, const int32_t* __restrict__ gather, const T* __restrict__ w,
+                              int count, const T* __restrict__ extra, const int32_t* __restrict__ row_offset,
+                              const int32_t* __restrict__ tile_offset, const int32_t* __restrict__ tile_group, int N,
+                              int K, T* __restrict__ y) {
+  const TileRows tr = tile_rows(row_offset, tile_offset, tile_group, blockIdx.y);
+  if (tr.group < 0) return;
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t raw = mma::smem_addr(smem_raw), ring = (raw + 1023u) & ~1023u;  // stage s at ring + s·kStageElems·2
+  const int tid = threadIdx.x, wg = tid / 128, chunk = tid % 8;
+  const int I = N / 2;
+  const int n0 = blockIdx.x * (kSwiglu ? kBN / 2 : kBN);
+  const T* wgt = group_weight(w, count, extra, tr.group, int64_t(N) * K);
+
+  const T* a_src[kArows];
+  const T* b_src[kBrows];
+  bool a_ok[kArows], b_ok[kBrows];
+#pragma unroll
+  for (int i = 0; i < kArows; ++i) {
+    const int r = tid / 8 + kRowStep * i;
+    a_ok[i] = r < tr.rows;
+    const int src = a_ok[i] ? (gather ? gather[tr.row0 + r] : tr.row0 + r) : 0;
+    a_src[i] = a + int64_t(src) * K;
+  }
+#pragma unroll
+  for (int i = 0; i < kBrows; ++i) {
+    const int r = tid / 8 + kRowStep * i;
+    int n;
+    if constexpr (kSwiglu) {
+      const int col = n0 + r % 128;
+      b_ok[i] = col < I;
+      n = r < 128 ? col : I + col;
+    } else {
+      n = n0 + r;
+      b_ok[i] = n < N;
+    }
+    b_src[i] = wgt + int64_t(b_ok[i] ? n : 0) * K;
+  }
+  auto load_stage = [&](int stage, int k0) {
+    const uint32_t as = ring + uint32_t(stage * kStageElems * 2), bs = as + kAElems * 2;
+    const int k = k0 + chunk * 8;  // K % 8 == 0: a chunk is wholly inside or wholly past K
+#pragma unroll
+    for (int i = 0; i < kArows; ++i) {
+      const bool full = a_ok[i] && k < K;
+      mma::cp_async16(as + sw128(tid / 8 + kRowStep * i, chunk), a_src[i] + (full ? k : 0), full ? 16 : 0);
+    }
+#pragma unroll
+    for (int i = 0; i < kBrows; ++i) {
+      const bool full = b_ok[i] && k < K;
+      mma::cp_async16(bs + sw128(tid / 8 + kRowStep * i, chunk), b_src[i] + (full ? k : 0), full ? 16 : 0);
+    }
+  };
+
+  float acc[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) acc[i] = 0.0f;
+  wgmma::fence_operand(acc);
+  const bool active = wg * 64 < tr.rows;  // warpgroup-uniform: its 64 rows hold real rows
+
+  const int KT = (K + kBK - 1) / kBK;
+#pragma unroll
+  for (int s = 0; s < kStages - 2; ++s) {
+    if (s < KT) load_stage(s, s * kBK);
+    mma::cp_async_commit();
+  }
+  for (int kt = 0; kt < KT; ++kt) {
+    mma::cp_async_wait<kStages - 3>();  // this thread's copies of stage kt have landed
+    wgmma::fence_proxy_async();
+    __syncthreads();
+    const int nk = kt + kStages - 2;
+    if (nk < KT) load_stage(nk % kStages, nk * kBK);
+    mma::cp_async_commit();
+    if (active) {
+      const uint32_t as = ring + uint32_t((kt % kStages) * kStageElems * 2) + uint32_t(wg * 64 * 128);
+      const uint32_t bs = ring + uint32_t((kt % kStages) * kStageElems * 2) + kAElems * 2;
+      wgmma::fence();
+#pragma unroll
+      for (int s = 0; s < kBK / 16; ++s)
+        wgmma::wgmma_m64n256k16<T>(acc, wgmma::desc_sw128(as + 32 * s), wgmma::desc_sw128(bs + 32 * s));
+      wgmma::commit_group();
+      wgmma::wait_group<1>();
+    }
+  }
+  mma::cp_async_wait<0>();
+  if (!active) return;
+  wgmma::wait_group<0>();
+  wgmma::fence_operand(acc);
+
+  // acc[4j + 2h + q]: row 64·wg + 16·(warp % 4) + lane/4 + 8h, tile column 8j + 2·(lane % 4) + q.
+  const int lane = tid % 32, wq = (tid % 128) / 32;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = wg * 64 + wq * 16 + lane / 4 + 8 * h;
+    if (r >= tr.rows) continue;
+    T* yr = y + int64_t(tr.row0 + r) * (kSwiglu ? I : N);
+    if constexpr (kSwiglu) {
+#pragma unroll
+      for (int j = 0; j < 16; ++j)
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          const int col = n0 + j * 8 + 2 * (lane % 4) + q;
+          if (col >= I) continue;
+          const float g = round_as<T>(acc[4 * j + 2 * h + q]), v = round_as<T>(acc[4 * (j + 16) + 2 * h + q]);
+          yr[col] = from_f32<T>(silu_rounded<T>(g) * v);
+        }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        const int col = n0 + j * 8 + 2 * (lane % 4);
+        const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+        if (col + 1 < N && N % 2 == 0) {
+          __align__(4) T pair[2] = {from_f32<T>(v0), from_f32<T>(v1)};
+          *reinterpret_cast<unsigned*>(yr + col) = *reinterpret_cast<const unsigned*>(pair);
+        } else {
+          if (col < N) yr[col] = from_f32<T>(v0);
+          if (col + 1 < N) yr[col + 1] = from_f32<T>(v1);
+        }
+      }
+    }
+  }
+}
+
+template <class T, bool kSwiglu>
+void launch(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
+  static bool configured = false;  // per instantiation: allow the dynamic shared memory
+  if (!configured) {
+    check(cudaFuncSetAttribute(grouped_gemm_wgmma_kernel<T, kSwiglu>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(kSmem)),
+          "grouped_gemm (wgmma): shared memory attribute");
+    configured = true;
+  }
+  const int64_t cols = kSwiglu ? w.N / 2 : w.N, per_block = kSwiglu ? kBN / 2 : kBN;
+  const dim3 grid{unsigned((cols + per_block - 1) / per_block), unsigned(max_row_tiles(g))};
+  grouped_gemm_wgmma_kernel<T, kSwiglu><<<grid, kThreads, kSmem, gpu().stream>>>(
+      a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), g.tile_group.data(), int(w.N),
+      int(w.K), y);
+  check_launch("grouped_gemm (wgmma)");
+}
+
+}  // namespace
+
+template <class T>
+void grouped_gemm_wgmma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g,
+                        GroupEpilogue epilogue, T* y) {
+  if (w.K % 8 || !aligned16(a) || !aligned16(w.w) || (w.extra && !aligned16(w.extra)))
+    fail("cuda grouped_gemm (wgmma): needs K % 8 == 0 and 16-byte aligned operands, got K = " + std::to_string(w.K));
+  if (epilogue == GroupEpilogue::swiglu) launch<T, true>(a, gather, w, g, y);
+  else launch<T, false>(a, gather, w, g, y);
+}
+
+template void grouped_gemm_wgmma<bf16>(const bf16*, const int32_t*, const GroupWeights<bf16>&, const GroupLayout&,
+                                       GroupEpilogue, bf16*);
+template void grouped_gemm_wgmma<fp16>(const fp16*, const int32_t*, const GroupWeights<fp16>&, const GroupLayout&,
+                                       GroupEpilogue, fp16*);
+
+}  // namespace hyoracle::cuda
