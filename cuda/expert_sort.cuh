@@ -7,6 +7,8 @@
 //   tile_group[t]  = the group owning row tile t, −1 for t >= tile_offset[G] (t < max_tiles)
 //   token[r], row_of[i]: slot i = (t, j) of ids [n = T·k] lands on row r of its group (order
 //                  within a group arbitrary: shared-memory atomics); rows n + t are token t (extra)
+// In one block (sort_rows_block: decode's fused router, small sorts) or, for large n, in three
+// launches over chunks of slots (moe.cu: per-chunk counts, one block's scan, per-chunk scatter).
 #pragma once
 #include <cstdint>
 
@@ -20,6 +22,7 @@ struct SortTargets {
   int32_t* tile_group = nullptr;  // [max_tiles]
   int32_t* token = nullptr;       // [n + extra]
   int32_t* row_of = nullptr;      // [n]
+  int n = 0;  // routed slots, T·k
   int E = 0, extra = 0, max_tiles = 0;
 };
 
@@ -28,14 +31,11 @@ struct SortSmem {
   int count[kSortMaxGroups], cursor[kSortMaxGroups], tile[kSortMaxGroups + 1];
 };
 
-// Called by every thread of one block (any block size that is a multiple of 32); ids may have been
-// written by this block before a __syncthreads.
-__device__ inline void sort_rows_block(SortSmem& sm, const int32_t* ids, int n, int k, const SortTargets& o) {
-  const int G = o.E + (o.extra > 0 ? 1 : 0), tid = threadIdx.x;
-  for (int g = tid; g < G; g += blockDim.x) sm.count[g] = g < o.E ? 0 : o.extra;
-  __syncthreads();
-  for (int i = tid; i < n; i += blockDim.x) atomicAdd(&sm.count[ids[i]], 1);
-  __syncthreads();
+// From the per-group row counts in shared memory (count[G], the extra group's included): the
+// layout (row_offset, tile_offset, tile_group) and each group's first row in cursor[G]. Called by
+// every thread of one block; count complete before the call (a __syncthreads after its writes).
+__device__ inline void write_layout(SortSmem& sm, int G, const SortTargets& o) {
+  const int tid = threadIdx.x;
   if (tid < 32) {  // warp 0: each lane a contiguous run of groups, then a shuffle scan over lanes
     const int per = (G + 31) / 32, lo = min(G, tid * per), hi = min(G, lo + per);
     int rows = 0, tiles = 0;
@@ -60,12 +60,30 @@ __device__ inline void sort_rows_block(SortSmem& sm, const int32_t* ids, int n, 
   for (int g = tid; g < G; g += blockDim.x)
     for (int t = sm.tile[g]; t < sm.tile[g + 1]; ++t) o.tile_group[t] = g;
   for (int t = sm.tile[G] + tid; t < o.max_tiles; t += blockDim.x) o.tile_group[t] = -1;
-  for (int i = tid; i < n; i += blockDim.x) {
+  for (int t = tid; t < o.extra; t += blockDim.x) o.token[o.n + t] = t;
+}
+
+// Slots [lo, hi) of ids onto the rows their cursors point at (cursor[g]: the next free row of
+// group g, advanced by shared-memory atomics, so the order within a group is arbitrary).
+__device__ inline void scatter_rows(SortSmem& sm, const int32_t* ids, int lo, int hi, int k, const SortTargets& o) {
+  for (int i = lo + int(threadIdx.x); i < hi; i += blockDim.x) {
     const int r = atomicAdd(&sm.cursor[ids[i]], 1);
     o.token[r] = i / k;
     o.row_of[i] = r;
   }
-  for (int t = tid; t < o.extra; t += blockDim.x) o.token[n + t] = t;
+}
+
+// The whole sort in one block (any block size that is a multiple of 32); ids may have been written
+// by this block before a __syncthreads. n = o.n slots.
+__device__ inline void sort_rows_block(SortSmem& sm, const int32_t* ids, int k, const SortTargets& o) {
+  const int G = o.E + (o.extra > 0 ? 1 : 0), tid = threadIdx.x;
+  for (int g = tid; g < G; g += blockDim.x) sm.count[g] = g < o.E ? 0 : o.extra;
+  __syncthreads();
+  for (int i = tid; i < o.n; i += blockDim.x) atomicAdd(&sm.count[ids[i]], 1);
+  __syncthreads();
+  write_layout(sm, G, o);
+  __syncthreads();
+  scatter_rows(sm, ids, 0, o.n, k, o);
 }
 
 }  // namespace hyoracle::cuda

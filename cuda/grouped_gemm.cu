@@ -409,8 +409,8 @@ void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, con
 }
 
 // The tile kernel: HYORACLE_GROUPED_TILE names one (benchmarks, tests); unset or "wgmma", the
-// sm_90a wgmma kernel where it runs (compute capability 9.0, K % 8 == 0, aligned operands), else
-// the mma.sync 128x256x64 one.
+// sm_90a wgmma kernel with its deep pipeline where it runs (compute capability 9.0, K % 8 == 0,
+// aligned operands), "wgmma-overlapped" its other pipeline; else the mma.sync 128x256x64 one.
 template <class T, bool kSwiglu, bool kVec>
 void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
   const char* env = std::getenv("HYORACLE_GROUPED_TILE");
@@ -420,7 +420,8 @@ void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, con
   else if (v == "128x256x64" || !kVec || !grouped_wgmma_available()) launch_mma<T, kSwiglu, kVec, 4, 64>(a, gather, w, g, y);
   else {
 #ifdef HYORACLE_HAVE_WGMMA
-    grouped_gemm_wgmma(a, gather, w, g, kSwiglu ? GroupEpilogue::swiglu : GroupEpilogue::store, y);
+    grouped_gemm_wgmma(a, gather, w, g, kSwiglu ? GroupEpilogue::swiglu : GroupEpilogue::store,
+                       v == "wgmma-overlapped" ? WgmmaPipeline::overlapped : WgmmaPipeline::deep, y);
 #endif
   }
 }

@@ -11,10 +11,13 @@
 // A (through the token gather: the per-row source address) and of B into a 4-stage ring of
 // 128-byte-swizzled tiles (wgmma.cuh's layout), two stages ahead of the one being multiplied.
 //
-// Per k step kt: wait for stage kt's own copies, fence them to the async proxy, barrier; start the
-// copies of stage kt + 2 into the slot stage kt − 2 used (free: each warpgroup waited for its
-// wgmma of kt − 2 before the barrier); issue the 4 wgmma of stage kt; wait until only they are in
-// flight. So the tensor cores work on kt while kt + 1 and kt + 2 are in the air.
+// Per k step kt: wait for stage kt's own copies, fence them to the async proxy, barrier; issue the
+// 4 wgmma of stage kt; start the copies of a later stage into a slot no wgmma still reads. Two
+// pipelines (kDeep), both measured by moe_bench:
+//   deep (the default): copies of kt + 3 into the slot of kt − 1, then wait for kt's wgmma; three
+//     stages in the air while kt multiplies, the tensor cores idle from kt's end to kt + 1's issue.
+//   overlapped: copies of kt + 2 into the slot of kt − 2, then wait until only kt's wgmma is in
+//     flight; kt's wgmma overlaps the barrier of kt + 1, but only two stages are in the air.
 // kSwiglu: the 256 weight rows of a block are 128 gate rows (i0 + j) then the 128 matching up rows
 // (I + i0 + j), i0 = 128·blockIdx.x, so n8 blocks j and j + 16 of a thread's accumulators hold the
 // gate and the up value of the same output element.
@@ -45,7 +48,7 @@ static_assert(kBM == 128 && kThreads == 256, "two warpgroups of 64 rows");
 // Byte offset of 16-byte chunk c of row r in a [rows][64] 16-bit tile, 128-byte swizzle.
 __device__ inline uint32_t sw128(int r, int c) { return uint32_t(r * 128 + ((c ^ (r & 7)) << 4)); }
 
-template <class T, bool kSwiglu>
+template <class T, bool kSwiglu, bool kDeep>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_wgmma_kernel(const T* __restrict__ a, const int32_t* __restrict__ gather, const T* __restrict__ w,
                               int count, const T* __restrict__ extra, const int32_t* __restrict__ row_offset,
@@ -105,19 +108,22 @@ __global__ void __launch_bounds__(kThreads, 1)
   wgmma::fence_operand(acc);
   const bool active = wg * 64 < tr.rows;  // warpgroup-uniform: its 64 rows hold real rows
 
+  constexpr int kAhead = kDeep ? kStages - 1 : kStages - 2;  // stages copied ahead of the one multiplied
   const int KT = (K + kBK - 1) / kBK;
+  auto load_ahead = [&](int kt) {  // one commit group per k step, empty past the end
+    if (kt + kAhead < KT) load_stage((kt + kAhead) % kStages, (kt + kAhead) * kBK);
+    mma::cp_async_commit();
+  };
 #pragma unroll
-  for (int s = 0; s < kStages - 2; ++s) {
+  for (int s = 0; s < kAhead; ++s) {
     if (s < KT) load_stage(s, s * kBK);
     mma::cp_async_commit();
   }
   for (int kt = 0; kt < KT; ++kt) {
-    mma::cp_async_wait<kStages - 3>();  // this thread's copies of stage kt have landed
+    mma::cp_async_wait<kAhead - 1>();  // this thread's copies of stage kt have landed
     wgmma::fence_proxy_async();
     __syncthreads();
-    const int nk = kt + kStages - 2;
-    if (nk < KT) load_stage(nk % kStages, nk * kBK);
-    mma::cp_async_commit();
+    if (!kDeep) load_ahead(kt);  // into the slot of kt − 2: both warpgroups waited for its wgmma
     if (active) {
       const uint32_t as = ring + uint32_t((kt % kStages) * kStageElems * 2) + uint32_t(wg * 64 * 128);
       const uint32_t bs = ring + uint32_t((kt % kStages) * kStageElems * 2) + kAElems * 2;
@@ -126,7 +132,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int s = 0; s < kBK / 16; ++s)
         wgmma::wgmma_m64n256k16<T>(acc, wgmma::desc_sw128(as + 32 * s), wgmma::desc_sw128(bs + 32 * s));
       wgmma::commit_group();
-      wgmma::wait_group<1>();
+    }
+    if (kDeep) load_ahead(kt);  // into the slot of kt − 1: both warpgroups waited for its wgmma
+    if (active) {
+      if constexpr (kDeep) wgmma::wait_group<0>();
+      else wgmma::wait_group<1>();
     }
   }
   mma::cp_async_wait<0>();
@@ -168,18 +178,18 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-template <class T, bool kSwiglu>
+template <class T, bool kSwiglu, bool kDeep>
 void launch(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
   static bool configured = false;  // per instantiation: allow the dynamic shared memory
   if (!configured) {
-    check(cudaFuncSetAttribute(grouped_gemm_wgmma_kernel<T, kSwiglu>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    check(cudaFuncSetAttribute(grouped_gemm_wgmma_kernel<T, kSwiglu, kDeep>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(kSmem)),
           "grouped_gemm (wgmma): shared memory attribute");
     configured = true;
   }
   const int64_t cols = kSwiglu ? w.N / 2 : w.N, per_block = kSwiglu ? kBN / 2 : kBN;
   const dim3 grid{unsigned((cols + per_block - 1) / per_block), unsigned(max_row_tiles(g))};
-  grouped_gemm_wgmma_kernel<T, kSwiglu><<<grid, kThreads, kSmem, gpu().stream>>>(
+  grouped_gemm_wgmma_kernel<T, kSwiglu, kDeep><<<grid, kThreads, kSmem, gpu().stream>>>(
       a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), g.tile_group.data(), int(w.N),
       int(w.K), y);
   check_launch("grouped_gemm (wgmma)");
@@ -189,16 +199,17 @@ void launch(const T* a, const int32_t* gather, const GroupWeights<T>& w, const G
 
 template <class T>
 void grouped_gemm_wgmma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g,
-                        GroupEpilogue epilogue, T* y) {
+                        GroupEpilogue epilogue, WgmmaPipeline pipeline, T* y) {
   if (w.K % 8 || !aligned16(a) || !aligned16(w.w) || (w.extra && !aligned16(w.extra)))
     fail("cuda grouped_gemm (wgmma): needs K % 8 == 0 and 16-byte aligned operands, got K = " + std::to_string(w.K));
-  if (epilogue == GroupEpilogue::swiglu) launch<T, true>(a, gather, w, g, y);
-  else launch<T, false>(a, gather, w, g, y);
+  const bool swiglu = epilogue == GroupEpilogue::swiglu, deep = pipeline == WgmmaPipeline::deep;
+  if (swiglu) deep ? launch<T, true, true>(a, gather, w, g, y) : launch<T, true, false>(a, gather, w, g, y);
+  else deep ? launch<T, false, true>(a, gather, w, g, y) : launch<T, false, false>(a, gather, w, g, y);
 }
 
 template void grouped_gemm_wgmma<bf16>(const bf16*, const int32_t*, const GroupWeights<bf16>&, const GroupLayout&,
-                                       GroupEpilogue, bf16*);
+                                       GroupEpilogue, WgmmaPipeline, bf16*);
 template void grouped_gemm_wgmma<fp16>(const fp16*, const int32_t*, const GroupWeights<fp16>&, const GroupLayout&,
-                                       GroupEpilogue, fp16*);
+                                       GroupEpilogue, WgmmaPipeline, fp16*);
 
 }  // namespace hyoracle::cuda

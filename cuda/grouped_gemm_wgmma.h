@@ -10,9 +10,12 @@ namespace hyoracle::cuda {
 // device is compute capability 9.0 (sm_90a code runs on that chip only).
 bool grouped_wgmma_available();
 
+// The two k-step pipelines of the kernel (grouped_gemm_wgmma.cu says what each overlaps).
+enum class WgmmaPipeline { deep, overlapped };
+
 // Requires K % 8 == 0 and 16-byte aligned a, w.w and w.extra (the copies are 16-byte cp.async).
 template <class T>
 void grouped_gemm_wgmma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& layout,
-                        GroupEpilogue epilogue, T* y);
+                        GroupEpilogue epilogue, WgmmaPipeline pipeline, T* y);
 
 }  // namespace hyoracle::cuda

@@ -11,9 +11,54 @@ namespace {
 
 constexpr int kSortThreads = 1024;
 
-__global__ void __launch_bounds__(kSortThreads) sort_kernel(const int32_t* __restrict__ ids, int n, int k, SortTargets o) {
+__global__ void __launch_bounds__(kSortThreads) sort_kernel(const int32_t* __restrict__ ids, int k, SortTargets o) {
   __shared__ SortSmem sm;
-  sort_rows_block(sm, ids, n, k, o);
+  sort_rows_block(sm, ids, k, o);
+}
+
+// The sort of many slots in three launches over chunks of kSortChunk slots (one block each):
+// counts[c][g] = slots of chunk c routed to group g; then one block turns the column sums into the
+// layout and counts[c][g] into chunk c's first row in group g (row_offset[g] + the rows of earlier
+// chunks); then each chunk scatters its slots from there. Same layout as sort_rows_block; rows of
+// a group come chunk by chunk (any order within a chunk).
+constexpr int kSortChunk = 4096;
+__global__ void __launch_bounds__(kSortThreads) sort_count_kernel(const int32_t* __restrict__ ids, SortTargets o,
+                                                                  int32_t* __restrict__ counts) {
+  __shared__ int hist[kSortMaxGroups];
+  const int G = o.E + (o.extra > 0 ? 1 : 0), lo = blockIdx.x * kSortChunk, hi = min(o.n, lo + kSortChunk);
+  for (int g = threadIdx.x; g < G; g += blockDim.x) hist[g] = 0;
+  __syncthreads();
+  for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) atomicAdd(&hist[ids[i]], 1);
+  __syncthreads();
+  for (int g = threadIdx.x; g < G; g += blockDim.x) counts[int64_t(blockIdx.x) * G + g] = hist[g];
+}
+__global__ void __launch_bounds__(kSortThreads) sort_scan_kernel(SortTargets o, int chunks, int32_t* __restrict__ counts) {
+  __shared__ SortSmem sm;
+  const int G = o.E + (o.extra > 0 ? 1 : 0);
+  for (int g = threadIdx.x; g < G; g += blockDim.x) {
+    int total = g < o.E ? 0 : o.extra;
+    for (int c = 0; c < chunks; ++c) total += counts[int64_t(c) * G + g];
+    sm.count[g] = total;
+  }
+  __syncthreads();
+  write_layout(sm, G, o);
+  __syncthreads();
+  for (int g = threadIdx.x; g < G; g += blockDim.x) {
+    int row = sm.cursor[g];
+    for (int c = 0; c < chunks; ++c) {
+      const int here = counts[int64_t(c) * G + g];
+      counts[int64_t(c) * G + g] = row;
+      row += here;
+    }
+  }
+}
+__global__ void __launch_bounds__(kSortThreads) sort_scatter_kernel(const int32_t* __restrict__ ids, int k, SortTargets o,
+                                                                    const int32_t* __restrict__ first) {
+  __shared__ SortSmem sm;
+  const int G = o.E + (o.extra > 0 ? 1 : 0), lo = blockIdx.x * kSortChunk, hi = min(o.n, lo + kSortChunk);
+  for (int g = threadIdx.x; g < G; g += blockDim.x) sm.cursor[g] = first[int64_t(blockIdx.x) * G + g];
+  __syncthreads();
+  scatter_rows(sm, ids, lo, hi, k, o);
 }
 
 // Block (t, c): routed[t, h] = T(Σ_j w[t, j]·Y[row(t, j), h]), slots in ascending expert id; with a
@@ -135,7 +180,7 @@ ExpertSort allocate_sort(int64_t n, int64_t E, int64_t extra, SortTargets* o) {
   s.token = DeviceTensor<int32_t>({n + extra});
   s.row_of = DeviceTensor<int32_t>({n});
   *o = SortTargets{s.layout.row_offset.data(), s.layout.tile_offset.data(), s.layout.tile_group.data(), s.token.data(),
-                   s.row_of.data(), int(E), int(extra), int(max_tiles)};
+                   s.row_of.data(), int(n), int(E), int(extra), int(max_tiles)};
   return s;
 }
 }  // namespace
@@ -143,8 +188,21 @@ ExpertSort allocate_sort(int64_t n, int64_t E, int64_t extra, SortTargets* o) {
 ExpertSort sort_by_expert(const RouterOutput& r, int64_t E, int64_t extra) {
   SortTargets o;
   ExpertSort s = allocate_sort(r.ids.numel(), E, extra, &o);
-  sort_kernel<<<1, kSortThreads, 0, gpu().stream>>>(r.ids.data(), int(r.ids.numel()), int(std::max<int64_t>(r.k, 1)), o);
-  check_launch("sort_by_expert");
+  const int k = int(std::max<int64_t>(r.k, 1));
+  const int64_t chunks = (o.n + kSortChunk - 1) / kSortChunk;
+  if (chunks <= 2) {  // one block is as quick, and one launch (decode, small prefill)
+    sort_kernel<<<1, kSortThreads, 0, gpu().stream>>>(r.ids.data(), k, o);
+    check_launch("sort_by_expert");
+    return s;
+  }
+  const int64_t G = s.layout.groups;
+  DeviceTensor<int32_t> counts({chunks, G});
+  sort_count_kernel<<<unsigned(chunks), kSortThreads, 0, gpu().stream>>>(r.ids.data(), o, counts.data());
+  check_launch("sort_by_expert (count)");
+  sort_scan_kernel<<<1, kSortThreads, 0, gpu().stream>>>(o, int(chunks), counts.data());
+  check_launch("sort_by_expert (scan)");
+  sort_scatter_kernel<<<unsigned(chunks), kSortThreads, 0, gpu().stream>>>(r.ids.data(), k, o, counts.data());
+  check_launch("sort_by_expert (scatter)");
   return s;
 }
 

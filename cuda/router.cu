@@ -2,9 +2,7 @@
 
 #include <cfloat>
 
-#include "elementwise.h"
 #include "expert_sort.cuh"
-#include "matmul.h"
 
 namespace hyoracle::cuda {
 
@@ -116,6 +114,57 @@ __global__ void __launch_bounds__(kLogitThreads) small_logits_kernel(const T* __
   expert_logits(u, wr, T_, E, H, logits);
 }
 
+// Router logits for many tokens (T > kSmallT): a tiled fp32 SIMT product, no fp32 copy of u and
+// one wave of blocks at prefill sizes (cuBLAS's 128x128 tiles gave 32 blocks for T = 4096,
+// E = 128). Block: 32 tokens x 128 experts, H in steps of 32 through shared memory (u converted to
+// fp32 on the way in); warp w owns tokens 4w..4w+3, lane l experts 4l..4l+3, one fp32 accumulator
+// per output, h ascending: a fixed order for a given H.
+constexpr int kTileT = 32, kTileE = 128, kTileH = 32;
+template <class T>
+__global__ void __launch_bounds__(256) tiled_logits_kernel(const T* __restrict__ u, const float* __restrict__ wr, int T_,
+                                                           int E, int H, float* __restrict__ logits) {
+  // Rows padded by 4 floats: the transposing stores below spread over 8 banks, rows stay 16-byte aligned.
+  __shared__ __align__(16) float us[kTileH][kTileT + 4];
+  __shared__ __align__(16) float ws[kTileH][kTileE + 4];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int t0 = blockIdx.x * kTileT, e0 = blockIdx.y * kTileE;
+  float acc[4][4] = {};
+  for (int h0 = 0; h0 < H; h0 += kTileH) {
+    // Each warp reads 32 consecutive h of one row per pass (coalesced) and stores them transposed.
+    const int hh = tid % 32, h = h0 + hh;
+#pragma unroll
+    for (int q = 0; q < kTileT * kTileH / 256; ++q) {
+      const int t = q * 8 + tid / 32;
+      us[hh][t] = t0 + t < T_ && h < H ? to_f32(u[int64_t(t0 + t) * H + h]) : 0.0f;
+    }
+#pragma unroll
+    for (int q = 0; q < kTileE * kTileH / 256; ++q) {
+      const int e = q * 8 + tid / 32;
+      ws[hh][e] = e0 + e < E && h < H ? wr[int64_t(e0 + e) * H + h] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int kk = 0; kk < kTileH; ++kk) {
+      const float4 uv = *reinterpret_cast<const float4*>(&us[kk][4 * warp]);  // broadcast across the warp
+      const float4 wv = *reinterpret_cast<const float4*>(&ws[kk][4 * lane]);
+      const float ua[4] = {uv.x, uv.y, uv.z, uv.w}, wa[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(ua[i], wa[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int t = t0 + 4 * warp + i;
+    if (t >= T_) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (e0 + 4 * lane + j < E) logits[int64_t(t) * E + e0 + 4 * lane + j] = acc[i][j];
+  }
+}
+
 // route_and_sort: expert_logits in every block; the last block to finish (a ticket counter, reset
 // by that block for the next launch; launches on the context's one stream never overlap) runs the
 // top-k of every token (warp w: tokens w, w + 8, ...) and the experts' token sort.
@@ -142,7 +191,7 @@ __global__ void __launch_bounds__(kLogitThreads) route_sort_kernel(const T* __re
                margin);
   __syncthreads();
   __shared__ SortSmem sm;
-  sort_rows_block(sm, ids, T_ * k, k, sort);
+  sort_rows_block(sm, ids, k, sort);
 }
 }  // namespace
 
@@ -178,12 +227,12 @@ RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router
     small_logits_kernel<T><<<unsigned(E), kLogitThreads, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E),
                                                                             int(u.cols()), logits.data());
     check_launch("route (small-T logits)");
-  } else if constexpr (std::is_same_v<T, float>) {
-    linear(u, w_router, logits);
-  } else {
-    DeviceTensor<float> u32(u.shape);
-    convert(u, u32);
-    linear(u32, w_router, logits);
+  } else if (T_ > 0) {
+    const dim3 grid{unsigned((T_ + kTileT - 1) / kTileT), unsigned((E + kTileE - 1) / kTileE)};
+    if (grid.x > 2147483647u || grid.y > 65535u) fail("cuda route: too many tokens or experts for one grid");
+    tiled_logits_kernel<T><<<grid, 256, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E), int(u.cols()),
+                                                           logits.data());
+    check_launch("route (tiled logits)");
   }
   return route_from_logits(logits, bias, k, scaling, renormalize);
 }

@@ -56,6 +56,70 @@ std::string counts_str(const std::vector<int64_t>& c) {
   return s;
 }
 
+// ---- the token sort: a permutation with the layout counted on the host ----------------------
+// Sizes on both sides of the one-block / chunked switch (moe.cu: more than 2 chunks of 4096 slots
+// take the three-launch sort), with and without the extra (shared-expert) group; an expert that no
+// token picks; k distinct experts per token, as the router gives.
+TEST_F(CudaTest, SortByExpertIsAPermutationWithTheHostsLayout) {
+  struct Case { int64_t T, k, E; bool extra; };
+  for (const Case c : {Case{33, 8, 128, true}, Case{1025, 8, 128, false}, Case{1025, 8, 128, true},
+                       Case{4096 + 333, 8, 128, true}, Case{7, 3, 5, false}, Case{3001, 1, 2047, false}}) {
+    SCOPED_TRACE("T=" + std::to_string(c.T) + " k=" + std::to_string(c.k) + " E=" + std::to_string(c.E) +
+                 " extra=" + std::to_string(c.extra));
+    Rng rng(uint64_t(c.T * 7 + c.E));
+    const int64_t n = c.T * c.k, usable = c.E > c.k ? c.E - 1 : c.E;  // expert E-1 unused when it can be
+    std::vector<int32_t> ids;
+    for (int64_t t = 0; t < c.T; ++t) {
+      std::vector<int32_t> chosen;
+      while (int64_t(chosen.size()) < c.k) {
+        const int32_t e = int32_t(rng.next() % uint64_t(usable));
+        if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
+      }
+      ids.insert(ids.end(), chosen.begin(), chosen.end());
+    }
+    cuda::RouterOutput ro;
+    ro.k = c.k;
+    ro.ids = cuda::DeviceTensor<int32_t>({c.T, c.k});
+    cuda::check(cudaMemcpy(ro.ids.data(), ids.data(), ids.size() * 4, cudaMemcpyHostToDevice), "ids");
+    cuda::check(cudaDeviceSynchronize(), "ids");
+    const int64_t extra = c.extra ? c.T : 0, G = c.E + (c.extra ? 1 : 0);
+    const cuda::ExpertSort s = cuda::sort_by_expert(ro, c.E, extra);
+    // The host's layout.
+    std::vector<int64_t> count(size_t(G), 0), row_offset(size_t(G + 1), 0), tile_offset(size_t(G + 1), 0);
+    for (const int32_t e : ids) ++count[size_t(e)];
+    if (c.extra) count[size_t(c.E)] = c.T;
+    for (int64_t g = 0; g < G; ++g) {
+      row_offset[size_t(g + 1)] = row_offset[size_t(g)] + count[size_t(g)];
+      tile_offset[size_t(g + 1)] = tile_offset[size_t(g)] + (count[size_t(g)] + cuda::kGroupTileM - 1) / cuda::kGroupTileM;
+    }
+    EXPECT_EQ(cuda::download_ints(s.layout.row_offset), row_offset);
+    EXPECT_EQ(cuda::download_ints(s.layout.tile_offset), tile_offset);
+    const std::vector<int64_t> tile_group = cuda::download_ints(s.layout.tile_group);
+    ASSERT_EQ(int64_t(tile_group.size()), cuda::max_row_tiles(s.layout));
+    for (int64_t t = 0; t < int64_t(tile_group.size()); ++t) {
+      int64_t want = -1;
+      for (int64_t g = 0; g < G; ++g)
+        if (t >= tile_offset[size_t(g)] && t < tile_offset[size_t(g + 1)]) want = g;
+      ASSERT_EQ(tile_group[size_t(t)], want) << "tile " << t;
+    }
+    // Every slot on its own row inside its group's range, the token recorded there.
+    const std::vector<int64_t> token = cuda::download_ints(s.token), row_of = cuda::download_ints(s.row_of);
+    ASSERT_EQ(int64_t(token.size()), n + extra);
+    std::vector<int> hits(size_t(n + extra), 0);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t r = row_of[size_t(i)], e = ids[size_t(i)];
+      ASSERT_TRUE(r >= row_offset[size_t(e)] && r < row_offset[size_t(e + 1)]) << "slot " << i << " row " << r;
+      ASSERT_EQ(token[size_t(r)], i / c.k) << "slot " << i;
+      ++hits[size_t(r)];
+    }
+    for (int64_t t = 0; t < extra; ++t) {
+      ASSERT_EQ(token[size_t(n + t)], t);
+      ++hits[size_t(n + t)];
+    }
+    EXPECT_EQ(std::count(hits.begin(), hits.end(), 1), n + extra) << "rows hit other than once";
+  }
+}
+
 // ---- grouped GEMM: bit-exact on integers ----------------------------------------------------
 // |a|, |w| <= 8 and K <= 264: every partial sum is an integer below 2^24, exact in fp32 in any
 // order, so the store epilogue must give exactly round_T(Σ a·w) (naive loops), whatever the kernel.
@@ -110,7 +174,7 @@ TYPED_TEST(MoeTyped, GroupedGemmIsBitExactOnIntegers) {
       // falls back to 128x256x64, and the test says so below).
       std::vector<std::pair<int64_t, const char*>> runs = {{1, ""}, {largest, ""}, {1000000, ""}};
       if (!std::is_same_v<T, float>)
-        for (const char* v : {"128x128x32", "128x256x32", "128x256x64", "wgmma"}) runs.push_back({1000000, v});
+        for (const char* v : {"128x128x32", "128x256x32", "128x256x64", "wgmma", "wgmma-overlapped"}) runs.push_back({1000000, v});
       for (const auto& [hint, tile] : runs) {
         if (*tile) setenv("HYORACLE_GROUPED_TILE", tile, 1);
         else unsetenv("HYORACLE_GROUPED_TILE");
