@@ -409,8 +409,8 @@ void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, con
 }
 
 // The tile kernel: HYORACLE_GROUPED_TILE names one (benchmarks, tests); unset or "wgmma", the
-// sm_90a wgmma kernel with its deep pipeline where it runs (compute capability 9.0, K % 8 == 0,
-// aligned operands), "wgmma-overlapped" its other pipeline; else the mma.sync 128x256x64 one.
+// sm_90a wgmma kernel with its staged epilogue where it runs (compute capability 9.0, K % 8 == 0,
+// aligned operands), "wgmma-direct" with its other epilogue; else the mma.sync 128x256x64 one.
 template <class T, bool kSwiglu, bool kVec>
 void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
   const char* env = std::getenv("HYORACLE_GROUPED_TILE");
@@ -421,7 +421,7 @@ void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, con
   else {
 #ifdef HYORACLE_HAVE_WGMMA
     grouped_gemm_wgmma(a, gather, w, g, kSwiglu ? GroupEpilogue::swiglu : GroupEpilogue::store,
-                       v == "wgmma-overlapped" ? WgmmaPipeline::overlapped : WgmmaPipeline::deep, y);
+                       v == "wgmma-direct" ? WgmmaStore::direct : WgmmaStore::staged, y);
 #endif
   }
 }

@@ -11,13 +11,15 @@
 // A (through the token gather: the per-row source address) and of B into a 4-stage ring of
 // 128-byte-swizzled tiles (wgmma.cuh's layout), two stages ahead of the one being multiplied.
 //
-// Per k step kt: wait for stage kt's own copies, fence them to the async proxy, barrier; issue the
-// 4 wgmma of stage kt; start the copies of a later stage into a slot no wgmma still reads. Two
-// pipelines (kDeep), both measured by moe_bench:
-//   deep (the default): copies of kt + 3 into the slot of kt − 1, then wait for kt's wgmma; three
-//     stages in the air while kt multiplies, the tensor cores idle from kt's end to kt + 1's issue.
-//   overlapped: copies of kt + 2 into the slot of kt − 2, then wait until only kt's wgmma is in
-//     flight; kt's wgmma overlaps the barrier of kt + 1, but only two stages are in the air.
+// Per k step kt: wait for stage kt's own copies, fence them to the async proxy, barrier; start the
+// copies of stage kt + 2 into the slot stage kt − 2 used (free: each warpgroup waited for its
+// wgmma of kt − 2 before the barrier); issue the 4 wgmma of stage kt; wait until only they are in
+// flight. So kt's wgmma overlaps the barrier of kt + 1, with kt + 1 and kt + 2 in the air.
+// (Measured, moe_bench: a deeper variant, 3 stages in the air but waiting for each step's wgmma,
+// ran the Hy-MT2 gate_up product at 324 TF/s against this one's 365.)
+// Epilogue (kStaged, the default): each warpgroup rounds its 64 rows into shared memory (the ring
+// is free by then), then writes them out as whole-row 16-byte stores; the direct variant stores
+// 4-byte pairs from the accumulator layout (8 rows x 16 bytes per warp store). Same values.
 // kSwiglu: the 256 weight rows of a block are 128 gate rows (i0 + j) then the 128 matching up rows
 // (I + i0 + j), i0 = 128·blockIdx.x, so n8 blocks j and j + 16 of a thread's accumulators hold the
 // gate and the up value of the same output element.
@@ -47,8 +49,9 @@ static_assert(kBM == 128 && kThreads == 256, "two warpgroups of 64 rows");
 
 // Byte offset of 16-byte chunk c of row r in a [rows][64] 16-bit tile, 128-byte swizzle.
 __device__ inline uint32_t sw128(int r, int c) { return uint32_t(r * 128 + ((c ^ (r & 7)) << 4)); }
+__device__ inline bool aligned16_dev(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-template <class T, bool kSwiglu, bool kDeep>
+template <class T, bool kSwiglu, bool kStaged>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_wgmma_kernel(const T* __restrict__ a, const int32_t* __restrict__ gather, const T* __restrict__ w,
                               int count, const T* __restrict__ extra, const int32_t* __restrict__ row_offset,
@@ -108,12 +111,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   wgmma::fence_operand(acc);
   const bool active = wg * 64 < tr.rows;  // warpgroup-uniform: its 64 rows hold real rows
 
-  constexpr int kAhead = kDeep ? kStages - 1 : kStages - 2;  // stages copied ahead of the one multiplied
+  constexpr int kAhead = kStages - 2;  // stages copied ahead of the one multiplied
   const int KT = (K + kBK - 1) / kBK;
-  auto load_ahead = [&](int kt) {  // one commit group per k step, empty past the end
-    if (kt + kAhead < KT) load_stage((kt + kAhead) % kStages, (kt + kAhead) * kBK);
-    mma::cp_async_commit();
-  };
 #pragma unroll
   for (int s = 0; s < kAhead; ++s) {
     if (s < KT) load_stage(s, s * kBK);
@@ -123,7 +122,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     mma::cp_async_wait<kAhead - 1>();  // this thread's copies of stage kt have landed
     wgmma::fence_proxy_async();
     __syncthreads();
-    if (!kDeep) load_ahead(kt);  // into the slot of kt − 2: both warpgroups waited for its wgmma
+    if (kt + kAhead < KT) load_stage((kt + kAhead) % kStages, (kt + kAhead) * kBK);
+    mma::cp_async_commit();  // one group per k step, empty past the end
     if (active) {
       const uint32_t as = ring + uint32_t((kt % kStages) * kStageElems * 2) + uint32_t(wg * 64 * 128);
       const uint32_t bs = ring + uint32_t((kt % kStages) * kStageElems * 2) + kAElems * 2;
@@ -132,64 +132,89 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int s = 0; s < kBK / 16; ++s)
         wgmma::wgmma_m64n256k16<T>(acc, wgmma::desc_sw128(as + 32 * s), wgmma::desc_sw128(bs + 32 * s));
       wgmma::commit_group();
-    }
-    if (kDeep) load_ahead(kt);  // into the slot of kt − 1: both warpgroups waited for its wgmma
-    if (active) {
-      if constexpr (kDeep) wgmma::wait_group<0>();
-      else wgmma::wait_group<1>();
+      wgmma::wait_group<1>();
     }
   }
   mma::cp_async_wait<0>();
-  if (!active) return;
-  wgmma::wait_group<0>();
-  wgmma::fence_operand(acc);
+  if (active) {
+    wgmma::wait_group<0>();
+    wgmma::fence_operand(acc);
+  }
 
   // acc[4j + 2h + q]: row 64·wg + 16·(warp % 4) + lane/4 + 8h, tile column 8j + 2·(lane % 4) + q.
   const int lane = tid % 32, wq = (tid % 128) / 32;
+  const int out_cols = kSwiglu ? I : N;                      // columns of y
+  constexpr int kTileCols = kSwiglu ? kBN / 2 : kBN;         // this block's columns of y
+  // Value of output (h, j, q) of this thread, rounded to T as the reference does.
+  auto value = [&](int h, int j, int q) {
+    if constexpr (kSwiglu) {
+      const float g = round_as<T>(acc[4 * j + 2 * h + q]), v = round_as<T>(acc[4 * (j + 16) + 2 * h + q]);
+      return from_f32<T>(silu_rounded<T>(g) * v);
+    } else {
+      return from_f32<T>(acc[4 * j + 2 * h + q]);
+    }
+  };
+  const bool whole = n0 + kTileCols <= out_cols && out_cols % 8 == 0 && aligned16_dev(y);
+  if (kStaged && whole) {
+    // Rows of kTileCols + 8 values: the pair stores below hit 32 distinct banks per warp store.
+    constexpr int kStride = kTileCols + 8;
+    static_assert(kStages * kStageElems >= 2 * 64 * kStride, "the staged tile fits in the ring");
+    __syncthreads();  // every wgmma of both warpgroups has read its last stage
+    T* st = reinterpret_cast<T*>(smem_raw + (ring - raw)) + wg * 64 * kStride;
+    if (active) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int j = 0; j < kTileCols / 8; ++j) {
+          __align__(4) T pair[2] = {value(h, j, 0), value(h, j, 1)};
+          *reinterpret_cast<unsigned*>(st + (wq * 16 + lane / 4 + 8 * h) * kStride + j * 8 + 2 * (lane % 4)) =
+              *reinterpret_cast<const unsigned*>(pair);
+        }
+    }
+    __syncwarp();
+    // Warp wq of the warpgroup writes back its own 16 rows (the rows it staged): 16-byte chunks.
+    constexpr int kChunksPerRow = kTileCols / 8;
+#pragma unroll 4
+    for (int c = lane; c < 16 * kChunksPerRow; c += 32) {
+      const int rr = wq * 16 + c / kChunksPerRow, col = (c % kChunksPerRow) * 8, r = wg * 64 + rr;
+      if (r < tr.rows)
+        *reinterpret_cast<uint4*>(y + int64_t(tr.row0 + r) * out_cols + n0 + col) =
+            *reinterpret_cast<const uint4*>(st + rr * kStride + col);
+    }
+    return;
+  }
+  if (!active) return;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = wg * 64 + wq * 16 + lane / 4 + 8 * h;
     if (r >= tr.rows) continue;
-    T* yr = y + int64_t(tr.row0 + r) * (kSwiglu ? I : N);
-    if constexpr (kSwiglu) {
+    T* yr = y + int64_t(tr.row0 + r) * out_cols;
 #pragma unroll
-      for (int j = 0; j < 16; ++j)
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          const int col = n0 + j * 8 + 2 * (lane % 4) + q;
-          if (col >= I) continue;
-          const float g = round_as<T>(acc[4 * j + 2 * h + q]), v = round_as<T>(acc[4 * (j + 16) + 2 * h + q]);
-          yr[col] = from_f32<T>(silu_rounded<T>(g) * v);
-        }
-    } else {
-#pragma unroll
-      for (int j = 0; j < 32; ++j) {
-        const int col = n0 + j * 8 + 2 * (lane % 4);
-        const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
-        if (col + 1 < N && N % 2 == 0) {
-          __align__(4) T pair[2] = {from_f32<T>(v0), from_f32<T>(v1)};
-          *reinterpret_cast<unsigned*>(yr + col) = *reinterpret_cast<const unsigned*>(pair);
-        } else {
-          if (col < N) yr[col] = from_f32<T>(v0);
-          if (col + 1 < N) yr[col + 1] = from_f32<T>(v1);
-        }
+    for (int j = 0; j < kTileCols / 8; ++j) {
+      const int col = n0 + j * 8 + 2 * (lane % 4);
+      if (col + 1 < out_cols && out_cols % 2 == 0) {
+        __align__(4) T pair[2] = {value(h, j, 0), value(h, j, 1)};
+        *reinterpret_cast<unsigned*>(yr + col) = *reinterpret_cast<const unsigned*>(pair);
+      } else {
+        if (col < out_cols) yr[col] = value(h, j, 0);
+        if (col + 1 < out_cols) yr[col + 1] = value(h, j, 1);
       }
     }
   }
 }
 
-template <class T, bool kSwiglu, bool kDeep>
+template <class T, bool kSwiglu, bool kStaged>
 void launch(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
   static bool configured = false;  // per instantiation: allow the dynamic shared memory
   if (!configured) {
-    check(cudaFuncSetAttribute(grouped_gemm_wgmma_kernel<T, kSwiglu, kDeep>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    check(cudaFuncSetAttribute(grouped_gemm_wgmma_kernel<T, kSwiglu, kStaged>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(kSmem)),
           "grouped_gemm (wgmma): shared memory attribute");
     configured = true;
   }
   const int64_t cols = kSwiglu ? w.N / 2 : w.N, per_block = kSwiglu ? kBN / 2 : kBN;
   const dim3 grid{unsigned((cols + per_block - 1) / per_block), unsigned(max_row_tiles(g))};
-  grouped_gemm_wgmma_kernel<T, kSwiglu, kDeep><<<grid, kThreads, kSmem, gpu().stream>>>(
+  grouped_gemm_wgmma_kernel<T, kSwiglu, kStaged><<<grid, kThreads, kSmem, gpu().stream>>>(
       a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), g.tile_group.data(), int(w.N),
       int(w.K), y);
   check_launch("grouped_gemm (wgmma)");
@@ -199,17 +224,17 @@ void launch(const T* a, const int32_t* gather, const GroupWeights<T>& w, const G
 
 template <class T>
 void grouped_gemm_wgmma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g,
-                        GroupEpilogue epilogue, WgmmaPipeline pipeline, T* y) {
+                        GroupEpilogue epilogue, WgmmaStore store, T* y) {
   if (w.K % 8 || !aligned16(a) || !aligned16(w.w) || (w.extra && !aligned16(w.extra)))
     fail("cuda grouped_gemm (wgmma): needs K % 8 == 0 and 16-byte aligned operands, got K = " + std::to_string(w.K));
-  const bool swiglu = epilogue == GroupEpilogue::swiglu, deep = pipeline == WgmmaPipeline::deep;
-  if (swiglu) deep ? launch<T, true, true>(a, gather, w, g, y) : launch<T, true, false>(a, gather, w, g, y);
-  else deep ? launch<T, false, true>(a, gather, w, g, y) : launch<T, false, false>(a, gather, w, g, y);
+  const bool swiglu = epilogue == GroupEpilogue::swiglu, staged = store == WgmmaStore::staged;
+  if (swiglu) staged ? launch<T, true, true>(a, gather, w, g, y) : launch<T, true, false>(a, gather, w, g, y);
+  else staged ? launch<T, false, true>(a, gather, w, g, y) : launch<T, false, false>(a, gather, w, g, y);
 }
 
 template void grouped_gemm_wgmma<bf16>(const bf16*, const int32_t*, const GroupWeights<bf16>&, const GroupLayout&,
-                                       GroupEpilogue, WgmmaPipeline, bf16*);
+                                       GroupEpilogue, WgmmaStore, bf16*);
 template void grouped_gemm_wgmma<fp16>(const fp16*, const int32_t*, const GroupWeights<fp16>&, const GroupLayout&,
-                                       GroupEpilogue, WgmmaPipeline, fp16*);
+                                       GroupEpilogue, WgmmaStore, fp16*);
 
 }  // namespace hyoracle::cuda

@@ -10,12 +10,13 @@ namespace hyoracle::cuda {
 // device is compute capability 9.0 (sm_90a code runs on that chip only).
 bool grouped_wgmma_available();
 
-// The two k-step pipelines of the kernel (grouped_gemm_wgmma.cu says what each overlaps).
-enum class WgmmaPipeline { deep, overlapped };
+// The kernel's two epilogues (grouped_gemm_wgmma.cu): through shared memory with 16-byte row
+// stores, or 4-byte pairs straight from the accumulators. Same values.
+enum class WgmmaStore { staged, direct };
 
 // Requires K % 8 == 0 and 16-byte aligned a, w.w and w.extra (the copies are 16-byte cp.async).
 template <class T>
 void grouped_gemm_wgmma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& layout,
-                        GroupEpilogue epilogue, WgmmaPipeline pipeline, T* y);
+                        GroupEpilogue epilogue, WgmmaStore store, T* y);
 
 }  // namespace hyoracle::cuda

@@ -114,35 +114,50 @@ __global__ void __launch_bounds__(kLogitThreads) small_logits_kernel(const T* __
   expert_logits(u, wr, T_, E, H, logits);
 }
 
-// Router logits for many tokens (T > kSmallT): a tiled fp32 SIMT product, no fp32 copy of u and
-// one wave of blocks at prefill sizes (cuBLAS's 128x128 tiles gave 32 blocks for T = 4096,
-// E = 128). Block: 32 tokens x 128 experts, H in steps of 32 through shared memory (u converted to
-// fp32 on the way in); warp w owns tokens 4w..4w+3, lane l experts 4l..4l+3, one fp32 accumulator
-// per output, h ascending: a fixed order for a given H.
-constexpr int kTileT = 32, kTileE = 128, kTileH = 32;
+// Router logits for many tokens (T > kSmallT): a tiled fp32 SIMT product, no fp32 copy of u, and
+// enough blocks to fill the GPU at prefill sizes (cuBLAS's 128x128 tiles gave 32 blocks for
+// T = 4096, E = 128). Block: 32 tokens x 128 experts over one split of H (kSplits parts of
+// h_per_split, a multiple of kTileH), H in steps of 32 through shared memory (u converted to fp32
+// on the way in; the next step's values are loaded into registers while this one multiplies);
+// warp w owns tokens 4w..4w+3, lane l experts 4l..4l+3, one fp32 accumulator per output, h
+// ascending. partial[s, t, e] is split s's sum; sum_splits adds them in split order: a fixed
+// summation order for a given H.
+constexpr int kTileT = 32, kTileE = 128, kTileH = 32, kSplits = 4;
 template <class T>
 __global__ void __launch_bounds__(256) tiled_logits_kernel(const T* __restrict__ u, const float* __restrict__ wr, int T_,
-                                                           int E, int H, float* __restrict__ logits) {
+                                                           int E, int H, int h_per_split, float* __restrict__ partial) {
   // Rows padded by 4 floats: the transposing stores below spread over 8 banks, rows stay 16-byte aligned.
   __shared__ __align__(16) float us[kTileH][kTileT + 4];
   __shared__ __align__(16) float ws[kTileH][kTileE + 4];
+  constexpr int kU = kTileT * kTileH / 256, kW = kTileE * kTileH / 256;  // values per thread and step
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int t0 = blockIdx.x * kTileT, e0 = blockIdx.y * kTileE;
-  float acc[4][4] = {};
-  for (int h0 = 0; h0 < H; h0 += kTileH) {
-    // Each warp reads 32 consecutive h of one row per pass (coalesced) and stores them transposed.
-    const int hh = tid % 32, h = h0 + hh;
+  const int h_lo = blockIdx.z * h_per_split, h_hi = min(H, h_lo + h_per_split);
+  // Each warp reads 32 consecutive h of one row per pass (coalesced) and stores them transposed.
+  const int hh = tid % 32;
+  float un[kU], wn[kW];
+  auto fetch = [&](int h0) {
+    const int h = h0 + hh;
 #pragma unroll
-    for (int q = 0; q < kTileT * kTileH / 256; ++q) {
+    for (int q = 0; q < kU; ++q) {
       const int t = q * 8 + tid / 32;
-      us[hh][t] = t0 + t < T_ && h < H ? to_f32(u[int64_t(t0 + t) * H + h]) : 0.0f;
+      un[q] = t0 + t < T_ && h < h_hi ? to_f32(u[int64_t(t0 + t) * H + h]) : 0.0f;
     }
 #pragma unroll
-    for (int q = 0; q < kTileE * kTileH / 256; ++q) {
+    for (int q = 0; q < kW; ++q) {
       const int e = q * 8 + tid / 32;
-      ws[hh][e] = e0 + e < E && h < H ? wr[int64_t(e0 + e) * H + h] : 0.0f;
+      wn[q] = e0 + e < E && h < h_hi ? wr[int64_t(e0 + e) * H + h] : 0.0f;
     }
+  };
+  float acc[4][4] = {};
+  if (h_lo < h_hi) fetch(h_lo);
+  for (int h0 = h_lo; h0 < h_hi; h0 += kTileH) {
+#pragma unroll
+    for (int q = 0; q < kU; ++q) us[hh][q * 8 + tid / 32] = un[q];
+#pragma unroll
+    for (int q = 0; q < kW; ++q) ws[hh][q * 8 + tid / 32] = wn[q];
     __syncthreads();
+    if (h0 + kTileH < h_hi) fetch(h0 + kTileH);  // in flight while this step multiplies
 #pragma unroll 8
     for (int kk = 0; kk < kTileH; ++kk) {
       const float4 uv = *reinterpret_cast<const float4*>(&us[kk][4 * warp]);  // broadcast across the warp
@@ -155,13 +170,23 @@ __global__ void __launch_bounds__(256) tiled_logits_kernel(const T* __restrict__
     }
     __syncthreads();
   }
+  float* out = partial + int64_t(blockIdx.z) * T_ * E;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const int t = t0 + 4 * warp + i;
     if (t >= T_) continue;
 #pragma unroll
     for (int j = 0; j < 4; ++j)
-      if (e0 + 4 * lane + j < E) logits[int64_t(t) * E + e0 + 4 * lane + j] = acc[i][j];
+      if (e0 + 4 * lane + j < E) out[int64_t(t) * E + e0 + 4 * lane + j] = acc[i][j];
+  }
+}
+
+// logits[i] = ((partial[0, i] + partial[1, i]) + partial[2, i]) + ...   (fp32, split order)
+__global__ void sum_splits_kernel(const float* __restrict__ partial, int splits, int64_t n, float* __restrict__ logits) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    float v = partial[i];
+    for (int s = 1; s < splits; ++s) v += partial[int64_t(s) * n + i];
+    logits[i] = v;
   }
 }
 
@@ -228,11 +253,23 @@ RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router
                                                                             int(u.cols()), logits.data());
     check_launch("route (small-T logits)");
   } else if (T_ > 0) {
-    const dim3 grid{unsigned((T_ + kTileT - 1) / kTileT), unsigned((E + kTileE - 1) / kTileE)};
-    if (grid.x > 2147483647u || grid.y > 65535u) fail("cuda route: too many tokens or experts for one grid");
-    tiled_logits_kernel<T><<<grid, 256, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E), int(u.cols()),
-                                                           logits.data());
+    // Split H when the token x expert tiles alone would not fill the GPU.
+    const int64_t H = u.cols(), tiles = ((T_ + kTileT - 1) / kTileT) * ((E + kTileE - 1) / kTileE);
+    const int splits = tiles < 4 * gpu().sms && H >= 4 * kSplits * kTileH ? kSplits : 1;
+    const int64_t per = ((H + splits - 1) / splits + kTileH - 1) / kTileH * kTileH;
+    const dim3 grid{unsigned((T_ + kTileT - 1) / kTileT), unsigned((E + kTileE - 1) / kTileE), unsigned(splits)};
+    if ((T_ + kTileT - 1) / kTileT > 2147483647 || grid.y > 65535u) fail("cuda route: too many tokens or experts for one grid");
+    DeviceTensor<float> partial;
+    if (splits > 1) partial = DeviceTensor<float>({splits, T_, E});
+    tiled_logits_kernel<T><<<grid, 256, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E), int(H), int(per),
+                                                           splits > 1 ? partial.data() : logits.data());
     check_launch("route (tiled logits)");
+    if (splits > 1) {
+      const int64_t n = T_ * E;
+      sum_splits_kernel<<<unsigned(std::min<int64_t>((n + 255) / 256, 4 * gpu().sms)), 256, 0, gpu().stream>>>(
+          partial.data(), splits, n, logits.data());
+      check_launch("route (sum of splits)");
+    }
   }
   return route_from_logits(logits, bias, k, scaling, renormalize);
 }

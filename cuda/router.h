@@ -3,7 +3,9 @@
 //   logits[t, e] = fp32(u[t, :]) · W_r[e, :]              u [T, H] (T), W_r [E, H] fp32 (exact bf16
 //                                                         values), plain fp32 FMA (no TF32), own
 //                                                         kernels: a tiled one for T > 16 (h
-//                                                         ascending), a per-expert one for T <= 16
+//                                                         ascending within up to 4 splits of H,
+//                                                         the splits added in order), a
+//                                                         per-expert one for T <= 16
 //                                                         (decode: one launch; a different but
 //                                                         fixed summation order)
 //   s[t, e]      = 1 / (1 + e^(−logit))                   fp32

@@ -141,6 +141,8 @@ TYPED_TEST(MoeTyped, GroupedGemmIsBitExactOnIntegers) {
       {{1, 0, 3, 16, 2}, 130, 264},         // few rows per group, K off the 32-tile, N off 128
       {{130, 0, 5}, 258, 96},               // a group across two row tiles
       {{0, 0, 1}, 2, 8},                    // one row, minimal N, K
+      {{0, 1, 65, 129, 200}, 528, 72},      // N, N/2 % 8 == 0: whole column tiles (the wgmma kernel's
+                                            // staged 16-byte stores) and a partial last one
   };
   for (const Case& c : cases)
     for (const bool extra : {false, true}) {
@@ -174,7 +176,7 @@ TYPED_TEST(MoeTyped, GroupedGemmIsBitExactOnIntegers) {
       // falls back to 128x256x64, and the test says so below).
       std::vector<std::pair<int64_t, const char*>> runs = {{1, ""}, {largest, ""}, {1000000, ""}};
       if (!std::is_same_v<T, float>)
-        for (const char* v : {"128x128x32", "128x256x32", "128x256x64", "wgmma", "wgmma-overlapped"}) runs.push_back({1000000, v});
+        for (const char* v : {"128x128x32", "128x256x32", "128x256x64", "wgmma", "wgmma-direct"}) runs.push_back({1000000, v});
       for (const auto& [hint, tile] : runs) {
         if (*tile) setenv("HYORACLE_GROUPED_TILE", tile, 1);
         else unsetenv("HYORACLE_GROUPED_TILE");
