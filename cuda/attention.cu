@@ -513,54 +513,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
 }
 
-// Merges the splits of one (query, head) row qh: out = Σ_s acc_s w_s / Σ_s l_s w_s,
-// w_s = 2^(m_s − max m) (m in base-2 units), with the calling block's threads (256 or 128):
-// blockDim / 32 groups of 32 lanes share the splits, lane i owns columns 4i..4i+3. Partials are
-// read through L2 (__ldcg): in the fused form other blocks of the same launch wrote them.
-template <class T>
-__device__ void merge_splits_row(const float* __restrict__ part_acc, const float* __restrict__ part_ml, int splits, int d,
-                                 int64_t qh, T* __restrict__ ctx, float (&s_red)[8][128], float (&s_ml)[2]) {
-  const int groups = blockDim.x / 32, grp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const float* ml = part_ml + qh * splits * 2;
-  if (threadIdx.x < 32) {
-    float M = -INFINITY;
-    for (int s = lane; s < splits; s += 32) M = fmaxf(M, __ldcg(ml + 2 * s));
-    for (int o = 16; o > 0; o /= 2) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
-    float L = 0.0f;
-    if (M != -INFINITY)
-      for (int s = lane; s < splits; s += 32) L += __ldcg(ml + 2 * s + 1) * exp2f(__ldcg(ml + 2 * s) - M);
-    for (int o = 16; o > 0; o /= 2) L += __shfl_xor_sync(0xffffffffu, L, o);
-    if (lane == 0) s_ml[0] = M, s_ml[1] = L;
-  }
-  __syncthreads();
-  const float M = s_ml[0], L = s_ml[1];
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  if (M != -INFINITY && 4 * lane < d)
-    for (int s = grp; s < splits; s += groups) {
-      const float w = exp2f(__ldcg(ml + 2 * s) - M);
-      const float4 a = __ldcg(reinterpret_cast<const float4*>(part_acc + (qh * splits + s) * d + 4 * lane));
-      acc[0] += w * a.x, acc[1] += w * a.y, acc[2] += w * a.z, acc[3] += w * a.w;
-    }
-#pragma unroll
-  for (int e = 0; e < 4; ++e) s_red[grp][4 * lane + e] = acc[e];
-  __syncthreads();
-  for (int col = threadIdx.x; col < d; col += blockDim.x) {
-    float o = 0.0f;
-    for (int gi = 0; gi < groups; ++gi) o += s_red[gi][col];
-    ctx[qh * d + col] = from_f32<T>(L > 0.0f ? o / L : 0.0f);
-  }
-  __syncthreads();  // s_red and s_ml are free for the next row
-}
-
-// The separate merge: one block of 256 threads per (query, head) row qh = blockIdx.x.
-template <class T>
-__global__ void __launch_bounds__(256) flash_decode_merge(const float* __restrict__ part_acc, const float* __restrict__ part_ml,
-                                                          int splits, int d, T* __restrict__ ctx) {
-  __shared__ float s_red[8][128];
-  __shared__ float s_ml[2];
-  merge_splits_row(part_acc, part_ml, splits, d, int64_t(blockIdx.x), ctx, s_red, s_ml);
-}
-
 // Decode, second form ("ring"): the same blocks and split as flash_decode_kernel, but each warp
 // streams its keys through its own ring of S shared-memory stages of 16 keys (K and V rows
 // padded to D + 8), filled by cp.async S − 1 steps ahead, and takes its mma fragments with
@@ -575,8 +527,7 @@ template <class T, int D, int S>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     flash_decode_ring_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
                              const int64_t* __restrict__ q_pos, int T_, int Tc, int nq, int nkv, int split_len, float c,
-                             T* __restrict__ ctx, float* __restrict__ part_acc, float* __restrict__ part_ml,
-                             unsigned* __restrict__ tickets) {
+                             T* __restrict__ ctx, float* __restrict__ part_acc, float* __restrict__ part_ml) {
   constexpr int LD = D + 8, KS = D / 16, ON = D / 8, CH = D / 8, STAGE = 2 * 16 * LD, LDO = D + 4;
   static_assert(kDecodeWarps * kDecodeRows * LDO * sizeof(float) <= size_t(kDecodeWarps) * S * STAGE * 2,
                 "the output tiles reuse the rings");
@@ -710,24 +661,45 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     part_acc[slot * D + col] = acc;
     if (col == 0) part_ml[slot * 2] = M == -INFINITY ? -INFINITY : M * c, part_ml[slot * 2 + 1] = L;
   }
-  if (!part_acc || !tickets) return;
-  // Fused merge: the last of the `splits` blocks of this (KV head, row group) to finish (a ticket
-  // per pair, reset by that block for the next launch; decode launches share the one stream, so
-  // they never overlap) merges the group's rows, instead of a second kernel.
-  __shared__ bool last;
+}
+
+// Merges the splits of one (query, head) row qh = blockIdx.x: out = Σ_s acc_s w_s / Σ_s l_s w_s,
+// w_s = 2^(m_s − max m) (m in base-2 units). 8 groups of 32 lanes share the splits; lane i
+// owns columns 4i..4i+3.
+template <class T>
+__global__ void __launch_bounds__(256) flash_decode_merge(const float* __restrict__ part_acc, const float* __restrict__ part_ml,
+                                                          int splits, int d, T* __restrict__ ctx) {
   __shared__ float s_red[8][128];
   __shared__ float s_ml[2];
-  __threadfence();  // this block's partials before its ticket
+  const int64_t qh = blockIdx.x;
+  const int grp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const float* ml = part_ml + qh * splits * 2;
+  if (threadIdx.x < 32) {
+    float M = -INFINITY;
+    for (int s = lane; s < splits; s += 32) M = fmaxf(M, ml[2 * s]);
+    for (int o = 16; o > 0; o /= 2) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    float L = 0.0f;
+    if (M != -INFINITY)
+      for (int s = lane; s < splits; s += 32) L += ml[2 * s + 1] * exp2f(ml[2 * s] - M);
+    for (int o = 16; o > 0; o /= 2) L += __shfl_xor_sync(0xffffffffu, L, o);
+    if (lane == 0) s_ml[0] = M, s_ml[1] = L;
+  }
   __syncthreads();
-  unsigned* ticket = tickets + blockIdx.y * gridDim.z + blockIdx.z;
-  if (threadIdx.x == 0) last = atomicAdd(ticket, 1u) == unsigned(splits) - 1;
+  const float M = s_ml[0], L = s_ml[1];
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (M != -INFINITY && 4 * lane < d)
+    for (int s = grp; s < splits; s += 8) {
+      const float w = exp2f(ml[2 * s] - M);
+      const float4 a = *reinterpret_cast<const float4*>(part_acc + (qh * splits + s) * d + 4 * lane);
+      acc[0] += w * a.x, acc[1] += w * a.y, acc[2] += w * a.z, acc[3] += w * a.w;
+    }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) s_red[grp][4 * lane + e] = acc[e];
   __syncthreads();
-  if (!last) return;
-  if (threadIdx.x == 0) *ticket = 0;
-  __threadfence();
-  for (int row = 0; row < kDecodeRows && r0 + row < R; ++row) {
-    const int r = r0 + row;
-    merge_splits_row(part_acc, part_ml, splits, D, int64_t(r / g) * nq + m * g + r % g, ctx, s_red, s_ml);
+  for (int col = threadIdx.x; col < d; col += blockDim.x) {
+    float o = 0.0f;
+    for (int gi = 0; gi < 8; ++gi) o += s_red[gi][col];
+    ctx[qh * d + col] = from_f32<T>(L > 0.0f ? o / L : 0.0f);
   }
 }
 
@@ -881,7 +853,7 @@ float* decode_scratch(int64_t floats, DeviceTensor<float>& local) {
 // One launch of the ring decode kernel with S stages (its shared memory limit raised once).
 template <class T, int D, int S>
 void launch_decode_ring(dim3 grid, const T* q, const T* kc, const T* vc, const int64_t* q_pos, int T_, int Tc, int nq, int nkv,
-                        int split_len, float c, T* ctx, float* part_acc, float* part_ml, unsigned* tickets) {
+                        int split_len, float c, T* ctx, float* part_acc, float* part_ml) {
   constexpr size_t smem = decode_ring_smem_bytes<D, S>();
   static const bool raised = [] {
     check(cudaFuncSetAttribute(flash_decode_ring_kernel<T, D, S>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
@@ -890,22 +862,15 @@ void launch_decode_ring(dim3 grid, const T* q, const T* kc, const T* vc, const i
   }();
   (void)raised;
   flash_decode_ring_kernel<T, D, S><<<grid, kDecodeWarps * 32, smem, gpu().stream>>>(q, kc, vc, q_pos, T_, Tc, nq, nkv,
-                                                                                      split_len, c, ctx, part_acc, part_ml,
-                                                                                      tickets);
+                                                                                      split_len, c, ctx, part_acc, part_ml);
 }
 
-// The merge tickets of the ring kernels' fused merge: one per (KV head, row group), zero between
-// launches (the last block of each pair resets its own).
-constexpr int kDecodeTickets = 1024;
-__device__ unsigned g_decode_tickets[kDecodeTickets];
-
 // The decode kernels with about blocks_per_sm blocks per SM (at most 2 are resident: registers
-// bound the register form, shared memory ring3/ring4); when the keys were split, the ring forms
-// merge the splits in their last block (fuse_merge) and the register form in a second kernel.
+// bound the register form, shared memory ring3/ring4), then the merge kernel when the keys
+// were split.
 template <class T>
 void decode_launch(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
-                   const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context, int64_t blocks_per_sm, DecodeForm form,
-                   bool fuse_merge = true) {
+                   const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context, int64_t blocks_per_sm, DecodeForm form) {
   const int64_t T_ = q.dim(0), nq = q.dim(1), d = q.dim(2), nkv = k_cache.dim(1), R = T_ * (nq / nkv);
   if (!T_) return;
   const int64_t groups = (R + kDecodeRows - 1) / kDecodeRows;
@@ -925,9 +890,6 @@ void decode_launch(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, con
     part_acc = decode_scratch(T_ * nq * splits * (d + 2), local);
     part_ml = part_acc + T_ * nq * splits * d;
   }
-  unsigned* tickets = nullptr;
-  if (splits > 1 && form != DecodeForm::regs && fuse_merge && nkv * groups <= kDecodeTickets)
-    check(cudaGetSymbolAddress(reinterpret_cast<void**>(&tickets), g_decode_tickets), "attention decode: tickets");
   with_head_dim(d, [&](auto dc) {
     constexpr int D = decltype(dc)::value;
     const float c = log2_scale(D);
@@ -938,11 +900,11 @@ void decode_launch(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, con
     } else {
       const auto ring = form == DecodeForm::ring3 ? launch_decode_ring<T, D, 3> : launch_decode_ring<T, D, 4>;
       ring(grid, q.data(), k_cache.data(), v_cache.data(), q_pos.data(), int(T_), int(Tc), int(nq), int(nkv), int(split_len),
-           c, context.data(), part_acc, part_ml, tickets);
+           c, context.data(), part_acc, part_ml);
     }
     check_launch("attention decode");
   });
-  if (splits > 1 && !tickets) {
+  if (splits > 1) {
     flash_decode_merge<T><<<unsigned(T_ * nq), 256, 0, gpu().stream>>>(part_acc, part_ml, int(splits), int(d), context.data());
     check_launch("attention decode merge");
   }
@@ -966,7 +928,7 @@ void attention_decode(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, 
 const std::vector<std::string>& attention_variants() {
   static const std::vector<std::string> v{"prefill-w8-k64-s2", "prefill-w8-k64-s3", "prefill-w4-k64-s2", "prefill-w8-k32-s3",
                                           "prefill-w4-k128-s2", "prefill-w4-m2-k64-s2", "prefill-w4-m2-k32-s3", "prefill-w8-m2-k32-s2", "decode-regs-b2",   "decode-ring3-b2",   "decode-ring3-b1",
-                                          "decode-ring3-b3",   "decode-ring4-b1",  "decode-ring4-b2", "decode-ring3-sepmerge-b1"};
+                                          "decode-ring3-b3",   "decode-ring4-b1",  "decode-ring4-b2"};
   return v;
 }
 
@@ -987,7 +949,7 @@ void attention_variant(const std::string& variant, const DeviceTensor<T>& q, con
       const int64_t b = v.back() - '0';
       if (std::find(attention_variants().begin(), attention_variants().end(), v) == attention_variants().end())
         fail("cuda attention_variant: unknown variant " + v);
-      return decode_launch(q, k_cache, v_cache, Tc, q_pos, context, b, f, v.find("sepmerge") == std::string::npos);
+      return decode_launch(q, k_cache, v_cache, Tc, q_pos, context, b, f);
     }
     if (!q.dim(0)) return;
     if (v == "prefill-w8-k64-s2") launch_prefill<T, 128, 8, 64, 2, 1>(q, k_cache, v_cache, Tc, q_pos, context);
