@@ -116,68 +116,90 @@ __global__ void __launch_bounds__(kLogitThreads) small_logits_kernel(const T* __
 
 // Router logits for many tokens (T > kSmallT): a tiled fp32 SIMT product, no fp32 copy of u, and
 // enough blocks to fill the GPU at prefill sizes (cuBLAS's 128x128 tiles gave 32 blocks for
-// T = 4096, E = 128). Block: 32 tokens x 128 experts over one split of H (kSplits parts of
-// h_per_split, a multiple of kTileH), H in steps of 32 through shared memory (u converted to fp32
-// on the way in; the next step's values are loaded into registers while this one multiplies);
-// warp w owns tokens 4w..4w+3, lane l experts 4l..4l+3, one fp32 accumulator per output, h
-// ascending. partial[s, t, e] is split s's sum; sum_splits adds them in split order: a fixed
-// summation order for a given H.
-constexpr int kTileT = 32, kTileE = 128, kTileH = 32, kSplits = 4;
+// T = 4096, E = 128). Block (128 threads): 64 tokens x 128 experts over one split of H (splits of
+// h_per_split, a multiple of kTileH), H in steps of 16 through shared memory, rows as in global
+// memory (u converted to fp32 on the way in; the next step is loaded into registers while this
+// one multiplies). Thread (warp w, lane l; g = l / 16, x = l % 16) owns tokens 16w + g + 2i and
+// experts x + 16j (i, j < 8): per 4 h it reads 8 + 8 16-byte vectors for 256 FMA, and those
+// reads take the fewest wavefronts (row stride 20 floats). One fp32 accumulator per output, h ascending;
+// partial[s, t, e] is split s's sum, sum_splits adds them in split order: a fixed summation order
+// for a given H.
+constexpr int kTileT = 64, kTileE = 128, kTileH = 16, kLogitTileThreads = 128, kMaxSplits = 8;
 template <class T>
-__global__ void __launch_bounds__(256) tiled_logits_kernel(const T* __restrict__ u, const float* __restrict__ wr, int T_,
-                                                           int E, int H, int h_per_split, float* __restrict__ partial) {
-  // Rows padded by 4 floats: the transposing stores below spread over 8 banks, rows stay 16-byte aligned.
-  __shared__ __align__(16) float us[kTileH][kTileT + 4];
-  __shared__ __align__(16) float ws[kTileH][kTileE + 4];
-  constexpr int kU = kTileT * kTileH / 256, kW = kTileE * kTileH / 256;  // values per thread and step
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+__global__ void __launch_bounds__(kLogitTileThreads, 3) tiled_logits_kernel(const T* __restrict__ u, const float* __restrict__ wr,
+                                                                        int T_, int E, int H, int h_per_split,
+                                                                        float* __restrict__ partial) {
+  constexpr int kStride = kTileH + 4;
+  __shared__ __align__(16) float us[kTileT][kStride];
+  __shared__ __align__(16) float ws[kTileE][kStride];
+  // Staging: 8 h per chunk, kTileH / 8 chunks per row of u and of w, per step.
+  constexpr int kUChunks = kTileT * (kTileH / 8) / kLogitTileThreads, kWChunks = kTileE * (kTileH / 8) / kLogitTileThreads;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 16, x = lane % 16;
   const int t0 = blockIdx.x * kTileT, e0 = blockIdx.y * kTileE;
   const int h_lo = blockIdx.z * h_per_split, h_hi = min(H, h_lo + h_per_split);
-  // Each warp reads 32 consecutive h of one row per pass (coalesced) and stores them transposed.
-  const int hh = tid % 32;
-  float un[kU], wn[kW];
+  float un[kUChunks][8], wn[kWChunks][8];
   auto fetch = [&](int h0) {
-    const int h = h0 + hh;
 #pragma unroll
-    for (int q = 0; q < kU; ++q) {
-      const int t = q * 8 + tid / 32;
-      un[q] = t0 + t < T_ && h < h_hi ? to_f32(u[int64_t(t0 + t) * H + h]) : 0.0f;
+    for (int c = 0; c < kUChunks; ++c) {
+      const int idx = c * kLogitTileThreads + tid, t = idx / (kTileH / 8), h = h0 + 8 * (idx % (kTileH / 8));
+      const bool row = t0 + t < T_;
+#pragma unroll
+      for (int q = 0; q < 8; ++q) un[c][q] = row && h + q < h_hi ? to_f32(u[int64_t(t0 + t) * H + h + q]) : 0.0f;
     }
 #pragma unroll
-    for (int q = 0; q < kW; ++q) {
-      const int e = q * 8 + tid / 32;
-      wn[q] = e0 + e < E && h < h_hi ? wr[int64_t(e0 + e) * H + h] : 0.0f;
+    for (int c = 0; c < kWChunks; ++c) {
+      const int idx = c * kLogitTileThreads + tid, e = idx / (kTileH / 8), h = h0 + 8 * (idx % (kTileH / 8));
+      const bool row = e0 + e < E;
+#pragma unroll
+      for (int q = 0; q < 8; ++q) wn[c][q] = row && h + q < h_hi ? wr[int64_t(e0 + e) * H + h + q] : 0.0f;
     }
   };
-  float acc[4][4] = {};
+  float acc[8][8] = {};
   if (h_lo < h_hi) fetch(h_lo);
   for (int h0 = h_lo; h0 < h_hi; h0 += kTileH) {
 #pragma unroll
-    for (int q = 0; q < kU; ++q) us[hh][q * 8 + tid / 32] = un[q];
+    for (int c = 0; c < kUChunks; ++c) {
+      const int idx = c * kLogitTileThreads + tid;
+      float* d = &us[idx / (kTileH / 8)][8 * (idx % (kTileH / 8))];
+      *reinterpret_cast<float4*>(d) = make_float4(un[c][0], un[c][1], un[c][2], un[c][3]);
+      *reinterpret_cast<float4*>(d + 4) = make_float4(un[c][4], un[c][5], un[c][6], un[c][7]);
+    }
 #pragma unroll
-    for (int q = 0; q < kW; ++q) ws[hh][q * 8 + tid / 32] = wn[q];
+    for (int c = 0; c < kWChunks; ++c) {
+      const int idx = c * kLogitTileThreads + tid;
+      float* d = &ws[idx / (kTileH / 8)][8 * (idx % (kTileH / 8))];
+      *reinterpret_cast<float4*>(d) = make_float4(wn[c][0], wn[c][1], wn[c][2], wn[c][3]);
+      *reinterpret_cast<float4*>(d + 4) = make_float4(wn[c][4], wn[c][5], wn[c][6], wn[c][7]);
+    }
     __syncthreads();
     if (h0 + kTileH < h_hi) fetch(h0 + kTileH);  // in flight while this step multiplies
-#pragma unroll 8
-    for (int kk = 0; kk < kTileH; ++kk) {
-      const float4 uv = *reinterpret_cast<const float4*>(&us[kk][4 * warp]);  // broadcast across the warp
-      const float4 wv = *reinterpret_cast<const float4*>(&ws[kk][4 * lane]);
-      const float ua[4] = {uv.x, uv.y, uv.z, uv.w}, wa[4] = {wv.x, wv.y, wv.z, wv.w};
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
+    for (int kk = 0; kk < kTileH; kk += 4) {
+      float4 ua[8], wa[8];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(ua[i], wa[j], acc[i][j]);
+      for (int i = 0; i < 8; ++i) ua[i] = *reinterpret_cast<const float4*>(&us[16 * warp + g + 2 * i][kk]);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) wa[j] = *reinterpret_cast<const float4*>(&ws[x + 16 * j][kk]);
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {  // h = kk, kk+1, kk+2, kk+3 in order
+          acc[i][j] = fmaf(ua[i].x, wa[j].x, acc[i][j]);
+          acc[i][j] = fmaf(ua[i].y, wa[j].y, acc[i][j]);
+          acc[i][j] = fmaf(ua[i].z, wa[j].z, acc[i][j]);
+          acc[i][j] = fmaf(ua[i].w, wa[j].w, acc[i][j]);
+        }
     }
     __syncthreads();
   }
   float* out = partial + int64_t(blockIdx.z) * T_ * E;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int t = t0 + 4 * warp + i;
+  for (int i = 0; i < 8; ++i) {
+    const int t = t0 + 16 * warp + g + 2 * i;
     if (t >= T_) continue;
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
-      if (e0 + 4 * lane + j < E) out[int64_t(t) * E + e0 + 4 * lane + j] = acc[i][j];
+    for (int j = 0; j < 8; ++j)
+      if (e0 + x + 16 * j < E) out[int64_t(t) * E + e0 + x + 16 * j] = acc[i][j];
   }
 }
 
@@ -253,15 +275,16 @@ RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router
                                                                             int(u.cols()), logits.data());
     check_launch("route (small-T logits)");
   } else if (T_ > 0) {
-    // Split H when the token x expert tiles alone would not fill the GPU.
+    // Split H when the token x expert tiles alone would not give each SM 4 blocks.
     const int64_t H = u.cols(), tiles = ((T_ + kTileT - 1) / kTileT) * ((E + kTileE - 1) / kTileE);
-    const int splits = tiles < 4 * gpu().sms && H >= 4 * kSplits * kTileH ? kSplits : 1;
+    int splits = 1;
+    while (splits < kMaxSplits && tiles * splits < 4 * gpu().sms && H >= 2 * splits * 2 * kTileH) splits *= 2;
     const int64_t per = ((H + splits - 1) / splits + kTileH - 1) / kTileH * kTileH;
     const dim3 grid{unsigned((T_ + kTileT - 1) / kTileT), unsigned((E + kTileE - 1) / kTileE), unsigned(splits)};
     if ((T_ + kTileT - 1) / kTileT > 2147483647 || grid.y > 65535u) fail("cuda route: too many tokens or experts for one grid");
     DeviceTensor<float> partial;
     if (splits > 1) partial = DeviceTensor<float>({splits, T_, E});
-    tiled_logits_kernel<T><<<grid, 256, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E), int(H), int(per),
+    tiled_logits_kernel<T><<<grid, kLogitTileThreads, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E), int(H), int(per),
                                                            splits > 1 ? partial.data() : logits.data());
     check_launch("route (tiled logits)");
     if (splits > 1) {
