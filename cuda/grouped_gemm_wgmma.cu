@@ -51,6 +51,74 @@ static_assert(kBM == 128 && kThreads == 256, "two warpgroups of 64 rows");
 __device__ inline uint32_t sw128(int r, int c) { return uint32_t(r * 128 + ((c ^ (r & 7)) << 4)); }
 __device__ inline bool aligned16_dev(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// The tile's epilogue, run by the two multiplying warpgroups (mwg = 0, 1: rows 64·mwg ..; mt =
+// 0..255 their thread index): acc[4j + 2h + q] is row 64·mwg + 16·(warp % 4) + lane/4 + 8h, tile
+// column 8j + 2·(lane % 4) + q. `stage`: the free ring (1024-aligned); `sync`: a barrier of the
+// 256 threads (every wgmma has read its last stage before the ring is overwritten).
+template <class T, bool kSwiglu, bool kStaged, class Sync>
+__device__ inline void store_tile(const float (&acc)[128], const TileRows& tr, int n0, int N, T* __restrict__ y, T* stage,
+                                  int mwg, int mt, bool active, Sync sync) {
+  const int lane = mt % 32, wq = (mt % 128) / 32;
+  const int out_cols = kSwiglu ? N / 2 : N;               // columns of y
+  constexpr int kTileCols = kSwiglu ? kBN / 2 : kBN;     // this block's columns of y
+  // Value of output (h, j, q) of this thread, rounded to T as the reference does.
+  auto value = [&](int h, int j, int q) {
+    if constexpr (kSwiglu) {
+      const float g = round_as<T>(acc[4 * j + 2 * h + q]), v = round_as<T>(acc[4 * (j + 16) + 2 * h + q]);
+      return from_f32<T>(silu_rounded<T>(g) * v);
+    } else {
+      return from_f32<T>(acc[4 * j + 2 * h + q]);
+    }
+  };
+  const bool whole = n0 + kTileCols <= out_cols && out_cols % 8 == 0 && aligned16_dev(y);
+  if (kStaged && whole) {
+    // Rows of kTileCols + 8 values: the pair stores below hit 32 distinct banks per warp store.
+    constexpr int kStride = kTileCols + 8;
+    static_assert(kStages * kStageElems >= 2 * 64 * kStride, "the staged tile fits in the ring");
+    sync();
+    T* st = stage + mwg * 64 * kStride;
+    if (active) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int j = 0; j < kTileCols / 8; ++j) {
+          __align__(4) T pair[2] = {value(h, j, 0), value(h, j, 1)};
+          *reinterpret_cast<unsigned*>(st + (wq * 16 + lane / 4 + 8 * h) * kStride + j * 8 + 2 * (lane % 4)) =
+              *reinterpret_cast<const unsigned*>(pair);
+        }
+    }
+    __syncwarp();
+    // Warp wq of the warpgroup writes back its own 16 rows (the rows it staged): 16-byte chunks.
+    constexpr int kChunksPerRow = kTileCols / 8;
+#pragma unroll 4
+    for (int c = lane; c < 16 * kChunksPerRow; c += 32) {
+      const int rr = wq * 16 + c / kChunksPerRow, col = (c % kChunksPerRow) * 8, r = mwg * 64 + rr;
+      if (r < tr.rows)
+        *reinterpret_cast<uint4*>(y + int64_t(tr.row0 + r) * out_cols + n0 + col) =
+            *reinterpret_cast<const uint4*>(st + rr * kStride + col);
+    }
+    return;
+  }
+  if (!active) return;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = mwg * 64 + wq * 16 + lane / 4 + 8 * h;
+    if (r >= tr.rows) continue;
+    T* yr = y + int64_t(tr.row0 + r) * out_cols;
+#pragma unroll
+    for (int j = 0; j < kTileCols / 8; ++j) {
+      const int col = n0 + j * 8 + 2 * (lane % 4);
+      if (col + 1 < out_cols && out_cols % 2 == 0) {
+        __align__(4) T pair[2] = {value(h, j, 0), value(h, j, 1)};
+        *reinterpret_cast<unsigned*>(yr + col) = *reinterpret_cast<const unsigned*>(pair);
+      } else {
+        if (col < out_cols) yr[col] = value(h, j, 0);
+        if (col + 1 < out_cols) yr[col + 1] = value(h, j, 1);
+      }
+    }
+  }
+}
+
 template <class T, bool kSwiglu, bool kStaged>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_wgmma_kernel(const T* __restrict__ a, const int32_t* __restrict__ gather, const T* __restrict__ w,
@@ -141,82 +209,131 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::fence_operand(acc);
   }
 
-  // acc[4j + 2h + q]: row 64·wg + 16·(warp % 4) + lane/4 + 8h, tile column 8j + 2·(lane % 4) + q.
-  const int lane = tid % 32, wq = (tid % 128) / 32;
-  const int out_cols = kSwiglu ? I : N;                      // columns of y
-  constexpr int kTileCols = kSwiglu ? kBN / 2 : kBN;         // this block's columns of y
-  // Value of output (h, j, q) of this thread, rounded to T as the reference does.
-  auto value = [&](int h, int j, int q) {
-    if constexpr (kSwiglu) {
-      const float g = round_as<T>(acc[4 * j + 2 * h + q]), v = round_as<T>(acc[4 * (j + 16) + 2 * h + q]);
-      return from_f32<T>(silu_rounded<T>(g) * v);
-    } else {
-      return from_f32<T>(acc[4 * j + 2 * h + q]);
-    }
-  };
-  const bool whole = n0 + kTileCols <= out_cols && out_cols % 8 == 0 && aligned16_dev(y);
-  if (kStaged && whole) {
-    // Rows of kTileCols + 8 values: the pair stores below hit 32 distinct banks per warp store.
-    constexpr int kStride = kTileCols + 8;
-    static_assert(kStages * kStageElems >= 2 * 64 * kStride, "the staged tile fits in the ring");
-    __syncthreads();  // every wgmma of both warpgroups has read its last stage
-    T* st = reinterpret_cast<T*>(smem_raw + (ring - raw)) + wg * 64 * kStride;
-    if (active) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int j = 0; j < kTileCols / 8; ++j) {
-          __align__(4) T pair[2] = {value(h, j, 0), value(h, j, 1)};
-          *reinterpret_cast<unsigned*>(st + (wq * 16 + lane / 4 + 8 * h) * kStride + j * 8 + 2 * (lane % 4)) =
-              *reinterpret_cast<const unsigned*>(pair);
-        }
-    }
-    __syncwarp();
-    // Warp wq of the warpgroup writes back its own 16 rows (the rows it staged): 16-byte chunks.
-    constexpr int kChunksPerRow = kTileCols / 8;
-#pragma unroll 4
-    for (int c = lane; c < 16 * kChunksPerRow; c += 32) {
-      const int rr = wq * 16 + c / kChunksPerRow, col = (c % kChunksPerRow) * 8, r = wg * 64 + rr;
-      if (r < tr.rows)
-        *reinterpret_cast<uint4*>(y + int64_t(tr.row0 + r) * out_cols + n0 + col) =
-            *reinterpret_cast<const uint4*>(st + rr * kStride + col);
-    }
-    return;
-  }
-  if (!active) return;
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int r = wg * 64 + wq * 16 + lane / 4 + 8 * h;
-    if (r >= tr.rows) continue;
-    T* yr = y + int64_t(tr.row0 + r) * out_cols;
-#pragma unroll
-    for (int j = 0; j < kTileCols / 8; ++j) {
-      const int col = n0 + j * 8 + 2 * (lane % 4);
-      if (col + 1 < out_cols && out_cols % 2 == 0) {
-        __align__(4) T pair[2] = {value(h, j, 0), value(h, j, 1)};
-        *reinterpret_cast<unsigned*>(yr + col) = *reinterpret_cast<const unsigned*>(pair);
-      } else {
-        if (col < out_cols) yr[col] = value(h, j, 0);
-        if (col + 1 < out_cols) yr[col + 1] = value(h, j, 1);
-      }
-    }
-  }
+  store_tile<T, kSwiglu, kStaged>(acc, tr, n0, N, y, reinterpret_cast<T*>(smem_raw + (ring - raw)), wg, tid, active,
+                                  [] { __syncthreads(); });
 }
 
+// The warp-specialized form (the default): three warpgroups. Warpgroup 0 copies (its registers
+// lowered to 88 by setmaxnreg: fewer spilled its addresses), warpgroups 1 and 2 multiply (raised
+// to 208; they need about 185), over the same
+// 4-stage ring, the stages handed over by mbarriers instead of block barriers:
+//   full[s]:  128 arrivals, one per copying thread once its cp.async copies of the stage landed
+//             (cp.async.mbarrier.arrive.noinc);
+//   empty[s]: 2 arrivals, one per multiplying warpgroup once its wgmma have read the stage.
+// The copier runs up to 3 stages ahead of the multiplication, and neither side waits at a barrier
+// of the whole block (moe_bench: the block barriers of the kernel above stalled about 40 % of its
+// cycles, ncu's warp-state sampling). Same sums, same epilogues, same results as the kernel above.
+constexpr int kWsThreads = 384, kCopyRegs = 88, kMathRegs = 208;
+static_assert(128 * kCopyRegs + 256 * kMathRegs <= 65536, "the register file holds both roles");
+
 template <class T, bool kSwiglu, bool kStaged>
+__global__ void __launch_bounds__(kWsThreads, 1)
+    grouped_gemm_wgmma_ws_kernel(const T* __restrict__ a, const int32_t* __restrict__ gather, const T* __restrict__ w,
+                                 int count, const T* __restrict__ extra, const int32_t* __restrict__ row_offset,
+                                 const int32_t* __restrict__ tile_offset, const int32_t* __restrict__ tile_group, int N,
+                                 int K, T* __restrict__ y) {
+  const TileRows tr = tile_rows(row_offset, tile_offset, tile_group, blockIdx.y);
+  if (tr.group < 0) return;  // the whole block, before any barrier
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
+  __shared__ int a_row[kBM];  // source row of A for each tile row, −1 past the tile's rows
+  const uint32_t raw = mma::smem_addr(smem_raw), ring = (raw + 1023u) & ~1023u;
+  const int tid = threadIdx.x, wg = tid / 128;
+  const int n0 = blockIdx.x * (kSwiglu ? kBN / 2 : kBN);
+  const int KT = (K + kBK - 1) / kBK;
+  if (tid < kBM) a_row[tid] = tid < tr.rows ? (gather ? gather[tr.row0 + tid] : tr.row0 + tid) : -1;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&full[s], 128), wgmma::mbar_init(&empty[s], 2);
+    wgmma::mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == 0) {  // ---- the copier: 16-byte chunk (t % 8) of tile rows t / 8 + 16 i ----
+    wgmma::setmaxnreg_dec<kCopyRegs>();
+    const int t = tid, chunk = t % 8, r0 = t / 8, I = N / 2;
+    const T* wgt = group_weight(w, count, extra, tr.group, int64_t(N) * K);
+    for (int kt = 0; kt < KT; ++kt) {
+      const int s = kt % kStages;
+      wgmma::mbar_wait(&empty[s], ((kt / kStages) & 1) ^ 1);  // both warpgroups are done with its last use
+      const uint32_t as = ring + uint32_t(s * kStageElems * 2), bs = as + kAElems * 2;
+      const int k = kt * kBK + chunk * 8;  // K % 8 == 0: a chunk is wholly inside or wholly past K
+#pragma unroll
+      for (int i = 0; i < kBM / 16; ++i) {
+        const int r = r0 + 16 * i, src = a_row[r];
+        const bool ok = src >= 0 && k < K;
+        mma::cp_async16(as + sw128(r, chunk), a + (ok ? int64_t(src) * K + k : 0), ok ? 16 : 0);
+      }
+#pragma unroll
+      for (int i = 0; i < kBN / 16; ++i) {
+        const int r = r0 + 16 * i;
+        int n;
+        bool ok;
+        if constexpr (kSwiglu) {
+          const int col = n0 + r % 128;
+          ok = col < I;
+          n = r < 128 ? col : I + col;
+        } else {
+          n = n0 + r;
+          ok = n < N;
+        }
+        ok = ok && k < K;
+        mma::cp_async16(bs + sw128(r, chunk), wgt + (ok ? int64_t(n) * K + k : 0), ok ? 16 : 0);
+      }
+      wgmma::cp_async_arrive(&full[s]);
+    }
+    mma::cp_async_wait<0>();
+    return;
+  }
+
+  // ---- the multipliers: warpgroup mwg = wg − 1 owns tile rows 64·mwg .. +63 ----
+  wgmma::setmaxnreg_inc<kMathRegs>();
+  const int mwg = wg - 1, mt = tid - 128;
+  const bool active = mwg * 64 < tr.rows;  // warpgroup-uniform
+  float acc[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) acc[i] = 0.0f;
+  wgmma::fence_operand(acc);
+  for (int kt = 0; kt < KT; ++kt) {
+    const int s = kt % kStages;
+    wgmma::mbar_wait(&full[s], (kt / kStages) & 1);
+    __syncwarp();
+    if (!active) {  // no rows here: hand the stage straight back
+      if (mt % 128 == 0) wgmma::mbar_arrive(&empty[s]);
+      continue;
+    }
+    wgmma::fence_proxy_async();
+    const uint32_t as = ring + uint32_t(s * kStageElems * 2) + uint32_t(mwg * 64 * 128);
+    const uint32_t bs = ring + uint32_t(s * kStageElems * 2) + kAElems * 2;
+    wgmma::fence();
+#pragma unroll
+    for (int q = 0; q < kBK / 16; ++q)
+      wgmma::wgmma_m64n256k16<T>(acc, wgmma::desc_sw128(as + 32 * q), wgmma::desc_sw128(bs + 32 * q));
+    wgmma::commit_group();
+    wgmma::wait_group<1>();  // the wgmma of kt − 1 are done: its stage goes back to the copier
+    if (kt > 0 && mt % 128 == 0) wgmma::mbar_arrive(&empty[(kt - 1) % kStages]);
+  }
+  if (active) {
+    wgmma::wait_group<0>();
+    wgmma::fence_operand(acc);
+  }
+  store_tile<T, kSwiglu, kStaged>(acc, tr, n0, N, y, reinterpret_cast<T*>(smem_raw + (ring - raw)), mwg, mt, active,
+                                  [] { wgmma::named_barrier(1, 256); });
+}
+
+template <class T, bool kSwiglu, bool kStaged, bool kWs>
 void launch(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
+  const auto kernel = kWs ? grouped_gemm_wgmma_ws_kernel<T, kSwiglu, kStaged> : grouped_gemm_wgmma_kernel<T, kSwiglu, kStaged>;
   static bool configured = false;  // per instantiation: allow the dynamic shared memory
   if (!configured) {
-    check(cudaFuncSetAttribute(grouped_gemm_wgmma_kernel<T, kSwiglu, kStaged>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(kSmem)),
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)),
           "grouped_gemm (wgmma): shared memory attribute");
     configured = true;
   }
   const int64_t cols = kSwiglu ? w.N / 2 : w.N, per_block = kSwiglu ? kBN / 2 : kBN;
   const dim3 grid{unsigned((cols + per_block - 1) / per_block), unsigned(max_row_tiles(g))};
-  grouped_gemm_wgmma_kernel<T, kSwiglu, kStaged><<<grid, kThreads, kSmem, gpu().stream>>>(
-      a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), g.tile_group.data(), int(w.N),
-      int(w.K), y);
+  kernel<<<grid, kWs ? kWsThreads : kThreads, kSmem, gpu().stream>>>(a, gather, w.w, int(w.count), w.extra, g.row_offset.data(),
+                                                                    g.tile_offset.data(), g.tile_group.data(), int(w.N),
+                                                                    int(w.K), y);
   check_launch("grouped_gemm (wgmma)");
 }
 
@@ -224,17 +341,22 @@ void launch(const T* a, const int32_t* gather, const GroupWeights<T>& w, const G
 
 template <class T>
 void grouped_gemm_wgmma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g,
-                        GroupEpilogue epilogue, WgmmaStore store, T* y) {
+                        GroupEpilogue epilogue, WgmmaStore store, WgmmaForm form, T* y) {
   if (w.K % 8 || !aligned16(a) || !aligned16(w.w) || (w.extra && !aligned16(w.extra)))
     fail("cuda grouped_gemm (wgmma): needs K % 8 == 0 and 16-byte aligned operands, got K = " + std::to_string(w.K));
   const bool swiglu = epilogue == GroupEpilogue::swiglu, staged = store == WgmmaStore::staged;
-  if (swiglu) staged ? launch<T, true, true>(a, gather, w, g, y) : launch<T, true, false>(a, gather, w, g, y);
-  else staged ? launch<T, false, true>(a, gather, w, g, y) : launch<T, false, false>(a, gather, w, g, y);
+  if (form == WgmmaForm::specialized) {
+    if (swiglu) staged ? launch<T, true, true, true>(a, gather, w, g, y) : launch<T, true, false, true>(a, gather, w, g, y);
+    else staged ? launch<T, false, true, true>(a, gather, w, g, y) : launch<T, false, false, true>(a, gather, w, g, y);
+  } else {
+    if (swiglu) staged ? launch<T, true, true, false>(a, gather, w, g, y) : launch<T, true, false, false>(a, gather, w, g, y);
+    else staged ? launch<T, false, true, false>(a, gather, w, g, y) : launch<T, false, false, false>(a, gather, w, g, y);
+  }
 }
 
 template void grouped_gemm_wgmma<bf16>(const bf16*, const int32_t*, const GroupWeights<bf16>&, const GroupLayout&,
-                                       GroupEpilogue, WgmmaStore, bf16*);
+                                       GroupEpilogue, WgmmaStore, WgmmaForm, bf16*);
 template void grouped_gemm_wgmma<fp16>(const fp16*, const int32_t*, const GroupWeights<fp16>&, const GroupLayout&,
-                                       GroupEpilogue, WgmmaStore, fp16*);
+                                       GroupEpilogue, WgmmaStore, WgmmaForm, fp16*);
 
 }  // namespace hyoracle::cuda

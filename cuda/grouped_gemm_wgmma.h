@@ -13,10 +13,13 @@ bool grouped_wgmma_available();
 // The kernel's two epilogues (grouped_gemm_wgmma.cu): through shared memory with 16-byte row
 // stores, or 4-byte pairs straight from the accumulators. Same values.
 enum class WgmmaStore { staged, direct };
+// Its two forms: warp-specialized (a copying warpgroup and two multiplying ones, stages handed
+// over by mbarriers; the default) or two warpgroups that both copy and multiply, in step.
+enum class WgmmaForm { specialized, lockstep };
 
 // Requires K % 8 == 0 and 16-byte aligned a, w.w and w.extra (the copies are 16-byte cp.async).
 template <class T>
 void grouped_gemm_wgmma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& layout,
-                        GroupEpilogue epilogue, WgmmaStore store, T* y);
+                        GroupEpilogue epilogue, WgmmaStore store, WgmmaForm form, T* y);
 
 }  // namespace hyoracle::cuda

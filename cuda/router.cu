@@ -125,7 +125,30 @@ __global__ void __launch_bounds__(kLogitThreads) small_logits_kernel(const T* __
 // partial[s, t, e] is split s's sum, sum_splits adds them in split order: a fixed summation order
 // for a given H.
 constexpr int kTileT = 64, kTileE = 128, kTileH = 16, kLogitTileThreads = 128, kMaxSplits = 8;
+// kVec: H % 8 == 0 and 16-byte aligned u and W_r: each 8-value chunk is one 16-byte load of u
+// (two for fp32) and two of W_r, a warp's loads covering 16 rows x 32 bytes; else 8 scalar loads.
 template <class T>
+__device__ inline void load8(const T* p, bool vec, float (&v)[8]) {
+  if constexpr (sizeof(T) == 2) {
+    if (vec) {
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+      const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int q = 0; q < 8; ++q) v[q] = to_f32(e[q]);
+      return;
+    }
+  } else {
+    if (vec) {
+      const float4 a = __ldg(reinterpret_cast<const float4*>(p)), b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+      return;
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < 8; ++q) v[q] = to_f32(p[q]);
+}
+
+template <class T, bool kVec>
 __global__ void __launch_bounds__(kLogitTileThreads, 3) tiled_logits_kernel(const T* __restrict__ u, const float* __restrict__ wr,
                                                                         int T_, int E, int H, int h_per_split,
                                                                         float* __restrict__ partial) {
@@ -138,20 +161,27 @@ __global__ void __launch_bounds__(kLogitTileThreads, 3) tiled_logits_kernel(cons
   const int t0 = blockIdx.x * kTileT, e0 = blockIdx.y * kTileE;
   const int h_lo = blockIdx.z * h_per_split, h_hi = min(H, h_lo + h_per_split);
   float un[kUChunks][8], wn[kWChunks][8];
+  // One 8-value chunk: whole (kVec: h_hi is then a multiple of 8 too), or element by element.
+  auto chunk = [&](const auto* row, bool ok, int h, float (&v)[8]) {
+    if (ok && kVec) {
+      load8(row + h, true, v);
+    } else {
+#pragma unroll
+      for (int q = 0; q < 8; ++q) v[q] = ok && h + q < h_hi ? to_f32(row[h + q]) : 0.0f;
+    }
+  };
   auto fetch = [&](int h0) {
 #pragma unroll
     for (int c = 0; c < kUChunks; ++c) {
       const int idx = c * kLogitTileThreads + tid, t = idx / (kTileH / 8), h = h0 + 8 * (idx % (kTileH / 8));
-      const bool row = t0 + t < T_;
-#pragma unroll
-      for (int q = 0; q < 8; ++q) un[c][q] = row && h + q < h_hi ? to_f32(u[int64_t(t0 + t) * H + h + q]) : 0.0f;
+      const bool ok = t0 + t < T_ && h < h_hi;
+      chunk(u + int64_t(ok ? t0 + t : 0) * H, ok, h, un[c]);
     }
 #pragma unroll
     for (int c = 0; c < kWChunks; ++c) {
       const int idx = c * kLogitTileThreads + tid, e = idx / (kTileH / 8), h = h0 + 8 * (idx % (kTileH / 8));
-      const bool row = e0 + e < E;
-#pragma unroll
-      for (int q = 0; q < 8; ++q) wn[c][q] = row && h + q < h_hi ? wr[int64_t(e0 + e) * H + h + q] : 0.0f;
+      const bool ok = e0 + e < E && h < h_hi;
+      chunk(wr + int64_t(ok ? e0 + e : 0) * H, ok, h, wn[c]);
     }
   };
   float acc[8][8] = {};
@@ -284,8 +314,10 @@ RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router
     if ((T_ + kTileT - 1) / kTileT > 2147483647 || grid.y > 65535u) fail("cuda route: too many tokens or experts for one grid");
     DeviceTensor<float> partial;
     if (splits > 1) partial = DeviceTensor<float>({splits, T_, E});
-    tiled_logits_kernel<T><<<grid, kLogitTileThreads, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E), int(H), int(per),
-                                                           splits > 1 ? partial.data() : logits.data());
+    const bool vec = H % 8 == 0 && aligned16(u.data()) && aligned16(w_router.data());
+    const auto kernel = vec ? tiled_logits_kernel<T, true> : tiled_logits_kernel<T, false>;
+    kernel<<<grid, kLogitTileThreads, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E), int(H), int(per),
+                                                         splits > 1 ? partial.data() : logits.data());
     check_launch("route (tiled logits)");
     if (splits > 1) {
       const int64_t n = T_ * E;

@@ -48,6 +48,41 @@ __device__ inline void fence_operand(float (&d)[128]) {
 // async proxy that wgmma reads shared memory through; then a barrier publishes them.
 __device__ inline void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
+// ---- mbarriers (sm_80+ PTX, with the sm_90 try_wait) and register reallocation (sm_90a) --------
+__device__ inline void mbar_init(uint64_t* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(uint32_t(__cvta_generic_to_shared(bar))), "r"(count)
+               : "memory");
+}
+// Makes the inits visible before other threads use the barriers (then a __syncthreads).
+__device__ inline void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ inline void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(uint32_t(__cvta_generic_to_shared(bar))) : "memory");
+}
+// Blocks until the phase of the given parity has completed (a fresh barrier counts parity 1 as
+// completed, so a producer's first wait on an empty slot passes).
+__device__ inline void mbar_wait(uint64_t* bar, unsigned parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "@!p bra WAIT_%=;\n}\n" ::"r"(uint32_t(__cvta_generic_to_shared(bar))),
+      "r"(parity)
+      : "memory");
+}
+// One arrival on `bar` once all of this thread's earlier cp.async copies have landed (.noinc: the
+// arrival counts against the barrier's expected count).
+__device__ inline void cp_async_arrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(uint32_t(__cvta_generic_to_shared(bar)))
+               : "memory");
+}
+// Moves registers between warpgroups: every thread of the warpgroup runs it (the kernel needs a
+// register cap at entry: __launch_bounds__(threads, 1)).
+template <int N>
+__device__ inline void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
+template <int N>
+__device__ inline void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
+// Barrier `id` (1..15; 0 is __syncthreads) among `threads` threads, whole warps.
+__device__ inline void named_barrier(int id, int threads) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory"); }
+
 // d[64×256] += A[64×16] · B[256×16]ᵀ over one k16 step, T = bf16 or fp16, fp32 accumulate (the
 // scale-d predicate is always 1: callers zero d first). Asynchronous: d is valid after commit_group
 // and wait_group; the warpgroup must not touch d in between.
