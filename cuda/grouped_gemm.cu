@@ -412,7 +412,8 @@ void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, con
 // sm_90a wgmma kernel where it runs (compute capability 9.0, K % 8 == 0, aligned operands), its
 // store epilogue staged through shared memory and its SwiGLU one direct (moe_bench, Hy-MT2 T=4096:
 // down 309 µs staged vs 354 direct, gate_up 662 staged vs 640 direct); "wgmma-staged" and
-// "wgmma-direct" force one epilogue for both, "wgmma-lockstep" takes its form without warp
+// "wgmma-direct" force one epilogue for both; "wgmma-cpasync" copies the weights by cp.async
+// instead of the tensor copy engine, "wgmma-lockstep" takes the form without warp
 // specialization. Else the mma.sync 128x256x64 kernel.
 template <class T, bool kSwiglu, bool kVec>
 void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
@@ -428,7 +429,10 @@ void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, con
                        : v == "wgmma-staged" ? WgmmaStore::staged
                        : kSwiglu             ? WgmmaStore::direct
                                              : WgmmaStore::staged,
-                       v == "wgmma-lockstep" ? WgmmaForm::lockstep : WgmmaForm::specialized, y);
+                       v == "wgmma-lockstep"  ? WgmmaForm::lockstep
+                       : v == "wgmma-cpasync" ? WgmmaForm::specialized_cp_async
+                                              : WgmmaForm::specialized,
+                       y);
 #endif
   }
 }

@@ -25,6 +25,9 @@
 // gate and the up value of the same output element.
 #include "grouped_gemm_wgmma.h"
 
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <string>
 
 #include "grouped_tile.cuh"
@@ -226,12 +229,17 @@ __global__ void __launch_bounds__(kThreads, 1)
 constexpr int kWsThreads = 384, kCopyRegs = 88, kMathRegs = 208;
 static_assert(128 * kCopyRegs + 256 * kMathRegs <= 65536, "the register file holds both roles");
 
-template <class T, bool kSwiglu, bool kStaged>
+// kTma (the default): the weight tile comes by the bulk tensor copy engine, two 128-row boxes a
+// stage issued by one thread (maps over [count·N, K] and the extra [N, K], 128-byte swizzle: the
+// same layout as sw128), so the copying threads issue only A's gathered rows; full[s] then also
+// waits for the boxes' 32 KB. Without it, B goes by cp.async like A.
+template <class T, bool kSwiglu, bool kStaged, bool kTma>
 __global__ void __launch_bounds__(kWsThreads, 1)
     grouped_gemm_wgmma_ws_kernel(const T* __restrict__ a, const int32_t* __restrict__ gather, const T* __restrict__ w,
                                  int count, const T* __restrict__ extra, const int32_t* __restrict__ row_offset,
                                  const int32_t* __restrict__ tile_offset, const int32_t* __restrict__ tile_group, int N,
-                                 int K, T* __restrict__ y) {
+                                 int K, T* __restrict__ y, const __grid_constant__ CUtensorMap map_w,
+                                 const __grid_constant__ CUtensorMap map_x) {
   const TileRows tr = tile_rows(row_offset, tile_offset, tile_group, blockIdx.y);
   if (tr.group < 0) return;  // the whole block, before any barrier
   extern __shared__ unsigned char smem_raw[];
@@ -243,7 +251,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   const int KT = (K + kBK - 1) / kBK;
   if (tid < kBM) a_row[tid] = tid < tr.rows ? (gather ? gather[tr.row0 + tid] : tr.row0 + tid) : -1;
   if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&full[s], 128), wgmma::mbar_init(&empty[s], 2);
+    for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&full[s], kTma ? 129 : 128), wgmma::mbar_init(&empty[s], 2);
     wgmma::mbar_init_fence();
   }
   __syncthreads();
@@ -263,8 +271,18 @@ __global__ void __launch_bounds__(kWsThreads, 1)
         const bool ok = src >= 0 && k < K;
         mma::cp_async16(as + sw128(r, chunk), a + (ok ? int64_t(src) * K + k : 0), ok ? 16 : 0);
       }
+      if constexpr (kTma) {
+        if (t == 0) {
+          const bool ex = tr.group >= count;
+          const void* map = ex ? &map_x : &map_w;
+          const int base = ex ? 0 : tr.group * N;  // rows of the 2D view [count·N, K]
+          wgmma::mbar_arrive_expect_tx(&full[s], kBElems * 2);
+          wgmma::tma_load_2d(bs, map, kt * kBK, base + n0, &full[s]);
+          wgmma::tma_load_2d(bs + 128 * 128, map, kt * kBK, base + (kSwiglu ? I + n0 : n0 + 128), &full[s]);
+        }
+      }
 #pragma unroll
-      for (int i = 0; i < kBN / 16; ++i) {
+      for (int i = 0; i < (kTma ? 0 : kBN / 16); ++i) {
         const int r = r0 + 16 * i;
         int n;
         bool ok;
@@ -320,20 +338,64 @@ __global__ void __launch_bounds__(kWsThreads, 1)
                                   [] { wgmma::named_barrier(1, 256); });
 }
 
-template <class T, bool kSwiglu, bool kStaged, bool kWs>
+// A 2D tensor map over `rows` x K 16-bit values (row stride K), boxes of 128 rows x 64, 128-byte
+// swizzle, zeros out of range. The driver's encoder is reached through the runtime (no libcuda
+// link).
+template <class T>
+CUtensorMap weight_map(const T* base, int64_t rows, int64_t K) {
+  static const auto encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    check(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q),
+          "grouped_gemm (wgmma): cuTensorMapEncodeTiled entry point");
+    if (!fn || q != cudaDriverEntryPointSuccess) fail("grouped_gemm (wgmma): the driver has no cuTensorMapEncodeTiled");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {cuuint64_t(K), cuuint64_t(rows)}, strides[1] = {cuuint64_t(K) * sizeof(T)};
+  const cuuint32_t box[2] = {kBK, 128}, elem[2] = {1, 1};
+  const CUresult r = encode(&map, std::is_same_v<T, bf16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                            2, const_cast<T*>(base), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    fail("grouped_gemm (wgmma): cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ") for " + std::to_string(rows) +
+         " x " + std::to_string(K));
+  return map;
+}
+
+template <class T, bool kSwiglu, bool kStaged, int kForm>  // kForm: 0 lockstep, 1 specialized + cp.async, 2 + TMA
 void launch(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
-  const auto kernel = kWs ? grouped_gemm_wgmma_ws_kernel<T, kSwiglu, kStaged> : grouped_gemm_wgmma_kernel<T, kSwiglu, kStaged>;
-  static bool configured = false;  // per instantiation: allow the dynamic shared memory
-  if (!configured) {
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)),
-          "grouped_gemm (wgmma): shared memory attribute");
-    configured = true;
-  }
   const int64_t cols = kSwiglu ? w.N / 2 : w.N, per_block = kSwiglu ? kBN / 2 : kBN;
   const dim3 grid{unsigned((cols + per_block - 1) / per_block), unsigned(max_row_tiles(g))};
-  kernel<<<grid, kWs ? kWsThreads : kThreads, kSmem, gpu().stream>>>(a, gather, w.w, int(w.count), w.extra, g.row_offset.data(),
-                                                                    g.tile_offset.data(), g.tile_group.data(), int(w.N),
-                                                                    int(w.K), y);
+  if constexpr (kForm == 0) {
+    static const bool configured = [] {
+      check(cudaFuncSetAttribute(grouped_gemm_wgmma_kernel<T, kSwiglu, kStaged>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 int(kSmem)),
+            "grouped_gemm (wgmma): shared memory attribute");
+      return true;
+    }();
+    (void)configured;
+    grouped_gemm_wgmma_kernel<T, kSwiglu, kStaged><<<grid, kThreads, kSmem, gpu().stream>>>(
+        a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), g.tile_group.data(), int(w.N),
+        int(w.K), y);
+  } else {
+    constexpr bool kTma = kForm == 2;
+    static const bool configured = [] {
+      check(cudaFuncSetAttribute(grouped_gemm_wgmma_ws_kernel<T, kSwiglu, kStaged, kTma>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)),
+            "grouped_gemm (wgmma): shared memory attribute");
+      return true;
+    }();
+    (void)configured;
+    CUtensorMap map_w{}, map_x{};
+    if (kTma) {
+      map_w = weight_map(w.w, std::max<int64_t>(w.count, 1) * w.N, w.K);
+      map_x = w.extra ? weight_map(w.extra, w.N, w.K) : map_w;
+    }
+    grouped_gemm_wgmma_ws_kernel<T, kSwiglu, kStaged, kTma><<<grid, kWsThreads, kSmem, gpu().stream>>>(
+        a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), g.tile_group.data(), int(w.N),
+        int(w.K), y, map_w, map_x);
+  }
   check_launch("grouped_gemm (wgmma)");
 }
 
@@ -345,13 +407,14 @@ void grouped_gemm_wgmma(const T* a, const int32_t* gather, const GroupWeights<T>
   if (w.K % 8 || !aligned16(a) || !aligned16(w.w) || (w.extra && !aligned16(w.extra)))
     fail("cuda grouped_gemm (wgmma): needs K % 8 == 0 and 16-byte aligned operands, got K = " + std::to_string(w.K));
   const bool swiglu = epilogue == GroupEpilogue::swiglu, staged = store == WgmmaStore::staged;
-  if (form == WgmmaForm::specialized) {
-    if (swiglu) staged ? launch<T, true, true, true>(a, gather, w, g, y) : launch<T, true, false, true>(a, gather, w, g, y);
-    else staged ? launch<T, false, true, true>(a, gather, w, g, y) : launch<T, false, false, true>(a, gather, w, g, y);
-  } else {
-    if (swiglu) staged ? launch<T, true, true, false>(a, gather, w, g, y) : launch<T, true, false, false>(a, gather, w, g, y);
-    else staged ? launch<T, false, true, false>(a, gather, w, g, y) : launch<T, false, false, false>(a, gather, w, g, y);
-  }
+  auto run = [&](auto form) {
+    constexpr int F = decltype(form)::value;
+    if (swiglu) staged ? launch<T, true, true, F>(a, gather, w, g, y) : launch<T, true, false, F>(a, gather, w, g, y);
+    else staged ? launch<T, false, true, F>(a, gather, w, g, y) : launch<T, false, false, F>(a, gather, w, g, y);
+  };
+  if (form == WgmmaForm::lockstep) run(std::integral_constant<int, 0>{});
+  else if (form == WgmmaForm::specialized_cp_async) run(std::integral_constant<int, 1>{});
+  else run(std::integral_constant<int, 2>{});
 }
 
 template void grouped_gemm_wgmma<bf16>(const bf16*, const int32_t*, const GroupWeights<bf16>&, const GroupLayout&,

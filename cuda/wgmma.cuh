@@ -74,6 +74,21 @@ __device__ inline void cp_async_arrive(uint64_t* bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(uint32_t(__cvta_generic_to_shared(bar)))
                : "memory");
 }
+// Expects `bytes` more bytes of asynchronous copies on `bar`, and arrives once.
+__device__ inline void mbar_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(uint32_t(__cvta_generic_to_shared(bar))),
+               "r"(bytes)
+               : "memory");
+}
+// The bulk tensor copy engine (TMA, plain sm_90): the box of `map` at (c0 innermost, c1) into
+// shared memory at `smem`, completing `bytes` on `bar`. Out-of-range elements arrive as zeros.
+__device__ inline void tma_load_2d(uint32_t smem, const void* map, int c0, int c1, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          smem),
+      "l"(map), "r"(c0), "r"(c1), "r"(uint32_t(__cvta_generic_to_shared(bar)))
+      : "memory");
+}
 // Moves registers between warpgroups: every thread of the warpgroup runs it (the kernel needs a
 // register cap at entry: __launch_bounds__(threads, 1)).
 template <int N>
