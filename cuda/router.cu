@@ -1,7 +1,11 @@
 #include "router.h"
 
+#include <algorithm>
 #include <cfloat>
+#include <cstdlib>
+#include <string>
 
+#include "elementwise.h"
 #include "expert_sort.cuh"
 
 namespace hyoracle::cuda {
@@ -210,15 +214,17 @@ __global__ void __launch_bounds__(kLogitTileThreads, 3) tiled_logits_kernel(cons
       for (int i = 0; i < 8; ++i) ua[i] = *reinterpret_cast<const float4*>(&us[16 * warp + g + 2 * i][kk]);
 #pragma unroll
       for (int j = 0; j < 8; ++j) wa[j] = *reinterpret_cast<const float4*>(&ws[x + 16 * j][kk]);
+      // h = kk, kk+1, kk+2, kk+3 in order for each output; consecutive FMAs on different outputs.
 #pragma unroll
-      for (int i = 0; i < 8; ++i)
+      for (int c = 0; c < 4; ++c)
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {  // h = kk, kk+1, kk+2, kk+3 in order
-          acc[i][j] = fmaf(ua[i].x, wa[j].x, acc[i][j]);
-          acc[i][j] = fmaf(ua[i].y, wa[j].y, acc[i][j]);
-          acc[i][j] = fmaf(ua[i].z, wa[j].z, acc[i][j]);
-          acc[i][j] = fmaf(ua[i].w, wa[j].w, acc[i][j]);
-        }
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            const float uc = c == 0 ? ua[i].x : c == 1 ? ua[i].y : c == 2 ? ua[i].z : ua[i].w;
+            const float wc = c == 0 ? wa[j].x : c == 1 ? wa[j].y : c == 2 ? wa[j].z : wa[j].w;
+            acc[i][j] = fmaf(uc, wc, acc[i][j]);
+          }
     }
     __syncthreads();
   }
@@ -294,6 +300,37 @@ RouterOutput route_from_logits(const DeviceTensor<float>& logits, const DeviceTe
   return out;
 }
 
+// logits = Σ over the splits of partial [splits, T, E], in split order (sum_splits_kernel).
+void sum_splits(const DeviceTensor<float>& partial, int splits, DeviceTensor<float>& logits) {
+  const int64_t n = logits.numel();
+  sum_splits_kernel<<<unsigned(std::min<int64_t>((n + 255) / 256, 4 * gpu().sms)), 256, 0, gpu().stream>>>(
+      partial.data(), splits, n, logits.data());
+  check_launch("route (sum of splits)");
+}
+
+// The own tiled logits kernel (HYORACLE_ROUTER_LOGITS=tiled; moe_bench measures it against cuBLAS).
+template <class T>
+void tiled_logits(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, DeviceTensor<float>& logits) {
+  const int64_t T_ = u.rows(), H = u.cols(), E = w_router.dim(0);
+  // Split H when the token x expert tiles alone would not give each SM 4 blocks.
+  const int64_t tiles = ((T_ + kTileT - 1) / kTileT) * ((E + kTileE - 1) / kTileE);
+  int splits = 1;
+  while (splits < kMaxSplits && tiles * splits < 4 * gpu().sms && H >= 2 * splits * 2 * kTileH) splits *= 2;
+  const int64_t per = ((H + splits - 1) / splits + kTileH - 1) / kTileH * kTileH;
+  const dim3 grid{unsigned((T_ + kTileT - 1) / kTileT), unsigned((E + kTileE - 1) / kTileE), unsigned(splits)};
+  if ((T_ + kTileT - 1) / kTileT > 2147483647 || grid.y > 65535u) fail("cuda route: too many tokens or experts for one grid");
+  DeviceTensor<float> partial;
+  if (splits > 1) partial = DeviceTensor<float>({splits, T_, E});
+  const bool vec = H % 8 == 0 && aligned16(u.data()) && aligned16(w_router.data());
+  const auto kernel = vec ? tiled_logits_kernel<T, true> : tiled_logits_kernel<T, false>;
+  kernel<<<grid, kLogitTileThreads, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E), int(H), int(per),
+                                                       splits > 1 ? partial.data() : logits.data());
+  check_launch("route (tiled logits)");
+  if (splits > 1) sum_splits(partial, splits, logits);
+}
+
+constexpr int kBlasSplits = 4;
+
 template <class T>
 RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& bias, int64_t k,
                    double scaling, bool renormalize) {
@@ -305,25 +342,34 @@ RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router
                                                                             int(u.cols()), logits.data());
     check_launch("route (small-T logits)");
   } else if (T_ > 0) {
-    // Split H when the token x expert tiles alone would not give each SM 4 blocks.
-    const int64_t H = u.cols(), tiles = ((T_ + kTileT - 1) / kTileT) * ((E + kTileE - 1) / kTileE);
-    int splits = 1;
-    while (splits < kMaxSplits && tiles * splits < 4 * gpu().sms && H >= 2 * splits * 2 * kTileH) splits *= 2;
-    const int64_t per = ((H + splits - 1) / splits + kTileH - 1) / kTileH * kTileH;
-    const dim3 grid{unsigned((T_ + kTileT - 1) / kTileT), unsigned((E + kTileE - 1) / kTileE), unsigned(splits)};
-    if ((T_ + kTileT - 1) / kTileT > 2147483647 || grid.y > 65535u) fail("cuda route: too many tokens or experts for one grid");
-    DeviceTensor<float> partial;
-    if (splits > 1) partial = DeviceTensor<float>({splits, T_, E});
-    const bool vec = H % 8 == 0 && aligned16(u.data()) && aligned16(w_router.data());
-    const auto kernel = vec ? tiled_logits_kernel<T, true> : tiled_logits_kernel<T, false>;
-    kernel<<<grid, kLogitTileThreads, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E), int(H), int(per),
-                                                         splits > 1 ? partial.data() : logits.data());
-    check_launch("route (tiled logits)");
-    if (splits > 1) {
-      const int64_t n = T_ * E;
-      sum_splits_kernel<<<unsigned(std::min<int64_t>((n + 255) / 256, 4 * gpu().sms)), 256, 0, gpu().stream>>>(
-          partial.data(), splits, n, logits.data());
-      check_launch("route (sum of splits)");
+    const int64_t H = u.cols();
+    const char* env = std::getenv("HYORACLE_ROUTER_LOGITS");
+    if (env && std::string(env) == "tiled") {
+      tiled_logits(u, w_router, logits);
+    } else {
+      // cuBLAS, plain fp32 (pedantic: no TF32), over an fp32 copy of u; H cut into kBlasSplits
+      // parts in one strided-batched call when the token x expert tiles alone would not fill the
+      // GPU (one call over T = 4096, E = 128 made 32 blocks), the parts added in order.
+      DeviceTensor<float> u32;
+      const float* uf = nullptr;
+      if constexpr (std::is_same_v<T, float>) {
+        uf = u.data();
+      } else {
+        u32 = DeviceTensor<float>(u.shape);
+        convert(u, u32);
+        uf = u32.data();
+      }
+      const int splits = H % kBlasSplits == 0 && H >= 256 * kBlasSplits ? kBlasSplits : 1;
+      const int64_t Hs = H / splits;
+      DeviceTensor<float> partial;
+      if (splits > 1) partial = DeviceTensor<float>({splits, T_, E});
+      float* out = splits > 1 ? partial.data() : logits.data();
+      const float alpha = 1.0f, beta = 0.0f;
+      check(cublasGemmStridedBatchedEx(gpu().blas, CUBLAS_OP_T, CUBLAS_OP_N, int(E), int(T_), int(Hs), &alpha, w_router.data(),
+                                       CUDA_R_32F, int(H), Hs, uf, CUDA_R_32F, int(H), Hs, &beta, out, CUDA_R_32F, int(E),
+                                       T_ * E, splits, CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT),
+            "route: cublasGemmStridedBatchedEx (logits)");
+      if (splits > 1) sum_splits(partial, splits, logits);
     }
   }
   return route_from_logits(logits, bias, k, scaling, renormalize);

@@ -1,11 +1,12 @@
 // router.h: the hy_v3 MoE router on the GPU (MODEL_SPEC.md §4.6, R11: fp32 throughout).
 //
 //   logits[t, e] = fp32(u[t, :]) · W_r[e, :]              u [T, H] (T), W_r [E, H] fp32 (exact bf16
-//                                                         values), plain fp32 FMA (no TF32), own
-//                                                         kernels: a tiled one for T > 16 (h
-//                                                         ascending within up to 4 splits of H,
-//                                                         the splits added in order), a
-//                                                         per-expert one for T <= 16
+//                                                         values), plain fp32 FMA (no TF32): for
+//                                                         T > 16 cuBLAS pedantic (H in 4 splits,
+//                                                         one batched call, the splits added in
+//                                                         order; HYORACLE_ROUTER_LOGITS=tiled: an
+//                                                         own tiled kernel), an own per-expert
+//                                                         kernel for T <= 16
 //                                                         (decode: one launch; a different but
 //                                                         fixed summation order)
 //   s[t, e]      = 1 / (1 + e^(−logit))                   fp32
