@@ -413,8 +413,7 @@ void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, con
 // store epilogue staged through shared memory and its SwiGLU one direct (moe_bench, Hy-MT2 T=4096:
 // down 309 µs staged vs 354 direct, gate_up 662 staged vs 640 direct); "wgmma-staged" and
 // "wgmma-direct" force one epilogue for both; "wgmma-cpasync" copies the weights by cp.async
-// instead of the tensor copy engine, "wgmma-lockstep" takes the form without warp
-// specialization. Else the mma.sync 128x256x64 kernel.
+// instead of the tensor copy engine. Else the mma.sync 128x256x64 kernel.
 template <class T, bool kSwiglu, bool kVec>
 void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
   const char* env = std::getenv("HYORACLE_GROUPED_TILE");
@@ -429,10 +428,7 @@ void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, con
                        : v == "wgmma-staged" ? WgmmaStore::staged
                        : kSwiglu             ? WgmmaStore::direct
                                              : WgmmaStore::staged,
-                       v == "wgmma-lockstep"  ? WgmmaForm::lockstep
-                       : v == "wgmma-cpasync" ? WgmmaForm::specialized_cp_async
-                                              : WgmmaForm::specialized,
-                       y);
+                       v == "wgmma-cpasync" ? WgmmaForm::cp_async : WgmmaForm::tma, y);
 #endif
   }
 }

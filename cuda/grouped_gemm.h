@@ -18,11 +18,16 @@
 //   bf16/fp16, few rows per group (max_group_rows <= 16, K a multiple of 8): a grouped GEMV: each
 //     warp streams whole weight rows with 16-byte loads (several in flight) and dots them with the
 //     group's rows; lane partial sums are reduced by warp shuffles.
-//   bf16/fp16 otherwise: tensor cores, mma.sync m16n8k16 (fp32 accumulate), 128x256 tiles of 8
+//   bf16/fp16 otherwise, compute capability 9.0 (K % 8 == 0, aligned operands): the sm_90a
+//     wgmma kernel (grouped_gemm_wgmma.cu): 128x256 tiles, a copying warpgroup (A through the
+//     token gather by cp.async, the weights by the tensor copy engine) and two multiplying ones
+//     (wgmma m64n256k16, fp32 accumulate), 4 stages handed over by mbarriers.
+//   bf16/fp16 elsewhere: tensor cores, mma.sync m16n8k16 (fp32 accumulate), 128x256 tiles of 8
 //     warps (64x64 each), K in steps of 64 through a 3-stage cp.async pipeline (the token gather
 //     is the per-row source address of the copies), XOR-swizzled shared memory read by ldmatrix.
-//     HYORACLE_GROUPED_TILE=128x128x32 | 128x256x32 selects the other measured tiles (benchmarks,
-//     tests); every variant sums each element over k in the same k16 order.
+//     HYORACLE_GROUPED_TILE=128x128x32 | 128x256x32 | 128x256x64 | wgmma-cpasync | wgmma-direct |
+//     wgmma-staged selects the other measured kernels (benchmarks, tests); every variant sums each
+//     element over k in the same k16 order.
 //   fp32: the same GEMV for few rows, else a SIMT FMA tile kernel (plain fp32 FMA, never TF32);
 //     its swiglu epilogue is the store epilogue followed by mlp.h's swiglu kernel.
 #pragma once

@@ -6,23 +6,22 @@
 //   grouped_gemm.h: store y = T(acc), or swiglu y = T(T(SiLU(T(gate))) · T(up)).
 //
 // One block: a 128-row tile of one group (the layout's row tiles) × 256 weight rows, K in steps of
-// 64. Two warpgroups (256 threads), each owns 64 rows: one wgmma m64n256k16 per k16 step, its 128
-// fp32 accumulators per thread in registers. Every thread also copies: 16-byte cp.async chunks of
-// A (through the token gather: the per-row source address) and of B into a 4-stage ring of
-// 128-byte-swizzled tiles (wgmma.cuh's layout), two stages ahead of the one being multiplied.
-//
-// Per k step kt: wait for stage kt's own copies, fence them to the async proxy, barrier; start the
-// copies of stage kt + 2 into the slot stage kt − 2 used (free: each warpgroup waited for its
-// wgmma of kt − 2 before the barrier); issue the 4 wgmma of stage kt; wait until only they are in
-// flight. So kt's wgmma overlaps the barrier of kt + 1, with kt + 1 and kt + 2 in the air.
-// (Measured, moe_bench: a deeper variant, 3 stages in the air but waiting for each step's wgmma,
-// ran the Hy-MT2 gate_up product at 324 TF/s against this one's 365.)
-// Epilogue (kStaged, the default): each warpgroup rounds its 64 rows into shared memory (the ring
-// is free by then), then writes them out as whole-row 16-byte stores; the direct variant stores
-// 4-byte pairs from the accumulator layout (8 rows x 16 bytes per warp store). Same values.
+// 64 through a 4-stage ring of 128-byte-swizzled tiles (wgmma.cuh's layout). Three warpgroups,
+// warp-specialized: warpgroup 0 copies, warpgroups 1 and 2 multiply (64 rows each: one wgmma
+// m64n256k16 per k16 step, 128 fp32 accumulators per thread in registers). A's rows come through
+// the token gather by 16-byte cp.async (each copying thread's rows, their source rows looked up
+// once per tile); B, the weights, by the bulk tensor copy engine (TMA), or by cp.async too
+// (kTma = false, a measured variant). Stages are handed over by mbarriers (see the kernel).
 // kSwiglu: the 256 weight rows of a block are 128 gate rows (i0 + j) then the 128 matching up rows
 // (I + i0 + j), i0 = 128·blockIdx.x, so n8 blocks j and j + 16 of a thread's accumulators hold the
 // gate and the up value of the same output element.
+// Epilogue (kStaged): each multiplying warpgroup rounds its 64 rows into shared memory (the ring
+// is free by then), then writes them out as whole-row 16-byte stores; the direct one stores 4-byte
+// pairs from the accumulator layout (8 rows x 16 bytes per warp store). Same values.
+// Measured on the way (moe_bench, Hy-MT2 T = 4096, H200; bench/cuda/NOTES.md): two warpgroups
+// that both copied and multiplied, in step with block barriers (ncu: ~40 % of cycles stalled at
+// them), ran gate_up at 362-365 TF/s and down at 371-377; warp-specialized with cp.async 380 and
+// 386; with TMA for the weights 411 and 407.
 #include "grouped_gemm_wgmma.h"
 
 #include <cuda.h>
@@ -43,12 +42,10 @@ using grouped::silu_rounded;
 using grouped::tile_rows;
 using grouped::TileRows;
 
-constexpr int kBM = kGroupTileM, kBN = 256, kBK = 64, kStages = 4, kThreads = 256;
+constexpr int kBM = kGroupTileM, kBN = 256, kBK = 64, kStages = 4;
 constexpr int kAElems = kBM * kBK, kBElems = kBN * kBK, kStageElems = kAElems + kBElems;
 constexpr size_t kSmem = size_t(kStages) * kStageElems * 2 + 1024;  // + room to align the ring to 1024 bytes
-constexpr int kRowStep = kThreads / (kBK / 8);                       // rows one pass of chunk copies covers
-constexpr int kArows = kBM / kRowStep, kBrows = kBN / kRowStep;      // copies per thread and stage
-static_assert(kBM == 128 && kThreads == 256, "two warpgroups of 64 rows");
+static_assert(kBM == 128, "two multiplying warpgroups of 64 rows");
 
 // Byte offset of 16-byte chunk c of row r in a [rows][64] 16-bit tile, 128-byte swizzle.
 __device__ inline uint32_t sw128(int r, int c) { return uint32_t(r * 128 + ((c ^ (r & 7)) << 4)); }
@@ -122,110 +119,13 @@ __device__ inline void store_tile(const float (&acc)[128], const TileRows& tr, i
   }
 }
 
-template <class T, bool kSwiglu, bool kStaged>
-__global__ void __launch_bounds__(kThreads, 1)
-    grouped_gemm_wgmma_kernel(const T* __restrict__ a, const int32_t* __restrict__ gather, const T* __restrict__ w,
-                              int count, const T* __restrict__ extra, const int32_t* __restrict__ row_offset,
-                              const int32_t* __restrict__ tile_offset, const int32_t* __restrict__ tile_group, int N,
-                              int K, T* __restrict__ y) {
-  const TileRows tr = tile_rows(row_offset, tile_offset, tile_group, blockIdx.y);
-  if (tr.group < 0) return;
-  extern __shared__ unsigned char smem_raw[];
-  const uint32_t raw = mma::smem_addr(smem_raw), ring = (raw + 1023u) & ~1023u;  // stage s at ring + s·kStageElems·2
-  const int tid = threadIdx.x, wg = tid / 128, chunk = tid % 8;
-  const int I = N / 2;
-  const int n0 = blockIdx.x * (kSwiglu ? kBN / 2 : kBN);
-  const T* wgt = group_weight(w, count, extra, tr.group, int64_t(N) * K);
-
-  const T* a_src[kArows];
-  const T* b_src[kBrows];
-  bool a_ok[kArows], b_ok[kBrows];
-#pragma unroll
-  for (int i = 0; i < kArows; ++i) {
-    const int r = tid / 8 + kRowStep * i;
-    a_ok[i] = r < tr.rows;
-    const int src = a_ok[i] ? (gather ? gather[tr.row0 + r] : tr.row0 + r) : 0;
-    a_src[i] = a + int64_t(src) * K;
-  }
-#pragma unroll
-  for (int i = 0; i < kBrows; ++i) {
-    const int r = tid / 8 + kRowStep * i;
-    int n;
-    if constexpr (kSwiglu) {
-      const int col = n0 + r % 128;
-      b_ok[i] = col < I;
-      n = r < 128 ? col : I + col;
-    } else {
-      n = n0 + r;
-      b_ok[i] = n < N;
-    }
-    b_src[i] = wgt + int64_t(b_ok[i] ? n : 0) * K;
-  }
-  auto load_stage = [&](int stage, int k0) {
-    const uint32_t as = ring + uint32_t(stage * kStageElems * 2), bs = as + kAElems * 2;
-    const int k = k0 + chunk * 8;  // K % 8 == 0: a chunk is wholly inside or wholly past K
-#pragma unroll
-    for (int i = 0; i < kArows; ++i) {
-      const bool full = a_ok[i] && k < K;
-      mma::cp_async16(as + sw128(tid / 8 + kRowStep * i, chunk), a_src[i] + (full ? k : 0), full ? 16 : 0);
-    }
-#pragma unroll
-    for (int i = 0; i < kBrows; ++i) {
-      const bool full = b_ok[i] && k < K;
-      mma::cp_async16(bs + sw128(tid / 8 + kRowStep * i, chunk), b_src[i] + (full ? k : 0), full ? 16 : 0);
-    }
-  };
-
-  float acc[128];
-#pragma unroll
-  for (int i = 0; i < 128; ++i) acc[i] = 0.0f;
-  wgmma::fence_operand(acc);
-  const bool active = wg * 64 < tr.rows;  // warpgroup-uniform: its 64 rows hold real rows
-
-  constexpr int kAhead = kStages - 2;  // stages copied ahead of the one multiplied
-  const int KT = (K + kBK - 1) / kBK;
-#pragma unroll
-  for (int s = 0; s < kAhead; ++s) {
-    if (s < KT) load_stage(s, s * kBK);
-    mma::cp_async_commit();
-  }
-  for (int kt = 0; kt < KT; ++kt) {
-    mma::cp_async_wait<kAhead - 1>();  // this thread's copies of stage kt have landed
-    wgmma::fence_proxy_async();
-    __syncthreads();
-    if (kt + kAhead < KT) load_stage((kt + kAhead) % kStages, (kt + kAhead) * kBK);
-    mma::cp_async_commit();  // one group per k step, empty past the end
-    if (active) {
-      const uint32_t as = ring + uint32_t((kt % kStages) * kStageElems * 2) + uint32_t(wg * 64 * 128);
-      const uint32_t bs = ring + uint32_t((kt % kStages) * kStageElems * 2) + kAElems * 2;
-      wgmma::fence();
-#pragma unroll
-      for (int s = 0; s < kBK / 16; ++s)
-        wgmma::wgmma_m64n256k16<T>(acc, wgmma::desc_sw128(as + 32 * s), wgmma::desc_sw128(bs + 32 * s));
-      wgmma::commit_group();
-      wgmma::wait_group<1>();
-    }
-  }
-  mma::cp_async_wait<0>();
-  if (active) {
-    wgmma::wait_group<0>();
-    wgmma::fence_operand(acc);
-  }
-
-  store_tile<T, kSwiglu, kStaged>(acc, tr, n0, N, y, reinterpret_cast<T*>(smem_raw + (ring - raw)), wg, tid, active,
-                                  [] { __syncthreads(); });
-}
-
-// The warp-specialized form (the default): three warpgroups. Warpgroup 0 copies (its registers
-// lowered to 88 by setmaxnreg: fewer spilled its addresses), warpgroups 1 and 2 multiply (raised
-// to 208; they need about 185), over the same
-// 4-stage ring, the stages handed over by mbarriers instead of block barriers:
+// The kernel. Warpgroup 0 copies (its registers lowered to 88 by setmaxnreg: fewer spilled its
+// addresses), warpgroups 1 and 2 multiply (raised to 208; they need about 185). The stages are
+// handed over by mbarriers, no barrier of the whole block in the k loop:
 //   full[s]:  128 arrivals, one per copying thread once its cp.async copies of the stage landed
-//             (cp.async.mbarrier.arrive.noinc);
+//             (cp.async.mbarrier.arrive.noinc), + 1 with TMA (arrive.expect_tx of the 32 KB of B);
 //   empty[s]: 2 arrivals, one per multiplying warpgroup once its wgmma have read the stage.
-// The copier runs up to 3 stages ahead of the multiplication, and neither side waits at a barrier
-// of the whole block (moe_bench: the block barriers of the kernel above stalled about 40 % of its
-// cycles, ncu's warp-state sampling). Same sums, same epilogues, same results as the kernel above.
+// The copier runs up to 3 stages ahead of the multiplication.
 constexpr int kWsThreads = 384, kCopyRegs = 88, kMathRegs = 208;
 static_assert(128 * kCopyRegs + 256 * kMathRegs <= 65536, "the register file holds both roles");
 
@@ -363,39 +263,25 @@ CUtensorMap weight_map(const T* base, int64_t rows, int64_t K) {
   return map;
 }
 
-template <class T, bool kSwiglu, bool kStaged, int kForm>  // kForm: 0 lockstep, 1 specialized + cp.async, 2 + TMA
+template <class T, bool kSwiglu, bool kStaged, bool kTma>
 void launch(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
   const int64_t cols = kSwiglu ? w.N / 2 : w.N, per_block = kSwiglu ? kBN / 2 : kBN;
   const dim3 grid{unsigned((cols + per_block - 1) / per_block), unsigned(max_row_tiles(g))};
-  if constexpr (kForm == 0) {
-    static const bool configured = [] {
-      check(cudaFuncSetAttribute(grouped_gemm_wgmma_kernel<T, kSwiglu, kStaged>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 int(kSmem)),
-            "grouped_gemm (wgmma): shared memory attribute");
-      return true;
-    }();
-    (void)configured;
-    grouped_gemm_wgmma_kernel<T, kSwiglu, kStaged><<<grid, kThreads, kSmem, gpu().stream>>>(
-        a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), g.tile_group.data(), int(w.N),
-        int(w.K), y);
-  } else {
-    constexpr bool kTma = kForm == 2;
-    static const bool configured = [] {
-      check(cudaFuncSetAttribute(grouped_gemm_wgmma_ws_kernel<T, kSwiglu, kStaged, kTma>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)),
-            "grouped_gemm (wgmma): shared memory attribute");
-      return true;
-    }();
-    (void)configured;
-    CUtensorMap map_w{}, map_x{};
-    if (kTma) {
-      map_w = weight_map(w.w, std::max<int64_t>(w.count, 1) * w.N, w.K);
-      map_x = w.extra ? weight_map(w.extra, w.N, w.K) : map_w;
-    }
-    grouped_gemm_wgmma_ws_kernel<T, kSwiglu, kStaged, kTma><<<grid, kWsThreads, kSmem, gpu().stream>>>(
-        a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), g.tile_group.data(), int(w.N),
-        int(w.K), y, map_w, map_x);
+  static const bool configured = [] {
+    check(cudaFuncSetAttribute(grouped_gemm_wgmma_ws_kernel<T, kSwiglu, kStaged, kTma>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)),
+          "grouped_gemm (wgmma): shared memory attribute");
+    return true;
+  }();
+  (void)configured;
+  CUtensorMap map_w{}, map_x{};
+  if (kTma) {
+    map_w = weight_map(w.w, std::max<int64_t>(w.count, 1) * w.N, w.K);
+    map_x = w.extra ? weight_map(w.extra, w.N, w.K) : map_w;
   }
+  grouped_gemm_wgmma_ws_kernel<T, kSwiglu, kStaged, kTma><<<grid, kWsThreads, kSmem, gpu().stream>>>(
+      a, gather, w.w, int(w.count), w.extra, g.row_offset.data(), g.tile_offset.data(), g.tile_group.data(), int(w.N),
+      int(w.K), y, map_w, map_x);
   check_launch("grouped_gemm (wgmma)");
 }
 
@@ -407,14 +293,14 @@ void grouped_gemm_wgmma(const T* a, const int32_t* gather, const GroupWeights<T>
   if (w.K % 8 || !aligned16(a) || !aligned16(w.w) || (w.extra && !aligned16(w.extra)))
     fail("cuda grouped_gemm (wgmma): needs K % 8 == 0 and 16-byte aligned operands, got K = " + std::to_string(w.K));
   const bool swiglu = epilogue == GroupEpilogue::swiglu, staged = store == WgmmaStore::staged;
-  auto run = [&](auto form) {
-    constexpr int F = decltype(form)::value;
-    if (swiglu) staged ? launch<T, true, true, F>(a, gather, w, g, y) : launch<T, true, false, F>(a, gather, w, g, y);
-    else staged ? launch<T, false, true, F>(a, gather, w, g, y) : launch<T, false, false, F>(a, gather, w, g, y);
-  };
-  if (form == WgmmaForm::lockstep) run(std::integral_constant<int, 0>{});
-  else if (form == WgmmaForm::specialized_cp_async) run(std::integral_constant<int, 1>{});
-  else run(std::integral_constant<int, 2>{});
+  const bool tma = form == WgmmaForm::tma;
+  if (swiglu) {
+    if (staged) tma ? launch<T, true, true, true>(a, gather, w, g, y) : launch<T, true, true, false>(a, gather, w, g, y);
+    else tma ? launch<T, true, false, true>(a, gather, w, g, y) : launch<T, true, false, false>(a, gather, w, g, y);
+  } else {
+    if (staged) tma ? launch<T, false, true, true>(a, gather, w, g, y) : launch<T, false, true, false>(a, gather, w, g, y);
+    else tma ? launch<T, false, false, true>(a, gather, w, g, y) : launch<T, false, false, false>(a, gather, w, g, y);
+  }
 }
 
 template void grouped_gemm_wgmma<bf16>(const bf16*, const int32_t*, const GroupWeights<bf16>&, const GroupLayout&,

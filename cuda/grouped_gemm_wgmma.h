@@ -13,10 +13,8 @@ bool grouped_wgmma_available();
 // The kernel's two epilogues (grouped_gemm_wgmma.cu): through shared memory with 16-byte row
 // stores, or 4-byte pairs straight from the accumulators. Same values.
 enum class WgmmaStore { staged, direct };
-// Its forms: warp-specialized (a copying warpgroup and two multiplying ones, stages handed over
-// by mbarriers), the weight tiles by the bulk tensor copy engine (the default) or by cp.async;
-// or two warpgroups that both copy and multiply, in step.
-enum class WgmmaForm { specialized, specialized_cp_async, lockstep };
+// How the weight tiles arrive: by the bulk tensor copy engine (the default) or by cp.async.
+enum class WgmmaForm { tma, cp_async };
 
 // Requires K % 8 == 0 and 16-byte aligned a, w.w and w.extra (the copies are 16-byte cp.async).
 template <class T>

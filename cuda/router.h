@@ -1,14 +1,10 @@
 // router.h: the hy_v3 MoE router on the GPU (MODEL_SPEC.md §4.6, R11: fp32 throughout).
 //
 //   logits[t, e] = fp32(u[t, :]) · W_r[e, :]              u [T, H] (T), W_r [E, H] fp32 (exact bf16
-//                                                         values), plain fp32 FMA (no TF32): for
-//                                                         T > 16 cuBLAS pedantic (H in 4 splits,
-//                                                         one batched call, the splits added in
-//                                                         order; HYORACLE_ROUTER_LOGITS=tiled: an
-//                                                         own tiled kernel), an own per-expert
-//                                                         kernel for T <= 16
-//                                                         (decode: one launch; a different but
-//                                                         fixed summation order)
+//                                                         values), plain fp32 FMA (no TF32): cuBLAS
+//                                                         pedantic for T > 16, an own kernel for
+//                                                         T <= 16 (decode: one launch; a different
+//                                                         but fixed summation order)
 //   s[t, e]      = 1 / (1 + e^(−logit))                   fp32
 //   c[t, e]      = s[t, e] + b[e]                         b = expert_bias (F32), selection only
 //   K[t]         = the k experts with the largest c, exact ties to the LOWER index, by c desc

@@ -115,7 +115,7 @@ void bench_moe(const cuda::LayerWeights<bf16>& w, const ModelConfig& c, int64_t 
   // Prefill: each block tile of the tensor-core kernel (grouped_gemm.cu), same routing; the whole
   // block too. The default (wgmma on compute capability 9.0, else 128x256x64) is what "ours" ran;
   // it comes last, so the parts below the loop are its parts.
-  const std::vector<const char*> tiles = {"128x128x32", "128x256x32", "128x256x64", "wgmma-lockstep", "wgmma-cpasync", "wgmma-direct", "wgmma-staged", "wgmma"};
+  const std::vector<const char*> tiles = {"128x128x32", "128x256x32", "128x256x64", "wgmma-cpasync", "wgmma-direct", "wgmma-staged", "wgmma"};
   for (const char* tile : graph ? std::vector<const char*>{"default"} : tiles) {
     setenv("HYORACLE_GROUPED_TILE", tile, 1);
     t_gu = time_it([&] {
@@ -140,19 +140,6 @@ void bench_moe(const cuda::LayerWeights<bf16>& w, const ModelConfig& c, int64_t 
   const double t_route = time_it([&] {
     cuda::RouterOutput rr = cuda::route(u, w.router, w.expert_bias, k, c.router_scaling_factor, true);
   }, reps, graph).median_s;
-  double t_route_tiled = 0, t_block_tiled = 0;
-  if (!graph) {  // prefill: the router's own tiled logits kernel instead of cuBLAS, alone and in the block
-    setenv("HYORACLE_ROUTER_LOGITS", "tiled", 1);
-    t_route_tiled = time_it([&] {
-      cuda::RouterOutput rr = cuda::route(u, w.router, w.expert_bias, k, c.router_scaling_factor, true);
-    }, reps, graph).median_s;
-    t_block_tiled = time_it([&] {
-      cuda::MoeOutput<bf16> mm = cuda::moe_block(u, w.router, w.expert_bias, w.experts, w.shared, k, c.router_scaling_factor, true);
-    }, reps, graph).median_s;
-    unsetenv("HYORACLE_ROUTER_LOGITS");
-    std::printf("  route with the tiled logits kernel: %.1f us (default, cuBLAS: %.1f us); whole block with it %.1f us\n",
-                t_route_tiled * 1e6, t_route * 1e6, t_block_tiled * 1e6);
-  }
   const double t_topk = time_it([&] {
     cuda::RouterOutput rr = cuda::route_from_logits(m.router.logits, w.expert_bias, k, c.router_scaling_factor, true);
   }, reps, graph).median_s;

@@ -176,7 +176,7 @@ TYPED_TEST(MoeTyped, GroupedGemmIsBitExactOnIntegers) {
       // falls back to 128x256x64, and the test says so below).
       std::vector<std::pair<int64_t, const char*>> runs = {{1, ""}, {largest, ""}, {1000000, ""}};
       if (!std::is_same_v<T, float>)
-        for (const char* v : {"128x128x32", "128x256x32", "128x256x64", "wgmma", "wgmma-direct", "wgmma-staged", "wgmma-lockstep", "wgmma-cpasync"}) runs.push_back({1000000, v});
+        for (const char* v : {"128x128x32", "128x256x32", "128x256x64", "wgmma", "wgmma-direct", "wgmma-staged", "wgmma-cpasync"}) runs.push_back({1000000, v});
       for (const auto& [hint, tile] : runs) {
         if (*tile) setenv("HYORACLE_GROUPED_TILE", tile, 1);
         else unsetenv("HYORACLE_GROUPED_TILE");
