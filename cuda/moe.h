@@ -18,7 +18,8 @@
 // Router: router.h (T <= 16 tokens use its own fp32 logits kernel, more use cuBLAS).
 // Decode (T <= 16, shared expert folded): 4 launches: route_and_sort (router.h: logits, top-k and
 // the sort in one kernel), gate_up+SwiGLU GEMV, down GEMV, combine. Larger T: route (convert,
-// cuBLAS logits, top-k), sort, the two tensor-core grouped GEMMs, combine.
+// cuBLAS logits, top-k), sort (three chunked launches past 8192 slots), the two tensor-core grouped
+// GEMMs (wgmma on compute capability 9.0), combine.
 // No host synchronisation anywhere: the block can be captured in a CUDA graph.
 #pragma once
 #include "matmul.h"

@@ -3,6 +3,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include "device.h"
 #include "random_checkpoint.h"
+#include "router.h"
 #include "tensor.h"
 #include "test_util.h"
 
@@ -109,6 +111,32 @@ void expect_nonzero(const Tensor<S>& t, const char* what) {
   for (auto v : t.data) s += double(v) * double(v);
   EXPECT_GT(t.numel(), 0) << what << " is empty";
   EXPECT_GT(s, 0.0) << what << " is all zero";
+}
+
+// A router's choices as the router makes them: k distinct experts per token, drawn from [0, usable)
+// by a seeded stream; ids [T·k] (row-major [T, k]).
+inline std::vector<int32_t> distinct_expert_ids(int64_t T, int64_t k, int64_t usable, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> ids;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<int32_t> chosen;
+    while (int64_t(chosen.size()) < k) {
+      const int32_t e = int32_t(rng.next() % uint64_t(usable));
+      if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
+    }
+    ids.insert(ids.end(), chosen.begin(), chosen.end());
+  }
+  return ids;
+}
+
+// A RouterOutput holding only those ids on the device (what sort_by_expert reads).
+inline cuda::RouterOutput router_output_with_ids(const std::vector<int32_t>& ids, int64_t T, int64_t k) {
+  cuda::RouterOutput ro;
+  ro.k = k;
+  ro.ids = cuda::DeviceTensor<int32_t>({T, k});
+  cuda::check(cudaMemcpy(ro.ids.data(), ids.data(), ids.size() * 4, cudaMemcpyHostToDevice), "ids");
+  cuda::check(cudaDeviceSynchronize(), "ids");  // the legacy-stream copy must land before our stream reads it
+  return ro;
 }
 
 }  // namespace hyoracle::test

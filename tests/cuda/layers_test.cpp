@@ -91,24 +91,10 @@ TYPED_TEST(Typed, GroupedLinearIsBitExactOnIntegers) {
     SCOPED_TRACE("T=" + std::to_string(c.T) + " k=" + std::to_string(c.k) + " E=" + std::to_string(c.E) +
                  " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K));
     // Routing: distinct experts per token from a seeded stream; expert E-1 never used when E > k+1.
-    Rng r(c.T * 31 + c.E);
-    std::vector<int64_t> ids;
     const int64_t usable = c.E > c.k + 1 ? c.E - 1 : c.E;
     ASSERT_LE(c.k, usable) << "a case needs k distinct experts";
-    for (int64_t t = 0; t < c.T; ++t) {
-      std::vector<int64_t> chosen;
-      while (int64_t(chosen.size()) < c.k) {
-        const int64_t e = int64_t(r.next() % uint64_t(usable));
-        if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
-      }
-      ids.insert(ids.end(), chosen.begin(), chosen.end());
-    }
-    cuda::RouterOutput ro;
-    ro.k = c.k;
-    ro.ids = cuda::DeviceTensor<int32_t>({c.T, c.k});
-    std::vector<int32_t> ids32(ids.begin(), ids.end());
-    cuda::check(cudaMemcpy(ro.ids.data(), ids32.data(), ids32.size() * 4, cudaMemcpyHostToDevice), "ids");
-    cuda::check(cudaDeviceSynchronize(), "ids");  // the legacy-stream copy must land before our stream reads it
+    const std::vector<int32_t> ids = distinct_expert_ids(c.T, c.k, usable, uint64_t(c.T * 31 + c.E));
+    const cuda::RouterOutput ro = router_output_with_ids(ids, c.T, c.k);
     const cuda::ExpertSort s = cuda::sort_by_expert(ro, c.E);
     const auto u = operand<T>(int_values(c.T * c.K, 5), {c.T, c.K});
     const auto w = operand<T>(int_values(c.E * c.N * c.K, 6), {c.E, c.N, c.K});

@@ -66,22 +66,9 @@ TEST_F(CudaTest, SortByExpertIsAPermutationWithTheHostsLayout) {
                        Case{4096 + 333, 8, 128, true}, Case{7, 3, 5, false}, Case{3001, 1, 2047, false}}) {
     SCOPED_TRACE("T=" + std::to_string(c.T) + " k=" + std::to_string(c.k) + " E=" + std::to_string(c.E) +
                  " extra=" + std::to_string(c.extra));
-    Rng rng(uint64_t(c.T * 7 + c.E));
     const int64_t n = c.T * c.k, usable = c.E > c.k ? c.E - 1 : c.E;  // expert E-1 unused when it can be
-    std::vector<int32_t> ids;
-    for (int64_t t = 0; t < c.T; ++t) {
-      std::vector<int32_t> chosen;
-      while (int64_t(chosen.size()) < c.k) {
-        const int32_t e = int32_t(rng.next() % uint64_t(usable));
-        if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
-      }
-      ids.insert(ids.end(), chosen.begin(), chosen.end());
-    }
-    cuda::RouterOutput ro;
-    ro.k = c.k;
-    ro.ids = cuda::DeviceTensor<int32_t>({c.T, c.k});
-    cuda::check(cudaMemcpy(ro.ids.data(), ids.data(), ids.size() * 4, cudaMemcpyHostToDevice), "ids");
-    cuda::check(cudaDeviceSynchronize(), "ids");
+    const std::vector<int32_t> ids = distinct_expert_ids(c.T, c.k, usable, uint64_t(c.T * 7 + c.E));
+    const cuda::RouterOutput ro = router_output_with_ids(ids, c.T, c.k);
     const int64_t extra = c.extra ? c.T : 0, G = c.E + (c.extra ? 1 : 0);
     const cuda::ExpertSort s = cuda::sort_by_expert(ro, c.E, extra);
     // The host's layout.
