@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <numeric>
@@ -133,8 +134,21 @@ int main(int argc, char** argv) {
   bench_attention("decode4096", 1, 4095, c, base);
   bench_attention("decode32768", 1, 32767, c, base);
   bench_attention("decode131072", 1, 131071, c, base);
-  // Tuning variants (each validated first, like the cases above).
-  for (const std::string& v : cuda::attention_variants()) {
+  // Decode again after a read-only flush (bench_util.h): L2 full of clean lines, as after the
+  // previous layer's weight reads, instead of the memset's dirty ones, whose write-back the memset
+  // rows above pay (~13 µs). The SDPA baseline of these rows was timed after sdpa_baseline.py's
+  // own flush.
+  DeviceTensor<float> read_flush({64ll << 20});
+  cuda::check(cudaMemsetAsync(read_flush.data(), 0, size_t(read_flush.numel()) * 4, cuda::gpu().stream), "read flush init");
+  g_read_flush = &read_flush;
+  g_use_read_flush = true;
+  bench_attention("decode32768", 1, 32767, c, base, dispatch, " (read flush)");
+  bench_attention("decode131072", 1, 131071, c, base, dispatch, " (read flush)");
+  g_use_read_flush = false;
+  // Tuning variants (each validated first, like the cases above); ATTENTION_BENCH_VARIANTS=0 skips them.
+  const char* variants_env = std::getenv("ATTENTION_BENCH_VARIANTS");
+  const bool variants = !(variants_env && std::string(variants_env) == "0");
+  for (const std::string& v : variants ? cuda::attention_variants() : std::vector<std::string>{}) {
     const bool pre = v.rfind("prefill", 0) == 0;
     bench_attention(pre ? "prefill4096" : "decode32768", pre ? 4096 : 1, pre ? 0 : 32767, c, base,
                     [v](auto& q, auto& k, auto& vv, int64_t Tc, auto& p, auto& o) { cuda::attention_variant(v, q, k, vv, Tc, p, o); },

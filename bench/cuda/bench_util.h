@@ -29,15 +29,23 @@ struct Timing {
 
 inline DeviceTensor<int32_t>* g_flush = nullptr;  // set by main: a 256 MB buffer
 // Optional read-only flush (a benchmark sets both): instead of the memset, which leaves ~50 MB of
-// dirty lines in L2 that the timed kernel then pays to write back, read a never-written 256 MB
-// buffer (cuBLAS sasum, blocking): L2 ends full of clean, unrelated lines, as after a previous
-// layer's weight reads in a real decode step.
+// dirty lines in L2 that the timed kernel then pays to write back (about 13 µs at 4 TB/s, a fixed
+// cost in every memory-bound timing after it), read a never-written 256 MB buffer (cuBLAS sasum
+// into a device scalar: queued like the memset, so the timed work starts right after it, with no
+// host launch gap in the timing): L2 ends full of clean, unrelated lines, as after a previous
+// layer's weight reads in a real decode step. (Until stop 11 the sum came back to the host, which
+// blocked: the timed launch then started on an idle GPU, its launch latency inside the timing.)
 inline DeviceTensor<float>* g_read_flush = nullptr;
 inline bool g_use_read_flush = false;
 inline void flush_l2(int i) {
   if (g_use_read_flush && g_read_flush) {
-    float r = 0;
-    cuda::check(cublasSasum(cuda::gpu().blas, int(g_read_flush->numel()), g_read_flush->data(), 1, &r), "read flush");
+    static DeviceTensor<float> sink({1});
+    cublasHandle_t h = cuda::gpu().blas;
+    cublasPointerMode_t mode;
+    cuda::check(cublasGetPointerMode(h, &mode), "read flush: pointer mode");
+    cuda::check(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_DEVICE), "read flush: pointer mode");
+    cuda::check(cublasSasum(h, int(g_read_flush->numel()), g_read_flush->data(), 1, sink.data()), "read flush");
+    cuda::check(cublasSetPointerMode(h, mode), "read flush: pointer mode");
   } else {
     cudaMemsetAsync(g_flush->data(), i & 0xff, size_t(g_flush->numel()) * 4, cuda::gpu().stream);
   }
