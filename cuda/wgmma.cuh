@@ -44,8 +44,9 @@ __device__ inline void fence_operand(float (&d)[128]) {
 #pragma unroll
   for (int i = 0; i < 128; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
-// Makes this thread's generic-proxy shared-memory writes (cp.async, st.shared) visible to the
-// async proxy that wgmma reads shared memory through; then a barrier publishes them.
+// A proxy fence between the generic proxy (cp.async, st.shared) and the async proxy that wgmma
+// reads shared memory through: grouped_gemm_wgmma.cu's multipliers run it after the mbarrier wait
+// that made the copying threads' cp.async data visible to them, before their wgmma read it.
 __device__ inline void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 // ---- mbarriers (sm_80+ PTX, with the sm_90 try_wait) and register reallocation (sm_90a) --------
