@@ -646,7 +646,11 @@ Report compare_dumps(const Dump& baseline, const Dump& target, const CompareOpti
   for (const std::string& pat : options.require) {
     std::regex re;
     try {
+      check_pattern(pat, "--require");
       re = std::regex(pat);
+    } catch (const Error& e) {
+      if (rep.error.empty()) rep.error = e.what();
+      continue;
     } catch (const std::regex_error&) {
       if (rep.error.empty()) rep.error = "--require: \"" + pat + "\" is not a valid regex";
       continue;

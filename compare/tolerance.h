@@ -107,6 +107,11 @@ struct Rules {
 // Parses a rules file; Error naming the file and the entry on any defect.
 Rules load_rules(const std::string& path);
 Rules parse_rules(const std::string& text, const std::string& source);
+// Refuses (a one-line Error naming `where`) a regex that std::regex could not match in bounded
+// time and stack on a tensor name: over 1000 bytes, groups nested over 32 deep, more than 6
+// repeats (*, +, {n,m}), a repeat of a repeat ("a**") or of a group holding one ("(a*)*").
+// Checked for rules files' "match" and for --require.
+void check_pattern(const std::string& pattern, const std::string& where);
 
 // Applies rule `i` of `rules` to a derived budget (scale) or replaces it (max).
 Budget apply_rule(const Rules& rules, int i, const Budget& derived);

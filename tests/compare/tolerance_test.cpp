@@ -3,6 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "error.h"
 #include "tolerance.h"
@@ -76,5 +81,51 @@ TEST(Tolerance, RulesFileParsesAndFailsClosedOnDefects) {
     FAIL() << "accepted an unknown metric";
   } catch (const hyoracle::Error& e) {
     EXPECT_NE(std::string(e.what()).find("my.json: rules[0]"), std::string::npos) << e.what();
+  }
+}
+
+// Patterns std::regex could not match in bounded time or stack (fuzz/fuzz_rules found the first
+// one: a repeat stacked a hundred times, seconds per name) are refused with one line naming the
+// file, the entry and why; ordinary ones, lazy repeats, classes and non-capturing groups pass.
+TEST(Tolerance, RegexesThatBacktrackWithoutBoundAreRefused) {
+  auto rules_with = [](const std::string& pattern) {
+    nlohmann::json j = {{"rules", {{{"match", pattern}, {"max", 1}, {"reason", "r"}}}}};
+    return j.dump();
+  };
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"^layers\\.*" + std::string(100, '*') + "\\d+\\.attn$", "repeats a repeat"},
+      {"(a*)*b", "repeats a group that holds a repeat"},
+      {"((x+y)z)+", "repeats a group that holds a repeat"},
+      {"(a?)+", "repeats a group that holds a repeat"},
+      {"a+*", "repeats a repeat"},
+      {"a{2}*", "repeats a repeat"},
+      {".*.*.*.*.*.*.*x", "more than 6 repeats"},
+      {std::string(40, '(') + "a" + std::string(40, ')'), "nests groups 40 deep"},
+      {std::string(1001, 'a'), "1001 bytes"},
+  };
+  for (const auto& [pattern, why] : refused) {
+    try {
+      parse_rules(rules_with(pattern), "tol.json");
+      ADD_FAILURE() << "accepted " << pattern;
+    } catch (const hyoracle::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("tol.json: rules[0]: field \"match\""), std::string::npos) << msg;
+      EXPECT_NE(msg.find(why), std::string::npos) << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+    }
+  }
+  const std::vector<std::pair<std::string, std::string>> accepted = {
+      {"^layers\\.\\d+\\.(attn|mlp)\\..*$", "layers.12.attn.out"},
+      {"^steps\\.\\d+\\.layers\\.\\d+\\.moe\\.[a-z_]+$", "steps.3.layers.1.moe.shared_out"},
+      {"(?:ab)+c", "ababc"},
+      {"a*?b", "aab"},
+      {"[*+?]+x", "*+x"},
+      {"\\*\\*\\*", "***"},
+      {"(a)?(b)?c", "bc"},
+      {"x{2,3}", "xxx"},
+  };
+  for (const auto& [pattern, name] : accepted) {
+    const Rules r = parse_rules(rules_with(pattern), "tol.json");
+    EXPECT_EQ(r.find(name), 0) << pattern << " on " << name;
   }
 }
