@@ -67,7 +67,7 @@ __host__ __device__ inline float to_f32(T x) {
   else return float(x);
 }
 // True when p is 16-byte aligned (the vector loads and cp.async of the fast kernels need it).
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+__host__ __device__ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // x rounded to T's precision, as a float (identity for T = float).
 template <class T>

@@ -24,6 +24,7 @@ struct SortTargets {
   int32_t* row_of = nullptr;      // [n]
   int n = 0;  // routed slots, T·k
   int E = 0, extra = 0, max_tiles = 0;
+  __host__ __device__ int groups() const { return E + (extra > 0 ? 1 : 0); }  // G
 };
 
 constexpr int kSortMaxGroups = 2047;
@@ -76,7 +77,7 @@ __device__ inline void scatter_rows(SortSmem& sm, const int32_t* ids, int lo, in
 // The whole sort in one block (any block size that is a multiple of 32); ids may have been written
 // by this block before a __syncthreads. n = o.n slots.
 __device__ inline void sort_rows_block(SortSmem& sm, const int32_t* ids, int k, const SortTargets& o) {
-  const int G = o.E + (o.extra > 0 ? 1 : 0), tid = threadIdx.x;
+  const int G = o.groups(), tid = threadIdx.x;
   for (int g = tid; g < G; g += blockDim.x) sm.count[g] = g < o.E ? 0 : o.extra;
   __syncthreads();
   for (int i = tid; i < o.n; i += blockDim.x) atomicAdd(&sm.count[ids[i]], 1);

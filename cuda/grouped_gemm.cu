@@ -410,10 +410,10 @@ void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, con
 
 // The tile kernel: HYORACLE_GROUPED_TILE names one (benchmarks, tests); unset or "wgmma", the
 // sm_90a wgmma kernel where it runs (compute capability 9.0, K % 8 == 0, aligned operands), its
-// store epilogue staged through shared memory and its SwiGLU one direct (moe_bench, Hy-MT2 T=4096:
-// down 309 µs staged vs 354 direct, gate_up 662 staged vs 640 direct); "wgmma-staged" and
-// "wgmma-direct" force one epilogue for both; "wgmma-cpasync" copies the weights by cp.async
-// instead of the tensor copy engine. Else the mma.sync 128x256x64 kernel.
+// store epilogue staged through shared memory and its SwiGLU one direct (moe_bench, Hy-MT2
+// T=4096, H200, at 6c52368: down 284.5 µs staged vs 336.1 direct, gate_up 566.1 staged vs 552.8
+// direct); "wgmma-staged" and "wgmma-direct" force one epilogue for both; "wgmma-cpasync" copies
+// the weights by cp.async instead of the tensor copy engine. Else the mma.sync 128x256x64 kernel.
 template <class T, bool kSwiglu, bool kVec>
 void launch_mma(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& g, T* y) {
   const char* env = std::getenv("HYORACLE_GROUPED_TILE");

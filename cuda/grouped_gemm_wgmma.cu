@@ -49,15 +49,15 @@ static_assert(kBM == 128, "two multiplying warpgroups of 64 rows");
 
 // Byte offset of 16-byte chunk c of row r in a [rows][64] 16-bit tile, 128-byte swizzle.
 __device__ inline uint32_t sw128(int r, int c) { return uint32_t(r * 128 + ((c ^ (r & 7)) << 4)); }
-__device__ inline bool aligned16_dev(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // The tile's epilogue, run by the two multiplying warpgroups (mwg = 0, 1: rows 64·mwg ..; mt =
 // 0..255 their thread index): acc[4j + 2h + q] is row 64·mwg + 16·(warp % 4) + lane/4 + 8h, tile
-// column 8j + 2·(lane % 4) + q. `stage`: the free ring (1024-aligned); `sync`: a barrier of the
-// 256 threads (every wgmma has read its last stage before the ring is overwritten).
-template <class T, bool kSwiglu, bool kStaged, class Sync>
+// column 8j + 2·(lane % 4) + q. `stage`: the free ring (1024-aligned); the staged form first waits
+// at named barrier 1 for the 256 threads (every wgmma has read its last stage before the ring is
+// overwritten).
+template <class T, bool kSwiglu, bool kStaged>
 __device__ inline void store_tile(const float (&acc)[128], const TileRows& tr, int n0, int N, T* __restrict__ y, T* stage,
-                                  int mwg, int mt, bool active, Sync sync) {
+                                  int mwg, int mt, bool active) {
   const int lane = mt % 32, wq = (mt % 128) / 32;
   const int out_cols = kSwiglu ? N / 2 : N;               // columns of y
   constexpr int kTileCols = kSwiglu ? kBN / 2 : kBN;     // this block's columns of y
@@ -70,12 +70,12 @@ __device__ inline void store_tile(const float (&acc)[128], const TileRows& tr, i
       return from_f32<T>(acc[4 * j + 2 * h + q]);
     }
   };
-  const bool whole = n0 + kTileCols <= out_cols && out_cols % 8 == 0 && aligned16_dev(y);
+  const bool whole = n0 + kTileCols <= out_cols && out_cols % 8 == 0 && aligned16(y);
   if (kStaged && whole) {
     // Rows of kTileCols + 8 values: the pair stores below hit 32 distinct banks per warp store.
     constexpr int kStride = kTileCols + 8;
     static_assert(kStages * kStageElems >= 2 * 64 * kStride, "the staged tile fits in the ring");
-    sync();
+    wgmma::named_barrier(1, 256);
     T* st = stage + mwg * 64 * kStride;
     if (active) {
 #pragma unroll
@@ -234,8 +234,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     wgmma::wait_group<0>();
     wgmma::fence_operand(acc);
   }
-  store_tile<T, kSwiglu, kStaged>(acc, tr, n0, N, y, reinterpret_cast<T*>(smem_raw + (ring - raw)), mwg, mt, active,
-                                  [] { wgmma::named_barrier(1, 256); });
+  store_tile<T, kSwiglu, kStaged>(acc, tr, n0, N, y, reinterpret_cast<T*>(smem_raw + (ring - raw)), mwg, mt, active);
 }
 
 // A 2D tensor map over `rows` x K 16-bit values (row stride K), boxes of 128 rows x 64, 128-byte

@@ -25,7 +25,7 @@ constexpr int kSortChunk = 4096;
 __global__ void __launch_bounds__(kSortThreads) sort_count_kernel(const int32_t* __restrict__ ids, SortTargets o,
                                                                   int32_t* __restrict__ counts) {
   __shared__ int hist[kSortMaxGroups];
-  const int G = o.E + (o.extra > 0 ? 1 : 0), lo = blockIdx.x * kSortChunk, hi = min(o.n, lo + kSortChunk);
+  const int G = o.groups(), lo = blockIdx.x * kSortChunk, hi = min(o.n, lo + kSortChunk);
   for (int g = threadIdx.x; g < G; g += blockDim.x) hist[g] = 0;
   __syncthreads();
   for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) atomicAdd(&hist[ids[i]], 1);
@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kSortThreads) sort_count_kernel(const int32_t*
 }
 __global__ void __launch_bounds__(kSortThreads) sort_scan_kernel(SortTargets o, int chunks, int32_t* __restrict__ counts) {
   __shared__ SortSmem sm;
-  const int G = o.E + (o.extra > 0 ? 1 : 0);
+  const int G = o.groups();
   for (int g = threadIdx.x; g < G; g += blockDim.x) {
     int total = g < o.E ? 0 : o.extra;
     for (int c = 0; c < chunks; ++c) total += counts[int64_t(c) * G + g];
@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kSortThreads) sort_scan_kernel(SortTargets o, 
 __global__ void __launch_bounds__(kSortThreads) sort_scatter_kernel(const int32_t* __restrict__ ids, int k, SortTargets o,
                                                                     const int32_t* __restrict__ first) {
   __shared__ SortSmem sm;
-  const int G = o.E + (o.extra > 0 ? 1 : 0), lo = blockIdx.x * kSortChunk, hi = min(o.n, lo + kSortChunk);
+  const int G = o.groups(), lo = blockIdx.x * kSortChunk, hi = min(o.n, lo + kSortChunk);
   for (int g = threadIdx.x; g < G; g += blockDim.x) sm.cursor[g] = first[int64_t(blockIdx.x) * G + g];
   __syncthreads();
   scatter_rows(sm, ids, lo, hi, k, o);

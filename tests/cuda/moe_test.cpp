@@ -38,12 +38,8 @@ Routing routing_with_counts(const std::vector<int64_t>& counts, uint64_t seed) {
   for (size_t e = 0; e < counts.size(); ++e) o.expert_of.insert(o.expert_of.end(), size_t(counts[e]), int64_t(e));
   Rng rng(seed);
   for (size_t i = o.expert_of.size(); i > 1; --i) std::swap(o.expert_of[i - 1], o.expert_of[rng.next() % i]);
-  const int64_t T_ = int64_t(o.expert_of.size());
-  o.r.k = 1;
-  o.r.ids = cuda::DeviceTensor<int32_t>({T_, 1});
-  std::vector<int32_t> ids32(o.expert_of.begin(), o.expert_of.end());
-  cuda::check(cudaMemcpy(o.r.ids.data(), ids32.data(), ids32.size() * 4, cudaMemcpyHostToDevice), "ids");
-  cuda::check(cudaDeviceSynchronize(), "ids");  // the legacy-stream copy must land before our stream reads it
+  o.r = router_output_with_ids(std::vector<int32_t>(o.expert_of.begin(), o.expert_of.end()),
+                               int64_t(o.expert_of.size()), 1);
   return o;
 }
 
