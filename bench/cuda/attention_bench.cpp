@@ -138,13 +138,10 @@ int main(int argc, char** argv) {
   // previous layer's weight reads, instead of the memset's dirty ones, whose write-back the memset
   // rows above pay (~13 µs). The SDPA baseline of these rows was timed after sdpa_baseline.py's
   // own flush.
-  DeviceTensor<float> read_flush({64ll << 20});
-  cuda::check(cudaMemsetAsync(read_flush.data(), 0, size_t(read_flush.numel()) * 4, cuda::gpu().stream), "read flush init");
-  g_read_flush = &read_flush;
-  g_use_read_flush = true;
+  use_read_flush(true);
   bench_attention("decode32768", 1, 32767, c, base, dispatch, " (read flush)");
   bench_attention("decode131072", 1, 131071, c, base, dispatch, " (read flush)");
-  g_use_read_flush = false;
+  use_read_flush(false);
   // Tuning variants (each validated first, like the cases above); ATTENTION_BENCH_VARIANTS=0 skips them.
   const char* variants_env = std::getenv("ATTENTION_BENCH_VARIANTS");
   const bool variants = !(variants_env && std::string(variants_env) == "0");

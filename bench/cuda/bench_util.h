@@ -28,23 +28,36 @@ struct Timing {
 };
 
 inline DeviceTensor<int32_t>* g_flush = nullptr;  // set by main: a 256 MB buffer
-// Optional read-only flush (a benchmark sets both): instead of the memset, which leaves ~50 MB of
+// Optional read-only flush: instead of the memset, which leaves ~50 MB of
 // dirty lines in L2 that the timed kernel then pays to write back (about 13 µs at 4 TB/s, a fixed
 // cost in every memory-bound timing after it), read a never-written 256 MB buffer (cuBLAS sasum
 // into a device scalar: queued like the memset, so the timed work starts right after it, with no
 // host launch gap in the timing): L2 ends full of clean, unrelated lines, as after a previous
 // layer's weight reads in a real decode step. (Until stop 11 the sum came back to the host, which
 // blocked: the timed launch then started on an idle GPU, its launch latency inside the timing.)
-inline DeviceTensor<float>* g_read_flush = nullptr;
+// use_read_flush(true) switches it on (its 256 MB buffer is made and filled on first use).
+inline DeviceTensor<float>& read_flush_buffer() {
+  static DeviceTensor<float> b = [] {
+    DeviceTensor<float> t({64ll << 20});  // written once here, only read afterwards
+    cuda::check(cudaMemsetAsync(t.data(), 0x3C, size_t(t.numel()) * 4, cuda::gpu().stream), "read flush: fill");
+    return t;
+  }();
+  return b;
+}
 inline bool g_use_read_flush = false;
+inline void use_read_flush(bool on) {
+  if (on) read_flush_buffer();
+  g_use_read_flush = on;
+}
 inline void flush_l2(int i) {
-  if (g_use_read_flush && g_read_flush) {
+  if (g_use_read_flush) {
     static DeviceTensor<float> sink({1});
+    const DeviceTensor<float>& buf = read_flush_buffer();
     cublasHandle_t h = cuda::gpu().blas;
     cublasPointerMode_t mode;
     cuda::check(cublasGetPointerMode(h, &mode), "read flush: pointer mode");
     cuda::check(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_DEVICE), "read flush: pointer mode");
-    cuda::check(cublasSasum(h, int(g_read_flush->numel()), g_read_flush->data(), 1, sink.data()), "read flush");
+    cuda::check(cublasSasum(h, int(buf.numel()), buf.data(), 1, sink.data()), "read flush");
     cuda::check(cublasSetPointerMode(h, mode), "read flush: pointer mode");
   } else {
     cudaMemsetAsync(g_flush->data(), i & 0xff, size_t(g_flush->numel()) * 4, cuda::gpu().stream);

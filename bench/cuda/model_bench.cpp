@@ -197,10 +197,7 @@ int main(int argc, char** argv) {
   g_flush = &flush;
   // The layer breakdown flushes L2 by reading (bench_util.h): clean, unrelated lines, as a real
   // step leaves after the previous layer's weight reads.
-  DeviceTensor<float> read_flush({64ll << 20});
-  cuda::check(cudaMemsetAsync(read_flush.data(), 0x3C, size_t(read_flush.numel()) * 4, cuda::gpu().stream), "fill");
-  g_read_flush = &read_flush;
-  g_use_read_flush = true;
+  use_read_flush(true);
   const double copy_bw = measured_copy_bandwidth();
   std::printf("  measured device-to-device copy: %.2f TB/s (read + write)\n", copy_bw / 1e12);
   const ModelConfig c = hy_mt2_config(layers);

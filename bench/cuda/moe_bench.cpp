@@ -171,9 +171,6 @@ int main() {
               cuda::gpu().name.c_str(), cuda::gpu().sms);
   DeviceTensor<int32_t> flush({64ll << 20});  // 256 MB
   g_flush = &flush;
-  DeviceTensor<float> read_flush({64ll << 20});  // 256 MB, written once here, only read afterwards
-  cuda::check(cudaMemsetAsync(read_flush.data(), 0x3C, size_t(read_flush.numel()) * 4, cuda::gpu().stream), "fill");
-  g_read_flush = &read_flush;
   const ModelConfig c = hy_mt2_config(2);
   std::printf("| %-44s | %13s | %12s | %6s | %13s | %12s | %6s | baseline\n", "case", "ours", "ours", "%roof", "baseline",
               "baseline", "%roof");
@@ -181,9 +178,9 @@ int main() {
   // L2 flushed by a memset before each repetition (as the previous sessions measured), then by a
   // read-only pass (no dirty lines left for the timed kernel to write back; bench_util.h).
   bench_moe(m.layers[1], c, 1, " (memset flush)");
-  g_use_read_flush = true;
+  use_read_flush(true);
   bench_moe(m.layers[1], c, 1, " (read flush)");
-  g_use_read_flush = false;
+  use_read_flush(false);
   bench_moe(m.layers[1], c, 4096, "");
   std::printf("\nsummary (H200 as found; roofline = max(FLOPs/989 TF/s, bytes/3.35 TB/s); copy bw %.2f TB/s measured)\n",
               measured_copy_bandwidth() / 1e12);
