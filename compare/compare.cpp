@@ -124,6 +124,9 @@ struct Walk {
   std::map<std::string, std::vector<double>> token_rel;
   double last_rel = 0;
   std::map<std::pair<int64_t, int64_t>, std::set<int64_t>> near_tie_tokens;  // (step, layer) -> tokens
+  // Per step: tokens whose error is explained by a permitted near-tie routing flip so far in this
+  // step's forward (token -> the layer of its first flip).
+  std::map<int64_t, std::map<int64_t, int64_t>> explained;
   int64_t gen_divergence = -1;
   std::vector<std::vector<int64_t>> exported_ids;  // routed-experts export, [L][T*k]
 
@@ -135,26 +138,44 @@ struct Walk {
     if (tf) return L >= 0 && L < tf->config().num_hidden_layers && !tf->config().is_dense(L);
     return b.has(names::layer(L, "moe.routed_out")) || b.has(names::layer(L, "moe.topk_ids"));
   }
-  double inherited_input(const std::string& name) const {
-    double worst = -1;
+  // The inherited error of a step's inputs, from the nearest tensors that were compared: an
+  // input the target did not dump stands for its own inputs, amplified by its op (tolerance.h),
+  // so a module-only dump's attn.q_norm inherits from input_norm, per token.
+  void inherited_of(const std::string& name, size_t T, double gain, int depth, double* worst,
+                    std::vector<double>* tokens, bool* any) const {
     for (const std::string& raw : step_inputs(name, is_moe_layer(layer_of_name(name)))) {
-      auto it = total_rel.find(resolve(raw));
-      if (it != total_rel.end()) worst = std::max(worst, it->second);
+      const std::string in = resolve(raw);
+      auto it = total_rel.find(in);
+      if (it != total_rel.end()) {
+        *any = true;
+        *worst = std::max(*worst, gain * it->second);
+        auto jt = token_rel.find(in);
+        if (tokens && jt != token_rel.end() && jt->second.size() == T)
+          for (size_t i = 0; i < T; ++i) (*tokens)[i] = std::max((*tokens)[i], gain * jt->second[i]);
+        else if (tokens)
+          for (double& v : *tokens) v = std::max(v, gain * it->second);
+      } else if (depth < 16 && !t.has(in)) {
+        inherited_of(in, T, gain * amplification(op_of(in)), depth + 1, worst, tokens, any);
+      }
     }
-    return worst < 0 ? last_rel : worst;
+  }
+  double inherited_input(const std::string& name) const {
+    double worst = 0;
+    bool any = false;
+    inherited_of(name, 0, 1.0, 0, &worst, nullptr, &any);
+    return any ? worst : last_rel;
   }
   std::vector<double> inherited_tokens(const std::string& name, size_t T) const {
     std::vector<double> v(T, 0.0);
+    double worst = 0;
     bool any = false;
-    for (const std::string& raw : step_inputs(name, is_moe_layer(layer_of_name(name)))) {
-      auto it = token_rel.find(resolve(raw));
-      if (it == token_rel.end() || it->second.size() != T) continue;
-      any = true;
-      for (size_t i = 0; i < T; ++i) v[i] = std::max(v[i], it->second[i]);
-    }
+    inherited_of(name, T, 1.0, 0, &worst, &v, &any);
     if (!any) std::fill(v.begin(), v.end(), last_rel);
     return v;
   }
+  // The baseline ran other input than the target from this decode step on (its greedy tokens
+  // parted earlier): only teacher-forced (local) judgements are possible there.
+  bool after_token_divergence(int64_t step) const { return step > 0 && gen_divergence >= 0 && step > gen_divergence; }
 
   void record_failure(const TensorResult& r) {
     if (!rep.first_divergence) rep.first_divergence = Divergence{r.name, r.layer, r.reason};
@@ -171,7 +192,13 @@ struct Walk {
 
 void Walk::judge(TensorResult& r, const Metrics& m, const BudgetInputs& bi, bool local,
                  const std::vector<double>& inh_tok) {
-  const Budget derived = local ? derived_local_budget(bi) : derived_total_budget(bi, r.inherited_input);
+  Budget derived = local ? derived_local_budget(bi) : derived_total_budget(bi, r.inherited_input);
+  const double c = safety_factor(bi.u_target, bi.numel);
+  if (local && r.composed_noise > 0) {
+    derived.limit += c * r.composed_noise;
+    derived.derivation += " + c·composed noise " + fmtg(r.composed_noise) + " (recomputed: " +
+                          std::to_string(r.replay_composed.size()) + " step(s) the target did not dump)";
+  }
   const int rule = opt.rules.find(r.name);
   if (rule < 0 && !opt.rules.use_derived_defaults) {
     r.verdict = Verdict::incomplete;
@@ -192,7 +219,9 @@ void Walk::judge(TensorResult& r, const Metrics& m, const BudgetInputs& bi, bool
   if (r.budget.metric == "rel_l2" && r.budget.token_limit > 0) {
     const double local_part = local ? r.budget.limit : r.budget.limit - amplification(bi.op) * std::max(0.0, r.inherited_input);
     for (size_t i = 0; i < m.token_rel_l2.size(); ++i) {
-      const double lim = 3.0 * std::max(local_part, 0.0) + (local ? 0.0 : amplification(bi.op) * inh_tok[i]);
+      const double own = local ? r.budget.limit - c * r.composed_noise : local_part;
+      const double extra = i < inh_tok.size() ? (local ? c : amplification(bi.op)) * inh_tok[i] : 0.0;
+      const double lim = 3.0 * std::max(own, 0.0) + extra;
       const double scale = r.budget.limit > 0 ? r.budget.limit / std::max(lim, 1e-300) : 1;
       r.min_passing = std::max(r.min_passing, m.token_rel_l2[i] * scale);
       if (m.token_rel_l2[i] > lim && (bad_token < 0 || m.token_rel_l2[i] / lim > bad_val / bad_lim)) {
@@ -238,6 +267,13 @@ void Walk::compare_tensor(const std::string& name) {
   if (bi_info.shape != ti_info.shape)
     fail(t.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(ti_info.shape) + ", baseline " +
          b.file_of(name) + " has " + shape_str(bi_info.shape));
+  if (tf) {
+    const std::vector<int64_t> want = tf->expected_shape(name);
+    if (!want.empty() && ti_info.shape != want)
+      fail(t.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(ti_info.shape) + "; expected " +
+           shape_str(want) + " from " + opt.model_dir + "/config.json and the dump's " + std::to_string(positions.size()) +
+           " prompt tokens");
+  }
   rep.bytes_read += double(bi_info.end - bi_info.begin) + double(ti_info.end - ti_info.begin);
 
   TensorResult r;
@@ -250,6 +286,10 @@ void Walk::compare_tensor(const std::string& name) {
   r.target_dtype = dtype_name(ti_info.dtype);
   const std::string base = strip_step(name);
   const int64_t L = r.layer;
+  // From the first decode step whose input token differs on the two sides, the baseline's tensor
+  // is the model on other input: only the teacher-forced replay on the target's own tokens and
+  // cache can judge it.
+  r.total_comparable = !after_token_divergence(r.step);
 
   // moe.topk_weights is rearranged before it is compared (keyed by expert id: HF does not sort its
   // top-k), so it is read whole (it is small: [T, k]). Every other tensor streams from the mapped
@@ -276,15 +316,21 @@ void Walk::compare_tensor(const std::string& name) {
     reject_nan(t, name, tt);
     const std::string ids = names::layer(L, "moe.topk_ids");
     const std::string pre = r.step > 0 ? names::step(r.step, "") : "";
-    if (b.has(pre + ids) && t.has(pre + ids))
+    if (r.total_comparable && b.has(pre + ids) && t.has(pre + ids))
       tt = align_weights(b.read_ints(pre + ids), bt, t.read_ints(pre + ids), tt, &r.excluded_tokens);
     shape = bt.shape;
   }
   const TensorSource bsrc = is_weights ? TensorSource(bt) : TensorSource(b, name, prefix);
   const TensorSource tsrc = is_weights ? TensorSource(tt) : TensorSource(t, name, prefix);
-  r.total = stream_compare(bsrc, tsrc, shape);
-  reject_nan(b, name, r.total.nan_ref, r.total.first_nan_ref_at);
-  reject_nan(t, name, r.total.nan_target, r.total.first_nan_target_at);
+  if (r.total_comparable) {
+    r.total = stream_compare(bsrc, tsrc, shape);
+    reject_nan(b, name, r.total.nan_ref, r.total.first_nan_ref_at);
+    reject_nan(t, name, r.total.nan_target, r.total.first_nan_target_at);
+  } else {
+    // Only the target is read here; a NaN in it is still a failed engine.
+    const Metrics self = stream_compare(tsrc, tsrc, shape);
+    reject_nan(t, name, self.nan_ref, self.first_nan_ref_at);
+  }
   r.inherited_input = inherited_input(name);
   const int64_t numel = numel_of(shape);
   const int64_t cols = shape.empty() ? 1 : shape.back();
@@ -297,53 +343,70 @@ void Walk::compare_tensor(const std::string& name) {
 
   // RMSNorm reduces Σu² over its last axis (all terms positive: κ = 1).
   if (r.op == "rms_norm") bi.reduction_k = cols;
-  // RoPE: fp32 angles on either side drift with position (budget term, tolerance.h).
-  if (r.op == "rope" && shape.size() == 3 && (b.producer("precision") != "exact" || t.producer("precision") != "exact")) {
+  // RoPE: fp32 angles on either side drift with position (budget term, tolerance.h). A recomputed
+  // RoPE inside a composed replay carries the same drift: the term applies wherever RoPE ran.
+  std::optional<Replay> rp;
+  if (tf) rp = tf->replay(name);
+  const bool rope_inside = r.op == "rope" || (rp && std::any_of(rp->composed.begin(), rp->composed.end(), [](const std::string& n) {
+                                                return op_of(n) == "rope";
+                                              }));
+  if (rope_inside && (b.producer("precision") != "exact" || t.producer("precision") != "exact")) {
     std::vector<int64_t> pos = positions;
     if (r.step > 0 && !positions.empty()) pos = {positions.back() + r.step};  // decode step S feeds position T+S-1
     const double theta = tf ? tf->config().rope_theta : 11158840.0;  // hy_v3's θ when no --model gives it
-    bi.rope_angle_rms = rope_angle_rms(pos, shape[2], theta);
+    const int64_t d = tf ? tf->config().head_dim : (shape.size() == 3 ? shape[2] : 128);
+    bi.rope_angle_rms = rope_angle_rms(pos, d, theta);
   }
-  std::optional<Replay> rp;
-  if (tf) rp = tf->replay(name, t, positions);
   if (rp) {
     if (rp->value.numel() != numel)
       fail(t.file_of(name) + ": tensor \"" + name + "\" has " + std::to_string(numel) +
            " elements, the reference step on the target's inputs gives " + std::to_string(rp->value.numel()));
     rp->value.shape = shape;
+    r.replay_read = rp->read;
+    r.replay_composed = rp->composed;
+    r.composed_noise = rp->composed_noise;
     // local: the target in its own order (topk_weights unaligned) against the replayed step.
     r.local = stream_compare(TensorSource(rp->value), is_weights ? TensorSource(t.read(name)) : TensorSource(t, name, prefix), shape);
-    r.inherited = stream_compare(bsrc, TensorSource(rp->value), shape).rel_l2;
+    if (r.total_comparable) r.inherited = stream_compare(bsrc, TensorSource(rp->value), shape).rel_l2;
     if (is_weights) r.inherited = NAN;  // orders differ; see routing
     if (rp->reduction_k) bi.reduction_k = rp->reduction_k;
     bi.kappa = rp->kappa;
     bi.gain = rp->gain;
-    judge(r, *r.local, bi, true, {});
+    judge(r, *r.local, bi, true, rp->composed_noise_tokens);
+  } else if (!r.total_comparable) {
+    rep.skipped.push_back({name, "decode step after the generated tokens part, and no teacher-forced replay (" +
+                                     std::string(tf ? "an input is missing from the target" : "no --model") + ")"});
+    return;
   } else {
-    // Model-free: leave near-tie routing flips out of the judged total of the MoE outputs (their
-    // target rows take the baseline's values).
+    // Model-free: leave tokens whose error a permitted near-tie routing flip explains out of the
+    // judged total of every tensor after the flip (their target rows take the baseline's values).
     Metrics judged = r.total;
-    const auto key = std::make_pair(r.step, L);
-    if (L >= 0 && near_tie_tokens.count(key) &&
-        (base.find("moe.routed_out") != std::string::npos || (base.find("mlp.out") != std::string::npos))) {
+    std::set<int64_t> rows;
+    if (auto it = explained.find(r.step); it != explained.end() && (L >= 0 || base == "final_norm" || base == "logits"))
+      for (auto [tok, flip_layer] : it->second)
+        if (L < 0 || flip_layer <= L) rows.insert(tok);
+    const bool row_shaped = !shape.empty() && (r.step > 0 ? shape[0] == 1 : shape[0] == int64_t(positions.size()));
+    if (!rows.empty() && row_shaped && !is_weights) {
       StreamOptions so;
-      so.reference_rows = &near_tie_tokens[key];
-      r.excluded_tokens = int64_t(near_tie_tokens[key].size());
+      so.reference_rows = &rows;
+      r.excluded_tokens = int64_t(rows.size());
       judged = stream_compare(bsrc, tsrc, shape, so);
     }
     if (r.op == "linear" || r.op == "swiglu" || r.op == "ffn" || r.op == "routed_experts") bi.reduction_k = cols;
     judge(r, judged, bi, false, inherited_tokens(name, judged.token_rel_l2.size()));
     r.total = judged.n ? r.total : judged;
   }
-  // The total rule, always (first_total_divergence; the verdict when there is no teacher forcing).
-  if (!rep.first_total_divergence) {
-    const Budget tb = derived_total_budget(bi, r.inherited_input);
-    if (r.total.rel_l2 > tb.limit)
-      rep.first_total_divergence = Divergence{name, L, "total rel-L2 " + fmtg(r.total.rel_l2) + " > " + fmtg(tb.limit)};
+  if (r.total_comparable) {
+    // The total rule, always (first_total_divergence; the verdict when there is no teacher forcing).
+    if (!rep.first_total_divergence) {
+      const Budget tb = derived_total_budget(bi, r.inherited_input);
+      if (r.total.rel_l2 > tb.limit)
+        rep.first_total_divergence = Divergence{name, L, "total rel-L2 " + fmtg(r.total.rel_l2) + " > " + fmtg(tb.limit)};
+    }
+    total_rel[name] = r.total.rel_l2;
+    token_rel[name] = r.total.token_rel_l2;
+    last_rel = r.total.rel_l2;
   }
-  total_rel[name] = r.total.rel_l2;
-  token_rel[name] = r.total.token_rel_l2;
-  last_rel = r.total.rel_l2;
   if (r.verdict == Verdict::fail) record_failure(r);
   rep.tensors.push_back(std::move(r));
   // Whole-tensor reads (teacher-forcing inputs, topk_weights) touched mapped pages.
@@ -351,6 +414,26 @@ void Walk::compare_tensor(const std::string& name) {
     b.release_pages();
     t.release_pages();
   }
+}
+
+// Reads and validates an id tensor of a dump against the routing layer's shape and E: ids in
+// [0, E), no expert twice in a row.
+std::vector<int64_t> checked_ids(const Dump& d, const std::string& name, const std::vector<int64_t>& shape, int64_t E) {
+  const TensorInfo& ti = d.info(name);
+  if (ti.shape != shape)
+    fail(d.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(ti.shape) + "; expected " + shape_str(shape));
+  std::vector<int64_t> ids = d.read_ints(name);
+  const int64_t k = shape.size() > 1 ? shape[1] : 1;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (E > 0 && (ids[i] < 0 || ids[i] >= E))
+      fail(d.file_of(name) + ": tensor \"" + name + "\" holds expert id " + std::to_string(ids[i]) + " at " +
+           shape_str({int64_t(i) / k, int64_t(i) % k}) + "; expected [0, " + std::to_string(E) + ")");
+    for (size_t j = i - i % size_t(k); j < i; ++j)
+      if (ids[j] == ids[i])
+        fail(d.file_of(name) + ": tensor \"" + name + "\" names expert " + std::to_string(ids[i]) + " twice in row " +
+             std::to_string(int64_t(i) / k));
+  }
+  return ids;
 }
 
 void Walk::compare_routing(const std::string& name) {
@@ -362,39 +445,56 @@ void Walk::compare_routing(const std::string& name) {
   RoutingInputs in;
   in.layer = L;
   const TensorInfo& bi = b.info(name);
-  in.tokens = bi.shape.at(0);
-  in.k = bi.shape.size() > 1 ? bi.shape[1] : 1;
-  in.ref_ids = b.read_ints(name);
+  if (bi.shape.size() != 2 || bi.shape[0] < 0 || bi.shape[1] < 1)
+    fail(b.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(bi.shape) + "; expected [tokens, k] with k >= 1");
+  in.tokens = bi.shape[0];
+  in.k = bi.shape[1];
+  // E: the config's, else the width of the baseline's router tensors.
+  in.experts = tf ? tf->config().num_experts : 0;
+  for (const char* s : {"moe.scores", "moe.router_logits"})
+    if (!tf && b.has(ln(s)) && b.info(ln(s)).shape.size() == 2) in.experts = b.info(ln(s)).shape[1];
+  if (tf) {
+    const std::vector<int64_t> want = tf->expected_shape(name);
+    if (bi.shape != want)
+      fail(b.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(bi.shape) + "; expected " + shape_str(want) +
+           " from " + opt.model_dir + "/config.json");
+  }
+  const std::vector<int64_t> rows_k = bi.shape, rows_e = {in.tokens, in.experts};
+  auto read_float = [&](const Dump& d, const std::string& n, const std::vector<int64_t>& want) {
+    if (d.info(n).shape != want)
+      fail(d.file_of(n) + ": tensor \"" + n + "\" has shape " + shape_str(d.info(n).shape) + "; expected " + shape_str(want));
+    Tensor<double> x = d.read(n);
+    reject_nan(d, n, x);
+    return x;
+  };
+  const bool reference_comparable = !after_token_divergence(step);
+  in.ref_ids = checked_ids(b, name, rows_k, in.experts);
   if (t.has(name)) {
-    if (t.info(name).shape != bi.shape)
-      fail(t.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(t.info(name).shape) + ", baseline has " +
-           shape_str(bi.shape));
-    in.target_ids = t.read_ints(name);
+    in.target_ids = checked_ids(t, name, rows_k, in.experts);
   } else {
     in.target_ids = exported_ids.at(size_t(L));
     if (int64_t(in.target_ids.size()) != in.tokens * in.k)
       fail(opt.routed_experts_file + ": routed experts for layer " + std::to_string(L) + " have " +
            std::to_string(in.target_ids.size()) + " ids, expected " + std::to_string(in.tokens * in.k));
+    for (int64_t id : in.target_ids)
+      if (in.experts > 0 && (id < 0 || id >= in.experts))
+        fail(opt.routed_experts_file + ": routed experts for layer " + std::to_string(L) + " hold expert id " +
+             std::to_string(id) + "; expected [0, " + std::to_string(in.experts) + ")");
   }
-  if (b.has(ln("moe.scores"))) {
-    const Tensor<double> s = b.read(ln("moe.scores"));
-    in.experts = s.cols();
-    in.ref_scores = s.data;
-  }
+  if (b.has(ln("moe.scores"))) in.ref_scores = read_float(b, ln("moe.scores"), rows_e).data;
   Tensor<double> logits;
   if (b.has(ln("moe.router_logits"))) {
-    logits = b.read(ln("moe.router_logits"));
-    in.experts = logits.cols();
+    logits = read_float(b, ln("moe.router_logits"), rows_e);
     if (in.ref_scores.empty()) {
       in.ref_scores = logits.data;
       for (double& x : in.ref_scores) x = 1 / (1 + std::exp(-x));
     }
   }
   if (tf) in.expert_bias = tf->expert_bias(L);
-  if (b.has(ln("moe.topk_margin"))) in.ref_margin = b.read(ln("moe.topk_margin")).data;
+  if (b.has(ln("moe.topk_margin"))) in.ref_margin = read_float(b, ln("moe.topk_margin"), {in.tokens}).data;
   if (b.has(ln("moe.topk_weights")) && t.has(ln("moe.topk_weights"))) {
-    in.ref_weights = b.read(ln("moe.topk_weights")).data;
-    in.target_weights = t.read(ln("moe.topk_weights")).data;
+    in.ref_weights = read_float(b, ln("moe.topk_weights"), rows_k).data;
+    in.target_weights = read_float(t, ln("moe.topk_weights"), rows_k).data;
   }
   // Expected router-logit noise per token: what the router GEMM adds at the target's precision plus
   // what the measured input error (post_norm, per token) becomes through it.
@@ -419,8 +519,24 @@ void Walk::compare_routing(const std::string& name) {
   }
   in.ref_unit_roundoff = unit_roundoff(dtype_name(b.info(ln("moe.topk_ids")).dtype)).value_or(0x1p-53);
   if (b.has(ln("moe.scores"))) in.ref_unit_roundoff = unit_roundoff(dtype_name(b.info(ln("moe.scores")).dtype)).value_or(0x1p-53);
-  RoutingLayer rl = routing_agreement(in);
+  RoutingLayer rl = reference_comparable ? routing_agreement(in) : RoutingLayer{};
+  rl.layer = L;
   rl.step = step;
+  rl.tokens = in.tokens;
+  rl.reference_comparable = reference_comparable;
+  // Teacher-forced selection: the target's ids against the top-k of its own router output.
+  if (tf && in.experts > 0) {
+    for (const char* src : {"moe.router_logits", "moe.scores"}) {
+      if (!t.has(ln(src))) continue;
+      const Tensor<double> v = read_float(t, ln(src), rows_e);
+      const std::string dt = dtype_name(t.info(ln(src)).dtype);
+      const double u_dump = unit_roundoff(dt).value_or(0x1p-24);
+      forced_routing(v.data, std::string(src) == "moe.router_logits", u_dump, in.expert_bias, in.target_ids, in.tokens,
+                     in.experts, in.k, rl);
+      rl.forced_source = "target " + ln(src) + " (" + dt + ") + checkpoint expert_bias (F32)";
+      break;
+    }
+  }
 
   TensorResult r;
   r.name = name;
@@ -430,29 +546,61 @@ void Walk::compare_routing(const std::string& name) {
   r.shape = bi.shape;
   r.baseline_dtype = dtype_name(bi.dtype);
   r.target_dtype = t.has(name) ? dtype_name(t.info(name).dtype) : "export";
-  r.budget.rule = "routing:real-flips";
-  r.budget.metric = "real_flips";
-  r.budget.limit = 0;
-  r.budget.derivation = "a flip is a near-tie when the reference's gap <= σ'(ℓ)·Δℓ_expected for both experts";
-  r.judged_on = tf ? "local" : "total";
-  r.judged_error = double(rl.real_flips);
-  r.min_passing = double(rl.real_flips);
+  r.total_comparable = reference_comparable;
   for (const RoutingFlip& f : rl.flips)
-    if (f.near_tie) near_tie_tokens[{step, L}].insert(f.token);
-  if (rl.real_flips > 0) {
-    const RoutingFlip* f = nullptr;
-    for (const auto& x : rl.flips)
-      if (!x.near_tie) { f = &x; break; }
-    std::string a, c;
-    for (int64_t e : f->only_baseline) a += (a.empty() ? "" : ",") + std::to_string(e);
-    for (int64_t e : f->only_target) c += (c.empty() ? "" : ",") + std::to_string(e);
-    r.verdict = Verdict::fail;
-    r.reason = std::to_string(rl.real_flips) + " real routing flip(s); first at token " + std::to_string(f->token) +
-               ": reference chose {" + a + "}, target {" + c + "}, reference gap " + fmtg(f->margin) +
-               " > expected noise " + fmtg(f->noise);
-    r.hints.push_back("router math: expert_bias used for selection only? sigmoid (not softmax)? top-k on s + bias?");
-    record_failure(r);
+    if (f.near_tie) {
+      near_tie_tokens[{step, L}].insert(f.token);
+      explained[step].emplace(f.token, L);
+    }
+  auto list = [](const std::vector<int64_t>& v) {
+    std::string s;
+    for (int64_t e : v) s += (s.empty() ? "" : ",") + std::to_string(e);
+    return s;
+  };
+  if (rl.forced) {
+    r.budget.rule = "routing:teacher-forced";
+    r.budget.metric = "selection_errors";
+    r.budget.limit = 0;
+    r.budget.derivation = "the target's ids must be the top-k of σ(its logits) + expert_bias; only ties within the "
+                          "rounding window of the corrected score may go either way";
+    r.judged_on = "local";
+    r.judged_error = double(rl.forced_mismatches);
+    r.min_passing = r.judged_error;
+    if (rl.forced_mismatches > 0) {
+      const ForcedMismatch& m = rl.forced_list.front();
+      r.verdict = Verdict::fail;
+      r.reason = std::to_string(rl.forced_mismatches) + " token(s) routed against the target's own router output; first: token " +
+                 std::to_string(m.token) + " chose expert " + std::to_string(m.chosen) + " (c = " + fmtg(m.c_chosen, "%.9g") +
+                 ") over expert " + std::to_string(m.passed_over) + " (c = " + fmtg(m.c_passed_over, "%.9g") +
+                 "), gap " + fmtg(m.c_passed_over - m.c_chosen) + " > rounding window " + fmtg(m.window);
+      r.hints.push_back("selection: expert_bias held in fp32? top-k on σ(ℓ) + bias in fp32 (not bf16)? the k largest, "
+                        "not a partial sort? ids and weights kept in the same order?");
+    }
+  } else if (reference_comparable) {
+    r.budget.rule = "routing:real-flips";
+    r.budget.metric = "real_flips";
+    r.budget.limit = 0;
+    r.budget.derivation = "a flip is a near-tie when the reference's gap <= σ'(ℓ)·Δℓ_expected for both experts";
+    r.judged_on = "total";
+    r.judged_error = double(rl.real_flips);
+    r.min_passing = double(rl.real_flips);
+    if (rl.real_flips > 0) {
+      const RoutingFlip* f = nullptr;
+      for (const auto& x : rl.flips)
+        if (!x.near_tie) { f = &x; break; }
+      r.verdict = Verdict::fail;
+      r.reason = std::to_string(rl.real_flips) + " real routing flip(s); first at token " + std::to_string(f->token) +
+                 ": reference chose {" + list(f->only_baseline) + "}, target {" + list(f->only_target) +
+                 "}, reference gap " + fmtg(f->margin) + " > expected noise " + fmtg(f->noise);
+      r.hints.push_back("router math: expert_bias used for selection only? sigmoid (not softmax)? top-k on s + bias?");
+    }
+  } else {
+    rep.skipped.push_back({name, "decode step after the generated tokens part, and no router logits in the target "
+                                 "to judge its selection on"});
+    rep.routing.push_back(std::move(rl));
+    return;
   }
+  if (r.verdict == Verdict::fail) record_failure(r);
   rep.routing.push_back(std::move(rl));
   rep.tensors.push_back(std::move(r));
   b.release_pages();
@@ -511,7 +659,7 @@ void Walk::run() {
                    ? b.manifest()["model"]["num_hidden_layers"].get<int64_t>()
                    : 0;
   if (!opt.model_dir.empty()) {
-    tf = std::make_unique<TeacherForcing>(opt.model_dir, opt.threads);
+    tf = std::make_unique<TeacherForcing>(opt.model_dir, t, positions, opt.threads);
     num_layers = tf->config().num_hidden_layers;
     rep.teacher_forced = true;
   }
@@ -552,8 +700,9 @@ void Walk::run() {
     const int64_t L = layer_of_name(name);
     int64_t step = 0;
     strip_step(name, &step);
-    if (step > 0 && gen_divergence >= 0 && step > gen_divergence) {
-      rep.skipped.push_back({name, "decode step after the first generated-token difference (different input)"});
+    if (after_token_divergence(step) && !tf) {
+      rep.skipped.push_back({name, "decode step after the first generated-token difference (the baseline ran other "
+                                   "input; --model judges it on the target's own tokens)"});
       continue;
     }
     if (L >= 0 && (L < opt.layer_first || (opt.layer_last >= 0 && L >= opt.layer_last))) {
@@ -562,7 +711,17 @@ void Walk::run() {
     }
     const std::string op = op_of(name);
     if (base == "input_ids") {
-      if (b.read_ints(name) != t.read_ints(name)) fail(t.file_of(name) + ": tensor \"input_ids\" differs from the baseline's");
+      // A decode step's input is the token generated before it: the baseline's until the tokens
+      // part, the target's own after that.
+      const std::vector<int64_t> ti = t.read_ints(name);
+      if (!after_token_divergence(step) && b.read_ints(name) != ti)
+        fail(t.file_of(name) + ": tensor \"" + name + "\" differs from the baseline's");
+      if (step > 0 && t.has("generate.tokens")) {
+        const std::vector<int64_t> g = t.read_ints("generate.tokens");
+        if (ti.size() != 1 || int64_t(g.size()) < step || ti[0] != g[size_t(step - 1)])
+          fail(t.file_of(name) + ": tensor \"" + name + "\" is not the target's generated token " + std::to_string(step - 1) +
+               " (generate.tokens)");
+      }
       continue;
     }
     if (base.find("moe.topk_margin") != std::string::npos) {
@@ -595,6 +754,22 @@ void Walk::run() {
     }, rep.logits);
   }
   excuse_generation_after_near_tie();
+  if (gen_divergence >= 0) {
+    const LogitsSummary& g = rep.logits;
+    rep.notes.push_back("the greedy tokens part at generated token " + std::to_string(gen_divergence) + " (" +
+                        (g.divergence_near_tie ? "a near-tie: reference top-1 − top-2 margin " + fmtg(g.divergence_margin) +
+                                                     " <= expected logit noise " + fmtg(g.divergence_noise)
+                                               : "not a near-tie: margin " + fmtg(g.divergence_margin) + " > noise " +
+                                                     fmtg(g.divergence_noise)) +
+                        "); decode steps from " + std::to_string(gen_divergence + 1) + " on " +
+                        (tf ? "are judged on the target's own tokens and cache (teacher forcing), not against the baseline"
+                            : "are not judged (no --model)"));
+  }
+  int64_t composed = 0;
+  for (const TensorResult& r : rep.tensors) composed += !r.replay_composed.empty();
+  if (composed > 0)
+    rep.notes.push_back(std::to_string(composed) + " tensor(s) judged on replays that recomputed steps the target did not "
+                        "dump, their budgets widened by the measured honest noise of those steps");
 }
 
 // A greedy token chosen after a permitted near-tie routing flip (in the prefill or in a decode
@@ -636,7 +811,7 @@ Report compare_dumps(const Dump& baseline, const Dump& target, const CompareOpti
   rep.target_dir = target.dir();
   if (baseline.manifest().contains("producer")) rep.baseline_producer = baseline.manifest()["producer"];
   if (target.manifest().contains("producer")) rep.target_producer = target.manifest()["producer"];
-  Walk w{baseline, target, options, rep, nullptr, {}, 0, {}, {}, 0, {}, -1, {}};
+  Walk w{baseline, target, options, rep, nullptr, {}, 0, {}, {}, 0, {}, {}, -1, {}};
   try {
     w.run();
   } catch (const Error& e) {

@@ -57,6 +57,10 @@ struct TensorResult {
   double min_passing = 0;            // smallest limit under this rule that would have passed
   double budget_units = 0;           // judged_error / limit
   int64_t excluded_tokens = 0;       // tokens left out (routing flips at near-ties)
+  bool total_comparable = true;      // false: the baseline ran other input here (decode after the tokens part)
+  std::vector<std::string> replay_read;      // teacher forcing: the target tensors the replay read
+  std::vector<std::string> replay_composed;  // steps the reference recomputed (not in the target's dump)
+  double composed_noise = 0;         // rel-L2 the honest noise of the recomputed steps makes here
   Verdict verdict = Verdict::pass;
   std::string reason;                // one line when not pass
   std::vector<std::string> hints;    // heuristic cause hints
@@ -70,6 +74,14 @@ struct RoutingFlip {
   bool near_tie = false;
 };
 
+// Teacher-forced routing: a token whose selection is not the top-k of the target's own corrected
+// scores c = σ(ℓ_target) + expert_bias (checkpoint, fp32), beyond the rounding window of c.
+struct ForcedMismatch {
+  int64_t token = 0;
+  int64_t chosen = 0, passed_over = 0;  // the target chose `chosen` though `passed_over` scored higher
+  double c_chosen = 0, c_passed_over = 0, window = 0;
+};
+
 struct RoutingLayer {
   int64_t layer = 0, step = 0, tokens = 0, exact_set_match = 0;  // step: 0 prefill, S decode step
   double mean_jaccard = 1;
@@ -81,6 +93,12 @@ struct RoutingLayer {
   int64_t near_tie_flips = 0, real_flips = 0;
   std::vector<int64_t> margin_histogram;  // counts per decade: <1e-6, 1e-6..1e-5, ..., >=1e-1
   std::vector<RoutingFlip> flips;
+  // Teacher-forced selection check (with --model, where the target dumped its router logits).
+  bool forced = false;
+  std::string forced_source;          // e.g. "target moe.router_logits (F32) + checkpoint expert_bias"
+  int64_t forced_mismatches = 0;
+  std::vector<ForcedMismatch> forced_list;  // the first few
+  bool reference_comparable = true;   // false: the baseline ran other input (decode after the tokens part)
 };
 
 struct LogitsSummary {
@@ -114,6 +132,7 @@ struct Report {
   LogitsSummary logits;
   std::vector<std::string> missing_in_baseline, missing_in_target, missing_required;
   std::vector<std::pair<std::string, std::string>> skipped;  // name, reason
+  std::vector<std::string> notes;    // what the verdict rests on, in a sentence each (shown in every report)
   double seconds = 0;
   double bytes_read = 0;
   double peak_rss_bytes = 0;         // of this process so far (getrusage), when compare_dumps returned

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "dataflow.h"
 #include "names.h"
 #include "tolerance.h"
 
@@ -29,19 +30,14 @@ OrderKey order_key(const std::string& full) {
     }
     return k;
   }
-  static const std::vector<std::string> head = {"input_ids", "embed"};
-  static const std::vector<std::string> tail = {"final_norm", "logits", "generate.tokens", "generate.logits"};
-  if (auto it = std::find(head.begin(), head.end(), n); it != head.end()) {
-    k.section = 1;
-    k.index = int64_t(it - head.begin());
-    k.known = true;
-  } else if (auto jt = std::find(tail.begin(), tail.end(), n); jt != tail.end()) {
-    k.section = 3;
-    k.index = int64_t(jt - tail.begin());
-    k.known = true;
-  } else {
-    k.section = 10;
-  }
+  k.section = 10;
+  const auto& ms = dataflow::model_steps();
+  for (size_t i = 0; i < ms.size(); ++i)
+    if (ms[i].name == n) {
+      k.section = ms[i].before_layers ? 1 : 3;
+      k.index = int64_t(i);
+      k.known = true;
+    }
   return k;
 }
 
@@ -59,58 +55,19 @@ std::vector<std::string> step_inputs(const std::string& full, bool moe) {
   int64_t step = 0;
   const std::string n = strip_step(full, &step);
   const std::string pre = step > 0 ? names::step(step, "") : "";
-  const int64_t L = layer_of_name(n);
-  std::vector<std::string> in;
-  auto lay = [&](int64_t l, const std::string& s) { in.push_back(pre + names::layer(l, s)); };
-  if (n == "final_norm") {
-    in.push_back(pre + "LAST.out");  // resolved by the caller (last layer present)
-    return in;
-  }
+  if (n == "final_norm") return {pre + "LAST.out"};  // resolved by the caller (last layer present)
   if (n == "logits") return {pre + "final_norm"};
   if (n == "generate.logits") return {"logits"};
-  if (L < 0) return in;
+  const int64_t L = layer_of_name(n);
+  if (L < 0) return {};
   const std::string s = n.substr(n.find('.', 7) + 1);
-  if (s == "input_norm") {
-    if (L == 0) in.push_back(pre + "embed");
-    else lay(L - 1, "out");
-  } else if (s == "attn.q" || s == "attn.k" || s == "attn.v") {
-    lay(L, "input_norm");
-  } else if (s == "attn.q_norm") {
-    lay(L, "attn.q");
-  } else if (s == "attn.k_norm") {
-    lay(L, "attn.k");
-  } else if (s == "attn.q_rope") {
-    lay(L, "attn.q_norm");
-  } else if (s == "attn.k_rope") {
-    lay(L, "attn.k_norm");
-  } else if (s == "attn.context") {
-    lay(L, "attn.q_rope"), lay(L, "attn.k_rope"), lay(L, "attn.v");
-  } else if (s == "attn.out") {
-    lay(L, "attn.context");
-  } else if (s == "resid_mid") {
-    if (L == 0) in.push_back(pre + "embed");
-    else lay(L - 1, "out");
-    lay(L, "attn.out");
-  } else if (s == "post_norm") {
-    lay(L, "resid_mid");
-  } else if (s == "moe.router_logits" || s == "moe.shared_out") {
-    lay(L, "post_norm");
-  } else if (s == "moe.scores") {
-    lay(L, "moe.router_logits");
-  } else if (s == "moe.topk_weights" || s == "moe.topk_ids" || s == "moe.topk_margin") {
-    lay(L, "moe.scores");
-  } else if (s == "moe.routed_out") {
-    lay(L, "post_norm"), lay(L, "moe.topk_weights");
-  } else if (s == "mlp.out") {
-    if (moe) lay(L, "moe.routed_out"), lay(L, "moe.shared_out");
-    else lay(L, "post_norm");
-  } else if (s == "out") {
-    lay(L, "resid_mid"), lay(L, "mlp.out");
-  } else if (s == "kv.k") {
-    lay(L, "attn.k_rope");
-  } else if (s == "kv.v") {
-    lay(L, "attn.v");
-  }
+  if (s == "kv.k") return {pre + names::layer(L, "attn.k_rope")};
+  if (s == "kv.v") return {pre + names::layer(L, "attn.v")};
+  const dataflow::Step* st = dataflow::find_step(s, moe);
+  if (!st) return {};
+  std::vector<std::string> in;
+  for (const std::string& i : st->inputs)
+    in.push_back(pre + (i != dataflow::kPrevOut ? names::layer(L, i) : L == 0 ? std::string("embed") : names::layer(L - 1, "out")));
   return in;
 }
 

@@ -113,3 +113,40 @@ RoutingLayer routing_agreement(const RoutingInputs& in) {
 }
 
 }  // namespace hyoracle::compare
+
+namespace hyoracle::compare {
+
+void forced_routing(const std::vector<double>& values, bool are_logits, double u_dump, const std::vector<double>& bias,
+                    const std::vector<int64_t>& target_ids, int64_t T, int64_t E, int64_t k, RoutingLayer& out,
+                    size_t keep) {
+  const double u32 = 0x1p-24;
+  out.forced = true;
+  std::vector<double> c(static_cast<size_t>(E)), w(static_cast<size_t>(E));
+  std::vector<char> chosen(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t e = 0; e < E; ++e) {
+      const double v = values[size_t(t * E + e)];
+      const double s = are_logits ? 1.0 / (1.0 + std::exp(-v)) : v;
+      const double b = bias.empty() ? 0.0 : bias[size_t(e)];
+      c[size_t(e)] = s + b;
+      const double dump = are_logits ? s * (1 - s) * std::fabs(v) * u_dump : std::fabs(s) * u_dump;
+      w[size_t(e)] = 4 * u32 * (std::fabs(s) + std::fabs(b) + std::fabs(c[size_t(e)])) + dump;
+    }
+    std::fill(chosen.begin(), chosen.end(), 0);
+    for (int64_t j = 0; j < k; ++j) chosen[size_t(target_ids[size_t(t * k + j)])] = 1;
+    int64_t a = -1, b = -1;
+    for (int64_t e = 0; e < E; ++e) {
+      if (chosen[size_t(e)]) {
+        if (a < 0 || c[size_t(e)] + w[size_t(e)] < c[size_t(a)] + w[size_t(a)]) a = e;
+      } else if (b < 0 || c[size_t(e)] - w[size_t(e)] > c[size_t(b)] - w[size_t(b)]) {
+        b = e;
+      }
+    }
+    if (a < 0 || b < 0 || c[size_t(b)] - w[size_t(b)] <= c[size_t(a)] + w[size_t(a)]) continue;
+    ++out.forced_mismatches;
+    if (out.forced_list.size() < keep)
+      out.forced_list.push_back({t, a, b, c[size_t(a)], c[size_t(b)], w[size_t(a)] + w[size_t(b)]});
+  }
+}
+
+}  // namespace hyoracle::compare

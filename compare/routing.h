@@ -34,6 +34,19 @@ struct RoutingInputs {
 
 RoutingLayer routing_agreement(const RoutingInputs& in);
 
+// Teacher-forced routing check. The target's selection must be the top-k of its own corrected
+// scores c_e = σ(ℓ_e) + b_e, with ℓ its dumped router logits (or s its dumped scores) and b the
+// checkpoint's fp32 expert_bias, computed here in double. Only ties within the rounding of c may
+// go either way: per expert, window_e = 4·u_f32·(|s_e| + |b_e| + |c_e|) (the fp32 sigmoid, sum and
+// comparison) + σ'(ℓ_e)·|ℓ_e|·u_dump (the dumped logits' own rounding; s_e·u_dump for scores).
+// A token fails when some expert it passed over beats one it chose by more than the two windows:
+//   max_{b ∉ B} (c_b − w_b)  >  min_{a ∈ B} (c_a + w_a).
+// values [T, E] logits (are_logits) or scores; target_ids [T, k] (validated: ids in [0, E)).
+// Fills the forced_* fields of `out` (the first `keep` mismatches are listed).
+void forced_routing(const std::vector<double>& values, bool are_logits, double u_dump, const std::vector<double>& bias,
+                    const std::vector<int64_t>& target_ids, int64_t T, int64_t E, int64_t k, RoutingLayer& out,
+                    size_t keep = 8);
+
 // Jaccard index of two id sets (as given; duplicates ignored).
 double jaccard(std::vector<int64_t> a, std::vector<int64_t> b);
 

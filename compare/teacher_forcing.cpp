@@ -1,8 +1,11 @@
 #include "teacher_forcing.h"
 
 #include <cmath>
+#include <random>
 
 #include "attention.h"
+#include "dataflow.h"
+#include "embedding.h"
 #include "matmul.h"
 #include "names.h"
 #include "rms_norm.h"
@@ -71,7 +74,59 @@ double attention_rounding_gain(const Tensor<double>& q, const Tensor<double>& k,
   return std::sqrt(1.0 + (2.0 * score_term + prob_term) / ctx_term);
 }
 
-TeacherForcing::TeacherForcing(const std::string& model_dir, int threads) : ck_(model_dir), threads_(threads) {}
+// One value of the composition: exact, and (when a recomputed intermediate lies upstream) the same
+// computed from perturbed intermediates.
+struct TeacherForcing::Val {
+  Tensor<double> x, xn;
+  bool noisy = false;
+  const Tensor<double>& n() const { return noisy ? xn : x; }
+};
+
+struct TeacherForcing::Ctx {
+  std::vector<std::string> read, composed;
+  int depth = 0;
+  void note(std::vector<std::string>& v, const std::string& s) {
+    if (std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);
+  }
+};
+
+namespace {
+
+// FNV-1a: a seed that depends on the tensor's name only (replayable across runs and machines).
+uint64_t name_seed(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// Relative rel-L2 per row of (a − b) against b, and whole.
+double rel_rows(const Tensor<double>& a, const Tensor<double>& b, std::vector<double>* rows) {
+  const int64_t R = b.shape.empty() ? 1 : b.dim(0), C = R ? b.numel() / R : 0;
+  double ee = 0, rr = 0;
+  if (rows) rows->assign(size_t(R), 0.0);
+  for (int64_t i = 0; i < R; ++i) {
+    double e = 0, r = 0;
+    for (int64_t j = 0; j < C; ++j) {
+      const double d = a.data[size_t(i * C + j)] - b.data[size_t(i * C + j)];
+      e += d * d;
+      r += b.data[size_t(i * C + j)] * b.data[size_t(i * C + j)];
+    }
+    ee += e;
+    rr += r;
+    if (rows) (*rows)[size_t(i)] = r > 0 ? std::sqrt(e / r) : (e > 0 ? INFINITY : 0.0);
+  }
+  return rr > 0 ? std::sqrt(ee / rr) : (ee > 0 ? INFINITY : 0.0);
+}
+
+}  // namespace
+
+TeacherForcing::TeacherForcing(const std::string& model_dir, const Dump& target, std::vector<int64_t> prefill_positions,
+                               int threads)
+    : ck_(model_dir), t_(target), prefill_pos_(std::move(prefill_positions)), threads_(threads) {
+  u_run_ = unit_roundoff(t_.producer("dtype")).value_or(0x1p-24);
+}
+
+TeacherForcing::~TeacherForcing() = default;
 
 const LayerWeights<double>& TeacherForcing::layer(int64_t L) {
   if (loaded_ != L) {
@@ -92,192 +147,343 @@ void TeacherForcing::load_head() {
   head_loaded_ = true;
 }
 
-std::vector<double> TeacherForcing::expert_bias(int64_t L) {
-  if (L < 0 || L >= config().num_hidden_layers || config().is_dense(L)) return {};
-  const auto& w = layer(L);
-  return w.expert_bias.data;
+Tensor<double> TeacherForcing::embedding_rows(const std::vector<int64_t>& ids) {
+  // Only the rows asked for are decoded: the table of a real checkpoint is GBs in double.
+  const ModelConfig& c = ck_.config();
+  const WeightRef r = ck_.ref("model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
+  Tensor<double> x({int64_t(ids.size()), c.hidden_size});
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= c.vocab_size)
+      fail(t_.dir() + ": token id " + std::to_string(ids[i]) + " outside the vocabulary [0, " +
+           std::to_string(c.vocab_size) + ")");
+    for (int64_t h = 0; h < c.hidden_size; ++h)
+      x.data[i * size_t(c.hidden_size) + size_t(h)] =
+          element_as_double(r.file->data(*r.info), r.info->dtype, ids[i] * c.hidden_size + h);
+  }
+  return x;
 }
 
-std::optional<Replay> TeacherForcing::replay(const std::string& full, const Dump& t,
-                                             const std::vector<int64_t>& prefill_pos) {
-  // Decode step S (steps.S.*) is one token at position prefill_end + S - 1; its attention reads
-  // the target's cache: prefill k_rope/v rows followed by those of steps 1..S.
+std::vector<double> TeacherForcing::expert_bias(int64_t L) {
+  if (L < 0 || L >= config().num_hidden_layers || config().is_dense(L)) return {};
+  return layer(L).expert_bias.data;
+}
+
+bool TeacherForcing::moe(int64_t L) const { return L >= 0 && L < config().num_hidden_layers && !config().is_dense(L); }
+
+int64_t TeacherForcing::rows_of(int64_t step) const { return step > 0 ? 1 : int64_t(prefill_pos_.size()); }
+
+std::vector<int64_t> TeacherForcing::positions_of(int64_t step) const {
+  if (step == 0) return prefill_pos_;
+  return {(prefill_pos_.empty() ? 0 : prefill_pos_.back() + 1) + step - 1};
+}
+
+std::vector<int64_t> TeacherForcing::expected_shape(const std::string& full) const {
+  int64_t step = 0;
+  const std::string n = strip_step(full, &step);
+  const ModelConfig& c = config();
+  const int64_t T = rows_of(step);
+  if (n == "embed" || n == "final_norm") return {T, c.hidden_size};
+  if (n == "logits") return {T, c.vocab_size};
+  if (n == "input_ids") return {T};
+  const int64_t L = layer_of_name(n);
+  if (L < 0 || L >= c.num_hidden_layers) return {};
+  const dataflow::Step* st = dataflow::find_step(n.substr(n.find('.', 7) + 1), moe(L));
+  if (!st) return {};
+  using S = dataflow::Shape;
+  const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
+  switch (st->shape) {
+    case S::T_H: return {T, c.hidden_size};
+    case S::T_nq_d: return {T, nq, d};
+    case S::T_nkv_d: return {T, nkv, d};
+    case S::T_nqd: return {T, nq * d};
+    case S::T_E: return {T, c.num_experts};
+    case S::T_k: return {T, c.num_experts_per_tok};
+    case S::T: return {T};
+  }
+  return {};
+}
+
+Tensor<double> TeacherForcing::read_checked(const std::string& name) const {
+  const std::vector<int64_t> want = expected_shape(name);
+  const TensorInfo& ti = t_.info(name);
+  if (!want.empty() && ti.shape != want)
+    fail(t_.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(ti.shape) + "; expected " +
+         shape_str(want) + " from " + ck_.dir() + "/config.json and the dump's " + std::to_string(rows_of(0)) +
+         " prompt tokens");
+  return t_.read(name);
+}
+
+std::vector<int64_t> TeacherForcing::read_ids_checked(const std::string& name) const {
+  read_checked(name);  // shape
+  std::vector<int64_t> ids = t_.read_ints(name);
+  const int64_t E = config().num_experts, k = config().num_experts_per_tok;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= E)
+      fail(t_.file_of(name) + ": tensor \"" + name + "\" holds expert id " + std::to_string(ids[i]) + " at " +
+           shape_str({int64_t(i) / k, int64_t(i) % k}) + "; expected [0, " + std::to_string(E) + ")");
+    for (size_t j = i - i % size_t(k); j < i; ++j)
+      if (ids[j] == ids[i])
+        fail(t_.file_of(name) + ": tensor \"" + name + "\" names expert " + std::to_string(ids[i]) + " twice in row " +
+             std::to_string(int64_t(i) / k));
+  }
+  return ids;
+}
+
+// A value for `full`: the target's own tensor when it dumped it, else the reference's
+// recomputation from the target's nearest tensors, perturbed by the honest noise of its step.
+std::optional<TeacherForcing::Val> TeacherForcing::value(const std::string& full, Ctx& ctx) {
+  if (t_.has(full)) {
+    ctx.note(ctx.read, full);
+    Val v;
+    const int64_t L = layer_of_name(full);
+    const std::string n = strip_step(full);
+    if (L >= 0 && n.substr(n.find('.', 7) + 1) == "moe.topk_ids") {
+      const std::vector<int64_t> ids = read_ids_checked(full);
+      v.x = Tensor<double>(expected_shape(full));
+      for (size_t i = 0; i < ids.size(); ++i) v.x.data[i] = double(ids[i]);
+    } else {
+      v.x = read_checked(full);
+    }
+    return v;
+  }
+  if (auto it = kv_memo_.find(full); it != kv_memo_.end()) {
+    ctx.note(ctx.composed, full);
+    return *it->second;
+  }
+  if (ctx.depth > 64) return std::nullopt;  // no chain of the table is this long
+  Replay meta;
+  ++ctx.depth;
+  std::optional<Val> v = compute(full, ctx, &meta);
+  --ctx.depth;
+  if (!v) return std::nullopt;
+  ctx.note(ctx.composed, full);
+  // The honest error an engine's own computation of this step would carry: its derived local
+  // budget without the safety factor (tolerance.h), as a relative perturbation per element.
+  BudgetInputs bi;
+  bi.op = op_of(full);
+  bi.u_target = u_run_;
+  bi.numel = v->x.numel();
+  bi.reduction_k = meta.reduction_k;
+  bi.gain = meta.gain;
+  bi.experts_per_token = config().num_experts_per_tok;
+  const double rms = derived_local_budget(bi).limit / safety_factor(u_run_, bi.numel);
+  if (!v->noisy) v->xn = v->x;
+  std::mt19937_64 rng(name_seed(full));
+  std::uniform_real_distribution<double> uni(-1.0, 1.0);
+  for (double& y : v->xn.data) y *= 1.0 + std::sqrt(3.0) * rms * uni(rng);
+  v->noisy = true;
+  const std::string n = strip_step(full);
+  if (n.size() > 11 && (n.ends_with(".attn.k_rope") || n.ends_with(".attn.v")))
+    kv_memo_[full] = std::make_unique<Val>(*v);
+  return v;
+}
+
+std::optional<Replay> TeacherForcing::replay(const std::string& full) {
+  Ctx ctx;
+  Replay r;
+  std::optional<Val> v = compute(full, ctx, &r);
+  if (!v) return std::nullopt;
+  r.value = std::move(v->x);
+  r.read = std::move(ctx.read);
+  r.composed = std::move(ctx.composed);
+  if (v->noisy) r.composed_noise = rel_rows(v->xn, r.value, &r.composed_noise_tokens);
+  return r;
+}
+
+// The reference function of one step (a row of the dataflow table) on values of its inputs.
+std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& full, Ctx& ctx, Replay* meta) {
   int64_t step = 0;
   const std::string name = strip_step(full, &step);
   const std::string pre = step > 0 ? names::step(step, "") : "";
-  std::vector<int64_t> pos = prefill_pos;
-  if (step > 0) pos = {(prefill_pos.empty() ? 0 : prefill_pos.back() + 1) + step - 1};
+  const std::vector<int64_t> pos = positions_of(step);
   const ModelConfig& c = config();
   const double eps = c.rms_norm_eps;
   const Numerics num{Precision::exact, threads_};
   const int64_t L = layer_of_name(name);
-  auto in = [&](const std::string& s) { return t.read(pre + names::layer(L, s)); };
-  auto have = [&](std::initializer_list<std::string> ss) {
-    for (const auto& s : ss)
-      if (!t.has(pre + names::layer(L, s))) return false;
+  const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
+
+  // Values of the inputs, by full name.
+  std::vector<Val> in;
+  auto get = [&](const std::string& n) {
+    std::optional<Val> v = value(n, ctx);
+    if (!v) return false;
+    in.push_back(std::move(*v));
     return true;
   };
-  auto lin = [&](const Tensor<double>& a, const Tensor<double>& w, std::vector<int64_t> shape) {
-    Replay r;
-    Tensor<double> a2({a.rows(), a.cols()}, a.data);
-    r.value = linear(a2, w, threads_);
-    r.value.shape = std::move(shape);
-    r.reduction_k = a.cols();
-    r.kappa = dot_conditioning(a2, w, threads_);
-    return r;
+  auto layer_name = [&](const std::string& s) {
+    if (s == dataflow::kPrevOut) return pre + (L == 0 ? std::string("embed") : names::layer(L - 1, "out"));
+    return pre + names::layer(L, s);
   };
-  auto sum2 = [&](const Tensor<double>& a, const Tensor<double>& b) {
-    Replay r;
-    r.value = a;
-    for (int64_t i = 0; i < a.numel(); ++i) r.value.data[i] += b.data[i];
-    return r;
+  // f on the exact inputs and, when one of them carries perturbation, on the perturbed ones.
+  auto both = [&](const auto& f) {
+    Val out;
+    std::vector<const Tensor<double>*> a;
+    bool noisy = false;
+    for (const Val& v : in) a.push_back(&v.x), noisy = noisy || v.noisy;
+    out.x = f(a);
+    if (noisy) {
+      a.clear();
+      for (const Val& v : in) a.push_back(&v.n());
+      out.xn = f(a);
+      out.noisy = true;
+    }
+    return std::optional<Val>(std::move(out));
   };
-  auto head_norm = [&](const std::string& src, const Tensor<double>& w) {
-    Tensor<double> x = in(src);
-    const auto shape = x.shape;
-    x.shape = {x.numel() / c.head_dim, c.head_dim};
-    Replay r;
-    r.value = rms_norm(x, w, eps, num);
-    r.value.shape = shape;
-    return r;
+  auto lin = [&](const Tensor<double>& w, std::vector<int64_t> shape) {
+    meta->reduction_k = w.cols();
+    auto f = [&, shape](const std::vector<const Tensor<double>*>& a) {
+      Tensor<double> y = linear(Tensor<double>({a[0]->numel() / w.cols(), w.cols()}, a[0]->data), w, threads_);
+      y.shape = shape;
+      return y;
+    };
+    auto v = both(f);
+    if (ctx.depth == 0)  // the judged step: its conditioning sets the accumulation budget
+      meta->kappa = dot_conditioning(Tensor<double>({in[0].x.numel() / w.cols(), w.cols()}, in[0].x.data), w, threads_);
+    return v;
+  };
+  auto norm = [&](const Tensor<double>& w, int64_t width) {
+    return both([&](const std::vector<const Tensor<double>*>& a) {
+      Tensor<double> x = *a[0];
+      const auto shape = x.shape;
+      x.shape = {x.numel() / width, width};
+      Tensor<double> y = rms_norm(x, w, eps, num);
+      y.shape = shape;
+      return y;
+    });
+  };
+  auto add = [&]() {
+    return both([&](const std::vector<const Tensor<double>*>& a) {
+      Tensor<double> y = *a[0];
+      for (size_t i = 0; i < y.data.size(); ++i) y.data[i] += a[1]->data[i];
+      return y;
+    });
   };
 
+  if (name == "embed") {
+    std::vector<int64_t> ids;
+    if (t_.has(pre + "input_ids")) ids = t_.read_ints(pre + "input_ids"), ctx.note(ctx.read, pre + "input_ids");
+    else if (step == 0) ids = t_.token_ids();
+    else if (t_.has("generate.tokens")) {
+      const std::vector<int64_t> g = t_.read_ints("generate.tokens");
+      if (int64_t(g.size()) < step) return std::nullopt;
+      ids = {g[size_t(step - 1)]};
+      ctx.note(ctx.read, "generate.tokens");
+    } else {
+      return std::nullopt;
+    }
+    if (int64_t(ids.size()) != rows_of(step)) return std::nullopt;
+    Val v;
+    v.x = embedding_rows(ids);
+    return v;
+  }
   if (name == "final_norm") {
-    const std::string last = pre + names::layer(c.num_hidden_layers - 1, "out");
-    if (!t.has(last)) return std::nullopt;
+    if (!get(pre + names::layer(c.num_hidden_layers - 1, "out"))) return std::nullopt;
     load_head();
-    Replay r;
-    r.value = rms_norm(t.read(last), final_norm_, eps, num);
-    return r;
+    return norm(final_norm_, c.hidden_size);
   }
   if (name == "logits") {
-    if (!t.has(pre + "final_norm")) return std::nullopt;
+    if (!get(pre + "final_norm")) return std::nullopt;
     load_head();
-    const Tensor<double> h = t.read(pre + "final_norm");
-    return lin(h, lm_head_, {h.rows(), c.vocab_size});
+    return lin(lm_head_, {rows_of(step), c.vocab_size});
   }
   if (L < 0 || L >= c.num_hidden_layers) return std::nullopt;
   const std::string s = name.substr(name.find('.', 7) + 1);
-  const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
-  if (s == "input_norm") {
-    const std::string src = pre + (L == 0 ? "embed" : names::layer(L - 1, "out"));
-    if (!t.has(src)) return std::nullopt;
-    Replay r;
-    r.value = rms_norm(t.read(src), layer(L).input_norm, eps, num);
-    return r;
-  }
-  if (s == "attn.q" || s == "attn.k" || s == "attn.v") {
-    if (!have({"input_norm"})) return std::nullopt;
-    const auto& w = layer(L);
-    const Tensor<double> a = in("input_norm");
-    const int64_t T = a.rows();
-    if (s == "attn.q") return lin(a, w.wq, {T, nq, d});
-    return lin(a, s == "attn.k" ? w.wk : w.wv, {T, nkv, d});
-  }
-  if (s == "attn.q_norm" && have({"attn.q"})) return head_norm("attn.q", layer(L).q_norm);
-  if (s == "attn.k_norm" && have({"attn.k"})) return head_norm("attn.k", layer(L).k_norm);
-  if ((s == "attn.q_rope" && have({"attn.q_norm"})) || (s == "attn.k_rope" && have({"attn.k_norm"}))) {
-    Replay r;
-    r.value = in(s == "attn.q_rope" ? "attn.q_norm" : "attn.k_norm");
-    apply_rope(r.value, rope_table<double>(pos, d, c.rope_theta, num));
-    return r;
-  }
-  if (s == "attn.context" && have({"attn.q_rope", "attn.k_rope", "attn.v"})) {
-    const Tensor<double> q = in("attn.q_rope");
-    Tensor<double> k = in("attn.k_rope"), v = in("attn.v");
-    std::vector<int64_t> kpos = pos;
-    if (step > 0) {  // the cache: prefill rows, then steps 1..S
-      kpos = prefill_pos;
-      const std::string kn = names::layer(L, "attn.k_rope"), vn = names::layer(L, "attn.v");
-      if (!t.has(kn) || !t.has(vn)) return std::nullopt;
-      k = t.read(kn);
-      v = t.read(vn);
-      for (int64_t s2 = 1; s2 <= step; ++s2) {
-        const std::string p2 = names::step(s2, "");
-        if (!t.has(p2 + kn) || !t.has(p2 + vn)) return std::nullopt;
-        append_rows(k, t.read(p2 + kn));
-        append_rows(v, t.read(p2 + vn));
-        kpos.push_back(kpos.empty() ? 0 : kpos.back() + 1);
+  const dataflow::Step* st = dataflow::find_step(s, moe(L));
+  if (!st || st->role != dataflow::Role::activation) return std::nullopt;  // ids: judged as routing
+  if (s == "attn.context") {
+    // The cache: this step's rows for the prefill; prefill rows then steps 1..S for a decode step.
+    if (!get(layer_name("attn.q_rope"))) return std::nullopt;
+    std::vector<int64_t> kpos;
+    Val k, v;
+    for (int64_t s2 = 0; s2 <= step; ++s2) {
+      const std::string p2 = s2 > 0 ? names::step(s2, "") : "";
+      std::optional<Val> ks = value(p2 + names::layer(L, "attn.k_rope"), ctx);
+      std::optional<Val> vs = value(p2 + names::layer(L, "attn.v"), ctx);
+      if (!ks || !vs) return std::nullopt;
+      for (int64_t p : positions_of(s2)) kpos.push_back(p);
+      if (s2 == 0) {
+        k = std::move(*ks), v = std::move(*vs);
+        continue;
+      }
+      for (auto [dst, src] : {std::pair{&k, &*ks}, std::pair{&v, &*vs}}) {
+        if (src->noisy && !dst->noisy) dst->xn = dst->x, dst->noisy = true;
+        append_rows(dst->x, src->x);
+        if (dst->noisy) append_rows(dst->xn, src->n());
       }
     }
-    Replay r;
-    r.value = attention(q, k, v, pos, kpos, num);
-    r.gain = attention_rounding_gain(q, k, v, pos, kpos);
+    if (step == 0) kpos = pos;
+    in.push_back(std::move(k));
+    in.push_back(std::move(v));
+    meta->gain = attention_rounding_gain(in[0].x, in[1].x, in[2].x, pos, kpos);
     // P·V sums over up to Tk keys (and Q·K over d): accumulation error grows like √K·u_acc,
     // which the rounding gain above does not cover (it matters for fp32 targets at long T).
-    r.reduction_k = std::max<int64_t>(k.dim(0), q.dim(2));
-    return r;
+    meta->reduction_k = std::max<int64_t>(in[1].x.dim(0), d);
+    return both([&](const std::vector<const Tensor<double>*>& a) {
+      Tensor<double> y = attention(*a[0], *a[1], *a[2], pos, kpos, num);
+      return y;
+    });
   }
-  if (s == "attn.out" && have({"attn.context"})) {
-    const Tensor<double> ctx = in("attn.context");
-    return lin(ctx, layer(L).wo, {ctx.rows(), c.hidden_size});
+  for (const std::string& i : st->inputs)
+    if (!get(layer_name(i))) return std::nullopt;
+  const int64_t T = rows_of(step);
+  if (s == "input_norm") return norm(layer(L).input_norm, c.hidden_size);
+  if (s == "attn.q") return lin(layer(L).wq, {T, nq, d});
+  if (s == "attn.k") return lin(layer(L).wk, {T, nkv, d});
+  if (s == "attn.v") return lin(layer(L).wv, {T, nkv, d});
+  if (s == "attn.q_norm") return norm(layer(L).q_norm, d);
+  if (s == "attn.k_norm") return norm(layer(L).k_norm, d);
+  if (s == "attn.q_rope" || s == "attn.k_rope") {
+    const RopeTable<double> table = rope_table<double>(pos, d, c.rope_theta, num);
+    return both([&](const std::vector<const Tensor<double>*>& a) {
+      Tensor<double> y = *a[0];
+      apply_rope(y, table);
+      return y;
+    });
   }
-  if (s == "resid_mid" && have({"attn.out"})) {
-    const std::string src = pre + (L == 0 ? "embed" : names::layer(L - 1, "out"));
-    if (!t.has(src)) return std::nullopt;
-    return sum2(t.read(src), in("attn.out"));
-  }
-  if (s == "post_norm" && have({"resid_mid"})) {
-    Replay r;
-    r.value = rms_norm(in("resid_mid"), layer(L).post_norm, eps, num);
-    return r;
-  }
-  if (s == "out" && have({"resid_mid", "mlp.out"})) return sum2(in("resid_mid"), in("mlp.out"));
-  const bool dense = c.is_dense(L);
+  if (s == "attn.out") return lin(layer(L).wo, {T, c.hidden_size});
+  if (s == "resid_mid" || s == "out" || (s == "mlp.out" && moe(L))) return add();
+  if (s == "post_norm") return norm(layer(L).post_norm, c.hidden_size);
   if (s == "mlp.out") {
-    if (dense && have({"post_norm"})) {
-      Replay r;
-      const Tensor<double> f = in("post_norm");
-      r.value = swiglu_mlp(f, layer(L).mlp, threads_);
-      r.reduction_k = c.intermediate_size;
-      return r;
-    }
-    if (!dense && have({"moe.routed_out", "moe.shared_out"})) return sum2(in("moe.routed_out"), in("moe.shared_out"));
-    return std::nullopt;
+    meta->reduction_k = c.intermediate_size;
+    return both([&](const std::vector<const Tensor<double>*>& a) { return swiglu_mlp(*a[0], layer(L).mlp, threads_); });
   }
-  if (dense) return std::nullopt;
-  if (s == "moe.router_logits" && have({"post_norm"})) {
-    const Tensor<double> f = in("post_norm");
-    return lin(f, layer(L).router, {f.rows(), c.num_experts});
-  }
-  if (s == "moe.scores" && have({"moe.router_logits"})) {
-    Replay r;
-    r.value = in("moe.router_logits");
-    for (double& x : r.value.data) x = 1.0 / (1.0 + std::exp(-x));
-    return r;
-  }
-  if (s == "moe.shared_out" && have({"post_norm"})) {
+  if (s == "moe.router_logits") return lin(layer(L).router, {T, c.num_experts});
+  if (s == "moe.scores")
+    return both([&](const std::vector<const Tensor<double>*>& a) {
+      Tensor<double> y = *a[0];
+      for (double& x : y.data) x = 1.0 / (1.0 + std::exp(-x));
+      return y;
+    });
+  if (s == "moe.shared_out") {
     if (c.shared_width() == 0) return std::nullopt;
-    Replay r;
-    r.value = swiglu_mlp(in("post_norm"), layer(L).shared, threads_);
-    r.reduction_k = c.shared_width();
-    return r;
+    meta->reduction_k = c.shared_width();
+    return both([&](const std::vector<const Tensor<double>*>& a) { return swiglu_mlp(*a[0], layer(L).shared, threads_); });
   }
-  if (s == "moe.topk_weights" && have({"moe.scores", "moe.topk_ids"})) {
-    const Tensor<double> sc = in("moe.scores");
-    const std::vector<int64_t> ids = t.read_ints(pre + names::layer(L, "moe.topk_ids"));
-    const int64_t T = sc.rows(), E = sc.cols(), k = int64_t(ids.size()) / std::max<int64_t>(T, 1);
-    Replay r;
-    r.value = Tensor<double>({T, k});
-    for (int64_t i = 0; i < T; ++i) {
-      double sum = 0;
-      for (int64_t j = 0; j < k; ++j) sum += sc.data[i * E + ids[i * k + j]];
-      const double denom = c.route_norm ? sum + 1e-20 : 1.0;
-      for (int64_t j = 0; j < k; ++j)
-        r.value.data[i * k + j] = sc.data[i * E + ids[i * k + j]] / denom * c.router_scaling_factor;
-    }
-    return r;
-  }
-  if (s == "moe.routed_out" && have({"post_norm", "moe.topk_ids", "moe.topk_weights"})) {
-    const Tensor<double> f = in("post_norm");
-    RouterOutput<double> ro;
-    ro.ids = t.read_ints(pre + names::layer(L, "moe.topk_ids"));
-    ro.weights = in("moe.topk_weights");
-    ro.k = ro.weights.cols();
-    Replay r;
-    r.value = routed_experts(f, ro, layer(L).experts, threads_);
-    r.reduction_k = c.moe_intermediate_size;
-    return r;
+  const int64_t k = c.num_experts_per_tok, E = c.num_experts;
+  if (s == "moe.topk_weights")
+    return both([&](const std::vector<const Tensor<double>*>& a) {
+      const Tensor<double>& sc = *a[0];
+      const Tensor<double>& ids = *a[1];
+      Tensor<double> y({T, k});
+      for (int64_t i = 0; i < T; ++i) {
+        double sum = 0;
+        for (int64_t j = 0; j < k; ++j) sum += sc.data[size_t(i * E + int64_t(ids.data[size_t(i * k + j)]))];
+        const double denom = c.route_norm ? sum + 1e-20 : 1.0;
+        for (int64_t j = 0; j < k; ++j)
+          y.data[size_t(i * k + j)] =
+              sc.data[size_t(i * E + int64_t(ids.data[size_t(i * k + j)]))] / denom * c.router_scaling_factor;
+      }
+      return y;
+    });
+  if (s == "moe.routed_out") {
+    meta->reduction_k = c.moe_intermediate_size;
+    return both([&](const std::vector<const Tensor<double>*>& a) {
+      RouterOutput<double> ro;
+      for (double x : a[1]->data) ro.ids.push_back(int64_t(x));
+      ro.weights = *a[2];
+      ro.k = k;
+      return routed_experts(*a[0], ro, layer(L).experts, threads_);
+    });
   }
   return std::nullopt;
 }

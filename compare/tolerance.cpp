@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dataflow.h"
 #include "error.h"
 #include "safetensors.h"
 
@@ -54,24 +55,18 @@ int64_t layer_of_name(const std::string& name) {
 
 std::string op_of(const std::string& canonical_name) {
   const std::string n = strip_step(canonical_name);
-  if (n == "embed") return "embedding";
-  if (n == "final_norm") return "rms_norm";
-  if (n == "logits" || n == "generate.logits") return "linear";
-  if (n == "input_ids" || n == "generate.tokens") return "ids";
-  if (layer_of_name(n) < 0) return "";
+  if (layer_of_name(n) < 0) {
+    for (const auto& m : dataflow::model_steps())
+      if (m.name == n) return m.op;
+    return "";
+  }
   const std::string s = n.substr(n.find('.', 7) + 1);
-  static const std::map<std::string, std::string> ops = {
-      {"input_norm", "rms_norm"},      {"attn.q", "linear"},          {"attn.k", "linear"},
-      {"attn.v", "linear"},            {"attn.q_norm", "rms_norm"},   {"attn.k_norm", "rms_norm"},
-      {"attn.q_rope", "rope"},         {"attn.k_rope", "rope"},       {"attn.context", "attention"},
-      {"attn.out", "linear"},          {"resid_mid", "add"},          {"post_norm", "rms_norm"},
-      {"mlp.out", "ffn"},              {"moe.router_logits", "linear"}, {"moe.scores", "sigmoid"},
-      {"moe.topk_ids", "ids"},         {"moe.topk_weights", "router_weights"},
-      {"moe.topk_margin", "margin"},   {"moe.routed_out", "routed_experts"},
-      {"moe.shared_out", "swiglu"},    {"out", "add"},                {"kv.k", "copy"},
-      {"kv.v", "copy"}};
-  auto it = ops.find(s);
-  return it == ops.end() ? "" : it->second;
+  if (s == "kv.k" || s == "kv.v") return "copy";  // the KV cache after the run
+  // mlp.out is an FFN in dense layers and the sum routed + shared in MoE layers; by name alone
+  // it is the dense row (the MoE form's budget comes from its replay).
+  for (const auto& st : dataflow::layer_steps())
+    if (st.name == s) return st.op;
+  return "";
 }
 
 double default_gain(const std::string& op, int64_t k) {

@@ -1,9 +1,11 @@
-// names.h: canonical dump tensor names (DUMP_FORMAT.md), the one source of truth for the
-// reference, the CUDA path, compare and the engine helpers.
+// names.h: canonical dump tensor names (docs/DUMP_FORMAT.md) for the reference, the CUDA path,
+// compare and the engine helpers; the per-layer names come from the dataflow table (dataflow.h).
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "dataflow.h"
 
 namespace hyoracle::names {
 
@@ -17,15 +19,16 @@ inline const char* kLogits = "logits";
 inline const char* kGenerateTokens = "generate.tokens";
 inline const char* kGenerateLogits = "generate.logits";
 
-// Per-layer suffixes in execution order. moe.* apply to MoE layers only. moe.topk_margin is a
-// hyoracle extension: the k-th minus (k+1)-th corrected router score per token, [T].
+// Per-layer suffixes in execution order (dataflow.h's rows, each name once). moe.* apply to MoE
+// layers only. moe.topk_margin is a hyoracle extension: the k-th minus (k+1)-th corrected router
+// score per token, [T].
 inline const std::vector<std::string>& layer_suffixes() {
-  static const std::vector<std::string> v = {
-      "input_norm",       "attn.q",        "attn.k",         "attn.v",         "attn.q_norm",
-      "attn.k_norm",      "attn.q_rope",   "attn.k_rope",    "attn.context",   "attn.out",
-      "resid_mid",        "post_norm",     "moe.router_logits", "moe.scores",  "moe.topk_ids",
-      "moe.topk_weights", "moe.topk_margin", "moe.routed_out", "moe.shared_out", "mlp.out",
-      "out"};
+  static const std::vector<std::string> v = [] {
+    std::vector<std::string> out;
+    for (const auto& s : dataflow::layer_steps())
+      if (out.empty() || out.back() != s.name) out.push_back(s.name);
+    return out;
+  }();
   return v;
 }
 

@@ -1,0 +1,71 @@
+// dataflow.h: the decoder's dataflow as one table of steps: the single source from which the
+// canonical dump names (names.h), their execution order, each tensor's operation class (its
+// error budget), its expected shape, the inputs teacher forcing replays it from, and the
+// Python tools' name lists (tools/dataflow.json, written by `hyoracle dataflow`) all derive.
+//
+// One row per canonical tensor of a decoder layer, in execution order. Inputs name other rows
+// of the same layer, or kPrevOut: the previous layer's `out` (the embedding for layer 0).
+//
+//   step               op              inputs                                  what it computes
+//   input_norm         rms_norm        PREV                                    RMSNorm(x)·w
+//   attn.q / k / v     linear          input_norm                              x·Wᵀ, per head [T, n, d]
+//   attn.q_norm/k_norm rms_norm        attn.q / attn.k                         per-head RMSNorm (before RoPE)
+//   attn.q_rope/k_rope rope            attn.q_norm / attn.k_norm               rotate-half RoPE at the positions
+//   attn.context       attention       attn.q_rope, attn.k_rope, attn.v        causal softmax(q·kᵀ/√d)·v over the cache
+//   attn.out           linear          attn.context                            context·W_oᵀ
+//   resid_mid          add             PREV, attn.out                          x + attn.out
+//   post_norm          rms_norm        resid_mid                               RMSNorm
+//   moe.router_logits  linear          post_norm                               ℓ = h·W_rᵀ (fp32 or wider)
+//   moe.scores         sigmoid         moe.router_logits                       s = σ(ℓ)
+//   moe.topk_ids       ids             moe.scores                              top-k of s + expert_bias (ties: lower id)
+//   moe.topk_weights   router_weights  moe.scores, moe.topk_ids                scaling·s[ids]/Σ s[ids]
+//   moe.topk_margin    margin          moe.scores                              k-th − (k+1)-th corrected score (hyoracle)
+//   moe.routed_out     routed_experts  post_norm, moe.topk_ids, moe.topk_weights  Σ_j w_j·SwiGLU_{id_j}(h)
+//   moe.shared_out     swiglu          post_norm                               shared SwiGLU MLP
+//   mlp.out            ffn / add       post_norm (dense) | routed_out + shared_out (MoE)
+//   out                add             resid_mid, mlp.out                      resid_mid + mlp.out
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hyoracle::dataflow {
+
+// Which layers a row belongs to.
+enum class Applies { all, moe, dense };
+// What a tensor holds: floating activations (compared), integer ids, or a hyoracle extension
+// that is read as data but never judged as a tensor.
+enum class Role { activation, ids, margin };
+// Expected shape, in the config's sizes: T rows (tokens of the forward), H hidden, nq/nkv heads
+// of d, E experts, k experts per token.
+enum class Shape { T_H, T_nq_d, T_nkv_d, T_nqd, T_E, T_k, T };
+
+inline const char* kPrevOut = "PREV.out";
+
+struct Step {
+  std::string name;                 // suffix after "layers.L."
+  std::string op;                   // operation class: the error budget (compare/tolerance.h)
+  std::vector<std::string> inputs;  // rows of the same layer, or kPrevOut
+  Applies applies = Applies::all;
+  Role role = Role::activation;
+  Shape shape = Shape::T_H;
+};
+
+// The layer's steps, in execution order. mlp.out appears twice: its dense and its MoE form.
+const std::vector<Step>& layer_steps();
+// The row for `suffix` in a layer of the given kind, or nullptr.
+const Step* find_step(const std::string& suffix, bool moe_layer);
+// Canonical tensors outside the layers, in execution order: input_ids, embed (before the
+// layers), final_norm, logits (after them), then greedy generation's generate.tokens and
+// generate.logits. `op` as for layer steps ("ids" for token ids).
+struct ModelStep {
+  std::string name, op;
+  bool before_layers;
+};
+const std::vector<ModelStep>& model_steps();
+
+// The whole table as JSON text (stable order), what `hyoracle dataflow` prints and the Python
+// tools read from tools/dataflow.json.
+std::string to_json();
+
+}  // namespace hyoracle::dataflow
