@@ -10,6 +10,7 @@
 #include "checkpoint.h"
 #include "dump.h"
 #include "error.h"
+#include "output.h"
 #include "sha256.h"
 
 namespace hyoracle::fixture {
@@ -180,7 +181,7 @@ Result make_fixture(const Request& q, const std::string& out, bool force, std::o
     r.margins = std::move(m);
     r.manifest = fixture_manifest(q, r, out);
     r.bytes = r.manifest["bytes"].get<int64_t>();
-    std::ofstream(out + "/" + kFixtureFile) << r.manifest.dump(2) << "\n";
+    write_output_file(out + "/" + kFixtureFile, r.manifest.dump(2) + "\n");
     return r;
   }
   const Try& best = *std::max_element(r.tries.begin(), r.tries.end(), [](const Try& a, const Try& b) {

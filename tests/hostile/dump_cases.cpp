@@ -123,6 +123,33 @@ std::vector<Case> dump_cases() {
                  return std::vector<std::string>{"compare", dir + "/base", dir + "/nan"};
                },
                "nan/activations.safetensors", "\"generate.logits\""});
+  // The manifest records each file's size and CRC-32: a file from another run (torn or mixed
+  // dump) or a changed byte is refused.
+  v.push_back(dump_case("FileFromAnotherRun",
+                        [](const std::string& d) {
+                          write_dump_with_logits(d + "-other", {1.0, 2.0, 3.0, 4.0});
+                          write_file(d + "/activations.safetensors", read_file(d + "-other/activations.safetensors"));
+                        },
+                        "activations.safetensors", "file_checks.activations.safetensors.bytes"));
+  v.push_back(dump_case("FlippedByte",
+                        [](const std::string& d) {
+                          std::string bytes = read_file(d + "/activations.safetensors");
+                          bytes[bytes.size() - 1] ^= 0x40;
+                          write_file(d + "/activations.safetensors", bytes);
+                        },
+                        "activations.safetensors", "file_checks.activations.safetensors.crc32"));
+  v.push_back(manifest_case("FileChecksNotObject", [](auto& m) { m["file_checks"] = {1, 2}; }, "\"file_checks\""));
+  v.push_back(manifest_case("FileCheckCrcNotHex",
+                            [](auto& m) { m["file_checks"]["activations.safetensors"]["crc32"] = "xyz"; },
+                            "file_checks.activations.safetensors.crc32"));
+  v.push_back(manifest_case("ProducerDtypeNotString", [](auto& m) { m["producer"]["dtype"] = 16; }, "producer.dtype"));
+  v.push_back(manifest_case("ModelNotObject", [](auto& m) { m["model"] = "tiny"; }, "\"model\""));
+  // input_ids holding a negative id (the manifest's token_ids are not what `run` reads then).
+  v.push_back(dump_case("NegativeInputIds",
+                        [](const std::string& d) {
+                          write_dump_with_ids(d, {1, -3});
+                        },
+                        "activations.safetensors", "tensor \"input_ids\": token id -3 at position 1 is negative"));
   return v;
 }
 
