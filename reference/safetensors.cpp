@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 
 namespace hyoracle {
@@ -111,7 +112,11 @@ std::string json_error_text(const nlohmann::json::exception& e) {
 // it scans all siblings for discarded values at every object end, quadratic in the tensors.)
 class StrictDomBuilder {
  public:
-  StrictDomBuilder(json& root, const std::string& path, int max_depth) : root_(root), path_(path), max_depth_(max_depth) {}
+  // outer_depth: containers already open around the value built (for the depth limit).
+  StrictDomBuilder(json& root, const std::string& path, int max_depth, int outer_depth = 0)
+      : root_(root), path_(path), max_depth_(max_depth), outer_depth_(outer_depth) {}
+  // True once a whole value has been built (a scalar, or a container and its end).
+  bool done() const { return stack_.empty(); }
 
   bool null() { place(json(nullptr)); return true; }
   bool boolean(bool v) { place(json(v)); return true; }
@@ -122,6 +127,7 @@ class StrictDomBuilder {
   bool binary(json::binary_t& v) { place(json(json::binary_t(std::move(v)))); return true; }
   bool start_object(std::size_t) { open(json::object()); return true; }
   bool start_array(std::size_t) { open(json::array()); return true; }
+  bool value(json&& v) { place(std::move(v)); return true; }
   bool end_object() { stack_.pop_back(); return true; }
   bool end_array() { stack_.pop_back(); return true; }
   bool key(json::string_t& k) {
@@ -151,13 +157,14 @@ class StrictDomBuilder {
     return slot_;
   }
   void open(json&& container) {
-    if (int(stack_.size()) >= max_depth_) fail(path_ + ": JSON nesting deeper than " + std::to_string(max_depth_) + " levels");
+    if (int(stack_.size()) + outer_depth_ >= max_depth_)
+      fail(path_ + ": JSON nesting deeper than " + std::to_string(max_depth_) + " levels");
     stack_.push_back(place(std::move(container)));
   }
 
   json& root_;
   const std::string& path_;
-  int max_depth_;
+  int max_depth_, outer_depth_;
   // Open containers, innermost last. A pointer into an array stays valid: an array only grows
   // while its last element is closed.
   std::vector<json*> stack_;
@@ -290,27 +297,116 @@ constexpr int kHeaderMaxDepth = 4;
 
 }  // namespace
 
+namespace {
+
+// Reads a header from SAX events without building the whole DOM: each top-level value (a tensor
+// entry or __metadata__) is built on its own, checked and dropped, so the cost is linear in the
+// header with a few small allocations per tensor (a million tensors: about a second). Duplicate
+// tensor names are found by sorting the names at the end; depth and syntax as parse_json_strict.
+class HeaderReader {
+ public:
+  HeaderReader(const std::string& path, uint64_t data_size, SafetensorsHeader& h)
+      : path_(path), label_(path + ": safetensors header"), data_size_(data_size), h_(h) {}
+
+  bool null() { return scalar(json(nullptr)); }
+  bool boolean(bool v) { return scalar(json(v)); }
+  bool number_integer(json::number_integer_t v) { return scalar(json(v)); }
+  bool number_unsigned(json::number_unsigned_t v) { return scalar(json(v)); }
+  bool number_float(json::number_float_t v, const json::string_t&) { return scalar(json(v)); }
+  bool string(json::string_t& v) { return scalar(json(std::move(v))); }
+  bool binary(json::binary_t& v) { return scalar(json(json::binary_t(std::move(v)))); }
+  bool start_object(std::size_t n) {
+    if (!root_open_) return root_open_ = true;
+    value().start_object(n);
+    return after();
+  }
+  bool start_array(std::size_t n) {
+    if (!root_open_) fail(label_ + " must be a JSON object");
+    value().start_array(n);
+    return after();
+  }
+  bool end_object() {
+    if (!builder_) return true;  // the end of the root object
+    builder_->end_object();
+    return after();
+  }
+  bool end_array() {
+    builder_->end_array();
+    return after();
+  }
+  bool key(json::string_t& k) {
+    if (builder_) return builder_->key(k);
+    name_ = std::move(k);
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
+    fail(label_ + ": not valid JSON: " + json_error_text(e));
+  }
+
+ private:
+  bool scalar(json&& v) {
+    if (!root_open_) fail(label_ + " must be a JSON object");
+    if (builder_) return builder_->value(std::move(v));  // inside an entry (its container stays open)
+    value_ = std::move(v);  // a scalar entry: read_tensor_entry / read_metadata say what is wrong
+    take();
+    return true;
+  }
+  StrictDomBuilder& value() {
+    if (!builder_) {
+      value_ = json();
+      builder_.emplace(value_, label_, kHeaderMaxDepth, 1);  // inside the root object
+    }
+    return *builder_;
+  }
+  bool after() {
+    if (builder_->done()) {
+      builder_.reset();
+      take();
+    }
+    return true;
+  }
+  // One complete top-level value under the key name_.
+  void take() {
+    if (name_ == "__metadata__") {
+      if (metadata_seen_) fail(label_ + ": JSON has duplicate key \"__metadata__\"");
+      metadata_seen_ = true;
+      read_metadata(value_, path_, h_.metadata);
+    } else {
+      h_.tensors.push_back(read_tensor_entry(name_, value_, data_size_, path_));
+    }
+  }
+
+  const std::string& path_;
+  const std::string label_;
+  uint64_t data_size_;
+  SafetensorsHeader& h_;
+  bool root_open_ = false, metadata_seen_ = false;
+  std::string name_;
+  json value_;
+  std::optional<StrictDomBuilder> builder_;
+};
+
+}  // namespace
+
 SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t size, const std::string& path) {
   const uint64_t n = header_length(bytes, size, path);
-  const std::string text(reinterpret_cast<const char*>(bytes + 8), n);
-  json header;
-  try {
-    header = parse_json_strict(text, path, kHeaderMaxDepth);
-  } catch (const Error& e) {
-    // Say that it is the safetensors header that is bad (path is already in the message).
-    std::string what = e.what();
-    const std::string prefix = path + ": ";
-    if (what.rfind(prefix, 0) == 0) what = what.substr(prefix.size());
-    fail(path + ": safetensors header: " + what);
-  }
-  if (!header.is_object()) fail(path + ": safetensors header must be a JSON object");
+  const char* text = reinterpret_cast<const char*>(bytes + 8);
+  if (n >= 3 && std::memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+    fail(path + ": safetensors header: starts with a UTF-8 byte order mark, which JSON does not allow");
   SafetensorsHeader h;
   h.data_start = 8 + n;
   const uint64_t data_size = size - 8 - n;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") read_metadata(it.value(), path, h.metadata);
-    else h.tensors.push_back(read_tensor_entry(it.key(), it.value(), data_size, path));
+  HeaderReader reader(path, data_size, h);
+  try {
+    json::sax_parse(text, text + n, &reader);
+  } catch (const json::exception& e) {
+    fail(path + ": safetensors header: not valid JSON: " + json_error_text(e));
   }
+  // Sorted by name (the order readers list them in); equal neighbours are a duplicate key.
+  std::sort(h.tensors.begin(), h.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
+  for (size_t i = 1; i < h.tensors.size(); ++i)
+    if (h.tensors[i].name == h.tensors[i - 1].name)
+      fail(path + ": safetensors header: JSON has duplicate key " + printable_quoted(h.tensors[i].name));
   check_layout(h.tensors, data_size, path);
   return h;
 }
@@ -320,12 +416,13 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : map_(path) {
   data_section_ = map_.data() + h.data_start;
   tensors_ = std::move(h.tensors);
   metadata_ = std::move(h.metadata);
-  for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
 }
 
 const TensorInfo* SafetensorsFile::find(const std::string& name) const {
-  auto it = index_.find(name);
-  return it == index_.end() ? nullptr : &tensors_[it->second];
+  // tensors_ is sorted by name (parse_safetensors_header): a binary search, no index to build.
+  auto it = std::lower_bound(tensors_.begin(), tensors_.end(), name,
+                             [](const TensorInfo& t, const std::string& n) { return t.name < n; });
+  return it != tensors_.end() && it->name == name ? &*it : nullptr;
 }
 
 template <class S>

@@ -100,8 +100,7 @@ class SafetensorsFile {
  private:
   MappedFile map_;
   const uint8_t* data_section_ = nullptr;
-  std::vector<TensorInfo> tensors_;
-  std::map<std::string, size_t> index_;
+  std::vector<TensorInfo> tensors_;  // sorted by name
   std::map<std::string, std::string> metadata_;
 };
 
