@@ -32,6 +32,17 @@ std::pair<std::string, std::string> split_path(const std::string& path) {
 
 std::string errno_text(int e) { return std::strerror(e); }
 
+// The permissions an ordinary create would give (0666 / 0777 less the umask): mkstemp and mkdtemp
+// make 0600 / 0700, which would hide dumps from other users.
+mode_t created_mode(mode_t full) {
+  static const mode_t mask = [] {
+    const mode_t m = ::umask(0);
+    ::umask(m);
+    return m;
+  }();
+  return full & ~mask;
+}
+
 }  // namespace
 
 OutputFile::OutputFile(const std::string& path) : path_(path) {
@@ -41,6 +52,7 @@ OutputFile::OutputFile(const std::string& path) : path_(path) {
   temp_ = parent + "/." + name + ".tmp-XXXXXX";
   fd_ = ::mkostemp(temp_.data(), O_CLOEXEC);
   if (fd_ < 0) fail(path + ": cannot create: " + errno_text(errno));
+  if (::fchmod(fd_, created_mode(0666)) != 0) fail(path + ": cannot set permissions: " + errno_text(errno));
   buffer_.reserve(kBufferBytes);
 }
 
@@ -113,6 +125,7 @@ OutputDir::OutputDir(const std::string& dir) : dir_(dir) {
   if (ec) fail(dir + ": cannot create its parent directory: " + ec.message());
   temp_ = parent + "/." + name + ".tmp-XXXXXX";
   if (!::mkdtemp(temp_.data())) fail(dir + ": cannot create a temporary directory next to it: " + errno_text(errno));
+  if (::chmod(temp_.c_str(), created_mode(0777)) != 0) fail(dir + ": cannot set permissions: " + errno_text(errno));
 }
 
 OutputDir::~OutputDir() {

@@ -50,13 +50,22 @@ std::string engine_dump_dir(const CheckOptions& o, const fixture::FixtureInfo& f
     return o.engine_dump;
   }
   // The engine must write into an empty directory: a dump left there by an earlier run would
-  // otherwise be judged as this run's output.
+  // otherwise be judged as this run's output. An old dump (it holds manifest.json) is cleared, as
+  // a CI job rerun in the same workspace needs; anything else is refused.
   if (!o.dump_dir.empty()) {
     check_output_path(o.dump_dir, "--dump-dir", {o.fixture});
+    namespace fs = std::filesystem;
     std::error_code ec;
-    if (std::filesystem::exists(o.dump_dir, ec) &&
-        (!std::filesystem::is_directory(o.dump_dir, ec) || !std::filesystem::is_empty(o.dump_dir, ec)))
-      fail("--dump-dir " + o.dump_dir + ": is not an empty directory; the engine's dump must be new (remove it or name another)");
+    if (fs::exists(o.dump_dir, ec) && (!fs::is_directory(o.dump_dir, ec) || !fs::is_empty(o.dump_dir, ec))) {
+      struct stat m {};
+      const bool old_dump = fs::is_directory(o.dump_dir, ec) && ::lstat((o.dump_dir + "/manifest.json").c_str(), &m) == 0 &&
+                            S_ISREG(m.st_mode);
+      if (!old_dump)
+        fail("--dump-dir " + o.dump_dir + ": is not an empty directory nor an old dump; the engine's dump must be new "
+             "(remove it or name another)");
+      for (const auto& e : fs::directory_iterator(o.dump_dir)) fs::remove_all(e.path(), ec);  // links removed, not followed
+      if (!fs::is_empty(o.dump_dir, ec)) fail("--dump-dir " + o.dump_dir + ": cannot clear the old dump there");
+    }
   }
   const std::string dir = o.dump_dir.empty() ? make_temp_dir() : o.dump_dir;
   const std::string cmd = fixture::expand_engine_cmd(o.engine_cmd, f, dir);

@@ -141,10 +141,18 @@ TEST(Output, CheckEngineCommandMustWriteANewDump) {
   ASSERT_EQ(run_hyoracle({"fixture", "--preset", "tiny-hy3", "--out", dir / "fx", "--threads", "1"}, 300).status, 0);
   write_good_checkpoint(dir / "ck");
   ASSERT_EQ(run_hyoracle(run_args(dir / "ck", dir / "old"), kTimeLimitSeconds).status, 0);
+  // An old dump there is cleared (a CI rerun), so a command that writes nothing is caught.
   expect_refused(run_hyoracle({"check", dir / "fx", "--engine-cmd", "true {dump}", "--dump-dir", dir / "old"}),
-                 {"--dump-dir", "not an empty directory"});
+                 {"--engine-cmd", "wrote no dump"});
+  EXPECT_FALSE(std::filesystem::exists(dir / "old/manifest.json"));
   expect_refused(run_hyoracle({"check", dir / "fx", "--engine-cmd", "true {dump}", "--dump-dir", dir / "empty"}),
                  {"--engine-cmd", "wrote no dump"});
+  // Anything else there is refused, and left alone.
+  std::filesystem::create_directory(dir / "mine");
+  write_file(dir / "mine/notes.txt", "mine");
+  expect_refused(run_hyoracle({"check", dir / "fx", "--engine-cmd", "true {dump}", "--dump-dir", dir / "mine"}),
+                 {"--dump-dir", "not an empty directory nor an old dump"});
+  EXPECT_EQ(read_file(dir / "mine/notes.txt"), "mine");
 }
 
 // Option values outside what the option means are refused with one line naming the option.
