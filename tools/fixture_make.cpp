@@ -140,6 +140,7 @@ std::vector<std::string> fixture_files(const std::string& dir) {
 
 Result make_fixture(const Request& q, const std::string& out, bool force, std::ostream* log) {
   validate_spec(q.spec);
+  validate_fixture_size(q.spec);
   validate_prompt(q.prompt, q.spec.vocab_size);
   if (q.generate < 0) fail("--generate must not be negative");
   if (!(q.min_margin >= 0)) fail("--min-margin must be a non-negative number");

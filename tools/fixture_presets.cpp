@@ -86,14 +86,19 @@ void validate_spec(const CheckpointSpec& s) {
   require(std::isfinite(s.linear_gain) && s.linear_gain >= 0, "linear-gain", "must be a finite number >= 0");
   require(std::isfinite(s.router_gain) && s.router_gain >= 0, "router-gain", "must be a finite number >= 0");
   require(std::isfinite(s.bias_scale) && s.bias_scale >= 0, "bias-scale", "must be a finite number >= 0");
-  // Each size below 2^24 keeps every product of sizes far from int64 overflow; the whole fixture
-  // within kMaxFixtureBytes keeps its writing and golden run (weights in double: 4x) in memory.
+  // Each size at most 2^24 keeps products of sizes away from int64 overflow (the total is bounded
+  // by validate_fixture_size before a fixture is written).
   for (const auto& [v, flag] : {std::pair{s.vocab_size, "vocab"}, {s.hidden_size, "hidden"}, {s.intermediate_size, "intermediate"},
                                 {s.moe_intermediate_size, "moe-intermediate"}, {s.num_experts, "experts"},
                                 {s.num_hidden_layers, "layers"}, {s.num_attention_heads, "heads"}, {s.head_dim, "head-dim"},
                                 {s.num_key_value_heads, "kv-heads"}, {s.num_shared_experts, "shared-experts"},
                                 {s.mtp_layers, "mtp-layers"}, {int64_t(s.shards), "shards"}})
     require(v <= kMaxFixtureDim, flag, "is " + std::to_string(v) + ", more than the limit of " + std::to_string(kMaxFixtureDim));
+}
+
+// The weights within kMaxFixtureBytes keep writing the fixture and its golden run (weights in
+// double: 4x) within an ordinary machine's memory.
+void validate_fixture_size(const CheckpointSpec& s) {
   // The BF16 bytes of the weights, in double (exact sizes could overflow int64 before this check).
   const double H = double(s.hidden_size), A = double(s.num_attention_heads * s.head_dim),
                Kv = double(s.num_key_value_heads * s.head_dim), E = double(s.num_experts);
