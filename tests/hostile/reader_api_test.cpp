@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <limits>
 
 #include "config.h"
@@ -86,6 +87,22 @@ TEST(ReaderApi, ByteOrderMarkIsRefused) {
   const std::string img = safetensors_bytes("\xEF\xBB\xBF{}", "");
   expect_error([&] { parse_safetensors_header(bytes_of(img), img.size(), "mem"); }, {"mem", "byte order mark"});
   expect_error([&] { parse_json_strict("\xEF\xBB\xBF{}", "config.json"); }, {"config.json", "byte order mark"});
+}
+
+// Only a path component equal to ".." is a traversal: "acts..v1.safetensors" is a legal name.
+TEST(ReaderApi, DotsInsideAFileNameAreAccepted) {
+  TempDir dir;
+  write_good_dump(dir / "d");
+  std::filesystem::rename(dir / "d/activations.safetensors", dir / "d/acts..v1.safetensors");
+  nlohmann::json m = nlohmann::json::parse(read_file(dir / "d/manifest.json"));
+  m["files"] = {"acts..v1.safetensors"};
+  m["file_checks"] = {{"acts..v1.safetensors", m["file_checks"]["activations.safetensors"]}};
+  write_file(dir / "d/manifest.json", m.dump());
+  EXPECT_EQ(Dump(dir / "d").token_ids(), (std::vector<int64_t>{1, 2}));
+  for (const char* bad : {"../d/acts..v1.safetensors", "sub/../acts..v1.safetensors", "./acts..v1.safetensors", "a//b"}) {
+    m["files"] = {bad};
+    expect_error([&] { parse_dump_manifest(m.dump(), "manifest.json"); }, {"manifest.json", "\"files\""});
+  }
 }
 
 // Integer tensors are read exactly: INT64_MAX does not pass through double (UB on the way back).
