@@ -146,87 +146,15 @@ Budget derived_total_budget(const BudgetInputs& in, double inherited_input) {
 
 int Rules::find(const std::string& name) const {
   for (size_t i = 0; i < rules.size(); ++i)
-    if (std::regex_search(name, rules[i].re)) return int(i);
+    if (rules[i].matcher.search(name)) return int(i);
   return -1;
 }
 
-namespace {
-// std::regex compiles and matches recursively, by backtracking: a pattern of thousands of nested
-// groups overflows the stack, and stacked or nested repeats ("a**", "(a*)*"), or many repeats in a
-// row (".*.*.*...x"), take exponential or high-polynomial time on a name that does not match
-// (both found by fuzz/fuzz_rules). Tensor names are short and sane patterns are simple: at most
-// 1000 bytes, groups nested at most 32 deep, at most kMaxRegexRepeats repeats (*, +, {n,m}), no
-// repeat applied to a repeat or to a group holding one ("?" counts as one there, not in the
-// count; a "?" right after a repeat is its lazy form).
-constexpr size_t kMaxRegexBytes = 1000;
-constexpr int kMaxRegexNesting = 32;
-constexpr int kMaxRegexRepeats = 6;
-}  // namespace
-
-void check_pattern(const std::string& pattern, const std::string& where) {
-  auto refuse = [&](const std::string& why) { fail(where + ": the regex \"" + pattern.substr(0, 80) +
-                                                   (pattern.size() > 80 ? "...\"" : "\"") + " " + why); };
-  if (pattern.size() > kMaxRegexBytes)
-    refuse("is " + std::to_string(pattern.size()) + " bytes; at most " + std::to_string(kMaxRegexBytes) +
-           " are accepted");
-  // One pass: a stack of open groups, each remembering whether it holds a repeat; `last` is what
-  // the next quantifier would apply to: an atom, a repeat (stacked), or a group (holds_repeat).
-  enum class Last { none, atom, repeat, group_plain, group_repeats };
-  std::vector<bool> holds;  // per open group: a repeat inside it
-  Last last = Last::none;
-  int repeats = 0, deepest = 0;
-  bool in_class = false;
-  for (size_t i = 0; i < pattern.size(); ++i) {
-    const char ch = pattern[i];
-    if (ch == '\\') {  // an escaped character is an atom
-      ++i;
-      if (!in_class) last = Last::atom;
-      continue;
-    }
-    if (in_class) {
-      if (ch == ']') in_class = false, last = Last::atom;
-      continue;
-    }
-    const bool repeat = ch == '*' || ch == '+' || ch == '{';
-    if (repeat || ch == '?') {
-      if (ch == '?' && last == Last::repeat) continue;  // the lazy form of the repeat before it
-      if (last == Last::repeat) refuse("repeats a repeat (\"**\", \"+*\", ...)");
-      if (repeat && last == Last::group_repeats) refuse("repeats a group that holds a repeat (\"(a*)*\")");
-      if (ch == '{')
-        while (i < pattern.size() && pattern[i] != '}') ++i;
-      if (repeat && ++repeats > kMaxRegexRepeats)
-        refuse("has more than " + std::to_string(kMaxRegexRepeats) + " repeats (*, +, {n,m})");
-      for (size_t g = 0; g < holds.size(); ++g) holds[g] = true;  // "(a?)*" is refused too
-      last = Last::repeat;
-      continue;
-    }
-    if (ch == '(') {
-      holds.push_back(false);
-      deepest = std::max(deepest, int(holds.size()));
-      if (i + 1 < pattern.size() && pattern[i + 1] == '?') ++i;  // (?: (?= (?!: the '?' is no quantifier
-      last = Last::none;
-    } else if (ch == ')') {
-      const bool h = !holds.empty() && holds.back();
-      if (!holds.empty()) holds.pop_back();
-      last = h ? Last::group_repeats : Last::group_plain;
-    } else if (ch == '[') {
-      in_class = true;
-    } else {
-      last = Last::atom;
-    }
-  }
-  if (deepest > kMaxRegexNesting)
-    refuse("nests groups " + std::to_string(deepest) + " deep; at most " + std::to_string(kMaxRegexNesting) +
-           " are accepted");
-}
+void check_pattern(const std::string& pattern, const std::string& where) { (void)Pattern(pattern, where); }
 
 Rules parse_rules(const std::string& text, const std::string& source) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception&) {
-    fail(source + ": rules file is not valid JSON");
-  }
+  // The strict reader every input goes through: a duplicate "max" must not silently win.
+  const nlohmann::json j = parse_json_strict(text, source);
   if (!j.is_object()) fail(source + ": rules file must be a JSON object with a \"rules\" array");
   Rules r;
   r.source = source;
@@ -243,12 +171,7 @@ Rules parse_rules(const std::string& text, const std::string& source) {
     if (!e.contains("match") || !e["match"].is_string()) fail(where + ": field \"match\" (a regex) is required");
     Rule rule;
     rule.pattern = e["match"].get<std::string>();
-    check_pattern(rule.pattern, where + ": field \"match\"");
-    try {
-      rule.re = std::regex(rule.pattern, std::regex::ECMAScript);
-    } catch (const std::regex_error&) {
-      fail(where + ": field \"match\" is not a valid regex: " + printable_quoted(rule.pattern));
-    }
+    rule.matcher = Pattern(rule.pattern, where + ": field \"match\"");
     if (e.contains("metric")) {
       if (!e["metric"].is_string()) fail(where + ": field \"metric\" must be a string");
       rule.metric = e["metric"].get<std::string>();

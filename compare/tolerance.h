@@ -23,9 +23,10 @@
 #pragma once
 #include <cstdint>
 #include <optional>
-#include <regex>
 #include <string>
 #include <vector>
+
+#include "pattern.h"
 
 namespace hyoracle::compare {
 
@@ -89,7 +90,7 @@ Budget derived_total_budget(const BudgetInputs& in, double inherited_input);
 // an error (incomplete), never a pass.
 struct Rule {
   std::string pattern;
-  std::regex re;
+  Pattern matcher;  // `pattern` compiled (pattern.h: linear-time search)
   std::string metric = "rel_l2";
   std::optional<double> max;
   std::optional<double> scale;
@@ -104,13 +105,13 @@ struct Rules {
   int find(const std::string& name) const;
 };
 
-// Parses a rules file; Error naming the file and the entry on any defect.
+// Parses a rules file (the strict JSON reader: no duplicate key, bounded nesting); Error naming
+// the file and the entry on any defect.
 Rules load_rules(const std::string& path);
 Rules parse_rules(const std::string& text, const std::string& source);
-// Refuses (a one-line Error naming `where`) a regex that std::regex could not match in bounded
-// time and stack on a tensor name: over 1000 bytes, groups nested over 32 deep, more than 6
-// repeats (*, +, {n,m}), a repeat of a repeat ("a**") or of a group holding one ("(a*)*").
-// Checked for rules files' "match" and for --require.
+// Refuses (a one-line Error naming `where`) a regex Pattern does not support (pattern.h:
+// backreferences, lookaround, over 1000 bytes, groups nested over 32 deep, ...). Every accepted
+// pattern is matched in linear time by Pattern.
 void check_pattern(const std::string& pattern, const std::string& where);
 
 // Applies rule `i` of `rules` to a derived budget (scale) or replaces it (max).

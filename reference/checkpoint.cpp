@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cstring>
 
 #include "error.h"
 
@@ -95,6 +96,12 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
     fail(dir + ": no model.safetensors or model.safetensors.index.json");
   }
   for (const auto& [name, f] : all) {
+    // A quantized checkpoint stores scales next to narrow weights; read as plain weights they give
+    // numbers that are wrong yet plausible, so any such tensor is refused.
+    for (const char* suffix : {".weight_scale_inv", ".weight_scale", ".input_scale", ".qweight", ".qzeros", ".weight_packed"})
+      if (name.size() > std::strlen(suffix) && name.compare(name.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
+        fail(listing_ + ": tensor " + printable_quoted(name) +
+             " is a quantization tensor; hyoracle implements no dequantization (only unquantized checkpoints)");
     if (layer_of(name) >= config_.num_hidden_layers) ignored_.push_back(name);
     else location_[name] = f;
   }

@@ -114,6 +114,14 @@ ModelConfig parse_config(const json& j, const std::string& src) {
                                      std::to_string(c.num_experts) + ")");
   c.num_shared_experts = r.integer("num_shared_experts", 0, 64);
 
+  // Bounds every position and so the prompt plus the generated tokens (`hyoracle run`).
+  if (r.has("max_position_embeddings")) c.max_position_embeddings = r.integer("max_position_embeddings", 1, int64_t(1) << 24);
+
+  // Quantized checkpoints (FP8 weight_scale_inv, GPTQ, AWQ, compressed-tensors) need
+  // dequantization, which the loader does not implement: refused rather than read as plain weights.
+  for (const char* q : {"quantization_config", "compression_config"})
+    if (r.has(q)) r.bad(q, "is set; hyoracle implements no dequantization and reads unquantized checkpoints only");
+
   c.rms_norm_eps = r.positive("rms_norm_eps");
   c.router_scaling_factor = r.positive("router_scaling_factor");
 

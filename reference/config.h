@@ -27,6 +27,7 @@ struct ModelConfig {
   int64_t num_experts = 0;            // E (num_experts or num_local_experts)
   int64_t num_experts_per_tok = 0;    // k
   int64_t num_shared_experts = 0;     // shared width = I_e * num_shared_experts
+  int64_t max_position_embeddings = 0;  // longest sequence (prompt + generated); 0: not given
   double rms_norm_eps = 0;            // one eps for every norm
   double rope_theta = 0;              // θ; rope_type must be "default"
   double router_scaling_factor = 0;   // multiplies the renormalised top-k weights

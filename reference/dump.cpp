@@ -14,8 +14,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include "crc32.h"
 #include "error.h"
 #include "numerics.h"
+#include "output.h"
 
 namespace hyoracle {
 
@@ -58,26 +60,36 @@ void DumpWriter::put_ints(const std::string& name, const std::vector<int64_t>& s
 }
 
 void DumpWriter::write(const std::string& dir, ordered_json manifest) const {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) fail(dir + ": cannot create dump directory: " + ec.message());
+  // Written into a fresh temporary directory and put in place whole (output.h): a failure leaves
+  // the old dump (or nothing), a concurrent writer one complete dump, never a mix.
+  OutputDir out(dir);
   const std::string file = "activations.safetensors";
-  write_safetensors(dir + "/" + file, tensors_, {{"format", "hyoracle.dump"}});
+  const FileCheck check = write_safetensors(out.path() + "/" + file, tensors_, {{"format", "hyoracle.dump"}});
   manifest["files"] = {file};
-  std::ofstream out(dir + "/manifest.json");
-  out << manifest.dump(2) << "\n";
-  if (!out) fail(dir + "/manifest.json: write failed");
+  manifest["file_checks"] = {{file, {{"bytes", check.bytes}, {"crc32", crc32_hex(check.crc32)}}}};
+  write_output_file(out.path() + "/manifest.json", manifest.dump(2) + "\n");
+  out.commit();
 }
 
 namespace {
 
-// A manifest "files" entry: a relative path inside the dump, without "..", control bytes or a
-// NUL (which would cut the path short at open()).
+void advise_bytes(const uint8_t* p, uint64_t len, int advice);
+
+// A manifest "files" entry: a relative path inside the dump, with no component "." or ".."
+// ("acts..v1.safetensors" is a legal name), no empty component, no control bytes or NUL (which
+// would cut the path short at open()).
 bool is_inside_name(const std::string& name) {
-  if (name.empty() || name[0] == '/' || name.find("..") != std::string::npos) return false;
+  if (name.empty() || name[0] == '/') return false;
   for (const char ch : name)
     if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f || ch == '\\') return false;
-  return true;
+  size_t begin = 0;
+  for (;;) {
+    const size_t end = name.find('/', begin);
+    const std::string part = name.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+    if (part.empty() || part == "." || part == "..") return false;
+    if (end == std::string::npos) return true;
+    begin = end + 1;
+  }
 }
 
 // A JSON integer in [0, 2^62] (token ids, offsets); false for floats, negatives and huge values.
@@ -104,7 +116,34 @@ nlohmann::json parse_dump_manifest(const std::string& text, const std::string& m
     if (!is_inside_name(f.get<std::string>()))
       bad("files", "entry " + printable_quoted(f.get<std::string>()) + " must be a relative path inside the dump");
   }
-  if (m.contains("producer") && !m["producer"].is_object()) bad("producer", "must be an object");
+  // "file_checks": {name: {"bytes": N, "crc32": "8 hex digits"}} for every file (optional: older
+  // and hand-written dumps lack it). Readers verify both, so a torn or mixed dump is refused.
+  if (m.contains("file_checks")) {
+    const json& fc = m["file_checks"];
+    if (!fc.is_object()) bad("file_checks", "must be an object {file: {\"bytes\": N, \"crc32\": \"hex\"}}");
+    for (const json& f : m["files"]) {
+      const std::string name = f.get<std::string>();
+      const std::string field = "file_checks." + name;
+      if (!fc.contains(name)) continue;  // Dump's reader refuses a file without one, after reading the files
+      const json& e = fc[name];
+      if (!e.is_object()) bad(field, "must be an object {\"bytes\": N, \"crc32\": \"hex\"}");
+      if (!e.contains("bytes") || !is_small_nonneg_int(e["bytes"])) bad(field + ".bytes", "must be an integer in [0, 2^62]");
+      if (!e.contains("crc32") || !e["crc32"].is_string() || e["crc32"].get<std::string>().size() != 8 ||
+          e["crc32"].get<std::string>().find_first_not_of("0123456789abcdef") != std::string::npos)
+        bad(field + ".crc32", "must be 8 lowercase hex digits");
+    }
+  }
+  // Fields other code reads: wrong JSON types are bad input here, not a failure later.
+  if (m.contains("producer")) {
+    if (!m["producer"].is_object()) bad("producer", "must be an object");
+    for (const char* f : {"name", "version", "device", "dtype", "precision", "mode", "bf16_rounding", "tie_break"})
+      if (m["producer"].contains(f) && !m["producer"][f].is_string()) bad(std::string("producer.") + f, "must be a string");
+  }
+  if (m.contains("model")) {
+    if (!m["model"].is_object()) bad("model", "must be an object");
+    if (m["model"].contains("num_hidden_layers") && !is_small_nonneg_int(m["model"]["num_hidden_layers"]))
+      bad("model.num_hidden_layers", "must be an integer in [0, 2^62]");
+  }
   if (m.contains("input")) {
     const json& inp = m["input"];
     if (!inp.is_object()) bad("input", "must be an object");
@@ -145,6 +184,33 @@ Dump::Dump(const std::string& dir) : dir_(dir) {
       where_[t.name] = {files_.size() - 1, &t};
       names_.push_back(t.name);
     }
+  }
+  if (manifest_.contains("file_checks")) verify_file_checks();
+}
+
+void Dump::verify_file_checks() const {
+  const std::string mpath = dir_ + "/manifest.json";
+  const json& fc = manifest_["file_checks"];
+  for (const auto& f : files_) {
+    const std::string name = f->path().substr(dir_.size() + 1);
+    if (!fc.contains(name))
+      fail(mpath + ": field \"file_checks." + name + "\" is missing (every file of \"files\" needs its size and crc32)");
+    const json& e = fc[name];
+    const uint64_t bytes = e["bytes"].get<uint64_t>();
+    if (f->map_size() != bytes)
+      fail(f->path() + ": is " + std::to_string(f->map_size()) + " bytes but " + mpath + " field \"file_checks." + name +
+           ".bytes\" says " + std::to_string(bytes) + " (a torn or mixed dump?)");
+    // Read through once in 4 MiB steps, dropping each step's pages (RSS stays a few MB).
+    uint32_t crc = 0;
+    constexpr uint64_t kStep = 4ull << 20;
+    for (uint64_t at = 0; at < bytes; at += kStep) {
+      const uint64_t n = std::min(kStep, bytes - at);
+      crc = crc32_update(crc, f->map_data() + at, size_t(n));
+      advise_bytes(f->map_data() + at, n, MADV_DONTNEED);
+    }
+    if (crc32_hex(crc) != e["crc32"].get<std::string>())
+      fail(f->path() + ": CRC-32 is " + crc32_hex(crc) + " but " + mpath + " field \"file_checks." + name +
+           ".crc32\" says " + e["crc32"].get<std::string>() + " (a torn or mixed dump?)");
   }
 }
 

@@ -98,6 +98,8 @@ class Dump {
   std::string producer(const std::string& field) const;
 
  private:
+  // Checks each file's size and CRC-32 against the manifest's "file_checks".
+  void verify_file_checks() const;
   std::string dir_;
   nlohmann::json manifest_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;

@@ -143,7 +143,7 @@ void write_random_checkpoint(const CheckpointSpec& s, const std::string& dir) {
   norm("model.norm.weight", H, -1);
   linear("lm_head.weight", s.vocab_size, H, -1);
 
-  std::ofstream(dir + "/config.json") << checkpoint_config_json(s).dump(2) << "\n";
+  write_output_file(dir + "/config.json", checkpoint_config_json(s).dump(2) + "\n");
   if (K == 1) {
     std::vector<RawTensor> ts;
     for (auto& p : all) ts.push_back(std::move(p.t));
@@ -166,7 +166,7 @@ void write_random_checkpoint(const CheckpointSpec& s, const std::string& dir) {
       }
     write_safetensors(dir + "/" + fname, ts, {{"format", "pt"}});
   }
-  std::ofstream(dir + "/model.safetensors.index.json") << index.dump(2) << "\n";
+  write_output_file(dir + "/model.safetensors.index.json", index.dump(2) + "\n");
 }
 
 }  // namespace hyoracle

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 
 namespace hyoracle {
@@ -104,55 +105,86 @@ std::string json_error_text(const nlohmann::json::exception& e) {
   return q.substr(1, q.size() - 2);
 }
 
-// Tracks nesting and keys while nlohmann parses: duplicate keys in any object (nlohmann keeps
-// the last one silently) and nesting deeper than a limit (bounds memory and recursion later).
-struct StrictJsonCallback {
-  const std::string& path;
-  int max_depth;
-  std::vector<std::set<std::string>> objects;  // keys seen in each open object (innermost last)
-  std::vector<bool> is_object;                 // kind of each open container
+// Builds the DOM from nlohmann's SAX events, refusing a duplicate key in any object (nlohmann
+// would keep the last one silently) and nesting deeper than a limit (bounds memory and recursion
+// later). Every event costs O(log n) at most (a key is looked up in its object's map), so a
+// header of a million tensors parses in n log n time. (nlohmann's callback parser is not used:
+// it scans all siblings for discarded values at every object end, quadratic in the tensors.)
+class StrictDomBuilder {
+ public:
+  // outer_depth: containers already open around the value built (for the depth limit).
+  StrictDomBuilder(json& root, const std::string& path, int max_depth, int outer_depth = 0)
+      : root_(root), path_(path), max_depth_(max_depth), outer_depth_(outer_depth) {}
+  // True once a whole value has been built (a scalar, or a container and its end).
+  bool done() const { return stack_.empty(); }
 
-  bool operator()(int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-    using E = nlohmann::json::parse_event_t;
-    switch (event) {
-      case E::object_start:
-      case E::array_start:
-        if (int(is_object.size()) >= max_depth)
-          fail(path + ": JSON nesting deeper than " + std::to_string(max_depth) + " levels");
-        is_object.push_back(event == E::object_start);
-        if (event == E::object_start) objects.emplace_back();
-        break;
-      case E::object_end:
-      case E::array_end:
-        if (!is_object.empty()) {
-          if (is_object.back()) objects.pop_back();
-          is_object.pop_back();
-        }
-        break;
-      case E::key:
-        if (!objects.empty() && !objects.back().insert(parsed.get<std::string>()).second)
-          fail(path + ": JSON has duplicate key " + printable_quoted(parsed.get<std::string>()) +
-               (objects.size() == 1 ? "" : " in a nested object"));
-        break;
-      case E::value:
-        break;
-    }
+  bool null() { place(json(nullptr)); return true; }
+  bool boolean(bool v) { place(json(v)); return true; }
+  bool number_integer(json::number_integer_t v) { place(json(v)); return true; }
+  bool number_unsigned(json::number_unsigned_t v) { place(json(v)); return true; }
+  bool number_float(json::number_float_t v, const json::string_t&) { place(json(v)); return true; }
+  bool string(json::string_t& v) { place(json(std::move(v))); return true; }
+  bool binary(json::binary_t& v) { place(json(json::binary_t(std::move(v)))); return true; }
+  bool start_object(std::size_t) { open(json::object()); return true; }
+  bool start_array(std::size_t) { open(json::array()); return true; }
+  bool value(json&& v) { place(std::move(v)); return true; }
+  bool end_object() { stack_.pop_back(); return true; }
+  bool end_array() { stack_.pop_back(); return true; }
+  bool key(json::string_t& k) {
+    json& object = *stack_.back();
+    if (object.contains(k))
+      fail(path_ + ": JSON has duplicate key " + printable_quoted(k) + (stack_.size() == 1 ? "" : " in a nested object"));
+    slot_ = &object[k];  // std::map: the slot stays put while siblings are added
     return true;
   }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
+    fail(path_ + ": not valid JSON: " + json_error_text(e));
+  }
+
+ private:
+  // Stores a value where the parser is: the root, the next array element or the last key's slot.
+  json* place(json&& v) {
+    if (stack_.empty()) {
+      root_ = std::move(v);
+      return &root_;
+    }
+    json& parent = *stack_.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(v));
+      return &parent.back();
+    }
+    *slot_ = std::move(v);
+    return slot_;
+  }
+  void open(json&& container) {
+    if (int(stack_.size()) + outer_depth_ >= max_depth_)
+      fail(path_ + ": JSON nesting deeper than " + std::to_string(max_depth_) + " levels");
+    stack_.push_back(place(std::move(container)));
+  }
+
+  json& root_;
+  const std::string& path_;
+  int max_depth_, outer_depth_;
+  // Open containers, innermost last. A pointer into an array stays valid: an array only grows
+  // while its last element is closed.
+  std::vector<json*> stack_;
+  json* slot_ = nullptr;      // where the value after the last key goes
 };
 
 }  // namespace
 
 nlohmann::json parse_json_strict(const std::string& text, const std::string& path, int max_depth) {
-  StrictJsonCallback state{path, max_depth, {}, {}};
-  json::parser_callback_t cb = [&state](int depth, json::parse_event_t event, json& parsed) {
-    return state(depth, event, parsed);
-  };
+  // nlohmann skips a UTF-8 byte order mark; JSON (RFC 8259) does not allow one, and the other
+  // readers of these files (Python's json, Rust's serde_json) refuse it.
+  if (text.rfind("\xEF\xBB\xBF", 0) == 0) fail(path + ": starts with a UTF-8 byte order mark, which JSON does not allow");
+  json root;
+  StrictDomBuilder builder(root, path, max_depth);
   try {
-    return json::parse(text, cb);
+    json::sax_parse(text, &builder);
   } catch (const json::exception& e) {
     fail(path + ": not valid JSON: " + json_error_text(e));
   }
+  return root;
 }
 
 namespace {
@@ -235,18 +267,28 @@ TensorInfo read_tensor_entry(const std::string& name, const json& v, uint64_t da
   return t;
 }
 
-// No two tensors may share bytes.
-void check_no_overlap(const std::vector<TensorInfo>& tensors, const std::string& path) {
+// The tensors tile the data section exactly, as the reference implementation requires: no two
+// share bytes, no bytes lie between them and none follow the last one (a gap or a tail would be
+// bytes no tensor accounts for: a truncated header, a spliced file).
+void check_layout(const std::vector<TensorInfo>& tensors, uint64_t data_size, const std::string& path) {
   std::vector<const TensorInfo*> by_begin;
-  for (const auto& t : tensors)
-    if (t.end > t.begin) by_begin.push_back(&t);
-  std::sort(by_begin.begin(), by_begin.end(), [](auto* a, auto* b) { return a->begin < b->begin; });
+  for (const auto& t : tensors) by_begin.push_back(&t);
+  std::sort(by_begin.begin(), by_begin.end(),
+            [](auto* a, auto* b) { return a->begin != b->begin ? a->begin < b->begin : a->end < b->end; });
   const TensorInfo* reach = nullptr;  // the tensor reaching furthest so far
+  uint64_t covered = 0;               // bytes [0, covered) belong to tensors
   for (const TensorInfo* b : by_begin) {
-    if (reach && b->begin < reach->end)
+    if (b->begin < covered)
       fail(path + ": tensors " + printable_quoted(reach->name) + " and " + printable_quoted(b->name) + " overlap in the data section");
-    if (!reach || b->end > reach->end) reach = b;
+    if (b->begin > covered)
+      fail(path + ": tensor " + printable_quoted(b->name) + " begins at data offset " + std::to_string(b->begin) +
+           ", leaving a gap of " + std::to_string(b->begin - covered) + " bytes no tensor accounts for");
+    if (b->end > covered || !reach) reach = b, covered = b->end;
   }
+  if (covered != data_size)
+    fail(path + ": data section has " + std::to_string(data_size - covered) + " trailing bytes after the last tensor" +
+         (reach ? " " + printable_quoted(reach->name) : std::string()) + " (" + std::to_string(data_size) + " bytes, tensors end at " +
+         std::to_string(covered) + ")");
 }
 
 // A safetensors header nests objects 3 deep: {name: {"shape": [..]}}; 4 leaves room for an
@@ -255,28 +297,117 @@ constexpr int kHeaderMaxDepth = 4;
 
 }  // namespace
 
+namespace {
+
+// Reads a header from SAX events without building the whole DOM: each top-level value (a tensor
+// entry or __metadata__) is built on its own, checked and dropped, so the cost is linear in the
+// header with a few small allocations per tensor (a million tensors: about a second). Duplicate
+// tensor names are found by sorting the names at the end; depth and syntax as parse_json_strict.
+class HeaderReader {
+ public:
+  HeaderReader(const std::string& path, uint64_t data_size, SafetensorsHeader& h)
+      : path_(path), label_(path + ": safetensors header"), data_size_(data_size), h_(h) {}
+
+  bool null() { return scalar(json(nullptr)); }
+  bool boolean(bool v) { return scalar(json(v)); }
+  bool number_integer(json::number_integer_t v) { return scalar(json(v)); }
+  bool number_unsigned(json::number_unsigned_t v) { return scalar(json(v)); }
+  bool number_float(json::number_float_t v, const json::string_t&) { return scalar(json(v)); }
+  bool string(json::string_t& v) { return scalar(json(std::move(v))); }
+  bool binary(json::binary_t& v) { return scalar(json(json::binary_t(std::move(v)))); }
+  bool start_object(std::size_t n) {
+    if (!root_open_) return root_open_ = true;
+    value().start_object(n);
+    return after();
+  }
+  bool start_array(std::size_t n) {
+    if (!root_open_) fail(label_ + " must be a JSON object");
+    value().start_array(n);
+    return after();
+  }
+  bool end_object() {
+    if (!builder_) return true;  // the end of the root object
+    builder_->end_object();
+    return after();
+  }
+  bool end_array() {
+    builder_->end_array();
+    return after();
+  }
+  bool key(json::string_t& k) {
+    if (builder_) return builder_->key(k);
+    name_ = std::move(k);
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
+    fail(label_ + ": not valid JSON: " + json_error_text(e));
+  }
+
+ private:
+  bool scalar(json&& v) {
+    if (!root_open_) fail(label_ + " must be a JSON object");
+    if (builder_) return builder_->value(std::move(v));  // inside an entry (its container stays open)
+    value_ = std::move(v);  // a scalar entry: read_tensor_entry / read_metadata say what is wrong
+    take();
+    return true;
+  }
+  StrictDomBuilder& value() {
+    if (!builder_) {
+      value_ = json();
+      builder_.emplace(value_, label_, kHeaderMaxDepth, 1);  // inside the root object
+    }
+    return *builder_;
+  }
+  bool after() {
+    if (builder_->done()) {
+      builder_.reset();
+      take();
+    }
+    return true;
+  }
+  // One complete top-level value under the key name_.
+  void take() {
+    if (name_ == "__metadata__") {
+      if (metadata_seen_) fail(label_ + ": JSON has duplicate key \"__metadata__\"");
+      metadata_seen_ = true;
+      read_metadata(value_, path_, h_.metadata);
+    } else {
+      h_.tensors.push_back(read_tensor_entry(name_, value_, data_size_, path_));
+    }
+  }
+
+  const std::string& path_;
+  const std::string label_;
+  uint64_t data_size_;
+  SafetensorsHeader& h_;
+  bool root_open_ = false, metadata_seen_ = false;
+  std::string name_;
+  json value_;
+  std::optional<StrictDomBuilder> builder_;
+};
+
+}  // namespace
+
 SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t size, const std::string& path) {
   const uint64_t n = header_length(bytes, size, path);
-  const std::string text(reinterpret_cast<const char*>(bytes + 8), n);
-  json header;
-  try {
-    header = parse_json_strict(text, path, kHeaderMaxDepth);
-  } catch (const Error& e) {
-    // Say that it is the safetensors header that is bad (path is already in the message).
-    std::string what = e.what();
-    const std::string prefix = path + ": ";
-    if (what.rfind(prefix, 0) == 0) what = what.substr(prefix.size());
-    fail(path + ": safetensors header: " + what);
-  }
-  if (!header.is_object()) fail(path + ": safetensors header must be a JSON object");
+  const char* text = reinterpret_cast<const char*>(bytes + 8);
+  if (n >= 3 && std::memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+    fail(path + ": safetensors header: starts with a UTF-8 byte order mark, which JSON does not allow");
   SafetensorsHeader h;
   h.data_start = 8 + n;
   const uint64_t data_size = size - 8 - n;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") read_metadata(it.value(), path, h.metadata);
-    else h.tensors.push_back(read_tensor_entry(it.key(), it.value(), data_size, path));
+  HeaderReader reader(path, data_size, h);
+  try {
+    json::sax_parse(text, text + n, &reader);
+  } catch (const json::exception& e) {
+    fail(path + ": safetensors header: not valid JSON: " + json_error_text(e));
   }
-  check_no_overlap(h.tensors, path);
+  // Sorted by name (the order readers list them in); equal neighbours are a duplicate key.
+  std::sort(h.tensors.begin(), h.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
+  for (size_t i = 1; i < h.tensors.size(); ++i)
+    if (h.tensors[i].name == h.tensors[i - 1].name)
+      fail(path + ": safetensors header: JSON has duplicate key " + printable_quoted(h.tensors[i].name));
+  check_layout(h.tensors, data_size, path);
   return h;
 }
 
@@ -285,12 +416,13 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : map_(path) {
   data_section_ = map_.data() + h.data_start;
   tensors_ = std::move(h.tensors);
   metadata_ = std::move(h.metadata);
-  for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
 }
 
 const TensorInfo* SafetensorsFile::find(const std::string& name) const {
-  auto it = index_.find(name);
-  return it == index_.end() ? nullptr : &tensors_[it->second];
+  // tensors_ is sorted by name (parse_safetensors_header): a binary search, no index to build.
+  auto it = std::lower_bound(tensors_.begin(), tensors_.end(), name,
+                             [](const TensorInfo& t, const std::string& n) { return t.name < n; });
+  return it != tensors_.end() && it->name == name ? &*it : nullptr;
 }
 
 template <class S>
@@ -345,10 +477,12 @@ std::vector<uint8_t> encode_values(const double* v, int64_t n, DType d) { return
 std::vector<uint8_t> encode_values(const float* v, int64_t n, DType d) { return encode_any(v, n, d); }
 std::vector<uint8_t> encode_ints(const int64_t* v, int64_t n, DType d) { return encode_any(v, n, d); }
 
-void write_safetensors(const std::string& path, const std::vector<RawTensor>& tensors,
+FileCheck write_safetensors(const std::string& path, const std::vector<RawTensor>& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
+  // The header text is assembled entry by entry (an ordered_json object looks keys up linearly,
+  // which would make writing n tensors quadratic).
+  std::string text = "{";
+  if (!metadata.empty()) text += "\"__metadata__\":" + json(metadata).dump();
   uint64_t offset = 0;
   std::set<std::string> names;
   for (const auto& t : tensors) {
@@ -356,19 +490,21 @@ void write_safetensors(const std::string& path, const std::vector<RawTensor>& te
     if (uint64_t(numel_of(t.shape)) * dtype_size(t.dtype) != t.bytes.size())
       fail(path + ": tensor \"" + t.name + "\" has " + std::to_string(t.bytes.size()) + " bytes for shape " +
            shape_str(t.shape));
-    header[t.name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
+    const nlohmann::ordered_json entry = {
+        {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
+    if (text.size() > 1) text += ",";
+    text += json(t.name).dump() + ":" + entry.dump();
     offset += t.bytes.size();
   }
-  std::string text = header.dump();
+  text += "}";
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) fail(path + ": cannot open for writing");
+  OutputFile out(path);
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = uint8_t((uint64_t(text.size()) >> (8 * i)) & 0xff);
-  out.write(reinterpret_cast<const char*>(len), 8);
-  out.write(text.data(), std::streamsize(text.size()));
-  for (const auto& t : tensors) out.write(reinterpret_cast<const char*>(t.bytes.data()), std::streamsize(t.bytes.size()));
-  if (!out) fail(path + ": write failed (disk full?)");
+  out.write(len, 8);
+  out.write(text);
+  for (const auto& t : tensors) out.write(t.bytes.data(), t.bytes.size());
+  return out.commit();
 }
 
 }  // namespace hyoracle

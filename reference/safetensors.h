@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dtype.h"
+#include "output.h"
 #include "tensor.h"
 
 namespace hyoracle {
@@ -92,12 +93,14 @@ class SafetensorsFile {
   // Pointer to the first byte of a tensor's data (not necessarily aligned).
   const uint8_t* data(const TensorInfo& t) const { return data_section_ + t.begin; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // The whole mapped file (header included).
+  const uint8_t* map_data() const { return map_.data(); }
+  uint64_t map_size() const { return map_.size(); }
 
  private:
   MappedFile map_;
   const uint8_t* data_section_ = nullptr;
-  std::vector<TensorInfo> tensors_;
-  std::map<std::string, size_t> index_;
+  std::vector<TensorInfo> tensors_;  // sorted by name
   std::map<std::string, std::string> metadata_;
 };
 
@@ -119,8 +122,9 @@ std::vector<uint8_t> encode_values(const double* values, int64_t n, DType dtype)
 std::vector<uint8_t> encode_values(const float* values, int64_t n, DType dtype);
 std::vector<uint8_t> encode_ints(const int64_t* values, int64_t n, DType dtype);
 
-// Writes a safetensors file; tensors keep the given order in the header and the data section.
-void write_safetensors(const std::string& path, const std::vector<RawTensor>& tensors,
+// Writes a safetensors file through an OutputFile (complete or not at all; every write checked);
+// tensors keep the given order in the header and the data section. Returns its size and CRC-32.
+FileCheck write_safetensors(const std::string& path, const std::vector<RawTensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace hyoracle

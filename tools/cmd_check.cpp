@@ -3,6 +3,7 @@
 // policy for the engine's declared dtype (manifest producer.dtype), prints a one-screen verdict
 // and exits 0 pass, 1 fail, 2 incomplete or bad input. Optionally runs the engine itself
 // (--engine-cmd) and writes JUnit XML (--junit) and the JSON report (--json).
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include "error.h"
 #include "fixture_check.h"
 #include "fixture_junit.h"
+#include "output.h"
 
 namespace hyoracle::cli {
 
@@ -47,6 +49,24 @@ std::string engine_dump_dir(const CheckOptions& o, const fixture::FixtureInfo& f
     if (o.engine_dump.empty()) fail("check: ENGINE_DUMP (or --engine-cmd \"... {dump} ...\") is required");
     return o.engine_dump;
   }
+  // The engine must write into an empty directory: a dump left there by an earlier run would
+  // otherwise be judged as this run's output. An old dump (it holds manifest.json) is cleared, as
+  // a CI job rerun in the same workspace needs; anything else is refused.
+  if (!o.dump_dir.empty()) {
+    check_output_path(o.dump_dir, "--dump-dir", {o.fixture});
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::exists(o.dump_dir, ec) && (!fs::is_directory(o.dump_dir, ec) || !fs::is_empty(o.dump_dir, ec))) {
+      struct stat m {};
+      const bool old_dump = fs::is_directory(o.dump_dir, ec) && ::lstat((o.dump_dir + "/manifest.json").c_str(), &m) == 0 &&
+                            S_ISREG(m.st_mode);
+      if (!old_dump)
+        fail("--dump-dir " + o.dump_dir + ": is not an empty directory nor an old dump; the engine's dump must be new "
+             "(remove it or name another)");
+      for (const auto& e : fs::directory_iterator(o.dump_dir)) fs::remove_all(e.path(), ec);  // links removed, not followed
+      if (!fs::is_empty(o.dump_dir, ec)) fail("--dump-dir " + o.dump_dir + ": cannot clear the old dump there");
+    }
+  }
   const std::string dir = o.dump_dir.empty() ? make_temp_dir() : o.dump_dir;
   const std::string cmd = fixture::expand_engine_cmd(o.engine_cmd, f, dir);
   std::printf("hyoracle check: running the engine: %s\n", cmd.c_str());
@@ -54,12 +74,15 @@ std::string engine_dump_dir(const CheckOptions& o, const fixture::FixtureInfo& f
   const int status = fixture::run_shell(cmd);
   if (status != 0)
     fail("--engine-cmd exited with status " + std::to_string(status) + " (no verdict; the dump would be in " + dir + ")");
+  struct stat st {};
+  if (::stat((dir + "/manifest.json").c_str(), &st) != 0)
+    fail("--engine-cmd exited 0 but wrote no dump: " + dir + "/manifest.json does not exist");
   return dir;
 }
 
 void write_reports(const CheckOptions& o, const compare::Report& r, const std::string& suite) {
-  if (!o.junit.empty()) compare::write_text_file(o.junit, fixture::junit_xml(r, suite));
-  if (!o.json.empty()) compare::write_text_file(o.json, compare::report_json(r).dump(2) + "\n");
+  if (!o.junit.empty()) write_output_file(o.junit, fixture::junit_xml(r, suite));
+  if (!o.json.empty()) write_output_file(o.json, compare::report_json(r).dump(2) + "\n");
 }
 
 std::string upper(std::string s) {
@@ -68,6 +91,10 @@ std::string upper(std::string s) {
 }
 
 int run_check(const CheckOptions& o) {
+  // Reports must not replace an input nor go through a link (checked before anything runs).
+  const std::vector<std::string> inputs = {o.fixture, o.engine_dump, o.dump_dir, o.rules};
+  check_output_path(o.junit, "--junit", inputs);
+  check_output_path(o.json, "--json", inputs);
   compare::Report r;
   std::string suite = "fixture";
   try {

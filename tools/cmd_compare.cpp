@@ -6,6 +6,9 @@
 #include "commands.h"
 #include "compare.h"
 #include "error.h"
+#include "output.h"
+#include "pattern.h"
+#include "safetensors.h"
 
 namespace hyoracle::cli {
 
@@ -31,6 +34,31 @@ void parse_layers(const std::string& s, compare::CompareOptions& o) {
     fail("--layers: \"" + s + "\" is not A:B (e.g. 2:5, 3:, :4 or 7)");
   }
 }
+// One line saying why a comparison without an input error is incomplete (exit 2 always comes
+// with a line on stderr; with -q it is all the user sees).
+std::string incomplete_reason(const compare::Report& r) {
+  for (const auto& t : r.tensors)
+    if (t.verdict == compare::Verdict::incomplete)
+      return r.target_dir + ": tensor " + printable_quoted(t.name) + " could not be judged: " +
+             (t.reason.empty() ? std::string("incomplete") : t.reason);
+  if (!r.missing_required.empty()) {
+    const std::string& p = r.missing_required.front();
+    std::string why = "no tensor compared on both sides matches it";
+    try {  // a matching tensor that was skipped says why
+      const compare::Pattern pattern(p, "--require");
+      for (const auto& [name, reason] : r.skipped)
+        if (pattern.search(name)) {
+          why = "tensor " + printable_quoted(name) + " was not compared: " + reason;
+          break;
+        }
+    } catch (const Error&) {
+    }
+    return "--require " + printable_quoted(p) + ": " + why;
+  }
+  if (r.tensors.empty()) return r.baseline_dir + " and " + r.target_dir + ": no tensor was compared";
+  return r.target_dir + ": comparison incomplete";
+}
+
 }  // namespace
 
 void register_compare(CLI::App& app, int& status) {
@@ -46,20 +74,26 @@ void register_compare(CLI::App& app, int& status) {
   cmd->add_option("--rules", o->rules, "Rules file (JSON) overriding budgets by regex");
   cmd->add_option("--layers", o->layers, "Only layers A:B (A inclusive, B exclusive)");
   cmd->add_option("--routed-experts", o->opt.routed_experts_file, "vLLM/SGLang routed-expert export [tokens, layers, k]");
-  cmd->add_option("--threads", o->opt.threads, "Reference threads for teacher forcing");
+  cmd->add_option("--threads", o->opt.threads, "Reference threads for teacher forcing")->check(CLI::Range(1, 1024));
   cmd->add_flag("--fail-fast", o->opt.fail_fast, "Stop at the first failing tensor");
   cmd->add_flag("-q,--quiet", o->quiet, "No terminal summary");
   cmd->callback([o, &status] {
+    // A report must not replace an input (a dump, the model, the rules) nor go through a link.
+    const std::vector<std::string> inputs = {o->baseline, o->target, o->opt.model_dir, o->rules, o->opt.routed_experts_file};
+    check_output_path(o->json, "--json", inputs);
+    check_output_path(o->markdown, "--markdown", inputs);
+    check_output_path(o->html, "--html", inputs);
     if (!o->require.empty()) o->opt.require = o->require;
     if (!o->rules.empty()) o->opt.rules = compare::load_rules(o->rules);
     if (!o->layers.empty()) parse_layers(o->layers, o->opt);
     const compare::Report r = compare::compare_dirs(o->baseline, o->target, o->opt);
-    if (!o->json.empty()) compare::write_text_file(o->json, compare::report_json(r).dump(2) + "\n");
-    if (!o->markdown.empty()) compare::write_text_file(o->markdown, compare::report_markdown(r));
-    if (!o->html.empty()) compare::write_text_file(o->html, compare::report_html(r));
+    if (!o->json.empty()) write_output_file(o->json, compare::report_json(r).dump(2) + "\n");
+    if (!o->markdown.empty()) write_output_file(o->markdown, compare::report_markdown(r));
+    if (!o->html.empty()) write_output_file(o->html, compare::report_html(r));
     if (!o->quiet) std::cout << compare::terminal_summary(r);
-    if (!r.error.empty()) std::cerr << "hyoracle: error: " << r.error << "\n";
     status = compare::exit_code(r);
+    if (!r.error.empty()) std::cerr << "hyoracle: error: " << r.error << "\n";
+    else if (status == 2) std::cerr << "hyoracle: error: " << incomplete_reason(r) << "\n";
   });
 }
 

@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -25,6 +26,7 @@
 #include "dump.h"
 #include "model.h"
 #include "names.h"
+#include "output.h"
 
 namespace hyoracle::cli {
 
@@ -38,8 +40,8 @@ struct LayerOptions {
   double max_memory_gb = 0;  // 0: MemAvailable
 };
 
-// Parses "A:B" (either side may be empty) against T rows.
-std::pair<int64_t, int64_t> parse_range(const std::string& s, int64_t T) {
+// Parses "A:B" (either side may be empty) against the T rows of the input tensor `where`.
+std::pair<int64_t, int64_t> parse_range(const std::string& s, int64_t T, const std::string& where) {
   if (s.empty()) return {0, T};
   const size_t c = s.find(':');
   if (c == std::string::npos) fail("--tokens: \"" + s + "\" is not A:B");
@@ -56,7 +58,9 @@ std::pair<int64_t, int64_t> parse_range(const std::string& s, int64_t T) {
     return v;
   };
   const int64_t a = num(s.substr(0, c), 0), b = num(s.substr(c + 1), T);
-  if (!(a < b && b <= T)) fail("--tokens " + s + ": need 0 <= A < B <= " + std::to_string(T) + " (rows in the input)");
+  if (!(a < b && b <= T))
+    fail("--tokens " + s + ": need 0 <= A < B <= " + std::to_string(T) + ", the rows of " + where +
+         (b > T ? " (" + std::to_string(b - T) + " rows too many)" : std::string()));
   return {a, b};
 }
 
@@ -150,6 +154,8 @@ void slice_target(const Dump& target, int64_t L, const std::string& input_name, 
 template <class S>
 int run_layer(const LayerOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
+  // The output must not replace an input (the dumps read, the checkpoint).
+  check_output_path(o.dump, "--dump", {o.model, o.input, o.compare});
   Checkpoint ck(o.model);
   const ModelConfig& c = ck.config();
   const int64_t L = o.layer;
@@ -164,7 +170,9 @@ int run_layer(const LayerOptions& o) {
     fail(input.file_of(in_name) + ": tensor \"" + in_name + "\" has shape " + shape_str(info.shape) + ", expected [T, " +
          std::to_string(c.hidden_size) + "]");
   const int64_t T = info.shape[0];
-  const auto [a, b] = parse_range(o.tokens, T);
+  const std::string in_where = input.file_of(in_name) + ": tensor " + printable_quoted(in_name);
+  if (T == 0) fail(in_where + " has 0 rows; a layer run needs at least one token");
+  const auto [a, b] = parse_range(o.tokens, T, in_where);
   int64_t offset = 0;
   if (input.manifest().contains("input") && input.manifest()["input"].contains("position_offset"))
     offset = input.manifest()["input"]["position_offset"].get<int64_t>();
@@ -178,7 +186,13 @@ int run_layer(const LayerOptions& o) {
   const LayerWeights<S> w = load_layer<S>(ck, L, o.resident_experts);
   const Tensor<double> x_all = input.read(in_name);
   Tensor<S> x({b, c.hidden_size});
-  for (int64_t i = 0; i < x.numel(); ++i) x.data[i] = S(x_all.data[i]);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    // NaN or Inf would run through the layer into the dump as if it were a result.
+    if (!std::isfinite(x_all.data[i]))
+      fail(in_where + " holds " + (std::isnan(x_all.data[i]) ? "NaN" : "Inf") + " at row " + std::to_string(i / c.hidden_size) +
+           ", column " + std::to_string(i % c.hidden_size) + "; a layer run needs finite input");
+    x.data[i] = S(x_all.data[i]);
+  }
   std::vector<int64_t> positions(static_cast<size_t>(b));
   for (int64_t t = 0; t < b; ++t) positions[t] = offset + t;
   const auto t1 = std::chrono::steady_clock::now();

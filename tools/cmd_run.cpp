@@ -49,6 +49,7 @@ int run_model(const RunOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   Checkpoint ck(o.model);
   const ModelConfig& c = ck.config();
+  check_run_input(c, o);
   if (o.verbose && !ck.ignored().empty()) {
     std::cout << "ignoring " << ck.ignored().size() << " tensors of layers >= num_hidden_layers (" << c.num_hidden_layers
               << ", e.g. the MTP layer):";

@@ -31,10 +31,13 @@ int run_cuda(const RunOptions& o) {
   cuda::ModelWeights<T> m;
   std::string checkpoint = o.model;
   if (o.random_weights >= 0) {
-    m = cuda::random_model<T>(load_config(o.model + "/config.json"), uint64_t(o.random_weights));
+    const ModelConfig config = load_config(o.model + "/config.json");
+    check_run_input(config, o);
+    m = cuda::random_model<T>(config, uint64_t(o.random_weights));
     checkpoint = "random-weights:seed=" + std::to_string(o.random_weights) + ",config=" + o.model + "/config.json";
   } else {
     Checkpoint ck(o.model);
+    check_run_input(ck.config(), o);
     m = cuda::load_model<T>(ck);
   }
   const ModelConfig& c = m.config;

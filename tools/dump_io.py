@@ -15,6 +15,7 @@ import json
 import os
 import re
 import struct
+import zlib
 from collections import OrderedDict
 
 import torch
@@ -100,6 +101,10 @@ def read_dump(dump_dir: str):
     with open(os.path.join(dump_dir, "manifest.json")) as f:
         man = json.load(f)
     tensors = OrderedDict()
+    for fn, want in man.get("file_checks", {}).items():
+        got = file_check(os.path.join(dump_dir, fn))
+        if got != want:
+            raise ValueError(f"{dump_dir}/{fn}: size/crc32 {dict(got)} differ from manifest.json's file_checks {want}")
     for fn in man["files"]:
         for k, v in read_safetensors(os.path.join(dump_dir, fn)).items():
             if k in tensors:
@@ -177,7 +182,19 @@ def write_dump(out_dir, tensors, manifest) -> str:
     man.setdefault("format", "hyoracle.dump")
     man.setdefault("version", 1)
     man["files"] = ["activations.safetensors"]
+    # Size and CRC-32 (zlib's, as hyoracle's reader computes it) of each file: readers refuse a
+    # torn or mixed dump.
+    man["file_checks"] = {"activations.safetensors": file_check(path)}
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(man, f, indent=2)
         f.write("\n")
     return path
+
+
+def file_check(path: str) -> "OrderedDict":
+    """{"bytes": size, "crc32": 8 hex digits} of a file, read in 16 MiB steps."""
+    crc = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            crc = zlib.crc32(chunk, crc)
+    return OrderedDict(bytes=os.path.getsize(path), crc32="%08x" % crc)

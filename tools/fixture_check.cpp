@@ -82,10 +82,11 @@ FixtureInfo open_fixture(const std::string& dir) {
   if (::stat(path.c_str(), &st) != 0)
     fail(path + ": missing (is " + dir + " a fixture made by `hyoracle fixture`?)");
   const nlohmann::json j = parse_json_strict(read_text_file(path, kJsonFileLimit, "fixture.json"), path);
-  if (!j.is_object() || j.value("format", "") != "hyoracle.fixture")
+  if (!j.is_object() || !j.contains("format") || j["format"] != "hyoracle.fixture")
     fail(path + ": field \"format\" must be \"hyoracle.fixture\"");
-  if (!field(j, "version", path).is_number_integer() || j["version"].get<int>() != 1)
-    fail(path + ": field \"version\" must be 1");
+  // Compared as a JSON value, not through a narrowing get<int>() (4294967297 is not 1).
+  if (!field(j, "version", path).is_number_integer() || j["version"] != 1)
+    fail(path + ": field \"version\" must be 1, got " + j["version"].dump().substr(0, 40));
   f.preset = field(j, "preset", path).is_string() ? j["preset"].get<std::string>() : "";
   if (f.preset.empty()) fail(path + ": field \"preset\" must be a non-empty string");
   if (!field(j, "seed", path).is_number_unsigned()) fail(path + ": field \"seed\" must be a non-negative integer");
@@ -98,7 +99,8 @@ FixtureInfo open_fixture(const std::string& dir) {
   if (!golden.is_object() || !golden.contains("dir") || !golden["dir"].is_string())
     fail(path + ": field \"golden.dir\" is missing");
   const std::string rel = golden["dir"].get<std::string>();
-  if (rel.empty() || rel[0] == '/' || rel.find("..") != std::string::npos)
+  if (rel.empty() || rel[0] == '/' || rel == ".." || rel.rfind("../", 0) == 0 || rel.find("/../") != std::string::npos ||
+      (rel.size() >= 3 && rel.compare(rel.size() - 3, 3, "/..") == 0))
     fail(path + ": field \"golden.dir\" must be a relative path inside the fixture");
   f.golden_dir = dir + "/" + rel;
   f.min_router_margin = margin_or_inf(j.value("margins", nlohmann::json()), "router");
@@ -110,7 +112,10 @@ FixtureInfo open_fixture(const std::string& dir) {
   if (!is_dir(f.golden_dir)) fail(f.golden_dir + ": missing (the fixture's golden dump)");
   const Dump g(f.golden_dir);
   const auto& m = g.manifest();
-  const std::string golden_sha = m.contains("model") && m["model"].is_object() ? m["model"].value("config_sha256", "") : "";
+  const std::string golden_sha = m.contains("model") && m["model"].is_object() && m["model"].contains("config_sha256") &&
+                                         m["model"]["config_sha256"].is_string()
+                                     ? m["model"]["config_sha256"].get<std::string>()
+                                     : "";
   if (golden_sha != f.config_sha256)
     fail(f.golden_dir + "/manifest.json: model.config_sha256 is not the sha256 of " + config +
          " (the golden was made from another checkpoint)");

@@ -10,6 +10,7 @@
 #include "checkpoint.h"
 #include "dump.h"
 #include "error.h"
+#include "output.h"
 #include "sha256.h"
 
 namespace hyoracle::fixture {
@@ -139,6 +140,7 @@ std::vector<std::string> fixture_files(const std::string& dir) {
 
 Result make_fixture(const Request& q, const std::string& out, bool force, std::ostream* log) {
   validate_spec(q.spec);
+  validate_fixture_size(q.spec);
   validate_prompt(q.prompt, q.spec.vocab_size);
   if (q.generate < 0) fail("--generate must not be negative");
   if (!(q.min_margin >= 0)) fail("--min-margin must be a non-negative number");
@@ -180,7 +182,7 @@ Result make_fixture(const Request& q, const std::string& out, bool force, std::o
     r.margins = std::move(m);
     r.manifest = fixture_manifest(q, r, out);
     r.bytes = r.manifest["bytes"].get<int64_t>();
-    std::ofstream(out + "/" + kFixtureFile) << r.manifest.dump(2) << "\n";
+    write_output_file(out + "/" + kFixtureFile, r.manifest.dump(2) + "\n");
     return r;
   }
   const Try& best = *std::max_element(r.tries.begin(), r.tries.end(), [](const Try& a, const Try& b) {

@@ -1,5 +1,7 @@
 #include "fixture_presets.h"
 
+#include <cmath>
+
 #include "error.h"
 
 namespace hyoracle::fixture {
@@ -81,6 +83,33 @@ void validate_spec(const CheckpointSpec& s) {
   require(s.num_shared_experts >= 0, "shared-experts", "must not be negative");
   require(s.mtp_layers >= 0, "mtp-layers", "must not be negative");
   require(s.shards >= 1, "shards", "must be at least 1");
+  require(std::isfinite(s.linear_gain) && s.linear_gain >= 0, "linear-gain", "must be a finite number >= 0");
+  require(std::isfinite(s.router_gain) && s.router_gain >= 0, "router-gain", "must be a finite number >= 0");
+  require(std::isfinite(s.bias_scale) && s.bias_scale >= 0, "bias-scale", "must be a finite number >= 0");
+  // Each size at most 2^24 keeps products of sizes away from int64 overflow (the total is bounded
+  // by validate_fixture_size before a fixture is written).
+  for (const auto& [v, flag] : {std::pair{s.vocab_size, "vocab"}, {s.hidden_size, "hidden"}, {s.intermediate_size, "intermediate"},
+                                {s.moe_intermediate_size, "moe-intermediate"}, {s.num_experts, "experts"},
+                                {s.num_hidden_layers, "layers"}, {s.num_attention_heads, "heads"}, {s.head_dim, "head-dim"},
+                                {s.num_key_value_heads, "kv-heads"}, {s.num_shared_experts, "shared-experts"},
+                                {s.mtp_layers, "mtp-layers"}, {int64_t(s.shards), "shards"}})
+    require(v <= kMaxFixtureDim, flag, "is " + std::to_string(v) + ", more than the limit of " + std::to_string(kMaxFixtureDim));
+}
+
+// The weights within kMaxFixtureBytes keep writing the fixture and its golden run (weights in
+// double: 4x) within an ordinary machine's memory.
+void validate_fixture_size(const CheckpointSpec& s) {
+  // The BF16 bytes of the weights, in double (exact sizes could overflow int64 before this check).
+  const double H = double(s.hidden_size), A = double(s.num_attention_heads * s.head_dim),
+               Kv = double(s.num_key_value_heads * s.head_dim), E = double(s.num_experts);
+  const double per_layer = 2 * H * A + 2 * H * Kv + 3 * H * double(s.intermediate_size) +
+                           3 * H * double(s.moe_intermediate_size) * (E + double(s.num_shared_experts)) + E * H;
+  const double bytes = 2 * (double(s.num_hidden_layers + s.mtp_layers) * per_layer + 2 * double(s.vocab_size) * H);
+  if (bytes > double(kMaxFixtureBytes))
+    fail("fixture sizes: the checkpoint would hold about " + std::to_string(int64_t(std::min(bytes, 9e18) / 1e6)) +
+         " MB of weights, " + std::to_string(int64_t(std::min(bytes - double(kMaxFixtureBytes), 9e18) / 1e6)) +
+         " MB more than the limit of " + std::to_string(kMaxFixtureBytes / 1000000) +
+         " MB (a fixture is small: use smaller --vocab, --hidden, --experts or --layers)");
 }
 
 void validate_prompt(const std::vector<int64_t>& prompt, int64_t vocab_size) {

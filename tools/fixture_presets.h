@@ -41,9 +41,16 @@ Preset find_preset(const std::string& name);
 // "tiny-hy3, tiny-mt2, ..." for help texts and messages.
 std::string preset_names();
 
+// Largest size flag and largest fixture (bytes of weights) validate_spec accepts (docs/limits.md).
+constexpr int64_t kMaxFixtureDim = int64_t(1) << 24;
+constexpr int64_t kMaxFixtureBytes = int64_t(16) << 30;  // the full-size hy3-layer preset: 7.7 GB
 // Error (one line naming the field) unless every size is positive and consistent:
-// dense layers ≤ layers, 1 ≤ k ≤ E, head_dim even (RoPE rotates halves), n_q a multiple of n_kv.
+// dense layers ≤ layers, 1 ≤ k ≤ E, head_dim even (RoPE rotates halves), n_q a multiple of n_kv,
+// gains finite, every size at most kMaxFixtureDim.
 void validate_spec(const CheckpointSpec& s);
+// Error unless the weights to be written are at most kMaxFixtureBytes (saying by how much); a dry
+// run may describe a larger model, writing one is refused before anything is allocated.
+void validate_fixture_size(const CheckpointSpec& s);
 
 // Error unless every prompt id is in [0, V) and the prompt is non-empty.
 void validate_prompt(const std::vector<int64_t>& prompt, int64_t vocab_size);

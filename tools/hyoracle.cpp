@@ -15,8 +15,13 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int r = app.exit(e);
-    return r == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    // A bad option value is bad input like any other: one line naming the option, exit 2.
+    std::string what = e.what();
+    for (char& ch : what)
+      if (ch == '\n' || ch == '\r') ch = ' ';
+    std::cerr << "hyoracle: error: " << what << "\n";
+    return 2;
   } catch (const hyoracle::Error& e) {
     std::cerr << "hyoracle: error: " << e.what() << "\n";
     return 2;

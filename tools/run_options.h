@@ -7,8 +7,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include "config.h"
 #include "dump.h"
 #include "numerics.h"
+#include "output.h"
 
 namespace hyoracle::cli {
 
@@ -17,6 +19,7 @@ struct RunOptions {
   std::string tokens_text;
   std::string tokens_from;
   std::vector<int64_t> tokens;
+  std::string tokens_source = "--tokens";  // where `tokens` came from, for messages
   int64_t generate = 0;
   std::string precision_text = "exact";
   Precision precision = Precision::exact;
@@ -33,27 +36,38 @@ struct RunOptions {
 // Runs the forward pass on the GPU (cmd_run_cuda.cpp); Error when built without CUDA.
 int run_on_cuda(const RunOptions& o);
 
-// Parses "17,3,99" into token ids; Error on anything else.
+// Parses "17,3,99" into token ids: decimal digits only (no sign, no spaces), each below 10^18;
+// Error naming the option on anything else.
 inline std::vector<int64_t> parse_token_list(const std::string& s) {
   std::vector<int64_t> v;
   size_t i = 0;
-  while (i <= s.size()) {
+  for (;;) {
     const size_t j = s.find(',', i);
     const std::string item = s.substr(i, j == std::string::npos ? std::string::npos : j - i);
-    size_t used = 0;
-    long long x = 0;
-    try {
-      x = std::stoll(item, &used);
-    } catch (...) {
-      used = 0;
-    }
-    if (item.empty() || used != item.size() || x < 0)
-      fail("--tokens: \"" + item + "\" is not a non-negative integer (expected e.g. 17,3,99)");
-    v.push_back(x);
+    const bool digits = !item.empty() && item.size() <= 18 && item.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits)
+      fail("--tokens: " + printable_quoted(item) + " is not a non-negative decimal integer (expected e.g. 17,3,99)");
+    v.push_back(std::stoll(item));
     if (j == std::string::npos) break;
     i = j + 1;
   }
   return v;
+}
+
+// Checks the prompt against the model before anything is computed or allocated: every id inside
+// the vocabulary, and prompt plus generated tokens within max_position_embeddings (when the
+// config gives it). Messages name the option or the dump the ids came from.
+inline void check_run_input(const ModelConfig& c, const RunOptions& o) {
+  const std::string& from = o.tokens_source;
+  for (size_t t = 0; t < o.tokens.size(); ++t)
+    if (o.tokens[t] < 0 || o.tokens[t] >= c.vocab_size)
+      fail(from + ": token id " + std::to_string(o.tokens[t]) + " at position " + std::to_string(t) +
+           " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ") of " + c.source);
+  const int64_t positions = int64_t(o.tokens.size()) + o.generate;
+  if (c.max_position_embeddings > 0 && positions > c.max_position_embeddings)
+    fail(c.source + ": field \"max_position_embeddings\" is " + std::to_string(c.max_position_embeddings) + "; the prompt (" +
+         std::to_string(o.tokens.size()) + " tokens) plus --generate " + std::to_string(o.generate) + " needs " +
+         std::to_string(positions) + " positions, " + std::to_string(positions - c.max_position_embeddings) + " too many");
 }
 
 inline void add_run_options(CLI::App& cmd, RunOptions& o) {
@@ -73,12 +87,23 @@ inline void add_run_options(CLI::App& cmd, RunOptions& o) {
 }
 
 inline void finish_run_options(RunOptions& o) {
+  // The dump must not replace an input (the checkpoint, the dump the tokens come from).
+  check_output_path(o.dump, "--dump", {o.model, o.tokens_from});
   o.precision = parse_precision(o.precision_text);
   if (!o.tokens_text.empty() && !o.tokens_from.empty()) fail("give either --tokens or --tokens-from, not both");
   if (!o.tokens_text.empty()) o.tokens = parse_token_list(o.tokens_text);
-  else if (!o.tokens_from.empty()) o.tokens = Dump(o.tokens_from).token_ids();
+  else if (!o.tokens_from.empty()) {
+    const Dump d(o.tokens_from);
+    o.tokens = d.token_ids();
+    o.tokens_source = d.has("input_ids") ? d.file_of("input_ids") + ": tensor \"input_ids\""
+                                         : d.dir() + "/manifest.json: field \"input.token_ids\"";
+  }
   else fail("--tokens (or --tokens-from) is required");
   if (o.tokens.empty()) fail("no tokens given");
+  for (size_t t = 0; t < o.tokens.size(); ++t)
+    if (o.tokens[t] < 0)
+      fail(o.tokens_source + ": token id " + std::to_string(o.tokens[t]) + " at position " +
+           std::to_string(t) + " is negative");
 }
 
 }  // namespace hyoracle::cli

@@ -111,6 +111,29 @@ std::vector<Case> checkpoint_cases() {
                  return run_model(dir);
                },
                "model.safetensors.index.json", "not a regular file"});
+  // An FP8 checkpoint's scale tensor: read as plain weights the numbers would be quietly wrong.
+  v.push_back(edit_case("QuantizationScaleTensor",
+                        [](auto& ts) {
+                          ts.push_back({"model.layers.1.mlp.experts.0.gate_proj.weight_scale_inv", DType::F32, {1}, {0, 0, 128, 63}});
+                        },
+                        "weight_scale_inv\" is a quantization tensor"));
+  // Prompt plus generated tokens past max_position_embeddings.
+  v.push_back({"GenerationPastMaxPositions",
+               [](const std::string& dir) {
+                 write_good_checkpoint(dir);
+                 nlohmann::ordered_json c = good_config();
+                 c["max_position_embeddings"] = 4;
+                 write_file(dir + "/config.json", c.dump(2));
+                 return std::vector<std::string>{"run", "--model", dir, "--tokens", "1,2", "--generate", "3"};
+               },
+               "config.json", "\"max_position_embeddings\" is 4; the prompt (2 tokens) plus --generate 3 needs 5 positions, 1 too many"});
+  // A token id equal to the vocabulary size (the good config's vocab_size is 256).
+  v.push_back({"TokenIdEqualToVocabularySize",
+               [](const std::string& dir) {
+                 write_good_checkpoint(dir);
+                 return std::vector<std::string>{"run", "--model", dir, "--tokens", "1,256"};
+               },
+               "config.json", "--tokens: token id 256 at position 1 is outside the vocabulary [0, 256)"});
   return v;
 }
 

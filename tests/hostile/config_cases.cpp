@@ -86,6 +86,11 @@ std::vector<Case> config_cases() {
                         },
                         "nesting"));
   v.back().field = "nesting";
+  // Quantized checkpoints are refused by their config (the loader implements no dequantization).
+  v.push_back(set_case("QuantizationConfig", "quantization_config", {{"quant_method", "fp8"}, {"weight_block_size", {128, 128}}}));
+  v.push_back(set_case("MaxPositionsZero", "max_position_embeddings", 0));
+  v.push_back(set_case("MaxPositionsNotInteger", "max_position_embeddings", "262144"));
+  v.push_back(text_case("ByteOrderMark", "\xEF\xBB\xBF" + good_config().dump(2), "byte order mark"));
   return v;
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "catalogue.h"
+#include "dump.h"
 #include "hostile_util.h"
 
 namespace hyoracle::hostile {
@@ -123,6 +124,55 @@ std::vector<Case> dump_cases() {
                  return std::vector<std::string>{"compare", dir + "/base", dir + "/nan"};
                },
                "nan/activations.safetensors", "\"generate.logits\""});
+  // The manifest records each file's size and CRC-32: a file from another run (torn or mixed
+  // dump) or a changed byte is refused.
+  v.push_back(dump_case("FileFromAnotherRun",
+                        [](const std::string& d) {
+                          write_dump_with_logits(d + "-other", {1.0, 2.0, 3.0, 4.0});
+                          write_file(d + "/activations.safetensors", read_file(d + "-other/activations.safetensors"));
+                        },
+                        "activations.safetensors", "file_checks.activations.safetensors.bytes"));
+  v.push_back(dump_case("FlippedByte",
+                        [](const std::string& d) {
+                          std::string bytes = read_file(d + "/activations.safetensors");
+                          bytes[bytes.size() - 1] ^= 0x40;
+                          write_file(d + "/activations.safetensors", bytes);
+                        },
+                        "activations.safetensors", "file_checks.activations.safetensors.crc32"));
+  v.push_back(manifest_case("FileChecksNotObject", [](auto& m) { m["file_checks"] = {1, 2}; }, "\"file_checks\""));
+  v.push_back(manifest_case("FileCheckCrcNotHex",
+                            [](auto& m) { m["file_checks"]["activations.safetensors"]["crc32"] = "xyz"; },
+                            "file_checks.activations.safetensors.crc32"));
+  v.push_back(manifest_case("ProducerDtypeNotString", [](auto& m) { m["producer"]["dtype"] = 16; }, "producer.dtype"));
+  v.push_back(manifest_case("ModelNotObject", [](auto& m) { m["model"] = "tiny"; }, "\"model\""));
+  // input_ids holding a negative id (the manifest's token_ids are not what `run` reads then).
+  v.push_back(dump_case("NegativeInputIds",
+                        [](const std::string& d) {
+                          write_dump_with_ids(d, {1, -3});
+                        },
+                        "activations.safetensors", "tensor \"input_ids\": token id -3 at position 1 is negative"));
+  // `hyoracle layer` on an engine dump whose input rows are empty, too few or not finite.
+  auto layer_case = [](const std::string& name, std::vector<int64_t> shape, double value, std::vector<std::string> extra,
+                       const std::string& field) {
+    return Case{name,
+                [shape, value, extra](const std::string& dir) {
+                  write_good_checkpoint(dir + "/ck");
+                  DumpWriter w;
+                  Tensor<double> x(shape);
+                  for (int64_t i = 0; i < x.numel(); ++i) x.data[size_t(i)] = i == x.numel() - 1 ? value : 0.5;
+                  w.put("layers.0.out", x);
+                  w.write(dir + "/d", nlohmann::ordered_json{{"format", "hyoracle.dump"}, {"version", 1}});
+                  std::vector<std::string> args = {"layer", "--model", dir + "/ck", "--layer", "1", "--input", dir + "/d",
+                                                   "--dump", dir + "/out", "--threads", "1"};
+                  args.insert(args.end(), extra.begin(), extra.end());
+                  return args;
+                },
+                "d/activations.safetensors", field};
+  };
+  v.push_back(layer_case("LayerInputWithoutRows", {0, 64}, 0.0, {}, "\"layers.0.out\" has 0 rows"));
+  v.push_back(layer_case("LayerRowsBeyondInput", {2, 64}, 0.0, {"--tokens", "0:5"}, "3 rows too many"));
+  v.push_back(layer_case("LayerInputNaN", {2, 64}, std::nan(""), {}, "holds NaN at row 1, column 63"));
+  v.push_back(layer_case("LayerInputInf", {2, 64}, INFINITY, {}, "holds Inf at row 1"));
   return v;
 }
 

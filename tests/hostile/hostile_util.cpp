@@ -33,17 +33,22 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-Outcome run_hyoracle(const std::vector<std::string>& args, double seconds) {
+Outcome run_hyoracle(const std::vector<std::string>& args, double seconds, int64_t max_file_bytes) {
   TempDir scratch;
-  const std::string err_path = scratch / "stderr";
+  const std::string err_path = scratch / "stderr", out_path = scratch / "stdout";
   const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
-    const int devnull = ::open("/dev/null", O_WRONLY);
+    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (devnull < 0 || err < 0) ::_exit(126);
-    ::dup2(devnull, 1);
+    if (out < 0 || err < 0) ::_exit(126);
+    ::dup2(out, 1);
     ::dup2(err, 2);
+    if (max_file_bytes >= 0) {
+      ::signal(SIGXFSZ, SIG_IGN);
+      const struct rlimit lim {rlim_t(max_file_bytes), rlim_t(max_file_bytes)};
+      ::setrlimit(RLIMIT_FSIZE, &lim);
+    }
     std::vector<char*> argv;
     std::string bin = HYORACLE_BINARY;
     argv.push_back(bin.data());
@@ -72,6 +77,7 @@ Outcome run_hyoracle(const std::vector<std::string>& args, double seconds) {
   if (WIFSIGNALED(wstatus)) o.signal = WTERMSIG(wstatus);
   o.max_rss_kb = ru.ru_maxrss;
   o.err = read_file(err_path);
+  o.out = read_file(out_path);
   return o;
 }
 
@@ -134,6 +140,13 @@ void write_good_dump(const std::string& dir) {
   DumpWriter w;
   w.put_ints("input_ids", {2}, {1, 2});
   w.put("embed", Tensor<double>({2, 64}));
+  w.write(dir, make_manifest(DumpProducer{}, c, "tiny", {1, 2}));
+}
+
+void write_dump_with_ids(const std::string& dir, const std::vector<int64_t>& ids) {
+  const ModelConfig c = parse_config(nlohmann::json::parse(good_config().dump()), "config.json");
+  DumpWriter w;
+  w.put_ints("input_ids", {int64_t(ids.size())}, ids);
   w.write(dir, make_manifest(DumpProducer{}, c, "tiny", {1, 2}));
 }
 

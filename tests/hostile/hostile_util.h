@@ -33,11 +33,14 @@ struct Outcome {
   int signal = 0;           // the signal that ended it, if any
   bool timed_out = false;   // killed after the time limit
   std::string err;          // everything written to stderr
+  std::string out;          // everything written to stdout
   int64_t max_rss_kb = 0;   // peak resident memory of the child
 };
 
-// Runs HYORACLE_BINARY with `args` (stdout discarded); kills it after `seconds`.
-Outcome run_hyoracle(const std::vector<std::string>& args, double seconds = 60);
+// Runs HYORACLE_BINARY with `args`; kills it after `seconds`. With max_file_bytes >= 0 the child
+// may write no file larger than that (RLIMIT_FSIZE, SIGXFSZ ignored): writes past it fail with
+// EFBIG, as on a full disk.
+Outcome run_hyoracle(const std::vector<std::string>& args, double seconds = 60, int64_t max_file_bytes = -1);
 
 void write_file(const std::string& path, const std::string& bytes);
 std::string read_file(const std::string& path);
@@ -63,6 +66,8 @@ void edit_checkpoint(const std::string& dir, const std::function<void(std::vecto
 
 // A valid dump of the tiny checkpoint (`hyoracle run --dump`), written by the library's writer.
 void write_good_dump(const std::string& dir);
+// A dump holding only input_ids with the given ids (any values, negative ones included).
+void write_dump_with_ids(const std::string& dir, const std::vector<int64_t>& ids);
 // A dump holding input_ids [1, 2] and F32 "logits" [2, 2] with the given values.
 void write_dump_with_logits(const std::string& dir, const std::vector<double>& logits);
 // The same with generate.tokens [n] and generate.logits [n, V] (V = gen_logits.size() / n).

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <limits>
 
 #include "config.h"
@@ -43,6 +44,65 @@ TEST(ReaderApi, HeaderParsesFromMemory) {
 TEST(ReaderApi, HugeShapeIsRefusedWithoutAllocation) {
   const std::string img = safetensors_bytes(R"({"w":{"dtype":"U8","shape":[4611686018427387904],"data_offsets":[0,4]}})", "abcd");
   expect_error([&] { parse_safetensors_header(bytes_of(img), img.size(), "mem"); }, {"\"w\"", "needs 4611686018427387904 bytes"});
+}
+
+// The header parser is n log n in the tensor count (a parser that rescans siblings at every
+// object end takes minutes here); a regression shows as the ctest timeout, not a timed assert.
+TEST(ReaderApi, HeaderOfManyTensorsParses) {
+  constexpr int kTensors = 200001;
+  std::string header = "{";
+  for (int i = 0; i < kTensors; ++i)
+    header += (i ? ",\"t" : "\"t") + std::to_string(i) + R"(":{"dtype":"U8","shape":[1],"data_offsets":[)" +
+              std::to_string(i) + "," + std::to_string(i + 1) + "]}";
+  header += "}";
+  const std::string img = safetensors_bytes(header, std::string(kTensors, 'x'));
+  const SafetensorsHeader h = parse_safetensors_header(bytes_of(img), img.size(), "mem");
+  EXPECT_EQ(h.tensors.size(), size_t(kTensors));
+  // The duplicate check still works among so many keys, on the last one.
+  const std::string dup = safetensors_bytes(header.substr(0, header.size() - 1) + R"(,"t7":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}})",
+                                            std::string(kTensors, 'x'));
+  expect_error([&] { parse_safetensors_header(bytes_of(dup), dup.size(), "mem"); }, {"mem", "duplicate key \"t7\""});
+}
+
+// Every byte of the data section belongs to a tensor: no gap between tensors, no trailing bytes.
+TEST(ReaderApi, DataSectionMustBeTiledByTensors) {
+  const std::string gap = safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                                            R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})", std::string(12, 'x'));
+  expect_error([&] { parse_safetensors_header(bytes_of(gap), gap.size(), "mem"); }, {"mem", "\"b\"", "gap of 4 bytes"});
+  const std::string tail = safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", std::string(7, 'x'));
+  expect_error([&] { parse_safetensors_header(bytes_of(tail), tail.size(), "mem"); }, {"mem", "3 trailing bytes"});
+  const std::string none = safetensors_bytes("{}", "x");
+  expect_error([&] { parse_safetensors_header(bytes_of(none), none.size(), "mem"); }, {"mem", "1 trailing bytes"});
+  // Zero-size tensors anywhere in the tiling are fine, as is an empty data section.
+  const std::string ok = safetensors_bytes(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},)"
+                                           R"("b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"c":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})",
+                                           "abcd");
+  EXPECT_EQ(parse_safetensors_header(bytes_of(ok), ok.size(), "mem").tensors.size(), 3u);
+  const std::string empty = safetensors_bytes("{}", "");
+  EXPECT_TRUE(parse_safetensors_header(bytes_of(empty), empty.size(), "mem").tensors.empty());
+}
+
+// JSON does not allow a byte order mark; the header, config and manifest readers refuse one.
+TEST(ReaderApi, ByteOrderMarkIsRefused) {
+  const std::string img = safetensors_bytes("\xEF\xBB\xBF{}", "");
+  expect_error([&] { parse_safetensors_header(bytes_of(img), img.size(), "mem"); }, {"mem", "byte order mark"});
+  expect_error([&] { parse_json_strict("\xEF\xBB\xBF{}", "config.json"); }, {"config.json", "byte order mark"});
+}
+
+// Only a path component equal to ".." is a traversal: "acts..v1.safetensors" is a legal name.
+TEST(ReaderApi, DotsInsideAFileNameAreAccepted) {
+  TempDir dir;
+  write_good_dump(dir / "d");
+  std::filesystem::rename(dir / "d/activations.safetensors", dir / "d/acts..v1.safetensors");
+  nlohmann::json m = nlohmann::json::parse(read_file(dir / "d/manifest.json"));
+  m["files"] = {"acts..v1.safetensors"};
+  m["file_checks"] = {{"acts..v1.safetensors", m["file_checks"]["activations.safetensors"]}};
+  write_file(dir / "d/manifest.json", m.dump());
+  EXPECT_EQ(Dump(dir / "d").token_ids(), (std::vector<int64_t>{1, 2}));
+  for (const char* bad : {"../d/acts..v1.safetensors", "sub/../acts..v1.safetensors", "./acts..v1.safetensors", "a//b"}) {
+    m["files"] = {bad};
+    expect_error([&] { parse_dump_manifest(m.dump(), "manifest.json"); }, {"manifest.json", "\"files\""});
+  }
 }
 
 // Integer tensors are read exactly: INT64_MAX does not pass through double (UB on the way back).

@@ -100,6 +100,16 @@ std::vector<Case> safetensors_cases() {
   v.push_back(shard_case("NameWithNewlineAndNul",
                          safetensors_bytes(R"({"w\n\u0000x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", "abcd"),
                          "\"w\\n\\x00x\""));
+  // JSON allows no byte order mark (nlohmann would skip it).
+  v.push_back(shard_case("HeaderWithByteOrderMark", safetensors_bytes("\xEF\xBB\xBF{\"w\":{" + ok + "}}", "abcd"),
+                         "byte order mark"));
+  // Bytes no tensor accounts for: between two tensors, or after the last one.
+  v.push_back(shard_case("GapBetweenTensors",
+                         safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                                           R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+                                           "abcdefghijkl"),
+                         "\"b\" begins at data offset 8"));
+  v.push_back(shard_case("TrailingBytesAfterTensors", tensor_w("[1]", "[0,4]", "abcdefgh"), "4 trailing bytes"));
   // A FIFO where the shard should be: must not block in open().
   v.push_back({"ShardIsFifo",
                [](const std::string& dir) {
