@@ -65,6 +65,8 @@ def parse_args(argv=None):
                          "unchanged; compare stops there)")
     ap.add_argument("--variants", default=None,
                     help="comma list of row names to run in the full stage (default: all)")
+    ap.add_argument("--preset", default="mt2-layer",
+                    help="hyoracle fixture preset of the full/sweep checkpoint (mt2-layer; smaller ones for tests)")
     ap.add_argument("--fixture-timeout", type=float, default=240)
     ap.add_argument("--worker-timeout", type=float, default=420)
     ap.add_argument("--ref-timeout", type=float, default=300)
@@ -98,8 +100,8 @@ def make_fixture(args, work, dl):
     the preset's one dense layer: 3 layers, layer 1 the first MoE layer). Its own golden is not
     what is tested, so it is as cheap as the command allows: a 1-token prompt, no generation, any
     margin accepted, one seed."""
-    ckpt = os.path.join(work, f"ckpt-mt2-layer-3L-seed{args.seed}")
-    cmd = [args.hyoracle, "fixture", "--preset", "mt2-layer", "--layers", "2", "--prompt", "5", "--generate", "0",
+    ckpt = os.path.join(work, f"ckpt-{args.preset}-3L-seed{args.seed}")
+    cmd = [args.hyoracle, "fixture", "--preset", args.preset, "--layers", "2", "--prompt", "5", "--generate", "0",
            "--min-margin", "0", "--max-tries", "1", "--seed", str(args.seed), "--threads", str(args.threads)]
     stamp = os.path.join(work, "ckpt.cmd")
     if os.path.exists(os.path.join(ckpt, "fixture.json")) and os.path.exists(stamp) and \
@@ -142,14 +144,16 @@ def stage_full(args, dl):
                  deadline=dl, ref_source="bf16-fast-modules")
     p.timings["fixture"] = round(time.time() - t, 1)
     p.run(cuda_rows=[r for r in rows if r["source"] == "hyoracle-cuda"])
-    notes = [f"Checkpoint: hyoracle fixture --preset mt2-layer --layers 2 --seed {args.seed} (H 2048, 32/4 heads x 128, "
-             f"E 128 top-8, I_e 768, V 4096; layer 0 dense, layers 1-2 MoE). Prompt: {args.T} random tokens "
+    shape = (" (H 2048, 32/4 heads x 128, E 128 top-8, I_e 768, V 4096; layer 0 dense, layers 1-2 MoE)"
+             if args.preset == "mt2-layer" else "")
+    notes = [f"Checkpoint: hyoracle fixture --preset {args.preset} --layers 2 --seed {args.seed}{shape}. "
+             f"Prompt: {args.T} random tokens "
              f"(seed {args.seed}), {args.generate} greedy tokens ({args.generate - 1} decode steps recorded).",
              f"Baseline: hyoracle run --precision exact --tokens-from bf16-fast-modules --generate {args.generate} "
              "--dump-steps. compare --model: teacher forcing; without: model-free budgets.",
              f"compare --fail-fast for: {args.fail_fast}. CUDA path: {'dumped' if cuda else 'not built/skipped'}.",
              f"Timings (s): {json.dumps(p.timings)}"] + p.events
-    return finish(args, "verdicts-full", "Verdicts at realistic scale (Hy-MT2 width, T=%d)" % args.T, rows, p, notes)
+    return finish(args, "verdicts-full", f"Verdicts at realistic scale ({args.preset}, T={args.T})", rows, p, notes)
 
 
 def finish(args, stem, title, rows, p, notes):

@@ -121,7 +121,9 @@ class Pipeline:
     def run(self, cuda_rows=()):
         t0 = time.time()
         plan = self.plan()
-        worker = runner.Background([runner.python(), os.path.join(HERE, "hf_worker.py"), plan, self.status_path],
+        # VERDICTS_WORKER: a stand-in worker (fake_worker.py tests the plumbing on a CPU)
+        wscript = os.environ.get("VERDICTS_WORKER") or os.path.join(HERE, "hf_worker.py")
+        worker = runner.Background([runner.python(), wscript, plan, self.status_path],
                                    os.path.join(self.logs, "hf_worker.log"), self.dl.cap(self.args.worker_timeout))
         self.say(f"HF worker started ({len(self.rows)} rows)")
         ref_bg = None
@@ -182,7 +184,7 @@ class Pipeline:
                         continue
                     for mode in table.MODES:
                         if (r["variant"], mode) not in submitted:
-                            want.append((priority(r), r["variant"], mode))
+                            want.append((priority(r, mode), r["variant"], mode))
                 for key, b in self.searches.items():
                     if key in sweep_inflight:
                         continue
@@ -199,7 +201,7 @@ class Pipeline:
                         self.events.append(f"sweep dump {v} failed; counted as not detected")
                         continue
                     if self.dump_ready(v) and (v, mode) not in submitted:
-                        want.append((1, v, mode))
+                        want.append((priority(self.by_variant[v], mode), v, mode))
                         sweep_inflight.add(key)
                 for _, v, mode in sorted(want):
                     submitted.add((v, mode))

@@ -105,7 +105,9 @@ class Expectations(unittest.TestCase):
         self.assertEqual(len(tiny), 14)
         sw = V.sweep_variants(MT2_LAYER, V.sweep_grid())
         self.assertEqual(len(sw), 2 + 2 * 8 * 2)
-        self.assertEqual(sorted({V.priority(r) for r in rows}), [0, 1, 2])
+        self.assertEqual(sorted({V.priority(r, m) for r in rows for m in ("model", "nomodel")}), [0, 1, 2, 3])
+        honest_fast = rows[0]
+        self.assertEqual((V.priority(honest_fast, "model"), V.priority(honest_fast, "nomodel")), (0, 0))
 
 
 class Judging(unittest.TestCase):

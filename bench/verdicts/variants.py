@@ -198,11 +198,14 @@ def sweep_variants(config: dict, grid) -> list:
     return rows
 
 
-def priority(row) -> int:
-    """Compare order: the honest bf16 fast dumps first (they define the noise floor), then the
-    planted bugs, then the other honest dumps."""
+def priority(row, mode="model") -> int:
+    """Compare order (lower first): the honest bf16 fast dumps (they define the noise floor),
+    then every compare without --model (seconds each), then the planted bugs with --model, then
+    the other honest dumps with --model."""
     if row["role"] == "honest" and row.get("config") == "bf16-fast":
         return 0
-    if row["role"] in ("bug", "sweep"):
+    if mode != "model":
         return 1
-    return 2
+    if row["role"] in ("bug", "sweep"):
+        return 2
+    return 3
