@@ -156,7 +156,28 @@ def stage_full(args, dl):
     return finish(args, "verdicts-full", f"Verdicts at realistic scale ({args.preset}, T={args.T})", rows, p, notes)
 
 
+def worker_notes(p):
+    """Facts from the HF worker worth a line under the table."""
+    out = []
+    for v, n in p.notes.items():
+        if "rerun_first_difference" in n:
+            r = n["rerun_first_difference"]
+            out.append(f"{v}: a second honest run was " + ("bitwise identical (the ground truth column is exact)"
+                                                          if r is None else f"NOT identical: first difference {r}"))
+        if n.get("auto_expert"):
+            a = n["auto_expert"]
+            out.append(f"expert-weights / expert-scale expert: {a['expert']} of layer {a['layer']} "
+                       f"({a['tokens']} of the prompt's tokens routed to it)")
+    impl = sorted({(n.get("config"), n.get("attn_implementation"), n.get("experts_implementation"))
+                   for n in p.notes.values() if n.get("ok") and n.get("config")}, key=str)
+    if impl:
+        out.append("HF implementations in effect (config, attention, experts): " +
+                   "; ".join(f"{c}: {a}, {e}" for c, a, e in impl))
+    return out
+
+
 def finish(args, stem, title, rows, p, notes):
+    notes = list(notes) + worker_notes(p)
     trows = table.make_rows(rows, p.reports, p.notes)
     md = table.write_tables(args.out, stem, title, trows, notes,
                             extra={"timings": p.timings, "dumps": p.notes})
@@ -173,7 +194,7 @@ def tiny_tokens(fx_dir):
 def stage_tiny(args, dl):
     work_root = fresh(os.path.join(args.work, "tiny"), args.keep)
     dest = os.path.join(work_root, "tree")       # tar root: fixtures/<fx>/engine-dumps/<variant>/
-    status, all_rows = 0, []
+    status, all_rows, pipes = 0, [], []
     for fx in TINY_FIXTURES:
         fx_dir = os.path.join(ROOT, "fixtures", fx)
         cfg = json.load(open(os.path.join(fx_dir, "config.json")))
@@ -186,6 +207,7 @@ def stage_tiny(args, dl):
                      generate=G, rows=rows, dump_dir=ddir, work=work, args=args, deadline=dl,
                      ref_source="honest-modules")
         p.run()
+        pipes.append(p)
         trows = table.make_rows(rows, p.reports, p.notes)
         for r in trows:
             r["variant"] = f"{fx}/{r['variant']}"
@@ -199,6 +221,7 @@ def stage_tiny(args, dl):
              "manifest hf_run.experts_implementation); the committed prompts, 5 greedy tokens.",
              f"Dumps: {os.path.basename(tar)} (extract at the repository root: fixtures/<fx>/engine-dumps/).",
              "Baseline: hyoracle run --precision exact --tokens-from honest-modules --generate 5 --dump-steps."]
+    notes += sum((worker_notes(p) for p in pipes), [])
     md = table.write_tables(args.out, "verdicts-tiny", "Verdicts on the tiny fixtures", all_rows, notes)
     print(table.text_table(all_rows), flush=True)
     print(md, flush=True)
@@ -268,7 +291,7 @@ def stage_sweep(args, dl):
     frows = table.frontier_rows(searches, grid, floors, effects)
     honest = [r for r in rows if r["role"] == "honest"]
     hrows = table.make_rows(honest, p.reports, p.notes)
-    notes = [f"eps grid: {grid}", f"Timings (s): {json.dumps(p.timings)}",
+    notes = worker_notes(p) + [f"eps grid: {grid}", f"Timings (s): {json.dumps(p.timings)}",
              "Honest bf16 fast dumps at T=%d: " % args.sweep_T +
              "; ".join(f"{r['variant']}: --model {r['model']['result']}, no model {r['nomodel']['result']}" for r in hrows)] \
         + p.events
