@@ -5,13 +5,13 @@
 # overall deadline; the confusion tables, the tiny engine dumps (tar.gz) and the logs (tar.gz) go to
 # $OUT (a handful of files, two folder levels at most).
 # Usage (repository root): bash bench/verdicts/run_on_device.sh [STAGES] [BUDGET_S] [-- harness options]
-#   STAGES: comma list of tiny,full,sweep (default full); BUDGET_S: overall seconds (default 570)
+#   STAGES: comma list of tiny,full,sweep (default full); BUDGET_S: overall seconds before packing (default 565; packing takes < 25 s more)
 #   VERDICTS_CUDA=off skips building the CUDA path (a shorter build; no cuda-* rows).
-#   e.g. bash bench/verdicts/run_on_device.sh full 585 -- --jobs 4
-#        VERDICTS_CUDA=off bash bench/verdicts/run_on_device.sh tiny,sweep 585
+#   e.g. bash bench/verdicts/run_on_device.sh full 565 -- --jobs 4
+#        VERDICTS_CUDA=off bash bench/verdicts/run_on_device.sh tiny,sweep 565
 set -o pipefail
 what=${1:-full}
-BUDGET=${2:-570}
+BUDGET=${2:-565}
 shift 2 2>/dev/null || shift $#
 [ "${1:-}" = "--" ] && shift
 OUT=${OUT:-/tmp/hyoracle-verdicts-out}
@@ -37,7 +37,7 @@ lim() {
 pack() {
   # what explains the run (logs, slimmed compare reports, table JSONs, the build log) in one file;
   # the big dumps stay on the machine
-  timeout 120 python3 bench/verdicts/pack.py "$WORK" "$OUT" "$OUT/$B-build.log" 2>&1 | tee -a "$LOG"
+  timeout 25 python3 bench/verdicts/pack.py "$WORK" "$OUT" "$OUT/$B-build.log" 2>&1 | tee -a "$LOG"
   ls -la "$OUT" | tee -a "$LOG"
 }
 trap pack EXIT
