@@ -82,8 +82,19 @@ def apply(model, bug, params, state):
         undo.append(lambda m=mod: m.__dict__.pop("forward", None))
 
     def hook(mod, fn, pre=False):
-        h = (mod.register_forward_pre_hook(fn, with_kwargs=True) if pre
-             else mod.register_forward_hook(fn, with_kwargs=True))
+        """fn(module, args, kwargs[, output]); torch < 2.0 has no with_kwargs: kwargs = {} there
+        (HF calls the experts module positionally)."""
+        try:
+            h = (mod.register_forward_pre_hook(fn, with_kwargs=True) if pre
+                 else mod.register_forward_hook(fn, with_kwargs=True))
+        except TypeError:
+            if pre:
+                def plain(m, args, _fn=fn):
+                    r = _fn(m, args, {})
+                    return None if r is None else r[0]
+                h = mod.register_forward_pre_hook(plain)
+            else:
+                h = mod.register_forward_hook(lambda m, args, out, _fn=fn: _fn(m, args, {}, out))
         undo.append(h.remove)
 
     if bug == "decode-pos-behind":

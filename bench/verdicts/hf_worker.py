@@ -156,9 +156,14 @@ def main(argv=None):
                            experts_implementation=hf_dump.experts_implementation_in_effect(model),
                            attn_implementation=getattr(model.config, "_attn_implementation", None))
                 if d.get("bug"):
+                    rec["bug_params"] = params
                     rec["patch_calls"] = state["calls"]
                     if state["calls"] == 0:
                         raise RuntimeError(f"bug patch {d['bug']} never ran")
+                if not any(x.get("bug") for x in mc["dumps"]):
+                    rec["seconds"] = round(time.time() - t1, 2)
+                    status(spath, rec)   # nothing to diff against in this configuration
+                    continue
                 _, tens = hf_dump.read_dump(d["out"])
                 if not d.get("bug"):
                     honest[d["kind"]] = tens

@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 class Pipeline:
     def __init__(self, *, name, hy, ckpt, ckpt_label, tokens, generate, rows, dump_dir, work, args, deadline,
-                 ref_source, searches=None, grid=None, device="cuda"):
+                 ref_source, searches=None, grid=None, device=None):
         self.name, self.hy, self.ckpt, self.ckpt_label = name, hy, ckpt, ckpt_label
         self.tokens, self.G, self.rows, self.dump_dir, self.work = tokens, generate, rows, dump_dir, work
         self.args, self.dl, self.device = args, deadline, device
