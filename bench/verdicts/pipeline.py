@@ -95,9 +95,10 @@ class Pipeline:
 
     def compare_cmd(self, variant, mode):
         r = self.by_variant[variant]
-        cmd = [self.hy, "compare", self.ref, self.dump_path(variant), "--json", self.json_path(variant, mode), "-q"]
+        cmd = [self.hy, "compare", self.ref, self.dump_path(variant), "--json", self.json_path(variant, mode), "-q",
+               "--threads", str(self.args.compare_threads)]
         if mode == "model":
-            cmd += ["--model", self.ckpt, "--threads", str(self.args.compare_threads)]
+            cmd += ["--model", self.ckpt]
         ff = self.args.fail_fast
         if ff == "all" or (ff == "bugs" and r["role"] != "honest"):
             cmd += ["--fail-fast"]
