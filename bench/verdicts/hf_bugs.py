@@ -51,11 +51,14 @@ def expert_output(experts, x, e):
     goldens verified; transposed storage handled)."""
     H = x.shape[-1]
     gu, dn = experts.gate_up_proj[e].float(), experts.down_proj[e].float()
-    transposed = bool(getattr(experts, "experts_are_transposed", False))
-    a = x.float() @ (gu if transposed else gu.t())
+    flag = bool(getattr(experts, "experts_are_transposed", False) or getattr(experts, "is_transposed", False))
+    # storage [2I, H] / [H, I] (HF's), or transposed [H, 2I] / [I, H]: by shape where it tells
+    gu_t = (gu.shape[0] == H) if gu.shape[0] != gu.shape[1] else flag
+    dn_t = (dn.shape[1] == H) if dn.shape[0] != dn.shape[1] else flag
+    a = x.float() @ (gu if gu_t else gu.t())
     gate, up = a.chunk(2, dim=-1)
     h = experts.act_fn(gate) * up
-    y = h @ (dn if transposed else dn.t())
+    y = h @ (dn if dn_t else dn.t())
     if y.shape[-1] != H:
         raise RuntimeError(f"expert output has {y.shape[-1]} columns, hidden size {H}")
     return y
