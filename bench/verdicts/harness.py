@@ -78,15 +78,18 @@ def parse_args(argv=None):
 
 
 def cuda_built(hy):
-    """Whether the hyoracle binary's build enabled CUDA (its CMakeCache.txt)."""
+    """Whether the hyoracle binary's build enabled CUDA: HYORACLE_CUDA on in its CMakeCache.txt and
+    CUDA enabled as a language (CMakeFiles/<version>/CMakeCUDACompiler.cmake; the compiler path
+    itself is not always cached)."""
+    import glob
     d = os.path.dirname(os.path.dirname(os.path.abspath(hy)))
     try:
         txt = open(os.path.join(d, "CMakeCache.txt")).read()
     except OSError:
         return False
-    comp = [line.split("=", 1)[1].strip() for line in txt.splitlines() if line.startswith("CMAKE_CUDA_COMPILER:")]
-    off = "HYORACLE_CUDA:BOOL=OFF" in txt
-    return bool(comp and comp[0] and "NOTFOUND" not in comp[0] and not off)
+    if "HYORACLE_CUDA:BOOL=OFF" in txt:
+        return False
+    return bool(glob.glob(os.path.join(d, "CMakeFiles", "*", "CMakeCUDACompiler.cmake")))
 
 
 def random_prompt(n, vocab, seed):

@@ -91,7 +91,7 @@ for st in "${STAGES[@]}"; do
   hd=$((share - 15)); [ $hd -lt 30 ] && hd=30
   stamp "stage $st (deadline ${hd} s)"
   PYTHONUNBUFFERED=1 lim $((share - 5)) python3 bench/verdicts/harness.py "$st" --out "$OUT" --work "$WORK" \
-      --hyoracle $B/tools/hyoracle --deadline $hd --tiny-deadline $hd --cuda $( [ $CUDA = ON ] && echo auto || echo off ) \
+      --hyoracle $B/tools/hyoracle --deadline $hd --tiny-deadline $hd --cuda $( [ $CUDA = ON ] && echo on || echo off ) \
       "$@" 2>&1 | tee -a "$LOG" | grep -vE "^\[ *[0-9.]+s\] (full|sweep|tiny-mt2|tiny-hy3): (dump|compare) " | tail -120
   rc=${PIPESTATUS[0]}
   echo "stage $st: exit $rc" | tee -a "$LOG"

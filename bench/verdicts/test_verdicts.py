@@ -220,11 +220,14 @@ class HarnessParts(unittest.TestCase):
             os.makedirs(os.path.join(d, "tools"))
             hy = os.path.join(d, "tools", "hyoracle")
             self.assertFalse(harness.cuda_built(hy))
-            open(os.path.join(d, "CMakeCache.txt"), "w").write("HYORACLE_CUDA:BOOL=ON\nCMAKE_CUDA_COMPILER:FILEPATH=/usr/local/cuda/bin/nvcc\n")
+            with open(os.path.join(d, "CMakeCache.txt"), "w") as f:
+                f.write("HYORACLE_CUDA:BOOL=ON\n")
+            self.assertFalse(harness.cuda_built(hy))          # CUDA not enabled (no nvcc found)
+            os.makedirs(os.path.join(d, "CMakeFiles", "3.28.3"))
+            open(os.path.join(d, "CMakeFiles", "3.28.3", "CMakeCUDACompiler.cmake"), "w").close()
             self.assertTrue(harness.cuda_built(hy))
-            open(os.path.join(d, "CMakeCache.txt"), "w").write("HYORACLE_CUDA:BOOL=OFF\nCMAKE_CUDA_COMPILER:FILEPATH=/usr/local/cuda/bin/nvcc\n")
-            self.assertFalse(harness.cuda_built(hy))
-            open(os.path.join(d, "CMakeCache.txt"), "w").write("CMAKE_CUDA_COMPILER:FILEPATH=CMAKE_CUDA_COMPILER-NOTFOUND\n")
+            with open(os.path.join(d, "CMakeCache.txt"), "w") as f:
+                f.write("HYORACLE_CUDA:BOOL=OFF\n")
             self.assertFalse(harness.cuda_built(hy))
 
     def test_tiny_tokens(self):
