@@ -13,6 +13,9 @@ from collections import OrderedDict
 from variants import PASS
 
 MODES = ("model", "nomodel")   # compare with --model CKPT (teacher forcing) / without
+# Bugs that may legitimately change nothing on a prompt: the bf16 bias flips only tokens whose
+# k/k+1 gap is under its rounding (the tiny fixtures keep every gap >= 1e-3 by construction).
+INERT_OK = {"router-bias-bf16"}
 
 
 def read_report(path):
@@ -91,13 +94,17 @@ def make_rows(variants, reports, dump_notes=None):
         note = dump_notes.get(v["variant"]) or {}
         expected = v["expected"]
         if v["role"] != "honest" and note.get("inert"):
-            expected = PASS  # the bug changed nothing on this input: there is nothing to find
+            if v.get("bug") in INERT_OK:
+                expected = PASS  # the bug changed nothing on this input: there is nothing to find
+            else:                # a patch that changed nothing did not reach the computation
+                note = dict(note, ok=False, error=f"planted bug {v.get('bug')} changed nothing (the dump is bitwise "
+                                                  "equal to the honest one): the patch missed the computation")
         r = OrderedDict(variant=v["variant"], role=v["role"], kind=v["kind"], config=v.get("config"),
                         expected=expected)
         for mode in MODES:
             rep = reports.get((v["variant"], mode)) or {}
             verdict = rep.get("verdict")
-            if note.get("error") and verdict is None:
+            if note.get("error") and (verdict is None or note.get("ok") is False and note.get("inert")):
                 r[mode] = OrderedDict(verdict="error", first=None, result="ERROR", error=note["error"][-300:])
                 continue
             res = judge(expected, verdict, rep.get("first"))

@@ -139,19 +139,25 @@ class Judging(unittest.TestCase):
 
             vs = [dict(variant="h", role="honest", kind="full", config="bf16-fast", expected="pass"),
                   dict(variant="b", role="bug", kind="full", config="bf16-fast", expected="layers.0.attn.out"),
-                  dict(variant="inert", role="bug", kind="full", config="bf16-fast", expected="layers.1.moe.topk_ids"),
-                  dict(variant="broken", role="bug", kind="modules", config="bf16-fast", expected="layers.0.attn.out")]
+                  dict(variant="inert", role="bug", bug="router-bias-bf16", kind="full", config="bf16-fast",
+                       expected="layers.1.moe.topk_ids"),
+                  dict(variant="broken", role="bug", kind="modules", config="bf16-fast", expected="layers.0.attn.out"),
+                  dict(variant="missed", role="bug", bug="head-scale", kind="full", config="bf16-fast",
+                       expected="layers.0.attn.out")]
             reps = {("h", "model"): {"verdict": "pass", "first": None},
                     ("h", "nomodel"): {"verdict": "fail", "first": "logits"},
                     ("b", "model"): r, ("b", "nomodel"): {"verdict": "fail", "first": "layers.1.out"},
                     ("inert", "model"): {"verdict": "pass"}, ("inert", "nomodel"): {"verdict": "pass"}}
             notes = {"b": {"ok": True, "hf_first_difference": {"tensor": "layers.0.attn.out"}, "effect_rel_l2": 0.01},
                      "inert": {"ok": True, "hf_first_difference": None, "inert": True},
-                     "broken": {"ok": False, "error": "Traceback: boom"}}
+                     "broken": {"ok": False, "error": "Traceback: boom"},
+                     "missed": {"ok": True, "hf_first_difference": None, "inert": True}}
+            reps[("missed", "model")] = {"verdict": "pass"}
             rows = table.make_rows(vs, reps, notes)
             res = {x["variant"]: (x["model"]["result"], x["nomodel"]["result"]) for x in rows}
             self.assertEqual(res, {"h": ("OK", "WRONG"), "b": ("OK", "WRONG"), "inert": ("OK", "OK"),
-                                   "broken": ("ERROR", "ERROR")})
+                                   "broken": ("ERROR", "ERROR"), "missed": ("ERROR", "ERROR")})
+            rows = rows[:4]
             self.assertEqual(table.exit_status(rows), 1)
             self.assertEqual(table.exit_status(rows[:3]), 0)
             self.assertEqual(table.exit_status(rows[:3], "nomodel"), 1)
