@@ -113,8 +113,20 @@ def main(argv=None):
         t0 = time.time()
         try:
             ei = None if mc["experts"] in (None, "default") else mc["experts"]
-            model, info = hf_dump.load_model(ckpt, mc["dtype"], dev, attn_implementation=mc["attn"],
-                                             experts_implementation=ei)
+            try:
+                model, info = hf_dump.load_model(ckpt, mc["dtype"], dev, attn_implementation=mc["attn"],
+                                                 experts_implementation=ei)
+            except Exception as e:  # noqa: BLE001
+                if ei in (None, "eager"):
+                    raise
+                # from_pretrained may refuse a fast experts implementation while the model sits on
+                # the CPU: load with eager experts, then switch on the GPU (the probe checks it)
+                print(f"load with experts {ei!r} failed ({e!r}); loading eager, then switching", flush=True)
+                model, info = hf_dump.load_model(ckpt, mc["dtype"], dev, attn_implementation=mc["attn"],
+                                                 experts_implementation="eager")
+                hf_dump.set_experts_implementation(model, ei)
+                info["notes"].append(f"from_pretrained refused experts {ei!r} ({e!r}); set after loading")
+                info["experts_implementation"] = hf_dump.experts_implementation_in_effect(model)
             if mc["experts"] != "eager":
                 probe(model, info, info.get("experts_implementation") or mc["experts"])
         except Exception:  # noqa: BLE001
