@@ -26,7 +26,13 @@ every floating tensor produced during the forward is float64.
 
 CLI:
     python3 tools/hf_dump.py CHECKPOINT_DIR OUT_DIR --tokens 1,2,3 --dtype bfloat16 \
-        [--generate 5] [--device cuda] [--no-steps]
+        [--generate 5] [--device cuda] [--no-steps] [--kind full|modules] \
+        [--attn-implementation sdpa] [--experts-implementation grouped_mm|default]
+
+Module-only mode (`--kind modules`, `dump_model(..., dump_kind="modules")`) records only what
+forward hooks on modules give (no function wrappers): embed, per layer input_norm, attn.q_norm,
+attn.k_norm, attn.out, post_norm, moe.router_logits/topk_ids/topk_weights/routed_out/shared_out,
+mlp.out, out, then final_norm and logits (plus input ids, generate.* and the steps.S.* copies).
 
 Needs torch, transformers (with hy_v3) and nothing else: the safetensors writer is built in.
 """
@@ -208,18 +214,24 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.
 
 def load_model(ckpt_dir, dtype, device="cuda", attn_implementation="eager",
                experts_implementation="eager"):
-    """from_pretrained with eager attention and eager experts. Returns (model, info) where info
-    holds HF's loading info (missing/unexpected keys...) and the knobs actually in effect.
-    Raises if any key is missing."""
+    """from_pretrained with eager attention and eager experts (the default, used for the goldens),
+    or with HF's fast paths: attn_implementation="sdpa" (or another name HF knows) and
+    experts_implementation="grouped_mm" / "batched_mm", or None for HF's own default. Returns
+    (model, info) where info holds HF's loading info (missing/unexpected keys...) and the knobs
+    actually in effect. Raises if any key is missing, or if the attention implementation in effect
+    is not the one asked for."""
     from transformers import HYV3ForCausalLM
 
     td = DTYPES[dtype] if isinstance(dtype, str) else dtype
     info = {"requested": {"dtype": str(td), "attn_implementation": attn_implementation,
                           "experts_implementation": experts_implementation}, "notes": []}
     kw = dict(attn_implementation=attn_implementation, output_loading_info=True)
-    tries = [dict(dtype=td, experts_implementation=experts_implementation),
-             dict(torch_dtype=td, experts_implementation=experts_implementation),
-             dict(dtype=td), dict(torch_dtype=td)]
+    if experts_implementation is None:  # HF's default experts implementation
+        tries = [dict(dtype=td), dict(torch_dtype=td)]
+    else:
+        tries = [dict(dtype=td, experts_implementation=experts_implementation),
+                 dict(torch_dtype=td, experts_implementation=experts_implementation),
+                 dict(dtype=td), dict(torch_dtype=td)]
     last = None
     for extra in tries:
         try:
@@ -242,23 +254,67 @@ def load_model(ckpt_dir, dtype, device="cuda", attn_implementation="eager",
     if missing:
         raise RuntimeError(f"HF reports missing keys: {missing}")
     cfg = model.config
-    if hasattr(cfg, "_experts_implementation") and cfg._experts_implementation != "eager":
-        info["notes"].append(f"_experts_implementation was {cfg._experts_implementation!r}; forced 'eager'")
-        try:
-            model.set_experts_implementation("eager")
-        except Exception:
-            cfg._experts_implementation = "eager"
-    info["attn_implementation"] = getattr(cfg, "_attn_implementation", None)
-    info["experts_implementation"] = getattr(cfg, "_experts_implementation", "<no knob>")
-    if info["attn_implementation"] != "eager":
-        raise RuntimeError(f"attention implementation is {info['attn_implementation']!r}, not eager")
-    for m in model.modules():
-        c = getattr(m, "config", None)
-        if c is not None and hasattr(c, "_experts_implementation") and c._experts_implementation != "eager":
-            raise RuntimeError(f"experts implementation {c._experts_implementation!r} on {type(m).__name__}")
+    if experts_implementation == "eager" and attn_implementation == "eager":
+        # the goldens' path, unchanged: eager experts forced, eager attention required
+        if hasattr(cfg, "_experts_implementation") and cfg._experts_implementation != "eager":
+            info["notes"].append(f"_experts_implementation was {cfg._experts_implementation!r}; forced 'eager'")
+            try:
+                model.set_experts_implementation("eager")
+            except Exception:
+                cfg._experts_implementation = "eager"
+        info["attn_implementation"] = getattr(cfg, "_attn_implementation", None)
+        info["experts_implementation"] = getattr(cfg, "_experts_implementation", "<no knob>")
+        if info["attn_implementation"] != "eager":
+            raise RuntimeError(f"attention implementation is {info['attn_implementation']!r}, not eager")
+        for m in model.modules():
+            c = getattr(m, "config", None)
+            if c is not None and hasattr(c, "_experts_implementation") and c._experts_implementation != "eager":
+                raise RuntimeError(f"experts implementation {c._experts_implementation!r} on {type(m).__name__}")
+    else:
+        if experts_implementation is not None and getattr(cfg, "_experts_implementation", None) != experts_implementation:
+            info["notes"].append(f"_experts_implementation was {getattr(cfg, '_experts_implementation', None)!r}; "
+                                 f"set to {experts_implementation!r}")
+            set_experts_implementation(model, experts_implementation)
+        info["attn_implementation"] = getattr(cfg, "_attn_implementation", None)
+        info["experts_implementation"] = experts_implementation_in_effect(model)
+        if attn_implementation is not None and info["attn_implementation"] != attn_implementation:
+            raise RuntimeError(f"attention implementation is {info['attn_implementation']!r}, "
+                               f"not {attn_implementation!r}")
     model.eval()
     model.to(device)
     return model, info
+
+
+def set_experts_implementation(model, name):
+    """Switch the experts implementation of a loaded model ("eager", "grouped_mm", "batched_mm"):
+    HF's setter where it has one, else the config attribute every experts module reads per call."""
+    try:
+        model.set_experts_implementation(name)
+    except Exception:  # noqa: BLE001  (no setter in this transformers, or it refused)
+        pass
+    seen = set()
+    for m in [model] + list(model.modules()):
+        c = getattr(m, "config", None)
+        if c is not None and id(c) not in seen and hasattr(c, "_experts_implementation"):
+            seen.add(id(c))
+            if c._experts_implementation != name:
+                c._experts_implementation = name
+    got = experts_implementation_in_effect(model)
+    if got != name:
+        raise RuntimeError(f"could not set the experts implementation to {name!r} (in effect: {got!r})")
+
+
+def experts_implementation_in_effect(model):
+    """The experts implementation the MoE blocks' experts modules will use (their config's
+    _experts_implementation; "<no knob>" when this transformers has none; "mixed: ..." if they differ)."""
+    vals = set()
+    for m in model.modules():
+        if hasattr(m, "gate_up_proj") and hasattr(m, "down_proj"):
+            c = getattr(m, "config", None) or model.config
+            vals.add(str(getattr(c, "_experts_implementation", "<no knob>")))
+    if not vals:
+        return str(getattr(model.config, "_experts_implementation", "<no knob>"))
+    return vals.pop() if len(vals) == 1 else "mixed: " + ",".join(sorted(vals))
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,6 +330,28 @@ def canonical_order(model_or_layers, prefix="") -> list:
     bool per layer saying whether it is an MoE layer)."""
     layers = model_or_layers.model.layers if hasattr(model_or_layers, "model") else model_or_layers
     return canonical_names([l if isinstance(l, bool) else _is_moe(l) for l in layers], prefix)
+
+
+# The tensors a module-only dump holds per layer: what forward hooks on modules alone give (an
+# SGLang dumper in non-intrusive mode, a vLLM hook): no RoPE outputs, no attention context, no
+# q/k/v projections, no residual midpoint, no router scores.
+MODULE_LAYER_SUFFIXES = ["input_norm", "attn.q_norm", "attn.k_norm", "attn.out", "post_norm"]
+MODULE_MOE_SUFFIXES = ["moe.router_logits", "moe.topk_ids", "moe.topk_weights", "moe.routed_out", "moe.shared_out"]
+MODULE_TAIL_SUFFIXES = ["mlp.out", "out"]
+DUMP_KINDS = ("full", "modules")
+
+
+def module_names(moe_flags, prefix="") -> list:
+    """Tensor names of one forward in a module-only dump, in execution order."""
+    names = [prefix + "input_ids", prefix + "embed"]
+    for L, is_moe in enumerate(moe_flags):
+        p = f"{prefix}layers.{L}."
+        names += [p + s for s in MODULE_LAYER_SUFFIXES]
+        if is_moe:
+            names += [p + s for s in MODULE_MOE_SUFFIXES]
+        names += [p + s for s in MODULE_TAIL_SUFFIXES]
+    names += [prefix + "final_norm", prefix + "logits"]
+    return names
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,7 +402,10 @@ class Recorder:
     """Attaches capture hooks to an HYV3ForCausalLM. Captures land in `self.store` under
     `self.prefix + canonical name` while `self.enabled` is true."""
 
-    def __init__(self, model, audit_mode: PromoteFp32Mode | None = None):
+    def __init__(self, model, audit_mode: PromoteFp32Mode | None = None, kind: str = "full"):
+        if kind not in DUMP_KINDS:
+            raise ValueError(f"dump kind {kind!r}, expected one of {DUMP_KINDS}")
+        self.kind = kind
         self.model = model
         self.cfg = model.config
         self.layers = model.model.layers
@@ -423,17 +504,22 @@ class Recorder:
             at = layer.self_attn
             self._hook(layer.input_layernorm, out_hook(p + "input_norm", 2))
 
-            def proj_hook(name, n):
+            full = self.kind == "full"
+
+            def proj_hook(name, n, record=True):
                 def fn(m, i, o):
                     if self.enabled:
                         with self._paused():
                             t = _strip_batch(o, 2)
                             self._cur_T = t.shape[0]
-                            self._put(name, t.reshape(t.shape[0], n, self.d))
+                            if record:
+                                self._put(name, t.reshape(t.shape[0], n, self.d))
                 return fn
-            self._hook(at.q_proj, proj_hook(p + "attn.q", self.nq))
-            self._hook(at.k_proj, proj_hook(p + "attn.k", self.nkv))
-            self._hook(at.v_proj, proj_hook(p + "attn.v", self.nkv))
+            # module-only: the q_proj hook records nothing, it only tells the norm hooks T
+            self._hook(at.q_proj, proj_hook(p + "attn.q", self.nq, record=full))
+            if full:
+                self._hook(at.k_proj, proj_hook(p + "attn.k", self.nkv))
+                self._hook(at.v_proj, proj_hook(p + "attn.v", self.nkv))
 
             def norm_hook(name, n):
                 def fn(m, i, o):
@@ -449,9 +535,11 @@ class Recorder:
                 self._cur_attn = m
                 self._cur_layer = _L
             self._hook(at, attn_pre, pre=True)
-            self._hook(at.o_proj, in_hook(p + "attn.context", 2), pre=True)
+            if full:
+                self._hook(at.o_proj, in_hook(p + "attn.context", 2), pre=True)
             self._hook(at.o_proj, out_hook(p + "attn.out", 2))
-            self._hook(layer.post_attention_layernorm, in_hook(p + "resid_mid", 2), pre=True)
+            if full:
+                self._hook(layer.post_attention_layernorm, in_hook(p + "resid_mid", 2), pre=True)
             self._hook(layer.post_attention_layernorm, out_hook(p + "post_norm", 2))
             self._hook(layer.mlp, out_hook(p + "mlp.out", 2))
             if _is_moe(layer):
@@ -466,6 +554,8 @@ class Recorder:
         self._cur_attn = None
         self._cur_layer = None
 
+        if self.kind != "full":
+            return  # module-only: forward hooks on modules, no function wrappers
         # function wrappers: RoPE application and the eager attention kernel
         md = self.modeling
         rec = self
@@ -532,7 +622,8 @@ class Recorder:
                 same = [set(a.tolist()) == set(b.tolist()) for a, b in zip(ids, ref_ids)]
                 margins = (sorted_c[:, self.k - 1] - sorted_c[:, self.k]).double() if sorted_c.shape[1] > self.k else None
                 self._put(p + "moe.router_logits", logits_c)
-                self._put(p + "moe.scores", scores_c)
+                if self.kind == "full":
+                    self._put(p + "moe.scores", scores_c)
                 self._put(p + "moe.topk_ids", ids.to(torch.int32))
                 self._put(p + "moe.topk_weights", w)
                 self.router_info.setdefault(self.prefix, {})[L] = {
@@ -605,8 +696,12 @@ def logit_margin(row):
     return float(v[0] - v[1])
 
 
-def run_forward_and_generate(model, token_ids, generate_n, rec: Recorder | None, record_steps=True):
-    """Prefill + N-1 decode steps with the KV cache; greedy. Returns (tokens, logits_rows)."""
+def run_forward_and_generate(model, token_ids, generate_n, rec: Recorder | None, record_steps=True,
+                             before_step=None):
+    """Prefill + N-1 decode steps with the KV cache; greedy. Returns (tokens, logits_rows).
+    before_step(s, past, T): called before decode step s (1..N-1) with the cache and the prompt
+    length; it may change the cache and returns extra keyword arguments for that model call (or
+    None). Used to plant decode-time bugs (tools: bench/verdicts)."""
     dev = next(model.parameters()).device
     ids = torch.tensor([token_ids], dtype=torch.long, device=dev)
     if rec is not None:
@@ -628,7 +723,8 @@ def run_forward_and_generate(model, token_ids, generate_n, rec: Recorder | None,
         if rec is not None and record_steps:
             rec.prefix = f"steps.{s}."
             rec.enabled = True
-        out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+        extra = (before_step(s, past, len(token_ids)) or {}) if before_step is not None else {}
+        out = model(input_ids=nxt, past_key_values=past, use_cache=True, **extra)
         if rec is not None:
             rec.finish_step()
             rec.enabled = False
@@ -641,13 +737,17 @@ def run_forward_and_generate(model, token_ids, generate_n, rec: Recorder | None,
 
 def dump_model(model, token_ids, out_dir, generate_n=0, *, precision, config_path=None,
                checkpoint=None, mode_name=None, record_steps=True, extra_manifest=None,
-               exact_f64=None, census=False):
+               exact_f64=None, census=False, dump_kind=None, before_step=None):
     """Run the model on token_ids (+ N greedy steps) with hooks and write a hyoracle dump.
 
     exact_f64: None = decide from the model dtype (float64 -> promote fp32 casts and audit).
     census: for non-f64 runs, record where floating tensors of a dtype other than the model's
             are produced (a map of HF's fp32 islands).
+    dump_kind: None (the goldens' full dump, manifest unchanged), "full" or "modules" (module-only:
+            forward hooks on modules only, MODULE_*_SUFFIXES); recorded as hf_run.dump_kind.
+    before_step: see run_forward_and_generate (decode-time bug patches).
     Returns a summary dict (tokens, margins, audit, ...)."""
+    kind = dump_kind or "full"
     set_strict_fp()
     p0 = next(model.parameters())
     mdtype = p0.dtype
@@ -660,7 +760,7 @@ def dump_model(model, token_ids, out_dir, generate_n=0, *, precision, config_pat
         mode = PromoteFp32Mode(promote=True, expect=torch.float64, module_stack=stack)
     elif census:
         mode = PromoteFp32Mode(promote=False, census_ref=mdtype, module_stack=stack)
-    rec = Recorder(model, audit_mode=mode)
+    rec = Recorder(model, audit_mode=mode, kind=kind)
     old_default = torch.get_default_dtype()
     try:
         with torch.no_grad():
@@ -668,9 +768,11 @@ def dump_model(model, token_ids, out_dir, generate_n=0, *, precision, config_pat
                 if exact_f64:
                     torch.set_default_dtype(torch.float64)
                 with mode:
-                    tokens, rows = run_forward_and_generate(model, token_ids, generate_n, rec, record_steps)
+                    tokens, rows = run_forward_and_generate(model, token_ids, generate_n, rec, record_steps,
+                                                            before_step)
             else:
-                tokens, rows = run_forward_and_generate(model, token_ids, generate_n, rec, record_steps)
+                tokens, rows = run_forward_and_generate(model, token_ids, generate_n, rec, record_steps,
+                                                        before_step)
     finally:
         torch.set_default_dtype(old_default)
         rec.close()
@@ -685,21 +787,29 @@ def dump_model(model, token_ids, out_dir, generate_n=0, *, precision, config_pat
         st["generate.logits"] = torch.stack(rows, 0)
     moe_flags = [_is_moe(l) for l in model.model.layers]
     n_steps = generate_n - 1 if (generate_n > 0 and record_steps) else 0
-    expected = canonical_order(moe_flags)
+    names_of = canonical_order if kind == "full" else module_names
+    expected = names_of(moe_flags)
     for s in range(1, n_steps + 1):
-        expected += canonical_order(moe_flags, prefix=f"steps.{s}.")
+        expected += names_of(moe_flags, prefix=f"steps.{s}.")
     missing = [n for n in expected if n not in st]
     if missing:
         raise RuntimeError(f"dump incomplete, missing {missing[:10]} ... ({len(missing)})")
+    if kind != "full":
+        extra_names = sorted(set(st) - set(expected) - {"generate.tokens", "generate.logits"})
+        if extra_names:
+            raise RuntimeError(f"module-only dump holds non-module tensors {extra_names[:10]}")
     # shape checks
     cfg = model.config
     H, V = cfg.hidden_size, cfg.vocab_size
     assert tuple(st["embed"].shape) == (T, H)
     assert tuple(st["logits"].shape) == (T, V)
-    assert tuple(st["layers.0.attn.q"].shape) == (T, rec.nq, rec.d)
-    assert tuple(st["layers.0.attn.q_rope"].shape) == (T, rec.nq, rec.d)
     assert tuple(st["layers.0.attn.k_norm"].shape) == (T, rec.nkv, rec.d)
-    assert tuple(st["layers.0.attn.context"].shape) == (T, rec.nq * rec.d)
+    if kind == "full":
+        assert tuple(st["layers.0.attn.q"].shape) == (T, rec.nq, rec.d)
+        assert tuple(st["layers.0.attn.q_rope"].shape) == (T, rec.nq, rec.d)
+        assert tuple(st["layers.0.attn.context"].shape) == (T, rec.nq * rec.d)
+    else:
+        assert tuple(st["layers.0.attn.q_norm"].shape) == (T, rec.nq, rec.d)
     import transformers
     dname = {torch.float64: "float64", torch.float32: "float32", torch.bfloat16: "bfloat16"}[mdtype]
     manifest = OrderedDict()
@@ -736,10 +846,14 @@ def dump_model(model, token_ids, out_dir, generate_n=0, *, precision, config_pat
                                  "casts_rewritten": mode.n_promoted,
                                  "rewritten_at": dict(sorted(mode.promoted_at.items())),
                                  "examples": mode.violations[:10]}
-    if rec.eager_calls == 0:
+    if kind != "full":
+        pass  # no q_rope in a module-only dump
+    elif rec.eager_calls == 0:
         run_info["q_rope_source"] = "apply_rotary_pos_emb wrapper"
     else:
         run_info["q_rope_source"] = "eager_attention_forward inputs"
+    if dump_kind is not None:
+        run_info["dump_kind"] = dump_kind
     if extra_manifest:
         run_info.update(extra_manifest)
     manifest["hf_run"] = run_info
@@ -768,9 +882,18 @@ def main(argv=None):
     ap.add_argument("--generate", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-steps", action="store_true", help="do not record steps.S.* activations")
+    ap.add_argument("--attn-implementation", default="eager",
+                    help="eager (default, the goldens'), sdpa, ... (HF's attn_implementation)")
+    ap.add_argument("--experts-implementation", default="eager",
+                    help="eager (default), grouped_mm, batched_mm, or 'default' for HF's own choice")
+    ap.add_argument("--kind", default=None, choices=["full", "modules"],
+                    help="full (every canonical tensor) or modules (module forward hooks only); "
+                         "recorded as hf_run.dump_kind (absent: the goldens' full dump)")
     a = ap.parse_args(argv)
     set_strict_fp()
-    model, info = load_model(a.checkpoint, a.dtype, a.device)
+    ei = None if a.experts_implementation == "default" else a.experts_implementation
+    model, info = load_model(a.checkpoint, a.dtype, a.device, attn_implementation=a.attn_implementation,
+                             experts_implementation=ei)
     print(json.dumps(info, indent=1))
     extra = {}
     if a.dtype == "float64":
@@ -779,7 +902,7 @@ def main(argv=None):
     toks = [int(x) for x in a.tokens.split(",") if x.strip()]
     s = dump_model(model, toks, a.out, a.generate, precision=prec,
                    config_path=os.path.join(a.checkpoint, "config.json"), checkpoint=a.checkpoint,
-                   record_steps=not a.no_steps, extra_manifest=extra)
+                   record_steps=not a.no_steps, extra_manifest=extra, dump_kind=a.kind)
     print(json.dumps({"tokens": s["tokens"], "logit_margins": s["logit_margins"]}))
 
 

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# bench/verdicts/run_on_device.sh: one device call for the verdicts harness (bench/verdicts/README.md):
+# configure + build only the hyoracle target (Ninja, Release; CUDA for arch 90 when nvcc works,
+# else without), then the harness stages asked for, each under its own deadline and all under one
+# overall deadline; the confusion tables, the tiny engine dumps (tar.gz) and the logs (tar.gz) go to
+# $OUT (a handful of files, two folder levels at most).
+# Usage (repository root): bash bench/verdicts/run_on_device.sh [STAGES] [BUDGET_S] [-- harness options]
+#   STAGES: comma list of tiny,full,sweep (default full); BUDGET_S: overall seconds before packing (default 565; packing takes < 25 s more)
+#   VERDICTS_CUDA=off skips building the CUDA path (a shorter build; no cuda-* rows).
+#   e.g. bash bench/verdicts/run_on_device.sh full 565 -- --jobs 4
+#        VERDICTS_CUDA=off bash bench/verdicts/run_on_device.sh tiny,sweep 565
+set -o pipefail
+what=${1:-full}
+BUDGET=${2:-565}
+shift 2 2>/dev/null || shift $#
+[ "${1:-}" = "--" ] && shift
+OUT=${OUT:-/tmp/hyoracle-verdicts-out}
+WORK=${WORK:-/tmp/hyoracle-verdicts}
+B=build-verdicts
+mkdir -p "$OUT" "$WORK"
+T0=$(date +%s)
+END=$((T0 + BUDGET))
+LOG="$OUT/harness.log"
+stamp() { echo "== $1 at +$(( $(date +%s) - T0 )) s" | tee -a "$LOG"; }
+left() { echo $((END - $(date +%s))); }
+# lim CAP cmd...: run cmd under timeout min(CAP, time left before the deadline).
+lim() {
+  local cap=$1; shift
+  local rem; rem=$(left)
+  [ "$rem" -lt "$cap" ] && cap=$rem
+  if [ "$cap" -le 3 ]; then echo "SKIPPED (deadline): $*"; return 124; fi
+  timeout -k 5 "$cap" "$@"
+  local rc=$?
+  [ $rc -eq 124 ] && echo "TIMEOUT after ${cap}s: $*"
+  return $rc
+}
+pack() {
+  # what explains the run (logs, slimmed compare reports, table JSONs, the build log) in one file;
+  # the big dumps stay on the machine
+  timeout 25 python3 bench/verdicts/pack.py "$WORK" "$OUT" "$OUT/$B-build.log" 2>&1 | tee -a "$LOG"
+  ls -la "$OUT" | tee -a "$LOG"
+}
+trap pack EXIT
+
+stamp "start ($what, budget $BUDGET s)"
+nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv 2>&1 | tee -a "$LOG"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__)" 2>&1 | tee -a "$LOG"
+nproc | sed 's/^/cores: /' | tee -a "$LOG"; df -h /tmp | tail -1 | tee -a "$LOG"
+
+# ---- build ------------------------------------------------------------------------------------
+CUDA=OFF
+if [ "${VERDICTS_CUDA:-auto}" = off ]; then :
+elif command -v nvcc > /dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+  NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  echo 'int main(){return 0;}' > /tmp/verdicts_nvcc_probe.cu
+  if timeout 60 "$NVCC" -arch=sm_90 -o /tmp/verdicts_nvcc_probe /tmp/verdicts_nvcc_probe.cu > /dev/null 2>&1; then CUDA=ON; fi
+fi
+echo "CUDA path: $CUDA" | tee -a "$LOG"
+G=""; command -v ninja > /dev/null && G="-G Ninja"
+BL="$OUT/$B-build.log"
+lim 90 cmake -S . -B $B $G -DCMAKE_BUILD_TYPE=Release -DHYORACLE_CUDA=$CUDA -DHYORACLE_CUDA_ARCHITECTURES=90 > "$BL" 2>&1 \
+  || { echo "CONFIGURE FAILED"; tail -30 "$BL"; } | tee -a "$LOG"
+lim 420 cmake --build $B -j16 --target hyoracle >> "$BL" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $CUDA = ON ]; then
+  echo "build with CUDA failed (exit $rc); retrying without CUDA" | tee -a "$LOG"
+  grep -E "error" -A3 "$BL" | head -20 | tee -a "$LOG"
+  CUDA=OFF
+  lim 60 cmake -S . -B $B $G -DCMAKE_BUILD_TYPE=Release -DHYORACLE_CUDA=OFF >> "$BL" 2>&1
+  lim 300 cmake --build $B -j16 --target hyoracle >> "$BL" 2>&1
+fi
+if [ ! -x $B/tools/hyoracle ]; then
+  echo "BUILD FAILED" | tee -a "$LOG"; grep -E "error|Error" -A3 "$BL" | head -40 | tee -a "$LOG"; exit 1
+fi
+stamp "built (CUDA $CUDA)"
+
+# ---- stages -----------------------------------------------------------------------------------
+status=0
+IFS=',' read -ra STAGES <<< "$what"
+n=${#STAGES[@]}
+i=0
+for st in "${STAGES[@]}"; do
+  i=$((i + 1))
+  rem=$(left)
+  # the stages after this one keep their share; tiny needs about 2 minutes
+  share=$rem
+  if [ $i -lt $n ]; then
+    [ "$st" = tiny ] && share=$(( rem < 200 ? rem : 200 ))
+    [ "$st" != tiny ] && share=$(( rem / (n - i + 1) ))
+  fi
+  hd=$((share - 15)); [ $hd -lt 30 ] && hd=30
+  stamp "stage $st (deadline ${hd} s)"
+  PYTHONUNBUFFERED=1 lim $((share - 5)) python3 bench/verdicts/harness.py "$st" --out "$OUT" --work "$WORK" \
+      --hyoracle $B/tools/hyoracle --deadline $hd --tiny-deadline $hd --cuda $( [ $CUDA = ON ] && echo on || echo off ) \
+      "$@" 2>&1 | tee -a "$LOG" | grep -vE "^\[ *[0-9.]+s\] (full|sweep|tiny-mt2|tiny-hy3): (dump|compare) " | tail -120
+  rc=${PIPESTATUS[0]}
+  echo "stage $st: exit $rc" | tee -a "$LOG"
+  [ $rc -ne 0 ] && status=1
+done
+stamp "done (exit $status)"
+exit $status
