@@ -1,6 +1,7 @@
 #include "graph.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "dataflow.h"
 #include "names.h"
@@ -31,6 +32,9 @@ OrderKey order_key(const std::string& full) {
     return k;
   }
   k.section = 10;
+  // Greedy generation's summaries come last: their rows from 1 on are made by the decode steps,
+  // so a token that parts in step S is judged after steps.S.* have been.
+  if (n == "generate.tokens" || n == "generate.logits") k.step = std::numeric_limits<int64_t>::max();
   const auto& ms = dataflow::model_steps();
   for (size_t i = 0; i < ms.size(); ++i)
     if (ms[i].name == n) {

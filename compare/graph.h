@@ -2,7 +2,7 @@
 // §4.11), so "first" means first executed and each step knows what it inherited from.
 //
 //   input_ids, embed, layers.0.<suffix in names::layer_suffixes() order>, ..., layers.L-1.*,
-//   final_norm, logits, generate.tokens, generate.logits, steps.1.*, ..., layers.L.kv.*
+//   final_norm, logits, steps.1.*, ..., layers.L.kv.*, generate.tokens, generate.logits
 #pragma once
 #include <cstdint>
 #include <string>

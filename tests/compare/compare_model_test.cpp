@@ -171,8 +171,11 @@ TEST(CompareModel, ScaledAttentionOutputIsTheFirstDivergence) {
 
 // Routing: swap the k-th chosen expert for the (k+1)-th in the target at one token.
 namespace {
+// With `own_logits`, the target's router logits and scores at that token trade the two experts'
+// corrected scores, so the swap is the top-k of the target's own router output (what an honest
+// engine whose noise crossed a near-tie dumps); without, they stay the exact ones.
 std::string flipped_dump(const std::string& name, int64_t layer, bool smallest_margin, double post_norm_noise,
-                         int64_t* token_out) {
+                         int64_t* token_out, bool own_logits = false) {
   const Fixture& f = model();
   const Dump exact(f.exact);
   const std::string ids_name = names::layer(layer, "moe.topk_ids");
@@ -203,6 +206,13 @@ std::string flipped_dump(const std::string& name, int64_t layer, bool smallest_m
       continue;
     }
     Tensor<double> t = exact.read(n);
+    const bool logits = n == names::layer(layer, "moe.router_logits"), scores = n == names::layer(layer, "moe.scores");
+    if (own_logits && (logits || scores)) {
+      const int64_t k = ck.config().num_experts_per_tok, a = top[size_t(k - 1)], b = top[size_t(k)];
+      const double sa = c[size_t(b)] - bias.data[a], sb = c[size_t(a)] - bias.data[b];  // exchanged corrected scores
+      t.row(tok)[a] = logits ? std::log(sa / (1 - sa)) : sa;
+      t.row(tok)[b] = logits ? std::log(sb / (1 - sb)) : sb;
+    }
     if (n == names::layer(layer, "post_norm"))
       for (double& x : t.data) x *= 1 + post_norm_noise * (rng.uniform() - 0.5) * 2 * std::sqrt(3.0);
     w.put(n, t);
@@ -226,10 +236,11 @@ TEST(CompareModel, RealRoutingFlipIsADivergence) {
 }
 
 // The same swap at the token with the smallest margin, with the target's post_norm carrying 3%
-// noise (expected logit noise grows with it): the flip is a near-tie, so no routing divergence.
+// noise (expected logit noise grows with it) and router logits that support the swap: the flip
+// is a near-tie relative to the reference and the target's own top-k, so no routing divergence.
 TEST(CompareModel, NearTieFlipIsNotADivergence) {
   int64_t tok = -1;
-  const std::string d = flipped_dump("flip_tie", 2, /*smallest_margin=*/true, 0.03, &tok);
+  const std::string d = flipped_dump("flip_tie", 2, /*smallest_margin=*/true, 0.03, &tok, /*own_logits=*/true);
   const Report r = compare_dirs(model().exact, d, with_model());
   ASSERT_GE(r.routing.size(), 2u);  // prefill layers 1, 2 first, then decode steps
   EXPECT_EQ(r.routing[1].near_tie_flips, 1) << terminal_summary(r);
@@ -240,6 +251,25 @@ TEST(CompareModel, NearTieFlipIsNotADivergence) {
   // (post_norm itself is judged separately and fails: 3% is not an honest f64 error.)
   ASSERT_TRUE(r.first_divergence.has_value());
   EXPECT_EQ(r.first_divergence->tensor, "layers.2.post_norm");
+}
+
+// Teacher-forced routing: the same near-tie swap, but with the target's own router logits still
+// ranking the reference's expert first. Relative to the reference it is a near-tie; against the
+// target's own logits it is a selection error, named with the token and both experts.
+TEST(CompareModel, SelectionAgainstOwnLogitsIsALocalRoutingError) {
+  int64_t tok = -1;
+  const std::string d = flipped_dump("flip_own", 2, /*smallest_margin=*/true, 0.03, &tok);
+  const Report r = compare_dirs(model().exact, d, with_model());
+  ASSERT_GE(r.routing.size(), 2u);
+  EXPECT_EQ(r.routing[1].near_tie_flips, 1) << terminal_summary(r);
+  EXPECT_TRUE(r.routing[1].forced);
+  EXPECT_EQ(r.routing[1].forced_mismatches, 1);
+  ASSERT_EQ(r.routing[1].forced_list.size(), 1u);
+  EXPECT_EQ(r.routing[1].forced_list[0].token, tok);
+  const TensorResult* ids = find(r, "layers.2.moe.topk_ids");
+  ASSERT_NE(ids, nullptr);
+  EXPECT_EQ(ids->verdict, Verdict::fail);
+  EXPECT_NE(ids->reason.find("token " + std::to_string(tok) + " chose expert"), std::string::npos) << ids->reason;
 }
 
 TEST(CompareModel, BadInputIsIncompleteWithAOneLineError) {
