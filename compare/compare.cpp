@@ -416,26 +416,6 @@ void Walk::compare_tensor(const std::string& name) {
   }
 }
 
-// Reads and validates an id tensor of a dump against the routing layer's shape and E: ids in
-// [0, E), no expert twice in a row.
-std::vector<int64_t> checked_ids(const Dump& d, const std::string& name, const std::vector<int64_t>& shape, int64_t E) {
-  const TensorInfo& ti = d.info(name);
-  if (ti.shape != shape)
-    fail(d.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(ti.shape) + "; expected " + shape_str(shape));
-  std::vector<int64_t> ids = d.read_ints(name);
-  const int64_t k = shape.size() > 1 ? shape[1] : 1;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (E > 0 && (ids[i] < 0 || ids[i] >= E))
-      fail(d.file_of(name) + ": tensor \"" + name + "\" holds expert id " + std::to_string(ids[i]) + " at " +
-           shape_str({int64_t(i) / k, int64_t(i) % k}) + "; expected [0, " + std::to_string(E) + ")");
-    for (size_t j = i - i % size_t(k); j < i; ++j)
-      if (ids[j] == ids[i])
-        fail(d.file_of(name) + ": tensor \"" + name + "\" names expert " + std::to_string(ids[i]) + " twice in row " +
-             std::to_string(int64_t(i) / k));
-  }
-  return ids;
-}
-
 void Walk::compare_routing(const std::string& name) {
   int64_t step = 0;
   strip_step(name, &step);

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <set>
 
+#include "tensor.h"
+
 namespace hyoracle::compare {
 
 double jaccard(std::vector<int64_t> a, std::vector<int64_t> b) {
@@ -147,6 +149,27 @@ void forced_routing(const std::vector<double>& values, bool are_logits, double u
     if (out.forced_list.size() < keep)
       out.forced_list.push_back({t, a, b, c[size_t(a)], c[size_t(b)], w[size_t(a)] + w[size_t(b)]});
   }
+}
+
+
+// Reads and validates an id tensor of a dump against the routing layer's shape and E: ids in
+// [0, E), no expert twice in a row.
+std::vector<int64_t> checked_ids(const Dump& d, const std::string& name, const std::vector<int64_t>& shape, int64_t E) {
+  const TensorInfo& ti = d.info(name);
+  if (ti.shape != shape)
+    fail(d.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(ti.shape) + "; expected " + shape_str(shape));
+  std::vector<int64_t> ids = d.read_ints(name);
+  const int64_t k = shape.size() > 1 ? shape[1] : 1;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (E > 0 && (ids[i] < 0 || ids[i] >= E))
+      fail(d.file_of(name) + ": tensor \"" + name + "\" holds expert id " + std::to_string(ids[i]) + " at " +
+           shape_str({int64_t(i) / k, int64_t(i) % k}) + "; expected [0, " + std::to_string(E) + ")");
+    for (size_t j = i - i % size_t(k); j < i; ++j)
+      if (ids[j] == ids[i])
+        fail(d.file_of(name) + ": tensor \"" + name + "\" names expert " + std::to_string(ids[i]) + " twice in row " +
+             std::to_string(int64_t(i) / k));
+  }
+  return ids;
 }
 
 }  // namespace hyoracle::compare

@@ -14,6 +14,7 @@
 //                    otherwise a real flip, which is a divergence.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "compare.h"
@@ -33,6 +34,10 @@ struct RoutingInputs {
 };
 
 RoutingLayer routing_agreement(const RoutingInputs& in);
+
+// Reads an id tensor of a dump after checking it: shape `shape` ([T, k]), ids in [0, E) (E > 0),
+// no expert twice in a row; a one-line Error naming the file and tensor otherwise.
+std::vector<int64_t> checked_ids(const Dump& d, const std::string& name, const std::vector<int64_t>& shape, int64_t E);
 
 // Teacher-forced routing check. The target's selection must be the top-k of its own corrected
 // scores c_e = σ(ℓ_e) + b_e, with ℓ its dumped router logits (or s its dumped scores) and b the

@@ -10,6 +10,7 @@
 #include "names.h"
 #include "rms_norm.h"
 #include "rope.h"
+#include "routing.h"
 #include "tolerance.h"
 
 namespace hyoracle::compare {
@@ -214,19 +215,7 @@ Tensor<double> TeacherForcing::read_checked(const std::string& name) const {
 }
 
 std::vector<int64_t> TeacherForcing::read_ids_checked(const std::string& name) const {
-  read_checked(name);  // shape
-  std::vector<int64_t> ids = t_.read_ints(name);
-  const int64_t E = config().num_experts, k = config().num_experts_per_tok;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= E)
-      fail(t_.file_of(name) + ": tensor \"" + name + "\" holds expert id " + std::to_string(ids[i]) + " at " +
-           shape_str({int64_t(i) / k, int64_t(i) % k}) + "; expected [0, " + std::to_string(E) + ")");
-    for (size_t j = i - i % size_t(k); j < i; ++j)
-      if (ids[j] == ids[i])
-        fail(t_.file_of(name) + ": tensor \"" + name + "\" names expert " + std::to_string(ids[i]) + " twice in row " +
-             std::to_string(int64_t(i) / k));
-  }
-  return ids;
+  return checked_ids(t_, name, expected_shape(name), config().num_experts);
 }
 
 // A value for `full`: the target's own tensor when it dumped it, else the reference's
