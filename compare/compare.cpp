@@ -194,9 +194,12 @@ void Walk::judge(TensorResult& r, const Metrics& m, const BudgetInputs& bi, bool
                  const std::vector<double>& inh_tok) {
   Budget derived = local ? derived_local_budget(bi) : derived_total_budget(bi, r.inherited_input);
   const double c = safety_factor(bi.u_target, bi.numel);
+  // The composed noise is the honest rounding of every recomputed step, simulated at its modelled
+  // RMS and propagated exactly (teacher_forcing.h): an estimate of the engine's own noise there,
+  // not a bound on it, so it is added once; the safety factor c stays on the step's own term.
   if (local && r.composed_noise > 0) {
-    derived.limit += c * r.composed_noise;
-    derived.derivation += " + c·composed noise " + fmtg(r.composed_noise) + " (recomputed: " +
+    derived.limit += r.composed_noise;
+    derived.derivation += " + composed noise " + fmtg(r.composed_noise) + " (recomputed: " +
                           std::to_string(r.replay_composed.size()) + " step(s) the target did not dump)";
   }
   const int rule = opt.rules.find(r.name);
@@ -219,8 +222,9 @@ void Walk::judge(TensorResult& r, const Metrics& m, const BudgetInputs& bi, bool
   if (r.budget.metric == "rel_l2" && r.budget.token_limit > 0) {
     const double local_part = local ? r.budget.limit : r.budget.limit - amplification(bi.op) * std::max(0.0, r.inherited_input);
     for (size_t i = 0; i < m.token_rel_l2.size(); ++i) {
-      const double own = local ? r.budget.limit - c * r.composed_noise : local_part;
-      const double extra = i < inh_tok.size() ? (local ? c : amplification(bi.op)) * inh_tok[i] : 0.0;
+      const double own = local ? r.budget.limit - r.composed_noise : local_part;
+      // one row's composed noise is a noisier estimate than the tensor's: 2× it per token
+      const double extra = i < inh_tok.size() ? (local ? 2.0 : amplification(bi.op)) * inh_tok[i] : 0.0;
       const double lim = 3.0 * std::max(own, 0.0) + extra;
       const double scale = r.budget.limit > 0 ? r.budget.limit / std::max(lim, 1e-300) : 1;
       r.min_passing = std::max(r.min_passing, m.token_rel_l2[i] * scale);
@@ -245,6 +249,12 @@ void Walk::judge(TensorResult& r, const Metrics& m, const BudgetInputs& bi, bool
     r.verdict = Verdict::fail;
     r.reason = std::string(local ? "added" : "total") + " rel-L2 at token " + std::to_string(bad_token) + " is " +
                fmtg(bad_val) + " > per-token limit " + fmtg(bad_lim);
+  } else if (const PartScale* p = worst_part(r.part_scales, bi.u_target, kPartScaleZ)) {
+    r.verdict = Verdict::fail;
+    r.reason = r.part_kind + " " + std::to_string(p->part) + "'s part is scaled by 1 " + (p->alpha < 0 ? "− " : "+ ") +
+               fmtg(std::fabs(p->alpha)) + " (" + fmtg(std::fabs(p->z()), "%.0f") + " standard errors over " +
+               std::to_string(p->rows) + " row(s); rounding allows |α| ≤ max(u " + fmtg(bi.u_target) + ", " +
+               fmtg(kPartScaleZ, "%.0f") + "σ " + fmtg(kPartScaleZ * p->sigma) + "))";
   } else {
     r.verdict = Verdict::pass;
   }
@@ -369,6 +379,10 @@ void Walk::compare_tensor(const std::string& name) {
     r.local = stream_compare(TensorSource(rp->value), is_weights ? TensorSource(t.read(name)) : TensorSource(t, name, prefix), shape);
     if (r.total_comparable) r.inherited = stream_compare(bsrc, TensorSource(rp->value), shape).rel_l2;
     if (is_weights) r.inherited = NAN;  // orders differ; see routing
+    if (!rp->inputs.empty()) {
+      r.part_scales = tf->part_scales(name, *rp, t.read(name));
+      r.part_kind = base.find("attn.out") != std::string::npos ? "head" : "expert";
+    }
     if (rp->reduction_k) bi.reduction_k = rp->reduction_k;
     bi.kappa = rp->kappa;
     bi.gain = rp->gain;

@@ -22,6 +22,7 @@
 
 #include "dump.h"
 #include "metrics.h"
+#include "part_scale.h"
 #include "tolerance.h"
 
 namespace hyoracle::compare {
@@ -61,6 +62,8 @@ struct TensorResult {
   std::vector<std::string> replay_read;      // teacher forcing: the target tensors the replay read
   std::vector<std::string> replay_composed;  // steps the reference recomputed (not in the target's dump)
   double composed_noise = 0;         // rel-L2 the honest noise of the recomputed steps makes here
+  std::vector<PartScale> part_scales;  // per head (attn.out) or routed expert (moe.routed_out), part_scale.h
+  std::string part_kind;             // "head" or "expert"
   Verdict verdict = Verdict::pass;
   std::string reason;                // one line when not pass
   std::vector<std::string> hints;    // heuristic cause hints

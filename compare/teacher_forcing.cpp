@@ -7,6 +7,8 @@
 #include "dataflow.h"
 #include "embedding.h"
 #include "matmul.h"
+#include "mlp.h"
+#include "moe.h"
 #include "names.h"
 #include "rms_norm.h"
 #include "rope.h"
@@ -429,7 +431,11 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
       return y;
     });
   }
-  if (s == "attn.out") return lin(layer(L).wo, {T, c.hidden_size});
+  if (s == "attn.out") {
+    std::optional<Val> y = lin(layer(L).wo, {T, c.hidden_size});
+    if (ctx.depth == 0) meta->inputs.push_back(std::move(in[0].x));
+    return y;
+  }
   if (s == "resid_mid" || s == "out" || (s == "mlp.out" && moe(L))) return add();
   if (s == "post_norm") return norm(layer(L).post_norm, c.hidden_size);
   if (s == "mlp.out") {
@@ -466,15 +472,75 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
     });
   if (s == "moe.routed_out") {
     meta->reduction_k = c.moe_intermediate_size;
-    return both([&](const std::vector<const Tensor<double>*>& a) {
+    std::optional<Val> y = both([&](const std::vector<const Tensor<double>*>& a) {
       RouterOutput<double> ro;
       for (double x : a[1]->data) ro.ids.push_back(int64_t(x));
       ro.weights = *a[2];
       ro.k = k;
       return routed_experts(*a[0], ro, layer(L).experts, threads_);
     });
+    if (ctx.depth == 0)
+      for (Val& v : in) meta->inputs.push_back(std::move(v.x));
+    return y;
   }
   return std::nullopt;
+}
+
+// Part scales (part_scale.h). attn.out: C_h = context[:, h·d:(h+1)·d] · W_o[:, h·d:(h+1)·d]ᵀ;
+// moe.routed_out: C_e[t] = w[t, j] · Expert_e(u_t) for every (t, j) with ids[t, j] = e.
+std::vector<PartScale> TeacherForcing::part_scales(const std::string& full, const Replay& rp, const Tensor<double>& target) {
+  const std::string name = strip_step(full);
+  const int64_t L = layer_of_name(name);
+  if (L < 0 || target.numel() != rp.value.numel()) return {};
+  const std::string s = name.substr(name.find('.', 7) + 1);  // after "layers.L."
+  const ModelConfig& c = config();
+  const int64_t H = c.hidden_size;
+  Tensor<double> e({target.numel() / H, H});
+  for (size_t i = 0; i < e.data.size(); ++i) e.data[i] = target.data[i] - rp.value.data[i];
+  const int64_t T = e.rows();
+  if (s == "attn.out" && rp.inputs.size() == 1) {
+    const int64_t nq = c.num_attention_heads, d = c.head_dim;
+    const Tensor<double>& ctx = rp.inputs[0];
+    if (ctx.numel() != T * nq * d) return {};
+    const Tensor<double>& wo = layer(L).wo;  // [H, nq·d]
+    PartScaleFit fit(nq, e);
+    for (int64_t h = 0; h < nq; ++h) {
+      Tensor<double> xh({T, d}), wh({H, d});
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < d; ++i) xh.data[size_t(t * d + i)] = ctx.data[size_t(t * nq * d + h * d + i)];
+      for (int64_t o = 0; o < H; ++o)
+        for (int64_t i = 0; i < d; ++i) wh.data[size_t(o * d + i)] = wo.data[size_t(o * nq * d + h * d + i)];
+      const Tensor<double> ch = linear(xh, wh, threads_);
+      for (int64_t t = 0; t < T; ++t) fit.add(h, t, ch.row(t));
+    }
+    return fit.fits();
+  }
+  if (s == "moe.routed_out" && rp.inputs.size() == 3) {
+    const int64_t k = c.num_experts_per_tok, E = c.num_experts;
+    const Tensor<double>& u = rp.inputs[0];
+    const Tensor<double>& ids = rp.inputs[1];
+    const Tensor<double>& w = rp.inputs[2];
+    if (u.numel() != T * H || ids.numel() != T * k || w.numel() != T * k) return {};
+    PartScaleFit fit(E, e);
+    MlpWeights<double> scratch;
+    for (int64_t ex = 0; ex < E; ++ex) {
+      std::vector<std::pair<int64_t, double>> rows;  // (token, weight)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < k; ++j)
+          if (int64_t(ids.data[size_t(t * k + j)]) == ex) rows.push_back({t, w.data[size_t(t * k + j)]});
+      if (rows.empty()) continue;
+      Tensor<double> x({int64_t(rows.size()), H});
+      for (size_t r = 0; r < rows.size(); ++r) std::copy_n(u.row(rows[r].first), H, x.row(int64_t(r)));
+      const Tensor<double> y = swiglu_mlp(x, layer(L).experts.get(ex, scratch), threads_);
+      std::vector<double> cr(static_cast<size_t>(H));
+      for (size_t r = 0; r < rows.size(); ++r) {
+        for (int64_t i = 0; i < H; ++i) cr[size_t(i)] = rows[r].second * y.row(int64_t(r))[i];
+        fit.add(ex, rows[r].first, cr.data());
+      }
+    }
+    return fit.fits();
+  }
+  return {};
 }
 
 }  // namespace hyoracle::compare

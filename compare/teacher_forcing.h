@@ -39,6 +39,7 @@
 #include "checkpoint.h"
 #include "dump.h"
 #include "model.h"
+#include "part_scale.h"
 
 namespace hyoracle::compare {
 
@@ -51,6 +52,9 @@ struct Replay {
   std::vector<std::string> composed;  // steps recomputed because the target did not dump them
   double composed_noise = 0;                 // rel-L2 of the perturbed vs exact composition
   std::vector<double> composed_noise_tokens; // the same per token (row), empty when nothing composed
+  // The step's exact input values, kept for the steps that are sums of parts (attn.out:
+  // context; moe.routed_out: post_norm, topk_ids, topk_weights), for part_scales().
+  std::vector<Tensor<double>> inputs;
 };
 
 // Conditioning of y = a·Wᵀ: κ = ‖|a|·|W|ᵀ‖_F / ‖a·Wᵀ‖_F  (a [M, K], W [N, K]); accumulates in double.
@@ -77,6 +81,10 @@ class TeacherForcing {
   // f_ref on the target's inputs (composed where the target lacks them) for a canonical tensor;
   // nullopt when the step has no replay or an input can be neither read nor recomputed.
   std::optional<Replay> replay(const std::string& name);
+  // The scale fit of each part of a step that is a sum of parts (part_scale.h): attn.out per
+  // attention head, moe.routed_out per routed expert; empty for other steps. `target` is the
+  // target's tensor, `rp` this step's replay.
+  std::vector<PartScale> part_scales(const std::string& name, const Replay& rp, const Tensor<double>& target);
   // The expected shape of a canonical tensor from the config and the step's rows (prefill: the
   // prompt's length; decode steps: 1); empty when the name has no fixed shape.
   std::vector<int64_t> expected_shape(const std::string& name) const;

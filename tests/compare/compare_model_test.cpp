@@ -2,12 +2,15 @@
 // honest precision changes pass, planted bugs fail at the right tensor, bad input exits 2.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "compare.h"
 #include "compare_helpers.h"
 #include "decoder_layer.h"
 #include "dtype.h"
+#include "mlp.h"
+#include "moe.h"
 #include "names.h"
 
 using namespace hyoracle;
@@ -336,4 +339,125 @@ TEST(CompareModel, ReportsAreWellFormed) {
   EXPECT_EQ(html.find("<script"), std::string::npos);
   EXPECT_NE(report_markdown(r).find("## Per-layer error"), std::string::npos);
   EXPECT_NE(terminal_summary(r).find("pass"), std::string::npos);
+}
+
+// Part scales: one part of a sum (one attention head through o_proj; one routed expert) scaled
+// by a small 1 + α in an otherwise honest bf16 dump. The planted error moves the whole tensor
+// less than its bf16 rel-L2 budget, so only the part fit (compare/part_scale.h) can see it; it
+// must name the part and fit α. The honest bf16 copy (Bf16RoundedCopyPassesAsBf16) is the control.
+namespace {
+
+struct PartPlant {
+  std::string tensor;
+  int64_t part = 0;
+  double effect = 0;  // rel-L2 of the planted change over the whole tensor
+};
+
+// The exact dump of a longer prompt (T = 33): a part fit needs rows to average its noise over.
+const std::string& exact33() {
+  static const std::string d = [] {
+    std::vector<int64_t> tokens;
+    for (int64_t i = 0; i < 33; ++i) tokens.push_back((i * 97 + 13) % 251);
+    const std::string out = temp_dir("exact33");
+    reference_dump<double>(Checkpoint(model().ckpt), tokens, Precision::exact, out, DType::F64, "float64", 3);
+    return out;
+  }();
+  return d;
+}
+
+std::string planted_part_dump(const std::string& kind, double alpha, PartPlant* plant) {
+  const Fixture& f = model();
+  const Checkpoint ck(f.ckpt);
+  LoadOptions lo;
+  lo.resident_experts = true;
+  const ModelWeights<double> m = load_model<double>(ck, lo);
+  const ModelConfig& c = m.config;
+  const Dump exact(exact33());
+  const int64_t H = c.hidden_size, T = exact.read("embed").rows();
+  Tensor<double> add({T, H});
+  if (kind == "head") {
+    plant->tensor = "layers.1.attn.out";
+    plant->part = 1;
+    const Tensor<double> ctx = exact.read("layers.1.attn.context");  // [T, nq, d]
+    const int64_t nq = c.num_attention_heads, d = c.head_dim, h = plant->part;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t o = 0; o < H; ++o) {
+        double s = 0;
+        for (int64_t i = 0; i < d; ++i)
+          s += ctx.data[size_t(t * nq * d + h * d + i)] * m.layers[1].wo.data[size_t(o * nq * d + h * d + i)];
+        add.data[size_t(t * H + o)] = alpha * s;
+      }
+  } else {
+    plant->tensor = "layers.1.moe.routed_out";
+    const Tensor<double> u = exact.read("layers.1.post_norm");
+    const std::vector<int64_t> ids = exact.read_ints("layers.1.moe.topk_ids");
+    const Tensor<double> w = exact.read("layers.1.moe.topk_weights");
+    const int64_t k = c.num_experts_per_tok;
+    std::vector<int64_t> uses(size_t(c.num_experts), 0);
+    for (int64_t id : ids) ++uses[size_t(id)];
+    plant->part = int64_t(std::max_element(uses.begin(), uses.end()) - uses.begin());
+    MlpWeights<double> scratch;
+    const MlpWeights<double>& ew = m.layers[1].experts.get(plant->part, scratch);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < k; ++j)
+        if (ids[size_t(t * k + j)] == plant->part) {
+          Tensor<double> row({1, H}, std::vector<double>(u.row(t), u.row(t) + H));
+          const Tensor<double> y = swiglu_mlp(row, ew, 1);
+          for (int64_t o = 0; o < H; ++o) add.data[size_t(t * H + o)] += alpha * w.data[size_t(t * k + j)] * y.data[size_t(o)];
+        }
+  }
+  const Tensor<double> y = exact.read(plant->tensor);
+  double na = 0, ny = 0;
+  for (size_t i = 0; i < y.data.size(); ++i) na += add.data[i] * add.data[i], ny += y.data[i] * y.data[i];
+  plant->effect = std::sqrt(na / ny);
+  const std::string d = temp_dir("part-" + kind);
+  const std::string name = plant->tensor;
+  rewrite_dump(exact33(), d, DType::BF16, "bfloat16", [&](const std::string& n, Tensor<double>& x) {
+    if (n == name)
+      for (size_t i = 0; i < x.data.size(); ++i) x.data[i] += add.data[i];
+  });
+  return d;
+}
+
+void expect_part_named(const std::string& kind, double alpha) {
+  PartPlant p;
+  const std::string d = planted_part_dump(kind, alpha, &p);
+  const Report r = compare_dirs(exact33(), d, with_model());
+  const TensorResult* t = find(r, p.tensor);
+  ASSERT_NE(t, nullptr);
+  // the plant is below the tensor's rel-L2 budget: the part fit alone finds it
+  EXPECT_LT(p.effect, t->budget.limit) << kind;
+  EXPECT_LT(t->local->rel_l2, t->budget.limit) << kind;
+  std::string fits;
+  for (const PartScale& s : t->part_scales)
+    fits += " " + std::to_string(s.part) + ":" + std::to_string(s.alpha) + "±" + std::to_string(s.sigma) + "/" + std::to_string(s.rows);
+  ASSERT_TRUE(r.first_divergence.has_value()) << terminal_summary(r) << "\nfits:" << fits;
+  EXPECT_EQ(r.first_divergence->tensor, p.tensor) << terminal_summary(r);
+  EXPECT_NE(t->reason.find(kind + " " + std::to_string(p.part) + "'s part is scaled"), std::string::npos) << t->reason;
+  const auto it = std::find_if(t->part_scales.begin(), t->part_scales.end(), [&](const PartScale& s) { return s.part == p.part; });
+  ASSERT_NE(it, t->part_scales.end());
+  EXPECT_NEAR(it->alpha, alpha, 0.25 * alpha);  // bf16 rounding of the inputs and output moves the fit a little
+  // no other part is beyond both the rounding unit and the noise
+  for (const PartScale& s : t->part_scales)
+    if (s.part != p.part) EXPECT_TRUE(std::fabs(s.alpha) <= 0.0039 || std::fabs(s.z()) <= kPartScaleZ) << kind << " " << s.part;
+}
+
+}  // namespace
+
+TEST(CompareModel, OneHeadScaledBelowTheTensorBudgetIsNamed) { expect_part_named("head", 0.006); }
+
+TEST(CompareModel, OneExpertScaledBelowTheTensorBudgetIsNamed) { expect_part_named("expert", 0.03); }
+
+// The honest bf16 copy: every part's fitted scale stays inside the floor or the noise.
+TEST(CompareModel, HonestBf16CopyHasNoWrongPartScale) {
+  const std::string d = temp_dir("bf16-parts");
+  rewrite_dump(exact33(), d, DType::BF16, "bfloat16", [](const std::string&, Tensor<double>&) {});
+  const Report r = compare_dirs(exact33(), d, with_model());
+  EXPECT_EQ(r.verdict, Verdict::pass) << terminal_summary(r);
+  int fitted = 0;
+  for (const auto& t : r.tensors) {
+    fitted += int(t.part_scales.size());
+    EXPECT_EQ(worst_part(t.part_scales, 0.0039, kPartScaleZ), nullptr) << t.name;
+  }
+  EXPECT_GT(fitted, 6);  // 3 heads × 3 layers and the routed experts of 2 layers were fitted
 }
