@@ -56,6 +56,19 @@ nlohmann::ordered_json report_json(const Report& r) {
     e["excluded_tokens"] = t.excluded_tokens;
     e["metrics"] = t.op == "routing" || t.op == "generation" ? nlohmann::ordered_json(nullptr) : metrics_json(t.total);
     e["local_metrics"] = t.local ? metrics_json(*t.local) : nlohmann::ordered_json(nullptr);
+    e["total_comparable"] = t.total_comparable;
+    e["replay"] = t.local ? nlohmann::ordered_json{{"read", t.replay_read},
+                                                   {"composed", t.replay_composed},
+                                                   {"composed_noise", num(t.composed_noise)}}
+                          : nlohmann::ordered_json(nullptr);
+    if (!t.part_scales.empty()) {
+      nlohmann::ordered_json ps = nlohmann::ordered_json::array();
+      for (const PartScale& p : t.part_scales)
+        ps.push_back({{"part", p.part}, {"rows", p.rows}, {"alpha", num(p.alpha)}, {"sigma", num(p.sigma)}, {"z", num(p.z())}});
+      e["part_scales"] = {{"kind", t.part_kind}, {"z_limit", kPartScaleZ}, {"fits", ps}};
+    } else {
+      e["part_scales"] = nullptr;
+    }
     e["hints"] = t.hints;
     ts.push_back(e);
   }
@@ -82,6 +95,13 @@ nlohmann::ordered_json report_json(const Report& r) {
       fl.push_back({{"token", f.token}, {"only_baseline", f.only_baseline}, {"only_target", f.only_target},
                     {"margin", num(f.margin)}, {"noise", num(f.noise)}, {"near_tie", f.near_tie}});
     e["flips"] = fl;
+    e["reference_comparable"] = l.reference_comparable;
+    nlohmann::ordered_json fm = nlohmann::ordered_json::array();
+    for (const ForcedMismatch& m : l.forced_list)
+      fm.push_back({{"token", m.token}, {"chosen", m.chosen}, {"passed_over", m.passed_over},
+                    {"score_chosen", num(m.c_chosen)}, {"score_passed_over", num(m.c_passed_over)}, {"window", num(m.window)}});
+    e["forced"] = l.forced ? nlohmann::ordered_json{{"source", l.forced_source}, {"mismatches", l.forced_mismatches}, {"first", fm}}
+                           : nlohmann::ordered_json(nullptr);
     rs.push_back(e);
   }
   j["routing"] = rs;
@@ -100,6 +120,7 @@ nlohmann::ordered_json report_json(const Report& r) {
   nlohmann::ordered_json sk = nlohmann::ordered_json::array();
   for (const auto& [n, why] : r.skipped) sk.push_back({{"name", n}, {"reason", why}});
   j["skipped"] = sk;
+  j["notes"] = r.notes;
   j["stats"] = {{"seconds", r.seconds},
                 {"bytes_read", r.bytes_read},
                 {"peak_rss_bytes", r.peak_rss_bytes},
