@@ -15,13 +15,13 @@ PartScaleFit::PartScaleFit(int64_t parts, const Tensor<double>& residual)
   }
 }
 
-void PartScaleFit::add(int64_t part, int64_t row, const double* c) {
+void PartScaleFit::add(int64_t part, int64_t row, const double* c, double composed) {
   const double* e = e_.row(row);
   double ec = 0, cc = 0;
   for (int64_t i = 0; i < n_; ++i) ec += e[i] * c[i], cc += c[i] * c[i];
   num_[size_t(part)] += ec;
   den_[size_t(part)] += cc;
-  var_[size_t(part)] += var_row_[size_t(row)] * cc;
+  var_[size_t(part)] += var_row_[size_t(row)] * cc + (composed * cc) * (composed * cc);
   rows_[size_t(part)] += 1;
 }
 

@@ -9,6 +9,11 @@
 // With rounding noise independent per element, of variance σ_t² = ‖e_t‖² / n in row t (n = row
 // width; e_t still holds any real α, so σ_t is an over-estimate), α_j's standard error is
 //   σ(α_j) = √(Σ_t σ_t² ‖C_{j,t}‖²) / Σ_t ‖C_{j,t}‖²
+// Where the replay recomputed steps the target did not dump (teacher_forcing.h), the engine's own
+// rounding of those steps reaches every part as a relative perturbation of about the composed
+// noise r_t of the row, whichever way it points: each row adds (r_t·‖C_{j,t}‖²)² to the numerator's
+// variance, so a one-row decode step composed from a module-only dump is judged at r_t, not at
+// the output's rounding alone.
 // Rounding is unbiased with respect to a part's direction, so an honest engine's α_j is a few σ;
 // a wrong scale of a few percent on one head of 32 or one expert of 128 is thousands of σ even
 // where it moves the whole tensor's rel-L2 less than the rounding does (docs/compare.md,
@@ -35,8 +40,8 @@ class PartScaleFit {
  public:
   // residual: target − replay, [rows, n] (any leading shape, read as rows of the last axis).
   PartScaleFit(int64_t parts, const Tensor<double>& residual);
-  // Adds part j's contribution c (n values) to row `row`.
-  void add(int64_t part, int64_t row, const double* c);
+  // Adds part j's contribution c (n values) to row `row`; composed: the row's composed noise r_t.
+  void add(int64_t part, int64_t row, const double* c, double composed = 0);
   std::vector<PartScale> fits() const;
 
  private:
@@ -48,9 +53,10 @@ class PartScaleFit {
 };
 
 // How many standard errors a part's scale may stray before it is a wrong scale rather than
-// rounding (with the floor below): far out in the tail of the rounding noise, whose σ is itself
-// over-estimated, and loose enough for noise that is not independent element by element.
-constexpr double kPartScaleZ = 10;
+// rounding (with the floor below): far out in the tail of the rounding noise, and loose enough for
+// noise that is not independent element by element (honest HF bf16 dumps at T = 1024 reach
+// |z| ≈ 12 on parts whose |α| is far under the floor; the planted 3-5 % scales reach 350-720).
+constexpr double kPartScaleZ = 20;
 
 // The verdict on a set of fits: the part with the largest |α| among those beyond both the noise
 // (|z| > z_limit) and the target's rounding unit (|α| > floor); nullptr when none is.

@@ -498,6 +498,9 @@ std::vector<PartScale> TeacherForcing::part_scales(const std::string& full, cons
   Tensor<double> e({target.numel() / H, H});
   for (size_t i = 0; i < e.data.size(); ++i) e.data[i] = target.data[i] - rp.value.data[i];
   const int64_t T = e.rows();
+  auto composed = [&](int64_t t) {
+    return size_t(t) < rp.composed_noise_tokens.size() ? rp.composed_noise_tokens[size_t(t)] : 0.0;
+  };
   if (s == "attn.out" && rp.inputs.size() == 1) {
     const int64_t nq = c.num_attention_heads, d = c.head_dim;
     const Tensor<double>& ctx = rp.inputs[0];
@@ -511,7 +514,7 @@ std::vector<PartScale> TeacherForcing::part_scales(const std::string& full, cons
       for (int64_t o = 0; o < H; ++o)
         for (int64_t i = 0; i < d; ++i) wh.data[size_t(o * d + i)] = wo.data[size_t(o * nq * d + h * d + i)];
       const Tensor<double> ch = linear(xh, wh, threads_);
-      for (int64_t t = 0; t < T; ++t) fit.add(h, t, ch.row(t));
+      for (int64_t t = 0; t < T; ++t) fit.add(h, t, ch.row(t), composed(t));
     }
     return fit.fits();
   }
@@ -535,7 +538,7 @@ std::vector<PartScale> TeacherForcing::part_scales(const std::string& full, cons
       std::vector<double> cr(static_cast<size_t>(H));
       for (size_t r = 0; r < rows.size(); ++r) {
         for (int64_t i = 0; i < H; ++i) cr[size_t(i)] = rows[r].second * y.row(int64_t(r))[i];
-        fit.add(ex, rows[r].first, cr.data());
+        fit.add(ex, rows[r].first, cr.data(), composed(rows[r].first));
       }
     }
     return fit.fits();

@@ -353,12 +353,12 @@ struct PartPlant {
   double effect = 0;  // rel-L2 of the planted change over the whole tensor
 };
 
-// The exact dump of a longer prompt (T = 33): a part fit needs rows to average its noise over.
-const std::string& exact33() {
+// The exact dump of a longer prompt (T = 65): a part fit needs rows to average its noise over.
+const std::string& exact65() {
   static const std::string d = [] {
     std::vector<int64_t> tokens;
-    for (int64_t i = 0; i < 33; ++i) tokens.push_back((i * 97 + 13) % 251);
-    const std::string out = temp_dir("exact33");
+    for (int64_t i = 0; i < 65; ++i) tokens.push_back((i * 97 + 13) % 251);
+    const std::string out = temp_dir("exact65");
     reference_dump<double>(Checkpoint(model().ckpt), tokens, Precision::exact, out, DType::F64, "float64", 3);
     return out;
   }();
@@ -372,7 +372,7 @@ std::string planted_part_dump(const std::string& kind, double alpha, PartPlant* 
   lo.resident_experts = true;
   const ModelWeights<double> m = load_model<double>(ck, lo);
   const ModelConfig& c = m.config;
-  const Dump exact(exact33());
+  const Dump exact(exact65());
   const int64_t H = c.hidden_size, T = exact.read("embed").rows();
   Tensor<double> add({T, H});
   if (kind == "head") {
@@ -412,7 +412,7 @@ std::string planted_part_dump(const std::string& kind, double alpha, PartPlant* 
   plant->effect = std::sqrt(na / ny);
   const std::string d = temp_dir("part-" + kind);
   const std::string name = plant->tensor;
-  rewrite_dump(exact33(), d, DType::BF16, "bfloat16", [&](const std::string& n, Tensor<double>& x) {
+  rewrite_dump(exact65(), d, DType::BF16, "bfloat16", [&](const std::string& n, Tensor<double>& x) {
     if (n == name)
       for (size_t i = 0; i < x.data.size(); ++i) x.data[i] += add.data[i];
   });
@@ -422,7 +422,7 @@ std::string planted_part_dump(const std::string& kind, double alpha, PartPlant* 
 void expect_part_named(const std::string& kind, double alpha) {
   PartPlant p;
   const std::string d = planted_part_dump(kind, alpha, &p);
-  const Report r = compare_dirs(exact33(), d, with_model());
+  const Report r = compare_dirs(exact65(), d, with_model());
   const TensorResult* t = find(r, p.tensor);
   ASSERT_NE(t, nullptr);
   // the plant is below the tensor's rel-L2 budget: the part fit alone finds it
@@ -446,13 +446,13 @@ void expect_part_named(const std::string& kind, double alpha) {
 
 TEST(CompareModel, OneHeadScaledBelowTheTensorBudgetIsNamed) { expect_part_named("head", 0.006); }
 
-TEST(CompareModel, OneExpertScaledBelowTheTensorBudgetIsNamed) { expect_part_named("expert", 0.03); }
+TEST(CompareModel, OneExpertScaledBelowTheTensorBudgetIsNamed) { expect_part_named("expert", 0.035); }
 
 // The honest bf16 copy: every part's fitted scale stays inside the floor or the noise.
 TEST(CompareModel, HonestBf16CopyHasNoWrongPartScale) {
   const std::string d = temp_dir("bf16-parts");
-  rewrite_dump(exact33(), d, DType::BF16, "bfloat16", [](const std::string&, Tensor<double>&) {});
-  const Report r = compare_dirs(exact33(), d, with_model());
+  rewrite_dump(exact65(), d, DType::BF16, "bfloat16", [](const std::string&, Tensor<double>&) {});
+  const Report r = compare_dirs(exact65(), d, with_model());
   EXPECT_EQ(r.verdict, Verdict::pass) << terminal_summary(r);
   int fitted = 0;
   for (const auto& t : r.tensors) {
