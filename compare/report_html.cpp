@@ -86,6 +86,7 @@ std::string report_html(const Report& r) {
     << (r.teacher_forced ? "teacher-forced: every step re-run by the reference on the target's own inputs" : "total error only (no --model)")
     << "; " << r.tensors.size() << " tensors, " << g3(r.seconds) << " s</p>";
   if (!r.error.empty()) o << "<p><b>error:</b> " << esc(r.error) << "</p>";
+  for (const auto& n : r.notes) o << "<p>note: " << esc(n) << "</p>";
   o << "<h2>First divergence</h2>";
   int64_t dl = -2;
   if (!r.first_divergence) o << "<p>None.</p>";
@@ -95,6 +96,11 @@ std::string report_html(const Report& r) {
     for (const auto& t : r.tensors)
       if (t.name == r.first_divergence->tensor) {
         o << "<li>rule <code>" << esc(t.budget.rule) << "</code>: " << esc(t.budget.derivation) << "</li>";
+        if (!t.replay_composed.empty()) {
+          o << "<li>recomputed (not in the target's dump):";
+          for (const auto& n : t.replay_composed) o << " <code>" << esc(n) << "</code>";
+          o << "</li>";
+        }
         for (const auto& h : t.hints) o << "<li>hint (heuristic): " << esc(h) << "</li>";
       }
     o << "</ul>";
@@ -108,6 +114,7 @@ std::string report_html(const Report& r) {
       << g3(t.judged_error) << "</td><td>" << g3(t.budget.limit) << "</td><td>" << g3(t.budget_units) << "</td><td>"
       << g3(t.min_passing) << "</td><td>" << g3(t.inherited) << "</td>";
     if (t.op == "routing" || t.op == "generation") o << "<td colspan=5>see below</td>";
+    else if (!t.total_comparable) o << "<td colspan=5>n/a (the baseline ran other tokens here)</td>";
     else
       o << "<td>" << g3(t.total.rel_l2) << "</td><td>" << g3(t.total.cosine) << "</td><td>" << g3(t.total.norm_ratio)
         << "</td><td>" << g3(t.total.max_abs) << "</td><td>" << shape_str(t.total.max_abs_at) << "</td>";

@@ -1,5 +1,6 @@
 // report_markdown.cpp: the report for people, as Markdown: verdict, first divergence with hints,
 // per-layer curve, the tensor table (failures first), routing, logits, coverage.
+#include <cmath>
 #include <sstream>
 
 #include "compare.h"
@@ -15,6 +16,7 @@ std::string report_markdown(const Report& r) {
   o << "- mode: " << (r.teacher_forced ? "teacher-forced: each step re-run by the reference on the target's inputs" : "total error only")
     << "; " << r.tensors.size() << " tensors in " << g3(r.seconds) << " s\n";
   if (!r.error.empty()) o << "- **error**: " << r.error << "\n";
+  for (const auto& n : r.notes) o << "- note: " << n << "\n";
   o << "\n## First divergence\n\n";
   if (!r.first_divergence) o << "None.\n";
   else {
@@ -22,6 +24,16 @@ std::string report_markdown(const Report& r) {
     for (const auto& t : r.tensors)
       if (t.name == r.first_divergence->tensor) {
         o << "- rule `" << t.budget.rule << "`: " << t.budget.derivation << "\n";
+        if (!t.replay_read.empty()) {
+          o << "- replayed from the target's";
+          for (const auto& n : t.replay_read) o << " `" << n << "`";
+          o << "\n";
+        }
+        if (!t.replay_composed.empty()) {
+          o << "- recomputed (not in the target's dump):";
+          for (const auto& n : t.replay_composed) o << " `" << n << "`";
+          o << "; composed noise " << g3(t.composed_noise) << "\n";
+        }
         for (const auto& h : t.hints) o << "- hint (heuristic): " << h << "\n";
       }
   }
@@ -37,10 +49,25 @@ std::string report_markdown(const Report& r) {
       << " | " << g3(t.judged_error) << " | " << g3(t.budget.limit) << " | " << g3(t.budget_units) << " | "
       << g3(t.min_passing) << " | ";
     if (t.op == "routing" || t.op == "generation") o << "– | – | – | – | ";
+    else if (!t.total_comparable) o << "n/a | n/a | n/a | n/a | ";
     else
       o << g3(t.total.rel_l2) << " | " << g3(t.total.cosine) << " | " << g3(t.total.norm_ratio) << " | " << g3(t.total.max_abs)
         << " " << shape_str(t.total.max_abs_at) << " | ";
     o << "`" << t.budget.rule << "` |\n";
+  }
+  bool any_parts = false;
+  for (const auto& t : r.tensors) any_parts = any_parts || !t.part_scales.empty();
+  if (any_parts) {
+    o << "\n## Part scales (largest |z| per tensor; fail beyond |α| > u and |z| > " << g3(kPartScaleZ) << ")\n\n"
+      << "| tensor | part | α | σ | z | rows |\n|---|---|---|---|---|---|\n";
+    for (const auto& t : r.tensors) {
+      const PartScale* w = nullptr;
+      for (const auto& p : t.part_scales)
+        if (!w || std::fabs(p.z()) > std::fabs(w->z())) w = &p;
+      if (w)
+        o << "| `" << t.name << "` | " << t.part_kind << " " << w->part << " | " << g3(w->alpha) << " | " << g3(w->sigma)
+          << " | " << g3(w->z()) << " | " << w->rows << " |\n";
+    }
   }
   if (!r.routing.empty()) {
     o << "\n## Routing\n\n| layer | exact sets | mean Jaccard | near-tie flips | real flips | min margin | max weight Δ | margin source |\n|---|---|---|---|---|---|---|---|\n";
@@ -52,6 +79,14 @@ std::string report_markdown(const Report& r) {
       for (const auto& f : l.flips) {
         o << "- layer " << l.layer << " token " << f.token << ": " << (f.near_tie ? "near-tie" : "**real flip**")
           << ", gap " << g3(f.margin) << " vs noise " << g3(f.noise) << "\n";
+      }
+    for (const auto& l : r.routing)
+      if (l.forced) {
+        o << "- layer " << l.layer << (l.step ? " step " + std::to_string(l.step) : std::string()) << ", selection on the target's own scores ("
+          << l.forced_source << "): " << (l.forced_mismatches ? "**" + std::to_string(l.forced_mismatches) + " token(s) not its top-k**" : std::string("the top-k on every token")) << "\n";
+        for (const auto& m : l.forced_list)
+          o << "  - token " << m.token << ": chose expert " << m.chosen << " (" << g3(m.c_chosen) << ") over " << m.passed_over
+            << " (" << g3(m.c_passed_over) << "), rounding window " << g3(m.window) << "\n";
       }
   }
   if (r.logits.present) {

@@ -13,6 +13,7 @@ std::string terminal_summary(const Report& r) {
   o << "  baseline " << r.baseline_dir << "  [" << (r.baseline_producer.is_object() ? r.baseline_producer.value("name", "?") + " " + r.baseline_producer.value("dtype", "?") : "?") << "]\n";
   o << "  target   " << r.target_dir << "  [" << (r.target_producer.is_object() ? r.target_producer.value("name", "?") + " " + r.target_producer.value("dtype", "?") : "?") << "]\n";
   if (!r.error.empty()) o << "  error    " << r.error << "\n";
+  for (const auto& n : r.notes) o << "  note     " << n << "\n";
   int64_t failed = 0;
   for (const auto& t : r.tensors) failed += t.verdict == Verdict::fail;
   o << "  compared " << r.tensors.size() << " tensors (" << failed << " failed), "
@@ -24,6 +25,11 @@ std::string terminal_summary(const Report& r) {
     for (const auto& t : r.tensors)
       if (t.name == r.first_divergence->tensor) {
         o << "    rule " << t.budget.rule << ": " << t.budget.derivation << "\n";
+        if (!t.replay_composed.empty()) {
+          o << "    recomputed (not dumped):";
+          for (const auto& n : t.replay_composed) o << " " << n;
+          o << "\n";
+        }
         for (const auto& h : t.hints) o << "    hint (heuristic): " << h << "\n";
       }
   }
