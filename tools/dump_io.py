@@ -114,10 +114,26 @@ def read_dump(dump_dir: str):
 
 
 
-_LAYER_RANK = ["input_norm", "attn.q", "attn.k", "attn.v", "attn.q_norm", "attn.k_norm",
-               "attn.q_rope", "attn.k_rope", "attn.context", "attn.out", "resid_mid", "post_norm",
-               "moe.router_logits", "moe.scores", "moe.topk_ids", "moe.topk_weights",
-               "moe.routed_out", "moe.shared_out", "mlp.out", "out", "kv.k", "kv.v"]
+def _load_dataflow():
+    """The layer's dataflow table (tools/dataflow.json, written by `hyoracle dataflow` from
+    reference/dataflow.h; a test keeps the two equal): the one source of the canonical names and
+    their execution order."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dataflow.json")
+    with open(path) as f:
+        j = json.load(f)
+    if j.get("format") != "hyoracle.dataflow" or j.get("version") != 1:
+        raise ValueError(f"{path}: not a hyoracle.dataflow version 1 file")
+    return j
+
+
+_DATAFLOW = _load_dataflow()
+# Execution rank of each layer step (the optional moe.topk_margin is left out: it sorts after the
+# canonical steps, as the committed goldens are laid out), then the cache extras.
+_LAYER_RANK = []
+for _s in _DATAFLOW["layer_steps"]:
+    if _s["role"] != "margin" and _s["name"] not in _LAYER_RANK:
+        _LAYER_RANK.append(_s["name"])
+_LAYER_RANK += ["kv.k", "kv.v"]
 _TOP_RANK = {"input_ids": 0, "embed": 1, "final_norm": 3, "logits": 4}
 
 
@@ -153,18 +169,19 @@ def sha256_file(path):
 
 def canonical_names(moe_flags, prefix="") -> list:
     """Canonical tensor names of one forward in execution order; moe_flags[L] says whether layer
-    L is an MoE layer (DUMP_FORMAT.md's table, without the optional moe.topk_margin)."""
-    names = [prefix + "input_ids", prefix + "embed"]
+    L is an MoE layer (the dataflow table's steps that apply to that layer, without the optional
+    moe.topk_margin)."""
+    before = [s["name"] for s in _DATAFLOW["model_steps"] if s["where"] == "before_layers"]
+    after = [s["name"] for s in _DATAFLOW["model_steps"]
+             if s["where"] == "after_layers" and not s["name"].startswith("generate.")]
+    names = [prefix + n for n in before]
     for L, is_moe in enumerate(moe_flags):
         p = f"{prefix}layers.{L}."
-        names += [p + "input_norm", p + "attn.q", p + "attn.k", p + "attn.v", p + "attn.q_norm",
-                  p + "attn.k_norm", p + "attn.q_rope", p + "attn.k_rope", p + "attn.context",
-                  p + "attn.out", p + "resid_mid", p + "post_norm"]
-        if is_moe:
-            names += [p + "moe.router_logits", p + "moe.scores", p + "moe.topk_ids",
-                      p + "moe.topk_weights", p + "moe.routed_out", p + "moe.shared_out"]
-        names += [p + "mlp.out", p + "out"]
-    names += [prefix + "final_norm", prefix + "logits"]
+        for s in _DATAFLOW["layer_steps"]:
+            if s["role"] == "margin" or s["applies"] == ("dense" if is_moe else "moe"):
+                continue
+            names.append(p + s["name"])
+    names += [prefix + n for n in after]
     return names
 
 
