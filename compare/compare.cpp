@@ -47,10 +47,19 @@ std::string fmtg(double x, const char* f = "%.3g") {
 }
 
 // One-line error for a NaN in a dump: `count` NaN values, the first at `first`.
+// A NaN in a dump. In the baseline it is bad input (exit 2); in the target it is the engine's
+// failure, judged at that tensor (Walk::run catches it: verdict fail, exit 1).
+struct NanInDump : Error {
+  NanInDump(const Dump& d, const std::string& tensor, const std::string& message)
+      : Error(message), dump(&d), tensor(tensor) {}
+  const Dump* dump;
+  std::string tensor;
+};
+
 void reject_nan(const Dump& d, const std::string& name, int64_t count, const std::vector<int64_t>& first) {
   if (count > 0)
-    fail(d.file_of(name) + ": tensor \"" + name + "\" has NaN at " + coord(first) + " (" + std::to_string(count) +
-         " NaN value(s))");
+    throw NanInDump(d, name, d.file_of(name) + ": tensor \"" + name + "\" has NaN at " + coord(first) + " (" +
+                                 std::to_string(count) + " NaN value(s))");
 }
 
 // The same for a tensor read whole.
@@ -59,8 +68,8 @@ void reject_nan(const Dump& d, const std::string& name, const Tensor<double>& x)
     if (std::isnan(x.data[i])) {
       int64_t count = 0;
       for (double v : x.data) count += std::isnan(v);
-      fail(d.file_of(name) + ": tensor \"" + name + "\" has NaN at " + coord(unravel(i, x.shape)) + " (" +
-           std::to_string(count) + " NaN value(s))");
+      throw NanInDump(d, name, d.file_of(name) + ": tensor \"" + name + "\" has NaN at " + coord(unravel(i, x.shape)) +
+                                   " (" + std::to_string(count) + " NaN value(s))");
     }
 }
 
@@ -732,16 +741,32 @@ void Walk::run() {
       rep.skipped.push_back({name, "hyoracle extension: used as the routing margin, not compared"});
       continue;
     }
-    if (base.find("moe.topk_ids") != std::string::npos) compare_routing(name);
-    else if (name == "generate.tokens") compare_generation(name);
-    else if (op.empty() && opt.rules.find(name) < 0) {
-      rep.skipped.push_back({name, "not a canonical name and no rule matches it"});
-      continue;
-    } else if (!dtype_is_float(b.info(name).dtype) || !dtype_is_float(t.info(name).dtype)) {
-      rep.skipped.push_back({name, "integer tensor with no comparison rule"});
-      continue;
-    } else {
-      compare_tensor(name);
+    try {
+      if (base.find("moe.topk_ids") != std::string::npos) compare_routing(name);
+      else if (name == "generate.tokens") compare_generation(name);
+      else if (op.empty() && opt.rules.find(name) < 0) {
+        rep.skipped.push_back({name, "not a canonical name and no rule matches it"});
+        continue;
+      } else if (!dtype_is_float(b.info(name).dtype) || !dtype_is_float(t.info(name).dtype)) {
+        rep.skipped.push_back({name, "integer tensor with no comparison rule"});
+        continue;
+      } else {
+        compare_tensor(name);
+      }
+    } catch (const NanInDump& e) {
+      if (e.dump != &t) throw;
+      // The engine produced NaN: it failed here. Everything after reads it, so the walk stops.
+      TensorResult r;
+      r.name = e.tensor;
+      r.layer = layer_of_name(e.tensor);
+      strip_step(e.tensor, &r.step);
+      r.op = op_of(e.tensor);
+      r.verdict = Verdict::fail;
+      r.reason = e.what();
+      record_failure(r);
+      rep.tensors.push_back(std::move(r));
+      rep.notes.push_back("the walk stopped at the target's first NaN (" + e.tensor + "): later tensors read it");
+      break;
     }
     if (opt.fail_fast && rep.first_divergence) break;
   }

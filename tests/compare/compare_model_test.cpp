@@ -277,16 +277,24 @@ TEST(CompareModel, SelectionAgainstOwnLogitsIsALocalRoutingError) {
 
 TEST(CompareModel, BadInputIsIncompleteWithAOneLineError) {
   const Fixture& f = model();
-  // NaN in the target, reported by position.
+  // NaN in the baseline: bad input, reported by position. In the target: the engine failed there.
   const std::string nan = temp_dir("nan");
   rewrite_dump(f.exact, nan, DType::F64, "float64", [](const std::string& n, Tensor<double>& t) {
     if (n == "layers.1.attn.v") t.data[5] = NAN;
   });
-  Report r = compare_dirs(f.exact, nan, CompareOptions{});
+  Report r = compare_dirs(nan, f.exact, CompareOptions{});
   EXPECT_EQ(exit_code(r), 2);
   EXPECT_NE(r.error.find("layers.1.attn.v\" has NaN at [0, 0, 5]"), std::string::npos) << r.error;
   EXPECT_NE(r.error.find("activations.safetensors"), std::string::npos) << r.error;
   EXPECT_EQ(r.error.find('\n'), std::string::npos);
+  for (const CompareOptions& o : {CompareOptions{}, with_model()}) {
+    r = compare_dirs(f.exact, nan, o);
+    EXPECT_EQ(exit_code(r), 1) << terminal_summary(r);
+    ASSERT_TRUE(r.first_divergence.has_value());
+    EXPECT_EQ(r.first_divergence->tensor, "layers.1.attn.v");
+    EXPECT_NE(r.first_divergence->reason.find("has NaN at [0, 0, 5]"), std::string::npos) << r.first_divergence->reason;
+    EXPECT_EQ(r.tensors.back().name, "layers.1.attn.v");  // the walk stops there
+  }
   // Shape mismatch.
   const std::string shp = temp_dir("shape");
   rewrite_dump(f.exact, shp, DType::F64, "float64", [](const std::string& n, Tensor<double>& t) {

@@ -96,5 +96,25 @@ TEST(CatalogueCompare, InfInTargetIsAFailedComparison) {
   EXPECT_EQ(same.status, 0) << same.err;
 }
 
+// NaN in the target is the engine's failure: exit 1, the first NaN tensor named (file, tensor,
+// position) as the first divergence, in the rows before the token divergence and after it.
+TEST(CatalogueCompare, NaNInTargetIsAFailureAtThatTensor) {
+  TempDir dir;
+  write_dump_with_logits(dir / "base", {1.0, 2.0, 3.0, 4.0});
+  write_dump_with_logits(dir / "nan", {1.0, std::nan(""), 3.0, 4.0});
+  Outcome o = run_hyoracle({"compare", dir / "base", dir / "nan"}, kTimeLimitSeconds);
+  EXPECT_EQ(o.signal, 0) << o.err;
+  EXPECT_EQ(o.status, 1) << o.out << o.err;
+  EXPECT_NE(o.out.find("FIRST DIVERGENCE  logits"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("nan/activations.safetensors: tensor \"logits\" has NaN at [0, 1]"), std::string::npos) << o.out;
+  write_dump_with_generation(dir / "gbase", {1, 0, 1}, {0.0, 1.0, 2.0, 1.0, 0.0, 3.0});
+  write_dump_with_generation(dir / "gnan", {1, 1, 1}, {0.0, 1.0, 2.0, 2.5, std::nan(""), 3.0});
+  // (here the generated tokens already differ, which is the first divergence; the NaN row after
+  // it is still a failure, never a pass)
+  o = run_hyoracle({"compare", dir / "gbase", dir / "gnan", "--json", dir / "g.json"}, kTimeLimitSeconds);
+  EXPECT_EQ(o.status, 1) << o.out << o.err;
+  EXPECT_NE(read_file(dir / "g.json").find("\\\"generate.logits\\\" has NaN"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace hyoracle::hostile

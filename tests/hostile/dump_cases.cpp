@@ -107,12 +107,14 @@ std::vector<Case> dump_cases() {
                           write_file(d + "/manifest.json", m.dump());
                         },
                         "copy.safetensors", "duplicate name"));
-  // NaN in a target dump: the dump reader keeps it, `hyoracle compare` must refuse it by name.
+  // NaN in the baseline dump: the dump reader keeps it, `hyoracle compare` must refuse it by
+  // name (a baseline with NaN judges nothing). NaN in the target is the engine's failure instead
+  // (exit 1; catalogue_test.cpp, CatalogueCompare).
   v.push_back({"CompareNaN",
                [](const std::string& dir) {
                  write_dump_with_logits(dir + "/base", {1.0, 2.0, 3.0, 4.0});
                  write_dump_with_logits(dir + "/nan", {1.0, std::nan(""), 3.0, 4.0});
-                 return std::vector<std::string>{"compare", dir + "/base", dir + "/nan"};
+                 return std::vector<std::string>{"compare", dir + "/nan", dir + "/base"};
                },
                "nan/activations.safetensors", "\"logits\""});
   // NaN in generate.logits after the first differing token: those rows are not compared, but a NaN
@@ -121,7 +123,7 @@ std::vector<Case> dump_cases() {
                [](const std::string& dir) {
                  write_dump_with_generation(dir + "/base", {1, 0, 1}, {0.0, 1.0, 2.0, 1.0, 0.0, 3.0});
                  write_dump_with_generation(dir + "/nan", {1, 1, 1}, {0.0, 1.0, 2.0, 2.5, std::nan(""), 3.0});
-                 return std::vector<std::string>{"compare", dir + "/base", dir + "/nan"};
+                 return std::vector<std::string>{"compare", dir + "/nan", dir + "/base"};
                },
                "nan/activations.safetensors", "\"generate.logits\""});
   // The manifest records each file's size and CRC-32: a file from another run (torn or mixed
