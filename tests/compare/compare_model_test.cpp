@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 
 #include "compare.h"
 #include "compare_helpers.h"
@@ -324,6 +326,26 @@ TEST(CompareModel, BadInputIsIncompleteWithAOneLineError) {
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->verdict, Verdict::incomplete);
   EXPECT_EQ(find(r, "logits")->budget.rule, "rules:0:logits");
+}
+
+// --model with a checkpoint the dumps were not made from (its config.json differs from the one
+// whose sha256 the manifests record): refused with exit 2 naming both, before any judgement.
+TEST(CompareModel, ACheckpointOtherThanTheDumpsIsRefused) {
+  const Fixture& f = model();
+  const std::string other = temp_dir("other-ckpt");
+  for (const auto& e : std::filesystem::directory_iterator(f.ckpt))
+    std::filesystem::copy(e.path(), other + "/" + e.path().filename().string());
+  {
+    std::ofstream cfg(other + "/config.json", std::ios::app);
+    cfg << "\n";  // same model, other bytes: another checkpoint as far as the manifests can tell
+  }
+  CompareOptions o;
+  o.model_dir = other;
+  const Report r = compare_dirs(f.exact, f.exact, o);
+  EXPECT_EQ(exit_code(r), 2);
+  EXPECT_NE(r.error.find("manifest.json: model.config_sha256"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find(other + "/config.json"), std::string::npos) << r.error;
+  EXPECT_EQ(compare_dirs(f.exact, f.exact, with_model()).verdict, Verdict::pass);
 }
 
 TEST(CompareModel, ReportsAreWellFormed) {
