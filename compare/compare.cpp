@@ -711,6 +711,23 @@ void Walk::run() {
         break;
       }
   }
+  // --layers A:B is checked against the model; the error entering layer A (layers.A-1.out, each
+  // step's) is measured, not judged, so that layer A's inputs carry their real inherited error.
+  if (num_layers > 0 && (opt.layer_first >= num_layers || opt.layer_last > num_layers))
+    fail("--layers " + std::to_string(opt.layer_first) + ":" + (opt.layer_last >= 0 ? std::to_string(opt.layer_last) : "") +
+         " is outside the model's " + std::to_string(num_layers) + " layers (" +
+         (tf ? opt.model_dir + "/config.json" : b.dir() + "/manifest.json") + ")");
+  const bool range_cuts_tail = opt.layer_last >= 0 && (num_layers <= 0 || opt.layer_last < num_layers);
+  if (opt.layer_first > 0)
+    for (const std::string& n : b.names()) {
+      const std::string base = strip_step(n);
+      if (base != names::layer(opt.layer_first - 1, "out") || !t.has(n) || b.info(n).shape != t.info(n).shape) continue;
+      const Metrics m = stream_compare(TensorSource(b, n), TensorSource(t, n), b.info(n).shape);
+      reject_nan(b, n, m.nan_ref, m.first_nan_ref_at);
+      reject_nan(t, n, m.nan_target, m.first_nan_target_at);
+      total_rel[n] = m.rel_l2;
+      token_rel[n] = m.token_rel_l2;
+    }
   std::set<std::string> in_b(b.names().begin(), b.names().end()), in_t(t.names().begin(), t.names().end());
   for (const auto& n : execution_order(b.names()))
     if (!in_t.count(n)) rep.missing_in_target.push_back(n);
@@ -733,6 +750,12 @@ void Walk::run() {
     }
     if (L >= 0 && (L < opt.layer_first || (opt.layer_last >= 0 && L >= opt.layer_last))) {
       rep.skipped.push_back({name, "outside --layers"});
+      continue;
+    }
+    // After a range that stops before the last layer, the model's tail (final_norm, logits,
+    // generate.*) reads layers that were not compared: nothing to judge it against.
+    if (L < 0 && range_cuts_tail && base != "input_ids" && base != "embed") {
+      rep.skipped.push_back({name, "after --layers (it reads layers that were not compared)"});
       continue;
     }
     const std::string op = op_of(name);

@@ -20,20 +20,27 @@ struct CompareCli {
   bool quiet = false;
 };
 
+// --layers A:B (A inclusive, B exclusive), A:, :B or A alone; A and B plain decimal numbers with
+// A < B. Checked against the model's layer count by compare.
 void parse_layers(const std::string& s, compare::CompareOptions& o) {
+  auto number = [&](const std::string& part) -> int64_t {
+    if (part.empty() || part.size() > 6 || part.find_first_not_of("0123456789") != std::string::npos)
+      fail("--layers: \"" + s + "\" is not A:B (e.g. 2:5, 3:, :4 or 7; A < B, plain numbers)");
+    return std::stoll(part);
+  };
   const size_t c = s.find(':');
-  try {
-    if (c == std::string::npos) {
-      o.layer_first = std::stoll(s);
-      o.layer_last = o.layer_first + 1;
-    } else {
-      o.layer_first = c == 0 ? 0 : std::stoll(s.substr(0, c));
-      o.layer_last = c + 1 == s.size() ? -1 : std::stoll(s.substr(c + 1));
-    }
-  } catch (...) {
-    fail("--layers: \"" + s + "\" is not A:B (e.g. 2:5, 3:, :4 or 7)");
+  if (c == std::string::npos) {
+    o.layer_first = number(s);
+    o.layer_last = o.layer_first + 1;
+  } else {
+    o.layer_first = c == 0 ? 0 : number(s.substr(0, c));
+    o.layer_last = c + 1 == s.size() ? -1 : number(s.substr(c + 1));
+    if (c == 0 && c + 1 == s.size()) fail("--layers: \":\" names no layer (e.g. 2:5, 3:, :4 or 7)");
   }
+  if (o.layer_last >= 0 && o.layer_last <= o.layer_first)
+    fail("--layers: \"" + s + "\" is empty (A:B needs A < B)");
 }
+
 // One line saying why a comparison without an input error is incomplete (exit 2 always comes
 // with a line on stderr; with -q it is all the user sees).
 std::string incomplete_reason(const compare::Report& r) {

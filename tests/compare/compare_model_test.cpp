@@ -348,6 +348,34 @@ TEST(CompareModel, ACheckpointOtherThanTheDumpsIsRefused) {
   EXPECT_EQ(compare_dirs(f.exact, f.exact, with_model()).verdict, Verdict::pass);
 }
 
+// --layers: a range past the model is refused; inside it, the layers outside are skipped, the
+// first compared layer inherits the measured error of the layer before it, and the model's tail
+// (final_norm, logits) is not judged against layers that were not compared.
+TEST(CompareModel, LayerRangeIsCheckedAndItsEdgesAreHonest) {
+  const Fixture& f = model();
+  CompareOptions o;
+  o.layer_first = 1;
+  o.layer_last = 5;  // the model has 3 layers
+  Report r = compare_dirs(f.exact, f.exact, o);
+  EXPECT_EQ(exit_code(r), 2);
+  EXPECT_NE(r.error.find("outside the model's 3 layers"), std::string::npos) << r.error;
+  const std::string d = temp_dir("bf16-range");
+  rewrite_dump(f.exact, d, DType::BF16, "bfloat16", [](const std::string&, Tensor<double>&) {});
+  o.layer_last = 2;
+  o.require = {"^layers\\.1\\.out$"};
+  r = compare_dirs(f.exact, d, o);
+  EXPECT_EQ(r.verdict, Verdict::pass) << terminal_summary(r);
+  for (const auto& t : r.tensors) {
+    EXPECT_TRUE(t.layer == 1 || t.name == "embed" || t.name.find(".embed") != std::string::npos) << t.name;
+  }
+  bool tail_skipped = false;
+  for (const auto& [n, why] : r.skipped) tail_skipped = tail_skipped || (n == "final_norm" && why.find("after --layers") != std::string::npos);
+  EXPECT_TRUE(tail_skipped);
+  const TensorResult* in = find(r, "layers.1.input_norm");
+  ASSERT_NE(in, nullptr);
+  EXPECT_GT(in->inherited_input, 1e-4);  // layers.0.out's bf16 error, measured though not judged
+}
+
 TEST(CompareModel, ReportsAreWellFormed) {
   const std::string d = temp_dir("bf16_reports");
   rewrite_dump(model().exact, d, DType::BF16, "bfloat16", [](const std::string&, Tensor<double>&) {});

@@ -116,5 +116,18 @@ TEST(CatalogueCompare, NaNInTargetIsAFailureAtThatTensor) {
   EXPECT_NE(read_file(dir / "g.json").find("\\\"generate.logits\\\" has NaN"), std::string::npos);
 }
 
+// --layers is parsed strictly and checked against the model: a typo or an empty or
+// out-of-range range is one line on stderr and exit 2, never a silently different selection.
+TEST(CatalogueCompare, LayersOptionIsParsedStrictly) {
+  TempDir dir;
+  write_dump_with_logits(dir / "base", {1.0, 2.0, 3.0, 4.0});
+  for (const char* bad : {"0-2", "1x", "2:1", "3:3", ":", "-1", "1:2:3", " 1", "99999999"}) {
+    const Outcome o = run_hyoracle({"compare", dir / "base", dir / "base", "--layers", bad}, kTimeLimitSeconds);
+    EXPECT_EQ(o.status, 2) << bad << ": " << o.err;
+    EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << bad << ": " << o.err;
+    EXPECT_NE(o.err.find("--layers"), std::string::npos) << bad << ": " << o.err;
+  }
+}
+
 }  // namespace
 }  // namespace hyoracle::hostile
