@@ -75,7 +75,7 @@ void reject_nan(const Dump& d, const std::string& name, const Tensor<double>& x)
 
 // The unit roundoff a side computed `name` in: the stored dtype, widened to the run's activation
 // dtype (an engine that computes in bf16 and stores F32 still rounded to bf16), except for the
-// router's tensors, which HF computes in fp32 whatever the model dtype (MODEL_SPEC §4.6).
+// router's tensors, which HF computes in fp32 whatever the model dtype (docs/model.md §4.6).
 double effective_u(const Dump& d, const std::string& name) {
   const double stored = unit_roundoff(dtype_name(d.info(name).dtype)).value_or(0x1p-53);
   const std::string base = strip_step(name);

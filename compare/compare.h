@@ -1,4 +1,4 @@
-// compare.h: the public API of `hyoracle compare` (docs/compare.md, shared/docs/COMPARE.md).
+// compare.h: the public API of `hyoracle compare` (docs/compare.md).
 //
 //   Report r = compare_dumps(Dump(baseline_dir), Dump(target_dir), options);
 //   write_text_file("report.json", report_json(r).dump(2));

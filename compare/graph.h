@@ -1,4 +1,4 @@
-// graph.h: execution order of canonical dump names and the inputs of each step (MODEL_SPEC.md
+// graph.h: execution order of canonical dump names and the inputs of each step (docs/model.md
 // §4.11), so "first" means first executed and each step knows what it inherited from.
 //
 //   input_ids, embed, layers.0.<suffix in names::layer_suffixes() order>, ..., layers.L-1.*,

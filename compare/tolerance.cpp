@@ -70,7 +70,7 @@ std::string op_of(const std::string& canonical_name) {
 }
 
 double default_gain(const std::string& op, int64_t k) {
-  // Root-sum-square count of rounding points (MODEL_SPEC §8.2), each of gain ~1.
+  // Root-sum-square count of rounding points (docs/model.md §8.2), each of gain ~1.
   if (op == "rms_norm") return std::sqrt(2.0);              // R2: v -> bf16, w·v -> bf16
   if (op == "rope") return std::sqrt(5.0);                  // R4: cos, sin, q·cos, rot·sin, sum
   if (op == "attention") return std::sqrt(4.0);             // R5 (x2), R6, R7; measured when teacher forced

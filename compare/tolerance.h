@@ -9,7 +9,7 @@
 //   u_t    unit roundoff of the dtype the target computed the tensor in (2^-8 bf16, 2^-11 f16,
 //          2^-24 f32, 2^-53 f64); u_t/√3 is the RMS relative error of one rounding
 //   g_op   root-sum-square count of the roundings inside the op (HF's rounding points,
-//          MODEL_SPEC §8.2 R1-R15), each propagated with gain ≈ 1, e.g. RMSNorm √2, RoPE √5,
+//          docs/model.md §8.2 R1-R15), each propagated with gain ≈ 1, e.g. RMSNorm √2, RoPE √5,
 //          SwiGLU √5; for attention g is measured from the scores (score rounding is absolute)
 //   K, κ   reduction length and conditioning ‖Σ_k|a_k||w_k|‖ / ‖Σ_k a_k w_k‖ of dot-product ops
 //          (κ measured when teacher forcing has the operands, else 1); u_acc = u_f32 unless the
@@ -52,7 +52,7 @@ struct BudgetInputs {
   double gain = 0;          // g_op; 0 = use the op's default
   int64_t experts_per_token = 8;  // k, for the routed combine
   // RoPE only: rms over positions p and frequencies i of the angle φ = p·θ^(-2i/d), when either
-  // side computes its angles in fp32 (every engine; MODEL_SPEC §4.3). The fp32 angle carries two
+  // side computes its angles in fp32 (every engine; docs/model.md §4.3). The fp32 angle carries two
   // roundings (inv_freq and the product), so the rotated vector moves by about
   // √(2/3)·u_fp32·rms(φ) relative: honest phase drift that grows with position.
   double rope_angle_rms = 0;

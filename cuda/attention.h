@@ -1,4 +1,4 @@
-// attention.h: GQA causal attention over a KV cache on the GPU (MODEL_SPEC.md §4.4, steps 5-9).
+// attention.h: GQA causal attention over a KV cache on the GPU (docs/model.md §4.4, steps 5-9).
 //
 //   S[n, i, j] = (q[i, n, :] · k[j, m, :]) · d^(-1/2),   m = n / g,  g = nq / nkv   (fp32)
 //   P[n, i, :] = softmax_j(S[n, i, j]) over keys j < Tc with j <= q_pos[i]
@@ -16,7 +16,7 @@
 //   p = 2^((s − m)·d^-½·log2 e) (exp2f, fp32, m the running row max) are rounded to T to be the
 //   A operand of P·V (fp32 accumulation); the row sum l is summed from the fp32 p (not the
 //   rounded ones), and the output is normalised at the end in fp32 (acc / l) before its one
-//   rounding to T. The rounding of P is the one HF's eager path also does (MODEL_SPEC R6:
+//   rounding to T. The rounding of P is the one HF's eager path also does (docs/model.md §8.2, R6:
 //   "P -> bf16"), though HF rounds the normalised P and also rounds S (R5), which we keep fp32.
 //   A block takes 128 (query, head) rows of one KV head (the g heads of a query are adjacent
 //   rows, so they share every K/V tile), walks 64-key tiles up to its last visible key (causal

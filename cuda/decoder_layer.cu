@@ -14,7 +14,7 @@ namespace hyoracle::cuda {
 namespace {
 constexpr int kInputWarps = 8;
 
-// The attention inputs of one token t (MODEL_SPEC.md §4.4 steps 2-4) in one block:
+// The attention inputs of one token t (docs/model.md §4.4 steps 2-4) in one block:
 //   qn[t, n] = RMSNorm_d(q[t, n]; q_norm),  qr[t, n] = RoPE(qn[t, n]; pos[t])      n < nq
 //   kn[t, m] = RMSNorm_d(k[t, m]; k_norm),  kr[t, m] = RoPE(kn[t, m]; pos[t])      m < nkv
 //   cache_k[pos[t], m] = kr[t, m],  cache_v[pos[t], m] = v[t, m]   (row j of the cache is position j)

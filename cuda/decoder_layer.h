@@ -1,4 +1,4 @@
-// decoder_layer.h: one pre-norm hy_v3 decoder layer on the GPU (MODEL_SPEC.md §4.4, §4.9).
+// decoder_layer.h: one pre-norm hy_v3 decoder layer on the GPU (docs/model.md §4.4, §4.9).
 //
 //   a     = RMSNorm(x; input_layernorm)                         x [T, H]
 //   q,k,v = a·W_qᵀ, a·W_kᵀ, a·W_vᵀ, split head-major            [T, nq, d], [T, nkv, d]

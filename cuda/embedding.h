@@ -1,4 +1,4 @@
-// embedding.h: token embedding on the GPU, a plain row gather (MODEL_SPEC.md §4.1).
+// embedding.h: token embedding on the GPU, a plain row gather (docs/model.md §4.1).
 //
 //   x[t, :] = table[ids[t], :]      table [V, H], ids [T] -> x [T, H]   (a copy: no arithmetic)
 // Ids are checked on the host first: an id outside [0, V) is an Error, as in the reference.

@@ -1,5 +1,5 @@
 // gemv.h: the linear layer for a few rows (decode steps), as a matrix-vector kernel that streams
-// the weights at memory speed (MODEL_SPEC.md §4.5; the same y = x · Wᵀ as matmul.h's linear):
+// the weights at memory speed (docs/model.md §4.5; the same y = x · Wᵀ as matmul.h's linear):
 //
 //   y_s[m, n] = To( Σ_k x[m, k] · w_s[n, k] )     x [M, K] (Ti), w_s [N_s, K] (Ti), y_s [M, N_s] (To)
 //

@@ -1,4 +1,4 @@
-// grouped_gemm.h: the grouped products of the routed experts (MODEL_SPEC.md §4.7) over
+// grouped_gemm.h: the grouped products of the routed experts (docs/model.md §4.7) over
 // token-sorted rows, with the group layout on the device (no host synchronisation, so the MoE
 // block can be captured in a CUDA graph).
 //

@@ -1,5 +1,5 @@
 // matmul.h: the linear layer y = x · Wᵀ (W stored [out, in]) and its grouped form for the
-// routed experts (MODEL_SPEC.md §4.5, §4.7).
+// routed experts (docs/model.md §4.5, §4.7).
 //
 // linear: x [M, K] (Ti), w [N, K] (Ti) -> y [M, N] (To) through cuBLAS, fp32 accumulation:
 //   16-bit Ti: CUBLAS_COMPUTE_32F (tensor cores, fp32 accumulate, one rounding to To);

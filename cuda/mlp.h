@@ -1,4 +1,4 @@
-// mlp.h: the SwiGLU MLP on the GPU (MODEL_SPEC.md §4.5, R10): dense layer 0 and the shared
+// mlp.h: the SwiGLU MLP on the GPU (docs/model.md §4.5, R10): dense layer 0 and the shared
 // expert (the routed experts use the same swiglu step between two grouped GEMMs, moe.h).
 //
 //   [g ; v] = u · W_gate_upᵀ                        u [T, H], W_gate_up [2I, H] (gate rows first)

@@ -1,4 +1,4 @@
-// model.h: the whole hy_v3 model on the GPU (MODEL_SPEC.md §4.11): weights in GPU memory,
+// model.h: the whole hy_v3 model on the GPU (docs/model.md §4.11): weights in GPU memory,
 // prefill, incremental decode with the KV cache, greedy generation.
 //
 //   x = Embed(ids);  for L in 0..num_hidden_layers-1: x = decoder_layer(x, L)

@@ -1,5 +1,5 @@
 // moe.h: routed experts as a grouped GEMM over token-sorted experts, the shared expert and the
-// MoE block on the GPU (MODEL_SPEC.md §4.7-4.8).
+// MoE block on the GPU (docs/model.md §4.7-4.8).
 //
 //   sort:    the T·k (token, slot) pairs are counted per expert and scattered into expert order
 //            (rows of one expert are contiguous; order inside an expert does not matter: every

@@ -1,4 +1,4 @@
-// rms_norm.h: RMSNorm with LlamaRMSNorm / HF semantics on the GPU (MODEL_SPEC.md §4.2, R2).
+// rms_norm.h: RMSNorm with LlamaRMSNorm / HF semantics on the GPU (docs/model.md §4.2, R2).
 //
 //   r = mean_i(fp32(u[row, i])²)   (fp32 tree sum)      s = 1 / sqrt(r + eps)   (fp32, IEEE)
 //   v = T(fp32(u) · s)             y = T(fp32(w) · fp32(v))   (weight multiplied after the cast)

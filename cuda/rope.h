@@ -1,4 +1,4 @@
-// rope.h: rotary position embedding on the GPU, NeoX / rotate-half pairing (MODEL_SPEC.md §4.3).
+// rope.h: rotary position embedding on the GPU, NeoX / rotate-half pairing (docs/model.md §4.3).
 //
 //   inv_freq[i] = fp32(1 / fp32(θ^(2i/d))),  φ = fp32(fp32(p) · inv_freq[i]),  c = T(cos φ), s = T(sin φ)
 //   with a = x[0:d/2], b = x[d/2:d]:

@@ -1,4 +1,4 @@
-// router.h: the hy_v3 MoE router on the GPU (MODEL_SPEC.md §4.6, R11: fp32 throughout).
+// router.h: the hy_v3 MoE router on the GPU (docs/model.md §4.6, R11: fp32 throughout).
 //
 //   logits[t, e] = fp32(u[t, :]) · W_r[e, :]              u [T, H] (T), W_r [E, H] fp32 (exact bf16
 //                                                         values), plain fp32 FMA (no TF32): cuBLAS

@@ -1,4 +1,4 @@
-// attention.h: GQA causal attention over a KV cache (MODEL_SPEC.md §4.4, steps 5-9).
+// attention.h: GQA causal attention over a KV cache (docs/model.md §4.4, steps 5-9).
 //
 //   S[n, i, j] = (q[i, n, :] · k[j, m, :]) · d^(-1/2),   m = n / g,  g = nq / nkv
 //   P[n, i, :] = softmax_j(S[n, i, j]) over keys j with pos_k[j] <= pos_q[i] (others -> 0)

@@ -1,5 +1,5 @@
 // checkpoint.h: the weight loader for HF hy_v3 checkpoints in their original on-disk layout
-// (MODEL_SPEC.md §3.1): one model.safetensors, or shards listed in model.safetensors.index.json.
+// (docs/model.md §3.1): one model.safetensors, or shards listed in model.safetensors.index.json.
 //
 // Shards are opened lazily (mmap) the first time one of their tensors is asked for; a tensor is
 // decoded only when loaded. Tensors of layers >= num_hidden_layers (the Hy3 MTP layer) are

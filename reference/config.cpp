@@ -145,7 +145,7 @@ ModelConfig parse_config(const json& j, const std::string& src) {
   if (r.has("rope_scaling"))
     r.bad("rope_scaling", "is set; hy_v3 uses plain RoPE and hyoracle implements no scaling");
 
-  // Semantics flags. Engines default these differently (MODEL_SPEC §2.4), so they must be given.
+  // Semantics flags. Engines default these differently (docs/model.md §2.4), so they must be given.
   c.route_norm = r.boolean("route_norm");
   if (!r.boolean("qk_norm"))
     r.bad("qk_norm", "is false; transformers applies q/k norms regardless and vLLM skips them, so the model is ambiguous");

@@ -1,4 +1,4 @@
-// config.h: the hy_v3 model configuration, read from an HF config.json (MODEL_SPEC.md §2).
+// config.h: the hy_v3 model configuration, read from an HF config.json (docs/model.md §2).
 //
 // Values come from the file only, never from any engine's class defaults. A field that changes
 // the computation and is missing, out of range or inconsistent is an Error naming the file and

@@ -1,4 +1,4 @@
-// embedding.h: token embedding, a plain row lookup (MODEL_SPEC.md §4.1).
+// embedding.h: token embedding, a plain row lookup (docs/model.md §4.1).
 //
 //   x[t, :] = table[ids[t], :]      table [V, H], ids [T] -> x [T, H]
 // No √H scaling, no position embedding. An id outside [0, V) is an Error.

@@ -1,4 +1,4 @@
-// mlp.h: the SwiGLU MLP (MODEL_SPEC.md §4.5): dense layer 0, the shared expert and each
+// mlp.h: the SwiGLU MLP (docs/model.md §4.5): dense layer 0, the shared expert and each
 // routed expert all have this form.
 //
 //   MLP(u) = ( SiLU(u·W_gateᵀ) ⊙ (u·W_upᵀ) ) · W_downᵀ,    SiLU(z) = z / (1 + e^(−z))

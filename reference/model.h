@@ -1,4 +1,4 @@
-// model.h: the whole hy_v3 model (MODEL_SPEC.md §4.11): weights, prefill, incremental decode
+// model.h: the whole hy_v3 model (docs/model.md §4.11): weights, prefill, incremental decode
 // with the KV cache, and greedy generation.
 //
 //   x = Embed(ids);  for L in 0..num_hidden_layers-1: x = decoder_layer(x, L)
@@ -29,7 +29,7 @@ struct LoadOptions {
   bool embed_and_head = true;    // load embed_tokens, model.norm, lm_head
 };
 
-// On-disk (HF original layout) tensor names, MODEL_SPEC §3.1.
+// On-disk (HF original layout) tensor names, docs/model.md §3.1.
 std::string hf_layer_name(int64_t L, const std::string& what);
 
 template <class S>

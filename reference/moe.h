@@ -1,4 +1,4 @@
-// moe.h: routed experts, the shared expert and the MoE block (MODEL_SPEC.md §4.7-4.8).
+// moe.h: routed experts, the shared expert and the MoE block (docs/model.md §4.7-4.8).
 //
 //   routed(u)[t] = Σ_j w[t, j] · Expert_{K[t, j]}(u[t])      Expert_e = SwiGLU of width I_e
 //   shared(u)    = SwiGLU of width I_e · num_shared_experts, always on, no gate, no 2.826

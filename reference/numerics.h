@@ -1,4 +1,4 @@
-// numerics.h: precision modes (MODEL_SPEC.md §8) and the rounding helpers they use.
+// numerics.h: precision modes (docs/model.md §8) and the rounding helpers they use.
 //
 //   exact: every operation in double (S = double), RoPE angles and router included.
 //   hf:    double (S = double), except where HF transformers computes in fp32 even for a wider

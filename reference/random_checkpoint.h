@@ -1,5 +1,5 @@
 // random_checkpoint.h: seeded random-weight hy_v3 checkpoints in the original HF layout
-// (MODEL_SPEC.md §3.1): config.json with the real field set, BF16 weights, F32 expert_bias,
+// (docs/model.md §3.1): config.json with the real field set, BF16 weights, F32 expert_bias,
 // per-expert tensor names, optionally sharded with model.safetensors.index.json.
 //
 // Deterministic to the byte on any machine: the generator is splitmix64 and normal variates are

@@ -1,4 +1,4 @@
-// rms_norm.h: RMSNorm with LlamaRMSNorm semantics (MODEL_SPEC.md §4.2).
+// rms_norm.h: RMSNorm with LlamaRMSNorm semantics (docs/model.md §4.2).
 //
 //   y[r, j] = w[j] · u[r, j] / sqrt( (1/n) Σ_i u[r, i]² + eps )      u [R, n], w [n] -> y [R, n]
 //

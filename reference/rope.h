@@ -1,4 +1,4 @@
-// rope.h: rotary position embedding, NeoX / rotate-half pairing (MODEL_SPEC.md §4.3).
+// rope.h: rotary position embedding, NeoX / rotate-half pairing (docs/model.md §4.3).
 //
 //   inv_freq[i] = θ^(-2i/d),  φ[p, i] = p · inv_freq[i],  i = 0 .. d/2-1
 //   for each head vector x [d] at position p, with a = x[0:d/2], b = x[d/2:d]:

@@ -1,4 +1,4 @@
-// router.h: the hy_v3 MoE router (HYV3TopKRouter; MODEL_SPEC.md §4.6).
+// router.h: the hy_v3 MoE router (HYV3TopKRouter; docs/model.md §4.6).
 //
 //   logits[t, e] = u[t, :] · W_r[e, :]                      u [T, H], W_r [E, H]
 //   s[t, e]      = σ(logits[t, e]) = 1 / (1 + e^(−logit))

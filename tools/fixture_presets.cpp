@@ -8,7 +8,7 @@ namespace hyoracle::fixture {
 
 namespace {
 
-// Sizes in MODEL_SPEC.md notation: H, n_q, n_kv, d, I_d, I_e, E, k, n_shared, V, dense, MoE.
+// Sizes in docs/model.md notation: H, n_q, n_kv, d, I_d, I_e, E, k, n_shared, V, dense, MoE.
 CheckpointSpec make_spec(int64_t H, int64_t nq, int64_t nkv, int64_t d, int64_t Id, int64_t Ie, int64_t E, int64_t k,
                          int64_t shared, int64_t V, int64_t dense, int64_t moe) {
   CheckpointSpec s;

@@ -10,7 +10,7 @@
 //   hy3-layer  4096  64/8 × 128 13312  1536  192 8  1       4096*  1 + 1
 //   mt2-layer  2048  32/4 × 128 6912   768   128 8  1       4096*  1 + 1
 //
-// * The full-size presets keep the real hidden size, heads, experts and widths (MODEL_SPEC.md
+// * The full-size presets keep the real hidden size, heads, experts and widths (docs/model.md
 //   §2.2) but default to a 4096-token vocabulary: the real 120832 rows would add 2·V·H·2 bytes
 //   (1.98 GB for Hy3, 0.99 GB for Hy-MT2) of embedding and lm_head that no layer bug needs.
 //   `--vocab 120832` restores it. The tiny presets differ from each other in every size and
@@ -55,7 +55,7 @@ void validate_fixture_size(const CheckpointSpec& s);
 // Error unless every prompt id is in [0, V) and the prompt is non-empty.
 void validate_prompt(const std::vector<int64_t>& prompt, int64_t vocab_size);
 
-// Parameter counts of a spec, part by part, with MODEL_SPEC.md §1.3's definitions:
+// Parameter counts of a spec, part by part, with docs/model.md §1.3's definitions:
 //   embed_and_head = 2·V·H (untied)
 //   attention      = A·H + 2·Kv·H + H·A + 2·d          (q, k, v, o, q_norm, k_norm)
 //   layer_norms    = 2·H                               (input and post-attention RMSNorm)

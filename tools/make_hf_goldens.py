@@ -7,7 +7,7 @@
     python3 tools/make_hf_goldens.py post   [--fixtures fixtures]   # margins.json + bugs/README.md from dumps
 
 `build` writes, for every fixture in FIXTURES, a checkpoint in the ORIGINAL HF on-disk layout
-(MODEL_SPEC §3.1, not transformers' fused layout) plus config.json, choosing the first seed from
+(docs/model.md §3.1, not transformers' fused layout) plus config.json, choosing the first seed from
 the fixture's seed list whose float64 forward (this file's own plain-torch reference,
 `ref_forward`) has router margins (k-th minus (k+1)-th corrected score, every MoE layer, every
 prompt token and decode step) and greedy logit margins (top-1 minus top-2) of at least MIN_MARGIN.
@@ -126,7 +126,7 @@ def _bf16(t):
 
 
 def make_weights(name, seed):
-    """On-disk tensors (MODEL_SPEC §3.1 names), drawn from torch.Generator(seed) in float64, scaled
+    """On-disk tensors (docs/model.md §3.1 names), drawn from torch.Generator(seed) in float64, scaled
     to keep activations O(1), rounded to bf16 (expert_bias: F32, not bf16-representable)."""
     f = FIXTURES[name]
     g = torch.Generator().manual_seed(seed)
@@ -247,7 +247,7 @@ def read_checkpoint(ckpt_dir):
 
 
 # --------------------------------------------------------------------------------------------
-# plain float64 reference (MODEL_SPEC §4, exact mode) -- independent of transformers
+# plain float64 reference (docs/model.md §4, exact mode) -- independent of transformers
 # --------------------------------------------------------------------------------------------
 
 def ref_forward(W, cfg, ids):

@@ -41,7 +41,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Hy-MT2 (MODEL_SPEC §3): the shapes of one token's canonical tensors.
+// Hy-MT2 (docs/model.md §3): the shapes of one token's canonical tensors.
 constexpr int64_t kHidden = 2048, kHeads = 32, kKvHeads = 4, kHeadDim = 128, kExperts = 128, kTopK = 8,
                   kVocab = 120832;
 

@@ -1,5 +1,5 @@
 // Long sequences: an honest fp32 run must pass against the exact reference even where fp32 RoPE
-// angles drift (MODEL_SPEC §4.3) and attention sums over hundreds of keys; both budget terms are
+// angles drift (docs/model.md §4.3) and attention sums over hundreds of keys; both budget terms are
 // derived (tolerance.h), and an interleaved-RoPE bug must still fail.
 #include <gtest/gtest.h>
 

@@ -111,7 +111,7 @@ TEST(Rope, HfModeUsesFp32Angles) {
     max_diff = std::max(max_diff, std::fabs(h.sin[i] - e.sin[i]));
   }
   EXPECT_GT(max_diff, 1e-8);
-  EXPECT_LT(max_diff, 1e-3);  // MODEL_SPEC §4.3: ≈1e-4 rad at p = 4096
+  EXPECT_LT(max_diff, 1e-3);  // docs/model.md §4.3: ≈1e-4 rad at p = 4096
 }
 
 TEST(Softmax, RowsSumToOneAndMaskedEntriesAreZero) {
