@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "dump.h"
 #include "error.h"
 #include "matmul.h"
 
@@ -9,6 +10,8 @@ int main(int argc, char** argv) {
   hyoracle::init_blas_single_threaded();
   CLI::App app{"hyoracle: a reference-correctness oracle for Tencent Hy3 / Hy-MT2 (hy_v3)"};
   app.require_subcommand(1);
+  // The same version string every dump manifest and report records (producer.version).
+  app.set_version_flag("--version", std::string("hyoracle ") + hyoracle::kHyoracleVersion);
   int status = 0;
   hyoracle::cli::register_run(app, status);
   hyoracle::cli::register_extra_commands(app, status);
