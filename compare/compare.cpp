@@ -830,6 +830,10 @@ void Walk::run() {
                         (tf ? "are judged on the target's own tokens and cache (teacher forcing), not against the baseline"
                             : "are not judged (no --model)"));
   }
+  if (!tf)
+    rep.notes.push_back("no --model: only the total error is judged, with coarse amplification factors for what each "
+                        "step inherits; this cannot tell an error a step added from one it inherited, and misses bugs "
+                        "under the budgets (docs/compare.md, \"Verdicts at realistic scale\"): give --model for a verdict");
   int64_t composed = 0;
   for (const TensorResult& r : rep.tensors) composed += !r.replay_composed.empty();
   if (composed > 0)
