@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <set>
 
 #include "tensor.h"
@@ -131,7 +132,19 @@ void forced_routing(const std::vector<double>& values, bool are_logits, double u
       const double s = are_logits ? 1.0 / (1.0 + std::exp(-v)) : v;
       const double b = bias.empty() ? 0.0 : bias[size_t(e)];
       c[size_t(e)] = s + b;
-      const double dump = are_logits ? s * (1 - s) * std::fabs(v) * u_dump : std::fabs(s) * u_dump;
+      // A non-finite corrected score (an infinite score, a non-finite expert_bias) has no top-k
+      // order and no rounding window: its comparisons would be NaN.
+      if (!std::isfinite(c[size_t(e)])) {
+        char msg[256];
+        std::snprintf(msg, sizeof msg, "expert %lld at token %lld has corrected score %s + expert_bias = %.9g + %.9g",
+                      static_cast<long long>(e), static_cast<long long>(t), are_logits ? "σ(logit)" : "score", s, b);
+        fail("teacher-forced routing of layer " + std::to_string(out.layer) + ": " + msg +
+             ", which is not finite (expected a finite target score and checkpoint expert_bias)");
+      }
+      // σ'(ℓ)·|ℓ| -> 0 as |ℓ| -> ∞: an infinite logit (an fp16 overflow) has σ exactly 0 or 1 and
+      // adds no rounding (the product would be 0·∞ = NaN).
+      const double dump =
+          are_logits ? (std::isinf(v) ? 0.0 : s * (1 - s) * std::fabs(v) * u_dump) : std::fabs(s) * u_dump;
       w[size_t(e)] = 4 * u32 * (std::fabs(s) + std::fabs(b) + std::fabs(c[size_t(e)])) + dump;
     }
     std::fill(chosen.begin(), chosen.end(), 0);

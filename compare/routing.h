@@ -46,7 +46,9 @@ std::vector<int64_t> checked_ids(const Dump& d, const std::string& name, const s
 // comparison) + σ'(ℓ_e)·|ℓ_e|·u_dump (the dumped logits' own rounding; s_e·u_dump for scores).
 // A token fails when some expert it passed over beats one it chose by more than the two windows:
 //   max_{b ∉ B} (c_b − w_b)  >  min_{a ∈ B} (c_a + w_a).
-// values [T, E] logits (are_logits) or scores; target_ids [T, k] (validated: ids in [0, E)).
+// values [T, E] logits (are_logits) or scores; target_ids [T, k] (validated: ids in [0, E)). An
+// infinite logit adds no rounding (σ is exactly 0 or 1); a corrected score that is not finite (an
+// infinite score, a non-finite expert_bias) is an Error.
 // Fills the forced_* fields of `out` (the first `keep` mismatches are listed).
 void forced_routing(const std::vector<double>& values, bool are_logits, double u_dump, const std::vector<double>& bias,
                     const std::vector<int64_t>& target_ids, int64_t T, int64_t E, int64_t k, RoutingLayer& out,

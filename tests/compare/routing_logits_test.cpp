@@ -74,6 +74,30 @@ TEST(Routing, MarginUsesTheCorrectedScore) {
   EXPECT_NEAR(r.flips[0].margin, 0.3, 1e-12);
 }
 
+// Teacher-forced check, one token, E = 4, k = 2, the target chose {0, 1}. An infinite router logit
+// (an fp16 overflow) has σ exactly 0 or 1: its rounding window is 0, not 0·∞.
+TEST(Routing, ForcedInfiniteLogitHasAFiniteWindow) {
+  RoutingLayer below;
+  forced_routing({3.0, 2.0, -INFINITY, -3.0}, true, 0x1p-11, {0, 0, 0, 0}, {0, 1}, 1, 4, 2, below);
+  EXPECT_EQ(below.forced_mismatches, 0);  // σ(−∞) = 0 is below both chosen experts
+  RoutingLayer above;
+  forced_routing({3.0, 2.0, INFINITY, -3.0}, true, 0x1p-11, {0, 0, 0, 0}, {0, 1}, 1, 4, 2, above);
+  ASSERT_EQ(above.forced_mismatches, 1);  // σ(+∞) = 1 beats σ(2) ≈ 0.88: a real mismatch
+  ASSERT_EQ(above.forced_list.size(), 1u);
+  EXPECT_EQ(above.forced_list[0].chosen, 1);
+  EXPECT_EQ(above.forced_list[0].passed_over, 2);
+  EXPECT_EQ(above.forced_list[0].c_passed_over, 1.0);
+  EXPECT_TRUE(std::isfinite(above.forced_list[0].window));
+}
+
+// A corrected score that is not finite has no order to check the selection against.
+TEST(Routing, ForcedRejectsANonFiniteCorrectedScore) {
+  RoutingLayer out;
+  EXPECT_THROW(forced_routing({3.0, 2.0, 0.5, -3.0}, true, 0x1p-24, {0, 0, -INFINITY, 0}, {0, 1}, 1, 4, 2, out), Error);
+  EXPECT_THROW(forced_routing({0.9, 0.8, INFINITY, 0.1}, false, 0x1p-24, {}, {0, 1}, 1, 4, 2, out), Error);
+  EXPECT_THROW(forced_routing({0.9, 0.8, 0.5, 0.1}, false, 0x1p-24, {0, 0, NAN, 0}, {0, 1}, 1, 4, 2, out), Error);
+}
+
 // Two logits [0, log 3] vs [0, 0]: p = (1/4, 3/4), q = (1/2, 1/2);
 // KL = 1/4·log(1/2) + 3/4·log(3/2).
 TEST(Logits, KlOfTwoTokenRowsIsAnalytic) {
