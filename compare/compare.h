@@ -30,9 +30,13 @@ namespace hyoracle::compare {
 enum class Verdict { pass, fail, incomplete, skipped };
 std::string verdict_name(Verdict v);
 
+inline constexpr const char* kRequireLogits = "^(generate\\.)?logits$";
+
 struct CompareOptions {
   std::string model_dir;                           // checkpoint: enables teacher forcing + bias-corrected margins
-  std::vector<std::string> require = {"^logits$"}; // regexes; each must match a tensor compared on both sides
+  // Regexes; each must match a tensor compared on both sides. The default asks for the model's
+  // output: the prefill's logits, or generate.logits (what engine converters write).
+  std::vector<std::string> require = {kRequireLogits};
   Rules rules;                                     // overrides (rules file); derived defaults otherwise
   int64_t layer_first = 0, layer_last = -1;        // --layers A:B (inclusive A, exclusive B; -1 = all)
   bool fail_fast = false;                          // stop after the first failing tensor

@@ -106,11 +106,11 @@ int run_check(const CheckOptions& o) {
     opt.model_dir = o.no_teacher_forcing ? "" : f.dir;
     opt.threads = o.threads;
     if (!o.rules.empty()) opt.rules = compare::load_rules(o.rules);
-    opt.require = o.require;
-    if (opt.require.empty()) {
-      opt.require = {"^logits$"};
-      if (f.generate > 0) opt.require.push_back("^generate\\.tokens$");
-    }
+    // The defaults (the model's output; the generated tokens when the fixture generates), then
+    // what --require adds.
+    opt.require = {compare::kRequireLogits};
+    if (f.generate > 0) opt.require.push_back("^generate\\.tokens$");
+    for (const std::string& r : o.require) opt.require.push_back(r);
     r = compare::compare_dirs(f.golden_dir, engine_dir, opt);
     const auto& p = r.target_producer;
     std::printf("hyoracle check: %s  fixture %s (%s, seed %llu, prompt %zu tokens + %lld generated)\n",
@@ -152,8 +152,8 @@ void register_check(CLI::App& app, int& status) {
   cmd->add_option("--junit", o->junit, "Write a JUnit XML report to FILE");
   cmd->add_option("--json", o->json, "Write the JSON comparison report to FILE");
   cmd->add_option("--rules", o->rules, "Tolerance overrides (compare's rules file)");
-  cmd->add_option("--require", o->require, "Regex of tensors that must be compared (default: ^logits$ and, when the "
-                                           "fixture generates, ^generate\\.tokens$)");
+  cmd->add_option("--require", o->require, "Regex of a tensor that must be compared, in addition to the defaults "
+                                           "^(generate\\.)?logits$ and, when the fixture generates, ^generate\\.tokens$");
   cmd->add_flag("--no-teacher-forcing", o->no_teacher_forcing, "Judge total error only (faster; no reference re-runs)");
   cmd->add_option("--threads", o->threads, "Reference threads for teacher forcing")->check(CLI::Range(1, 1024));
   cmd->callback([o, &status] { status = run_check(*o); });

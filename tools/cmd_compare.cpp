@@ -77,7 +77,8 @@ void register_compare(CLI::App& app, int& status) {
   cmd->add_option("--json", o->json, "Write the JSON report here");
   cmd->add_option("--markdown", o->markdown, "Write the Markdown report here");
   cmd->add_option("--html", o->html, "Write the HTML report here");
-  cmd->add_option("--require", o->require, "Regex of a tensor that must be compared (default ^logits$)");
+  cmd->add_option("--require", o->require, "Regex of a tensor that must be compared, in addition to the default "
+                                           "^(generate\\.)?logits$ (repeatable)");
   cmd->add_option("--rules", o->rules, "Rules file (JSON) overriding budgets by regex");
   cmd->add_option("--layers", o->layers, "Only layers A:B (A inclusive, B exclusive)");
   cmd->add_option("--routed-experts", o->opt.routed_experts_file, "vLLM/SGLang routed-expert export [tokens, layers, k]");
@@ -90,7 +91,7 @@ void register_compare(CLI::App& app, int& status) {
     check_output_path(o->json, "--json", inputs);
     check_output_path(o->markdown, "--markdown", inputs);
     check_output_path(o->html, "--html", inputs);
-    if (!o->require.empty()) o->opt.require = o->require;
+    for (const std::string& r : o->require) o->opt.require.push_back(r);  // adds to the default
     if (!o->rules.empty()) o->opt.rules = compare::load_rules(o->rules);
     if (!o->layers.empty()) parse_layers(o->layers, o->opt);
     const compare::Report r = compare::compare_dirs(o->baseline, o->target, o->opt);

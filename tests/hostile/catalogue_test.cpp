@@ -129,5 +129,23 @@ TEST(CatalogueCompare, LayersOptionIsParsedStrictly) {
   }
 }
 
+// The default required tensor is the model's output, `logits` or `generate.logits` (what the
+// SGLang/vLLM converters write); --require adds to it rather than replacing it.
+TEST(CatalogueCompare, RequireAddsToTheDefaultWhichAcceptsGenerateLogits) {
+  TempDir dir;
+  write_dump_with_generation(dir / "g", {1, 0, 1}, {0.0, 1.0, 2.0, 1.0, 0.0, 3.0});
+  Outcome o = run_hyoracle({"compare", dir / "g", dir / "g", "-q"}, kTimeLimitSeconds);
+  EXPECT_EQ(o.status, 0) << o.err;
+  o = run_hyoracle({"compare", dir / "g", dir / "g", "-q", "--require", "^generate\\.tokens$"}, kTimeLimitSeconds);
+  EXPECT_EQ(o.status, 0) << o.err;
+  o = run_hyoracle({"compare", dir / "g", dir / "g", "-q", "--require", "^nope$"}, kTimeLimitSeconds);
+  EXPECT_EQ(o.status, 2) << o.err;
+  EXPECT_NE(o.err.find("--require \"^nope$\""), std::string::npos) << o.err;
+  // the default stays required next to the added pattern
+  write_dump_with_logits(dir / "l", {1.0, 2.0, 3.0, 4.0});
+  o = run_hyoracle({"compare", dir / "l", dir / "l", "-q", "--require", "^logits$"}, kTimeLimitSeconds);
+  EXPECT_EQ(o.status, 0) << o.err;
+}
+
 }  // namespace
 }  // namespace hyoracle::hostile
