@@ -1,5 +1,7 @@
 #include "model.h"
 
+#include <cmath>
+
 #include "embedding.h"
 #include "matmul.h"
 #include "names.h"
@@ -38,7 +40,16 @@ LayerWeights<S> load_layer(const Checkpoint& ck, int64_t L, bool resident_expert
   }
   const int64_t E = c.num_experts, I = c.moe_intermediate_size, Is = c.shared_width();
   w.router = ck.load<S>(n("mlp.router.gate.weight"), {E, H});
-  w.expert_bias = ck.load<S>(n("mlp.expert_bias"), {E}, /*f32_only=*/true);
+  {
+    // The bias decides the expert selection; a non-finite entry would make the top-k order
+    // meaningless (and std::sort's comparisons undefined) without any visible error.
+    const WeightRef r = ck.ref(n("mlp.expert_bias"), {E}, /*f32_only=*/true);
+    w.expert_bias = Checkpoint::decode<S>(r);
+    for (int64_t e = 0; e < E; ++e)
+      if (!std::isfinite(double(w.expert_bias.data[size_t(e)])))
+        fail(r.file->path() + ": tensor \"" + n("mlp.expert_bias") + "\" holds a non-finite value at expert " +
+             std::to_string(e) + " (expected finite fp32 biases)");
+  }
   if (Is > 0) {
     w.shared.gate = ck.load<S>(n("mlp.shared_mlp.gate_proj.weight"), {Is, H});
     w.shared.up = ck.load<S>(n("mlp.shared_mlp.up_proj.weight"), {Is, H});

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "catalogue.h"
 #include "hostile_util.h"
@@ -62,6 +63,15 @@ std::vector<Case> checkpoint_cases() {
                           t.bytes.resize(t.bytes.size() / 2);
                         },
                         "model.layers.1.mlp.expert_bias"));
+  // A NaN (then an Inf) in the F32 correction bias: the selection would be meaningless.
+  for (const auto& [name, bits] : {std::pair{"NaNExpertBias", 0x7fc00000u}, std::pair{"InfExpertBias", 0x7f800000u}})
+    v.push_back(edit_case(name,
+                          [bits](auto& ts) {
+                            EditableTensor& t = find_tensor(ts, "model.layers.1.mlp.expert_bias");
+                            const uint32_t b = bits;
+                            std::memcpy(t.bytes.data() + 4 * 3, &b, 4);  // expert 3
+                          },
+                          "model.layers.1.mlp.expert_bias"));
   // An integer dtype where a weight should be.
   v.push_back(edit_case("IntegerWeight", [](auto& ts) { find_tensor(ts, "model.norm.weight").dtype = DType::I16; }, "model.norm.weight"));
   // Neither a single file nor an index.
