@@ -3,12 +3,14 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <map>
 #include <memory>
 #include <set>
 
+#include "dataflow.h"
 #include "graph.h"
 #include "logits.h"
 #include "names.h"
@@ -754,7 +756,9 @@ void Walk::run() {
     }
     // After a range that stops before the last layer, the model's tail (final_norm, logits,
     // generate.*) reads layers that were not compared: nothing to judge it against.
-    if (L < 0 && range_cuts_tail && base != "input_ids" && base != "embed") {
+    const auto model_step = std::find_if(dataflow::model_steps().begin(), dataflow::model_steps().end(),
+                                         [&](const dataflow::ModelStep& m) { return m.name == base; });
+    if (L < 0 && range_cuts_tail && !(model_step != dataflow::model_steps().end() && model_step->before_layers)) {
       rep.skipped.push_back({name, "after --layers (it reads layers that were not compared)"});
       continue;
     }
