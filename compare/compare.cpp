@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <set>
@@ -204,7 +205,6 @@ struct Walk {
 void Walk::judge(TensorResult& r, const Metrics& m, const BudgetInputs& bi, bool local,
                  const std::vector<double>& inh_tok) {
   Budget derived = local ? derived_local_budget(bi) : derived_total_budget(bi, r.inherited_input);
-  const double c = safety_factor(bi.u_target, bi.numel);
   // The composed noise is the honest rounding of every recomputed step, simulated at its modelled
   // RMS and propagated exactly (teacher_forcing.h): an estimate of the engine's own noise there,
   // not a bound on it, so it is added once; the safety factor c stays on the step's own term.
@@ -452,6 +452,14 @@ void Walk::compare_routing(const std::string& name) {
   const TensorInfo& bi = b.info(name);
   if (bi.shape.size() != 2 || bi.shape[0] < 0 || bi.shape[1] < 1)
     fail(b.file_of(name) + ": tensor \"" + name + "\" has shape " + shape_str(bi.shape) + "; expected [tokens, k] with k >= 1");
+  // Rows: one per prompt token in prefill, one per decode step; the baseline's own row count is
+  // checked against that before anything is sized by it.
+  if (!positions.empty()) {
+    const int64_t rows = step > 0 ? 1 : int64_t(positions.size());
+    if (bi.shape[0] != rows)
+      fail(b.file_of(name) + ": tensor \"" + name + "\" has " + std::to_string(bi.shape[0]) + " rows; expected " +
+           std::to_string(rows) + (step > 0 ? " (one decode step)" : " (one per input token)"));
+  }
   in.tokens = bi.shape[0];
   in.k = bi.shape[1];
   // E: the config's, else the width of the baseline's router tensors.
@@ -486,7 +494,22 @@ void Walk::compare_routing(const std::string& name) {
         fail(opt.routed_experts_file + ": routed experts for layer " + std::to_string(L) + " hold expert id " +
              std::to_string(id) + "; expected [0, " + std::to_string(in.experts) + ")");
   }
-  if (b.has(ln("moe.scores"))) in.ref_scores = read_float(b, ln("moe.scores"), rows_e).data;
+  // The baseline's router values decide which flips are excused: a score outside σ's range [0, 1]
+  // or a negative margin would turn any disagreement into a "near tie" (or make the gap NaN).
+  auto check_range = [&](const Dump& d, const std::string& n, const std::vector<double>& x, double lo, double hi,
+                         const char* expected) {
+    for (size_t i = 0; i < x.size(); ++i)
+      if (!(x[i] >= lo && x[i] <= hi)) {
+        char v[64];
+        std::snprintf(v, sizeof v, "%.9g", x[i]);
+        fail(d.file_of(n) + ": tensor \"" + n + "\" holds " + v + " at flat index " + std::to_string(i) + "; expected " +
+             expected);
+      }
+  };
+  if (b.has(ln("moe.scores"))) {
+    in.ref_scores = read_float(b, ln("moe.scores"), rows_e).data;
+    check_range(b, ln("moe.scores"), in.ref_scores, 0.0, 1.0, "a sigmoid score in [0, 1]");
+  }
   Tensor<double> logits;
   if (b.has(ln("moe.router_logits"))) {
     logits = read_float(b, ln("moe.router_logits"), rows_e);
@@ -496,7 +519,10 @@ void Walk::compare_routing(const std::string& name) {
     }
   }
   if (tf) in.expert_bias = tf->expert_bias(L);
-  if (b.has(ln("moe.topk_margin"))) in.ref_margin = read_float(b, ln("moe.topk_margin"), {in.tokens}).data;
+  if (b.has(ln("moe.topk_margin"))) {
+    in.ref_margin = read_float(b, ln("moe.topk_margin"), {in.tokens}).data;
+    check_range(b, ln("moe.topk_margin"), in.ref_margin, 0.0, INFINITY, "a k/k+1 gap >= 0");
+  }
   if (b.has(ln("moe.topk_weights")) && t.has(ln("moe.topk_weights"))) {
     in.ref_weights = read_float(b, ln("moe.topk_weights"), rows_k).data;
     in.target_weights = read_float(t, ln("moe.topk_weights"), rows_k).data;
