@@ -46,13 +46,19 @@ OrderKey order_key(const std::string& full) {
 }
 
 std::vector<std::string> execution_order(std::vector<std::string> v) {
-  std::stable_sort(v.begin(), v.end(), [](const std::string& a, const std::string& b) {
-    const OrderKey ka = order_key(a), kb = order_key(b);
-    if (ka < kb) return true;
-    if (kb < ka) return false;
-    return a < b;
+  // Each name's key is computed once (a dump with decode steps holds 10^5-10^6 names; computing
+  // keys inside the comparator cost more than the comparison itself).
+  std::vector<std::pair<OrderKey, size_t>> keyed(v.size());
+  for (size_t i = 0; i < v.size(); ++i) keyed[i] = {order_key(v[i]), i};
+  std::sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
+    if (a.first < b.first) return true;
+    if (b.first < a.first) return false;
+    return v[a.second] < v[b.second];
   });
-  return v;
+  std::vector<std::string> out;
+  out.reserve(v.size());
+  for (const auto& k : keyed) out.push_back(std::move(v[k.second]));
+  return out;
 }
 
 std::vector<std::string> step_inputs(const std::string& full, bool moe) {

@@ -134,7 +134,7 @@ double bin_upper_edge(size_t b) {
 }  // namespace
 
 MetricsAccumulator::MetricsAccumulator(std::vector<int64_t> shape, double atol, double rtol)
-    : shape_(std::move(shape)), bins_(kBins, 0) {
+    : shape_(std::move(shape)), bins_(kBins) {
   m_.atol = atol;
   m_.rtol = rtol;
   const int64_t N = numel_of(shape_);
@@ -177,7 +177,7 @@ inline void MetricsAccumulator::add_one(double rv, double tv, int l, int64_t i) 
     m_.max_abs_target = tv;
   }
   const size_t b = abs_bin(a);
-  ++bins_[b];
+  bins_.add(b);
   bin_lo_ = std::min(bin_lo_, b);
   bin_hi_ = std::max(bin_hi_, b);
 }
@@ -198,10 +198,9 @@ void MetricsAccumulator::add_blocks(const double* r, const double* t, int64_t bl
           break;
         }
     size_t bin_lo = bin_lo_, bin_hi = bin_hi_;
-    int64_t* bins = bins_.data();
     for (int64_t j = 0; j < n; ++j) {
       const size_t b = abs_bin(std::fabs(t[j] - r[j]));
-      ++bins[b];
+      bins_.add(b);
       bin_lo = std::min(bin_lo, b);
       bin_hi = std::max(bin_hi, b);
     }
@@ -218,7 +217,6 @@ void MetricsAccumulator::add_blocks(const double* r, const double* t, int64_t bl
   int64_t n = m_.n, outside = outside_, max_i = max_i_;
   double max_abs = m_.max_abs, max_ref = m_.max_abs_ref, max_target = m_.max_abs_target;
   size_t bin_lo = bin_lo_, bin_hi = bin_hi_;
-  int64_t* bins = bins_.data();
   auto extras = [&](double rv, double tv, double a, int64_t i) {
     outside += a > atol + rtol * std::fabs(rv);
     if (max_i < 0 || a > max_abs) {
@@ -228,7 +226,7 @@ void MetricsAccumulator::add_blocks(const double* r, const double* t, int64_t bl
       max_target = tv;
     }
     const size_t b = abs_bin(a);
-    ++bins[b];
+    bins_.add(b);
     bin_lo = std::min(bin_lo, b);
     bin_hi = std::max(bin_hi, b);
   };
@@ -332,7 +330,7 @@ Metrics MetricsAccumulator::finish() const {
     const double target = q * double(m.n);
     int64_t seen = 0;
     for (size_t b = bin_lo_; b <= bin_hi_; ++b) {
-      seen += bins_[b];
+      seen += bins_.count(b);
       if (seen > 0 && double(seen) >= target) return b == 0 ? 0.0 : std::min(bin_upper_edge(b), m.max_abs);
     }
     return m.max_abs;

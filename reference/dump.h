@@ -8,6 +8,7 @@
 // largest tensor (or range) asked for; advise()/release_pages() keep mapped pages out of RSS.
 #pragma once
 #include <map>
+#include <unordered_map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -105,7 +106,7 @@ class Dump {
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::vector<std::pair<const uint8_t*, uint64_t>> spans_;  // per file: first data byte, data length
   mutable std::vector<const uint8_t*> ahead_;               // per file: read ahead up to here (a hint)
-  std::map<std::string, std::pair<size_t, const TensorInfo*>> where_;
+  std::unordered_map<std::string, std::pair<size_t, const TensorInfo*>> where_;  // looked up, never iterated
   std::vector<std::string> names_;
 };
 
