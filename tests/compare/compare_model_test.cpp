@@ -496,8 +496,9 @@ void expect_part_named(const std::string& kind, double alpha) {
   ASSERT_NE(it, t->part_scales.end());
   EXPECT_NEAR(it->alpha, alpha, 0.25 * alpha);  // bf16 rounding of the inputs and output moves the fit a little
   // no other part is beyond both the rounding unit and the noise
-  for (const PartScale& s : t->part_scales)
+  for (const PartScale& s : t->part_scales) {
     if (s.part != p.part) EXPECT_TRUE(std::fabs(s.alpha) <= 0.0039 || std::fabs(s.z()) <= kPartScaleZ) << kind << " " << s.part;
+  }
 }
 
 }  // namespace
