@@ -159,11 +159,14 @@ Report compare_dirs(const std::string& baseline_dir, const std::string& target_d
 // 0 pass, 1 fail, 2 incomplete (fail outranks incomplete; a Report::error is always 2).
 int exit_code(const Report& r);
 
-// Writers (report_json.cpp, report_markdown.cpp, report_html.cpp, summary.cpp).
+// Writers (report_json.cpp, report_markdown.cpp, report_html.cpp, summary.cpp, report_table.cpp).
 nlohmann::ordered_json report_json(const Report& r);  // schema of DUMP_FORMAT.md, version 1
 std::string report_markdown(const Report& r);
 std::string report_html(const Report& r);             // self-contained, inline SVG error curve
 std::string terminal_summary(const Report& r);        // fits one screen
+// One row per tensor present on both sides (compared or skipped), with its verdict (report_table.cpp).
+std::string report_csv(const Report& r);              // RFC 4180, header line first
+std::string report_jsonl(const Report& r);            // JSON Lines: one object per row, same keys as the CSV
 void write_text_file(const std::string& path, const std::string& content);
 
 }  // namespace hyoracle::compare
