@@ -339,8 +339,10 @@ void routing(std::ostringstream& o, const Report& r) {
       o << "<td>" << l.exact_set_match << "/" << l.tokens << "</td><td>" << g3(l.mean_jaccard) << "</td><td>" << l.near_tie_flips
         << "</td><td>" << l.real_flips << "</td>";
     else o << "<td colspan=4>n/a (the baseline ran other tokens here)</td>";
-    o << "<td>" << (l.forced ? std::to_string(l.forced_mismatches) : std::string("–")) << "</td><td>" << g3(l.min_margin)
-      << "</td><td>" << g3(l.max_weight_delta) << "</td><td>" << esc(l.margin_source) << "</td></tr>";
+    o << "<td>" << (l.forced ? std::to_string(l.forced_mismatches) : std::string("–")) << "</td>";
+    if (l.reference_comparable)
+      o << "<td>" << g3(l.min_margin) << "</td><td>" << g3(l.max_weight_delta) << "</td><td>" << esc(l.margin_source) << "</td></tr>";
+    else o << "<td colspan=3>n/a</td></tr>";
   }
   o << "</table>";
   size_t flips = 0;

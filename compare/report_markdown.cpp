@@ -268,13 +268,17 @@ void part_scales(std::ostringstream& o, const Report& r) {
 void routing(std::ostringstream& o, const Report& r) {
   if (r.routing.empty()) return;
   o << "\n## Routing\n\n";
-  int64_t clean = 0;
+  int64_t clean = 0, after = 0;
   std::vector<const RoutingLayer*> shown;
   for (const auto& l : r.routing)
-    if (l.flips.empty() && l.forced_mismatches == 0 && l.reference_comparable) ++clean;
-    else shown.push_back(&l);
-  o << r.routing.size() << " layer-steps; " << clean << " with the same expert sets on every token"
-    << (clean ? " (not listed)" : "") << ".\n\n";
+    if (!l.flips.empty() || l.forced_mismatches > 0) shown.push_back(&l);
+    else if (l.reference_comparable) ++clean;
+    else ++after;
+  o << r.routing.size() << " layer-steps; " << clean << " with the same expert sets on every token";
+  if (after)
+    o << ", " << after << " after the generated tokens part (the baseline ran other tokens; only the target's selection on "
+      << "its own router output is judged there)";
+  o << (clean + after ? " (not listed)" : "") << ".\n\n";
   if (!shown.empty()) {
     o << "| layer | step | exact sets | mean Jaccard | near-tie flips | real flips | forced mismatches | min margin | max weight Δ | margin source |\n"
          "|---|---|---|---|---|---|---|---|---|---|\n";
@@ -286,7 +290,10 @@ void routing(std::ostringstream& o, const Report& r) {
           << (l.real_flips ? "**" + std::to_string(l.real_flips) + "**" : std::string("0")) << " | ";
       else o << "n/a | n/a | n/a | n/a | ";
       o << (l.forced ? (l.forced_mismatches ? "**" + std::to_string(l.forced_mismatches) + "**" : std::string("0")) : std::string("–"))
-        << " | " << g3(l.min_margin) << " | " << g3(l.max_weight_delta) << " | " << cell(l.margin_source) << " |\n";
+        << " | ";
+      if (l.reference_comparable)
+        o << g3(l.min_margin) << " | " << g3(l.max_weight_delta) << " | " << cell(l.margin_source) << " |\n";
+      else o << "n/a | n/a | n/a |\n";
     }
     if (shown.size() > kMaxListed * 4) o << "\n+" << shown.size() - kMaxListed * 4 << " more layer-steps (" << kFullData << ").\n";
   }
