@@ -244,6 +244,7 @@ TEST(Reports, MarkdownOf80LayersAnd9StepsStaysUnderOneMebibyte) {
   const Synthetic s = synthetic(80, 9, fail_at, 171, 64);
   ASSERT_EQ(s.failed.size(), fail_at.size());
   const std::string md = report_markdown(s.r);
+  RecordProperty("markdown_bytes", std::to_string(md.size()));
   EXPECT_LT(md.size(), size_t(1) << 20);
   for (const std::string& name : s.failed) EXPECT_EQ(count_of(md, "<a id=\"" + row_anchor(name) + "\"></a>"), 1u) << name;
   // Near-budget rows beyond the cap are counted and the full data named.
