@@ -342,6 +342,7 @@ void routing(std::ostringstream& o, const Report& r) {
       ++forced_clean;
       continue;
     }
+    if (listed == 0) o << "\nSelection against the target's own router output:\n\n";
     if (listed++ >= kMaxListed) continue;
     o << "- layer " << l.layer << ", " << (l.step ? "step " + std::to_string(l.step) : std::string("prefill"))
       << ", selection on the target's own scores (" << l.forced_source << "): **" << l.forced_mismatches
