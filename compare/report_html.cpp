@@ -71,7 +71,7 @@ std::string error_curve_svg(const std::vector<LayerPoint>& pts, int64_t divergen
     if (pts[i].layer == divergence_layer)
       s << "<line x1='" << X(i) << "' x2='" << X(i) << "' y1='" << top << "' y2='" << H - bot
         << "' stroke='#d33' stroke-dasharray='4 3'/><text x='" << (2 * i < n ? X(i) + 4 : X(i) - 4)
-        << "' y='" << top + 12 << "' fill='#d33' text-anchor='" << (2 * i < n ? "start" : "end")
+        << "' y='" << top + 44 << "' fill='#d33' text-anchor='" << (2 * i < n ? "start" : "end")
         << "'>first divergence</text>";  // label on the side with room
   }
   s << "<text x='" << (l + W - rgt) / 2 << "' y='" << H - 5 << "' text-anchor='middle'>layer</text>";
@@ -172,7 +172,7 @@ std::string token_histogram_html(const TensorResult& t) {
 // The layer × step × operation grid as one SVG panel per step (rows layers, columns operations),
 // each cell coloured by its budget use and titled with the tensor, its × budget, error and limit.
 std::string heat_map_svg(const HeatMap& h) {
-  const double cw = 16, ch = h.layers.size() > 40 ? 6 : 14, left = 34, top = 24;
+  const double cw = 16, ch = h.layers.size() > 40 ? 6 : 14, left = 34, top = 26;
   std::ostringstream s;
   s << "<div class='heat'>";
   for (int64_t step : h.steps) {
@@ -185,6 +185,9 @@ std::string heat_map_svg(const HeatMap& h) {
       if (i % every == 0)
         s << "<text x='" << left - 3 << "' y='" << top + ch * double(i) + ch - 1 << "' text-anchor='end'>" << h.layers[i] << "</text>";
     s << "<text x='" << left << "' y='10'>layer ↓ · operation →</text>";
+    for (size_t j = 0; j < h.ops.size(); ++j)  // column numbers, as in the legend below the panels
+      s << "<text x='" << left + cw * double(j) + (cw - 1) / 2 << "' y='" << top - 3 << "' text-anchor='middle'>" << j + 1
+        << "</text>";
     for (const HeatCell& c : h.cells) {
       if (c.step != step) continue;
       const size_t row = size_t(std::lower_bound(h.layers.begin(), h.layers.end(), c.layer) - h.layers.begin());
