@@ -230,13 +230,16 @@ void Walk::judge(TensorResult& r, const Metrics& m, const BudgetInputs& bi, bool
   // token's own inherited error when judged on total.
   int64_t bad_token = -1;
   double bad_val = 0, bad_lim = 0;
+  std::vector<double> token_limits;
   if (r.budget.metric == "rel_l2" && r.budget.token_limit > 0) {
+    token_limits.reserve(m.token_rel_l2.size());
     const double local_part = local ? r.budget.limit : r.budget.limit - amplification(bi.op) * std::max(0.0, r.inherited_input);
     for (size_t i = 0; i < m.token_rel_l2.size(); ++i) {
       const double own = local ? r.budget.limit - r.composed_noise : local_part;
       // one row's composed noise is a noisier estimate than the tensor's: 2× it per token
       const double extra = i < inh_tok.size() ? (local ? 2.0 : amplification(bi.op)) * inh_tok[i] : 0.0;
       const double lim = 3.0 * std::max(own, 0.0) + extra;
+      token_limits.push_back(lim);
       const double scale = r.budget.limit > 0 ? r.budget.limit / std::max(lim, 1e-300) : 1;
       r.min_passing = std::max(r.min_passing, m.token_rel_l2[i] * scale);
       if (m.token_rel_l2[i] > lim && (bad_token < 0 || m.token_rel_l2[i] / lim > bad_val / bad_lim)) {
@@ -269,6 +272,8 @@ void Walk::judge(TensorResult& r, const Metrics& m, const BudgetInputs& bi, bool
   } else {
     r.verdict = Verdict::pass;
   }
+  // The reports plot a failing tensor's per-token errors against these; passing ones need not keep them.
+  if (r.verdict == Verdict::fail) r.token_limits = std::move(token_limits);
   // Cause hints (heuristics, labelled as such in the reports).
   if (r.verdict == Verdict::fail) {
     if (m.cosine > 1 - 1e-4 && std::fabs(m.norm_ratio - 1) > 2 * r.budget.limit)

@@ -68,6 +68,7 @@ struct TensorResult {
   double composed_noise = 0;         // rel-L2 the honest noise of the recomputed steps makes here
   std::vector<PartScale> part_scales;  // per head (attn.out) or routed expert (moe.routed_out), part_scale.h
   std::string part_kind;             // "head" or "expert"
+  std::vector<double> token_limits;  // per-token rel-L2 limit of each row (the per-token gate); kept for failing tensors only
   Verdict verdict = Verdict::pass;
   std::string reason;                // one line when not pass
   std::vector<std::string> hints;    // heuristic cause hints
@@ -118,6 +119,10 @@ struct LogitsSummary {
   bool divergence_near_tie = false;
   double divergence_margin = 0, divergence_noise = 0;
   bool divergence_in_top_n = false;     // each side's token inside the other's top-N (N = 5)
+  // At the first differing generated token: each side's token and its N largest logits (largest
+  // first, ties to the lower id), when that side dumped generate.logits.
+  int64_t divergence_token_baseline = -1, divergence_token_target = -1;
+  std::vector<std::pair<int64_t, double>> divergence_top_baseline, divergence_top_target;  // (token id, logit)
 };
 
 struct Divergence {
@@ -154,11 +159,14 @@ Report compare_dirs(const std::string& baseline_dir, const std::string& target_d
 // 0 pass, 1 fail, 2 incomplete (fail outranks incomplete; a Report::error is always 2).
 int exit_code(const Report& r);
 
-// Writers (report_json.cpp, report_markdown.cpp, report_html.cpp, summary.cpp).
+// Writers (report_json.cpp, report_markdown.cpp, report_html.cpp, summary.cpp, report_table.cpp).
 nlohmann::ordered_json report_json(const Report& r);  // schema of DUMP_FORMAT.md, version 1
 std::string report_markdown(const Report& r);
 std::string report_html(const Report& r);             // self-contained, inline SVG error curve
 std::string terminal_summary(const Report& r);        // fits one screen
+// One row per tensor present on both sides (compared or skipped), with its verdict (report_table.cpp).
+std::string report_csv(const Report& r);              // RFC 4180, header line first
+std::string report_jsonl(const Report& r);            // JSON Lines: one object per row, same keys as the CSV
 void write_text_file(const std::string& path, const std::string& content);
 
 }  // namespace hyoracle::compare

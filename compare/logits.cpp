@@ -48,6 +48,17 @@ bool in_top_n(const double* row, int64_t V, int64_t id, int64_t n) {
   return above < n;
 }
 
+std::vector<std::pair<int64_t, double>> top_n_logits(const double* row, int64_t V, int64_t n) {
+  std::vector<int64_t> ids(static_cast<size_t>(V));
+  for (int64_t v = 0; v < V; ++v) ids[size_t(v)] = v;
+  const size_t keep = size_t(std::clamp<int64_t>(n, 0, V));
+  std::partial_sort(ids.begin(), ids.begin() + std::ptrdiff_t(keep), ids.end(),
+                    [&](int64_t x, int64_t y) { return row[x] > row[y] || (row[x] == row[y] && x < y); });
+  std::vector<std::pair<int64_t, double>> top;
+  for (size_t j = 0; j < keep; ++j) top.emplace_back(ids[j], row[ids[j]]);
+  return top;
+}
+
 void logits_agreement(const Tensor<double>& r, const Tensor<double>& y, LogitsSummary& s) {
   const int64_t V = r.cols();
   logits_agreement(r.rows(), V, [&](int64_t t, double* rr, double* yy) {
@@ -94,7 +105,11 @@ void generation_agreement(const std::vector<int64_t>& a, const std::vector<int64
     }
   if (s.first_token_divergence < 0) return;
   const int64_t i = s.first_token_divergence;
+  s.divergence_token_baseline = a[size_t(i)];
+  s.divergence_token_target = b[size_t(i)];
+  if (rb.rows() > i) s.divergence_top_target = top_n_logits(rb.row(i), rb.cols(), top_n);
   if (ra.rows() <= i) return;
+  s.divergence_top_baseline = top_n_logits(ra.row(i), ra.cols(), top_n);
   const int64_t V = ra.cols();
   const double* row = ra.row(i);
   const int64_t top = argmax(row, V);

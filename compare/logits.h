@@ -10,6 +10,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include "compare.h"
@@ -31,6 +32,10 @@ void logits_agreement(int64_t T, int64_t V, const std::function<void(int64_t, do
 void generation_agreement(const std::vector<int64_t>& ref_tokens, const std::vector<int64_t>& target_tokens,
                           const Tensor<double>& ref_logits, const Tensor<double>& target_logits, double logit_noise,
                           LogitsSummary& s, int64_t top_n = 5);
+
+// The n largest logits of row[0..V) as (token id, logit), largest first, ties to the lower id:
+// what each side would have chosen among at a differing generated token.
+std::vector<std::pair<int64_t, double>> top_n_logits(const double* row, int64_t V, int64_t n);
 
 // True when token `id` is among the n largest of row[0..V).
 bool in_top_n(const double* row, int64_t V, int64_t id, int64_t n);

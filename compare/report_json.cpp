@@ -5,6 +5,7 @@
 
 #include "compare.h"
 #include "error.h"
+#include "report_view.h"
 
 namespace hyoracle::compare {
 
@@ -51,6 +52,11 @@ nlohmann::ordered_json report_json(const Report& r) {
     e["budget"] = {{"rule", t.budget.rule},   {"metric", t.budget.metric},          {"limit", num(t.budget.limit)},
                    {"token_limit", num(t.budget.token_limit)}, {"derivation", t.budget.derivation},
                    {"reason", t.budget.reason}};
+    if (!t.token_limits.empty()) {
+      nlohmann::ordered_json tl = nlohmann::ordered_json::array();
+      for (double v : t.token_limits) tl.push_back(num(v));
+      e["budget"]["token_limits"] = tl;
+    }
     e["inherited"] = num(t.inherited);
     e["inherited_input"] = num(t.inherited_input);
     e["excluded_tokens"] = t.excluded_tokens;
@@ -115,11 +121,24 @@ nlohmann::ordered_json report_json(const Report& r) {
                  {"divergence_margin", num(g.divergence_margin)},
                  {"divergence_noise", num(g.divergence_noise)},
                  {"divergence_in_top_n", g.divergence_in_top_n}};
+  if (g.first_token_divergence >= 0) {
+    auto top = [](const std::vector<std::pair<int64_t, double>>& v) {
+      nlohmann::ordered_json a = nlohmann::ordered_json::array();
+      for (const auto& [id, logit] : v) a.push_back({{"token", id}, {"logit", num(logit)}});
+      return a;
+    };
+    j["logits"]["divergence_tokens"] = {{"baseline", g.divergence_token_baseline}, {"target", g.divergence_token_target}};
+    j["logits"]["divergence_top"] = {{"baseline", top(g.divergence_top_baseline)}, {"target", top(g.divergence_top_target)}};
+  }
   j["missing"] = {{"in_baseline", r.missing_in_baseline}, {"in_target", r.missing_in_target},
                   {"required", r.missing_required}};
   nlohmann::ordered_json sk = nlohmann::ordered_json::array();
   for (const auto& [n, why] : r.skipped) sk.push_back({{"name", n}, {"reason", why}});
   j["skipped"] = sk;
+  nlohmann::ordered_json sg = nlohmann::ordered_json::array();
+  for (const SkipGroup& g : skipped_by_reason(r, 3))
+    sg.push_back({{"reason", g.reason}, {"count", g.count}, {"examples", g.examples}});
+  j["skipped_by_reason"] = sg;
   j["notes"] = r.notes;
   j["stats"] = {{"seconds", r.seconds},
                 {"bytes_read", r.bytes_read},

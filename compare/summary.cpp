@@ -1,9 +1,13 @@
 // summary.cpp: the terminal summary, one screen: verdict, first divergence with hints, the
-// per-layer curve as a table, routing and logits in one line each, coverage.
+// per-layer curve as a table, the worst tensor of each decode step, routing and logits in one line
+// each, coverage with skipped tensors counted by reason.
+#include <cstdio>
+#include <map>
 #include <sstream>
 
 #include "compare.h"
 #include "layer_curve.h"
+#include "report_view.h"
 
 namespace hyoracle::compare {
 
@@ -47,6 +51,22 @@ std::string terminal_summary(const Report& r) {
       o << line;
     }
   }
+  // Decode steps: the worst tensor of each (the curve above is the prefill's).
+  std::map<int64_t, const TensorResult*> step_worst;
+  for (const auto& t : r.tensors) {
+    if (t.step == 0 || t.verdict == Verdict::skipped) continue;
+    const TensorResult*& w = step_worst[t.step];
+    if (!w || t.budget_units > w->budget_units) w = &t;
+  }
+  if (!step_worst.empty()) {
+    o << "  decode  worst×budget  worst tensor\n";
+    for (const auto& [S, t] : step_worst) {
+      char line[320];
+      std::snprintf(line, sizeof line, "  %6lld  %12s  %s%s\n", (long long)S, g3(t->budget_units).c_str(), t->name.c_str(),
+                    t->verdict == Verdict::fail ? "  FAIL" : "");
+      o << line;
+    }
+  }
   int64_t decode_layers = 0, decode_near = 0, decode_real = 0;
   for (const auto& l : r.routing)
     if (l.step > 0) ++decode_layers, decode_near += l.near_tie_flips, decode_real += l.real_flips;
@@ -72,8 +92,9 @@ std::string terminal_summary(const Report& r) {
     o << "\n";
   }
   if (!r.missing_in_target.empty() || !r.missing_in_baseline.empty())
-    o << "  only in baseline: " << r.missing_in_target.size() << ", only in target: " << r.missing_in_baseline.size()
-      << ", skipped: " << r.skipped.size() << "\n";
+    o << "  only in baseline: " << r.missing_in_target.size() << ", only in target: " << r.missing_in_baseline.size() << "\n";
+  for (const SkipGroup& g : skipped_by_reason(r, 1))
+    o << "  skipped " << g.count << " (e.g. " << g.examples.front() << "): " << g.reason << "\n";
   return o.str();
 }
 

@@ -2,6 +2,7 @@
 // 2 incomplete or unreadable input (one line naming the file and tensor/field on stderr).
 #include <iostream>
 #include <memory>
+#include <utility>
 
 #include "commands.h"
 #include "compare.h"
@@ -14,7 +15,7 @@ namespace hyoracle::cli {
 
 namespace {
 struct CompareCli {
-  std::string baseline, target, json, markdown, html, rules, layers;
+  std::string baseline, target, json, markdown, html, csv, jsonl, rules, layers;
   std::vector<std::string> require;
   compare::CompareOptions opt;
   bool quiet = false;
@@ -77,6 +78,8 @@ void register_compare(CLI::App& app, int& status) {
   cmd->add_option("--json", o->json, "Write the JSON report here");
   cmd->add_option("--markdown", o->markdown, "Write the Markdown report here");
   cmd->add_option("--html", o->html, "Write the HTML report here");
+  cmd->add_option("--csv", o->csv, "Write one CSV row per tensor (with its verdict) here");
+  cmd->add_option("--jsonl", o->jsonl, "Write one JSON Lines row per tensor (with its verdict) here");
   cmd->add_option("--require", o->require, "Regex of a tensor that must be compared, in addition to the default "
                                            "^(generate\\.)?logits$ (repeatable)");
   cmd->add_option("--rules", o->rules, "Rules file (JSON) overriding budgets by regex");
@@ -91,6 +94,8 @@ void register_compare(CLI::App& app, int& status) {
     check_output_path(o->json, "--json", inputs);
     check_output_path(o->markdown, "--markdown", inputs);
     check_output_path(o->html, "--html", inputs);
+    check_output_path(o->csv, "--csv", inputs);
+    check_output_path(o->jsonl, "--jsonl", inputs);
     for (const std::string& r : o->require) o->opt.require.push_back(r);  // adds to the default
     if (!o->rules.empty()) o->opt.rules = compare::load_rules(o->rules);
     if (!o->layers.empty()) parse_layers(o->layers, o->opt);
@@ -98,7 +103,14 @@ void register_compare(CLI::App& app, int& status) {
     if (!o->json.empty()) write_output_file(o->json, compare::report_json(r).dump(2) + "\n");
     if (!o->markdown.empty()) write_output_file(o->markdown, compare::report_markdown(r));
     if (!o->html.empty()) write_output_file(o->html, compare::report_html(r));
-    if (!o->quiet) std::cout << compare::terminal_summary(r);
+    if (!o->csv.empty()) write_output_file(o->csv, compare::report_csv(r));
+    if (!o->jsonl.empty()) write_output_file(o->jsonl, compare::report_jsonl(r));
+    if (!o->quiet) {
+      std::cout << compare::terminal_summary(r);
+      for (const auto& [kind, path] : {std::pair<const char*, const std::string&>{"json", o->json}, {"markdown", o->markdown},
+                                       {"html", o->html}, {"csv", o->csv}, {"jsonl", o->jsonl}})
+        if (!path.empty()) std::cout << "  wrote " << kind << " report: " << path << "\n";
+    }
     status = compare::exit_code(r);
     if (!r.error.empty()) std::cerr << "hyoracle: error: " << r.error << "\n";
     else if (status == 2) std::cerr << "hyoracle: error: " << incomplete_reason(r) << "\n";
