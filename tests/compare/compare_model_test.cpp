@@ -396,7 +396,9 @@ TEST(CompareModel, ReportsAreWellFormed) {
   EXPECT_NE(html.find("<polyline"), std::string::npos);
   // Readable without scripts: at most the one sort helper, after every table of the page.
   EXPECT_EQ(html.find("<script"), html.rfind("<script"));
-  if (html.find("<script") != std::string::npos) EXPECT_GT(html.find("<script"), html.rfind("</table>"));
+  if (html.find("<script") != std::string::npos) {
+    EXPECT_GT(html.find("<script"), html.rfind("</table>"));
+  }
   EXPECT_NE(report_markdown(r).find("## Per-layer error"), std::string::npos);
   EXPECT_NE(terminal_summary(r).find("pass"), std::string::npos);
 }
@@ -499,7 +501,9 @@ void expect_part_named(const std::string& kind, double alpha) {
   EXPECT_NEAR(it->alpha, alpha, 0.25 * alpha);  // bf16 rounding of the inputs and output moves the fit a little
   // no other part is beyond both the rounding unit and the noise
   for (const PartScale& s : t->part_scales) {
-    if (s.part != p.part) EXPECT_TRUE(std::fabs(s.alpha) <= 0.0039 || std::fabs(s.z()) <= kPartScaleZ) << kind << " " << s.part;
+    if (s.part != p.part) {
+      EXPECT_TRUE(std::fabs(s.alpha) <= 0.0039 || std::fabs(s.z()) <= kPartScaleZ) << kind << " " << s.part;
+    }
   }
 }
 
