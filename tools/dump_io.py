@@ -24,10 +24,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lazy_import import torch  # noqa: E402  (imported on first use: --help works without torch)
 
 
-# The version of hyoracle these tools belong to (`hyoracle --version`; a test keeps them equal).
-HYORACLE_VERSION = "0.1.0"
-
-
 @functools.lru_cache(maxsize=None)
 def _st_dtypes():
     """torch dtype -> (safetensors code, bytes); a function so that importing needs no torch."""
@@ -232,10 +228,6 @@ def write_dump(out_dir, tensors, manifest) -> str:
     man = OrderedDict(manifest)
     man.setdefault("format", "hyoracle.dump")
     man.setdefault("version", 1)
-    # The hyoracle version whose tools wrote the dump, next to the engine's own name and version.
-    if isinstance(man.get("producer"), dict):
-        man["producer"] = OrderedDict(man["producer"])
-        man["producer"].setdefault("hyoracle_version", HYORACLE_VERSION)
     man["files"] = ["activations.safetensors"]
     # Size and CRC-32 (zlib's, as hyoracle's reader computes it) of each file: readers refuse a
     # torn or mixed dump.
