@@ -768,7 +768,9 @@ void Walk::run() {
     if (!in_b.count(n)) rep.missing_in_baseline.push_back(n);
 
   std::vector<std::string> order = execution_order(b.names());
+  int64_t walked = 0;
   for (const std::string& name : order) {
+    if (opt.progress) opt.progress(++walked, int64_t(order.size()), name, rep.bytes_read);
     const std::string base = strip_step(name);
     const bool routing_from_export = base.find("moe.topk_ids") != std::string::npos && !exported_ids.empty() &&
                                      layer_of_name(name) >= 0 && !exported_ids[size_t(layer_of_name(name))].empty();
@@ -866,7 +868,7 @@ void Walk::run() {
                             : "are not judged (no --model)"));
   }
   if (!tf)
-    rep.notes.push_back("no --model: only the total error is judged, with coarse amplification factors for what each "
+    rep.notes.push_back("no teacher forcing (no --model, or --no-teacher-forcing): only the total error is judged, with coarse amplification factors for what each "
                         "step inherits; this cannot tell an error a step added from one it inherited, and misses bugs "
                         "under the budgets (docs/compare.md, \"Verdicts at realistic scale\"): give --model for a verdict");
   int64_t composed = 0;

@@ -13,6 +13,7 @@
 // judged error exceeds its rule. This header is stable: issue 5 (`hyoracle check`) builds on it.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -42,6 +43,9 @@ struct CompareOptions {
   bool fail_fast = false;                          // stop after the first failing tensor
   int threads = 1;                                 // reference threads for teacher forcing
   std::string routed_experts_file;                 // optional vLLM/SGLang export: safetensors [T, L, k] ids
+  // Called before each tensor of the walk (done counts from 1) with the bytes read so far, for
+  // progress lines on long comparisons; unset: nothing is called.
+  std::function<void(int64_t done, int64_t total, const std::string& name, double bytes_read)> progress;
 };
 
 // Where a tensor's judged error sits. `judged_on` is "local" (teacher-forced) or "total".

@@ -8,8 +8,10 @@
 #include <memory>
 #include <thread>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "dump.h"
+#include "estimate.h"
 #include "error.h"
 #include "fixture_make.h"
 #include "run_options.h"
@@ -59,6 +61,7 @@ struct FixtureOptions {
   bool golden_steps = false;
   bool force = false;
   bool dry_run = false;
+  Verbosity verbosity;  // -q, --progress
 };
 
 // The command as recorded in fixture.json: the flags given, in declaration order, with the
@@ -67,9 +70,10 @@ std::string canonical_command(const CLI::App& cmd) {
   std::string s = "hyoracle fixture";
   for (const CLI::Option* o : cmd.get_options()) {
     const std::string n = o->get_name();
-    if (o->count() == 0 || n == "--out" || n == "--threads" || n == "--force" || n == "--dry-run" || n == "--help")
+    if (o->count() == 0 || n == "--out" || n == "--threads" || n == "--force" || n == "--dry-run" || n == "--help" ||
+        n == "--quiet" || n == "--progress")
       continue;
-    s += " " + n;
+    s += " " + (n == "--layers" ? std::string("--moe-layers") : n);  // a deprecated alias as its new spelling
     for (const std::string& v : o->results())
       if (o->get_expected_min() > 0) s += " " + v;
   }
@@ -83,7 +87,7 @@ fixture::Request make_request(const FixtureOptions& o, const CLI::App& cmd) {
   q.spec = p.spec;
   for (const SizeFlag& f : size_flags())
     if (cmd.get_option(f.name)->count()) q.spec.*f.field = o.sizes.at(f.name);
-  const int64_t moe = cmd.get_option("--layers")->count() ? o.moe_layers
+  const int64_t moe = given(cmd, "--moe-layers", "--layers") ? o.moe_layers
                                                           : p.spec.num_hidden_layers - p.spec.first_k_dense_replace;
   q.spec.num_hidden_layers = q.spec.first_k_dense_replace + moe;
   if (cmd.get_option("--linear-gain")->count()) q.spec.linear_gain = o.linear_gain;
@@ -116,19 +120,45 @@ void print_sizes(const fixture::Request& q) {
               (long long)b.dense_mlp, (long long)b.moe_block);
 }
 
+// The estimate of one seed's try (estimate.h): the weights written in bf16, then the golden run
+// of the exact reference (float64, experts expanded on use) with its dump, also written.
+Estimate estimate_fixture(const fixture::Request& q) {
+  const ModelConfig c = parse_config(nlohmann::json::parse(checkpoint_config_json(q.spec).dump()), "config.json");
+  RunShape s;
+  s.tokens = int64_t(q.prompt.size());
+  s.generate = q.generate;
+  s.lazy_experts = true;
+  s.dump = true;
+  s.dump_steps = q.golden_steps;
+  s.threads = q.threads;
+  Estimate e = estimate_run(c, s);
+  add_fixture_writes(e, double(fixture::size_breakdown(q.spec).total_bytes));
+  e.read_bytes = double(fixture::size_breakdown(q.spec).total_bytes);
+  e.notes.push_back("per seed tried: a seed whose margins fall short is tried again with the next one (at most --max-tries " +
+                    std::to_string(q.max_tries) + ")");
+  return e;
+}
+
 int run_fixture(const FixtureOptions& o, const CLI::App& cmd) {
-  const fixture::Request q = make_request(o, cmd);
+  fixture::Request q = make_request(o, cmd);
   fixture::validate_spec(q.spec);
   fixture::validate_prompt(q.prompt, q.spec.vocab_size);
-  std::printf("hyoracle fixture: %s, seed %llu -> %s\n", q.preset.c_str(), (unsigned long long)q.spec.seed,
-              o.dry_run ? "(dry run)" : o.out.c_str());
-  print_sizes(q);
+  const bool quiet = o.verbosity.quiet && !o.dry_run;
+  if (!quiet) {
+    std::printf("hyoracle fixture: %s, seed %llu -> %s\n", q.preset.c_str(), (unsigned long long)q.spec.seed,
+                o.dry_run ? "(dry run)" : o.out.c_str());
+    print_sizes(q);
+  }
   if (o.dry_run) {
-    std::printf("%s\n", checkpoint_config_json(q.spec).dump(2).c_str());
+    print_estimate("fixture", estimate_fixture(q));
+    std::printf("%s\n", checkpoint_config_json(q.spec).dump(2).c_str());  // last: a reader takes it from the "{" on
     return 0;
   }
+  Progress progress("fixture", o.verbosity);
+  q.progress = &progress;
   const auto t0 = std::chrono::steady_clock::now();
-  const fixture::Result r = fixture::make_fixture(q, o.out, o.force, &std::cout);
+  const fixture::Result r = fixture::make_fixture(q, o.out, o.force, quiet ? nullptr : &std::cout);
+  if (quiet) return 0;
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("  accepted  seed %llu after %zu tr%s; min router margin %.4g (%s), min logit margin %.4g (%s)\n",
               (unsigned long long)r.seed, r.tries.size(), r.tries.size() == 1 ? "y" : "ies", r.margins.min_router,
@@ -154,8 +184,9 @@ void register_fixture(CLI::App& app, int& status) {
   cmd->add_option("--out", o->out, "Fixture directory to create");
   cmd->add_option("--shards", o->shards, "Split the weights into K files with model.safetensors.index.json")
       ->check(CLI::Range(1, 4096));
-  cmd->add_option("--layers", o->moe_layers, "MoE layers after the dense ones (default: the preset's)")
-      ->check(CLI::Range(int64_t(0), int64_t(4096)));
+  auto* moe_layers = cmd->add_option("--moe-layers", o->moe_layers, "MoE layers after the dense ones (default: the preset's)")
+                         ->check(CLI::Range(int64_t(0), int64_t(4096)));
+  add_deprecated_alias(*cmd, moe_layers, "--layers", o->moe_layers)->check(CLI::Range(int64_t(0), int64_t(4096)));
   for (const SizeFlag& f : size_flags())
     cmd->add_option(f.name, o->sizes[f.name], f.help)->check(CLI::Range(int64_t(0), int64_t(1) << 24));
   cmd->add_option("--linear-gain", o->linear_gain, "Linear weights ~ N(0, gain^2/fan_in) (default 1)");
@@ -170,7 +201,9 @@ void register_fixture(CLI::App& app, int& status) {
       ->check(CLI::Range(1, 1024));
   cmd->add_flag("--golden-steps", o->golden_steps, "Also store every decode step (steps.S.*) in the golden dump");
   cmd->add_flag("--force", o->force, "Replace a fixture already in --out");
-  cmd->add_flag("--dry-run", o->dry_run, "Print the config.json and sizes; write nothing");
+  cmd->add_flag("--dry-run", o->dry_run, "Print the config.json, sizes and an estimate of time, memory and disk; "
+                                         "write nothing");
+  add_verbosity_options(*cmd, o->verbosity, "No summary or per-seed lines on stdout and no progress");
   cmd->callback([o, cmd, &status] {
     if (o->out.empty() && !o->dry_run) fail("fixture: --out DIR is required");
     status = run_fixture(*o, *cmd);

@@ -1,7 +1,7 @@
 // hyoracle layer: run one decoder layer of a (possibly huge, sharded) checkpoint on an engine's
 // own dumped input, in double, with bounded memory, and optionally compare it with the engine.
 //
-//   hyoracle layer --model DIR --layer L --input DUMP [--tokens A:B] [--precision exact|hf|fp32]
+//   hyoracle layer --model DIR --layer L --input DUMP [--rows A:B] [--precision exact|hf|fp32]
 //                  [--threads N] [--compare TARGET_DUMP] --dump OUT
 //
 // Input: `layers.L-1.out` (or `embed` for L = 0) of DUMP, rows 0..B-1 at positions
@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "checkpoint.h"
+#include "cli_util.h"
 #include "commands.h"
 #include "compare.h"
 #include "decoder_layer.h"
@@ -33,18 +34,21 @@ namespace hyoracle::cli {
 namespace {
 
 struct LayerOptions {
-  std::string model, input, compare, dump, tokens, precision_text = "exact", store;
+  std::string model, input, compare, dump, rows, precision_text = "exact", store;
+  std::string rows_option = "--rows";  // the spelling given (--tokens is its deprecated alias), for messages
   int64_t layer = -1;
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   bool resident_experts = false;
+  bool force = false;  // replace a non-empty --dump directory
   double max_memory_gb = 0;  // 0: MemAvailable
 };
 
-// Parses "A:B" (either side may be empty) against the T rows of the input tensor `where`.
-std::pair<int64_t, int64_t> parse_range(const std::string& s, int64_t T, const std::string& where) {
+// Parses "A:B" (either side may be empty) against the T rows of the input tensor `where`;
+// `option` is the spelling the user gave, for messages.
+std::pair<int64_t, int64_t> parse_range(const std::string& s, int64_t T, const std::string& where, const std::string& option) {
   if (s.empty()) return {0, T};
   const size_t c = s.find(':');
-  if (c == std::string::npos) fail("--tokens: \"" + s + "\" is not A:B");
+  if (c == std::string::npos) fail(option + ": \"" + s + "\" is not A:B");
   auto num = [&](const std::string& t, int64_t dflt) -> int64_t {
     if (t.empty()) return dflt;
     size_t used = 0;
@@ -54,12 +58,12 @@ std::pair<int64_t, int64_t> parse_range(const std::string& s, int64_t T, const s
     } catch (...) {
       used = 0;
     }
-    if (used != t.size() || v < 0) fail("--tokens: \"" + s + "\" is not A:B with non-negative integers");
+    if (used != t.size() || v < 0) fail(option + ": \"" + s + "\" is not A:B with non-negative integers");
     return v;
   };
   const int64_t a = num(s.substr(0, c), 0), b = num(s.substr(c + 1), T);
   if (!(a < b && b <= T))
-    fail("--tokens " + s + ": need 0 <= A < B <= " + std::to_string(T) + ", the rows of " + where +
+    fail(option + " " + s + ": need 0 <= A < B <= " + std::to_string(T) + ", the rows of " + where +
          (b > T ? " (" + std::to_string(b - T) + " rows too many)" : std::string()));
   return {a, b};
 }
@@ -156,6 +160,7 @@ int run_layer(const LayerOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   // The output must not replace an input (the dumps read, the checkpoint).
   check_output_path(o.dump, "--dump", {o.model, o.input, o.compare});
+  check_fresh_output_dir(o.dump, "--dump", o.force);
   Checkpoint ck(o.model);
   const ModelConfig& c = ck.config();
   const int64_t L = o.layer;
@@ -172,7 +177,7 @@ int run_layer(const LayerOptions& o) {
   const int64_t T = info.shape[0];
   const std::string in_where = input.file_of(in_name) + ": tensor " + printable_quoted(in_name);
   if (T == 0) fail(in_where + " has 0 rows; a layer run needs at least one token");
-  const auto [a, b] = parse_range(o.tokens, T, in_where);
+  const auto [a, b] = parse_range(o.rows, T, in_where, o.rows_option);
   int64_t offset = 0;
   if (input.manifest().contains("input") && input.manifest()["input"].contains("position_offset"))
     offset = input.manifest()["input"]["position_offset"].get<int64_t>();
@@ -181,7 +186,7 @@ int run_layer(const LayerOptions& o) {
   const double avail = o.max_memory_gb > 0 ? o.max_memory_gb * 1e9 : mem_available_bytes();
   if (avail > 0 && need > 0.9 * avail)
     fail("layer " + std::to_string(L) + " at T=" + std::to_string(b) + " needs about " + std::to_string(int(need / 1e9)) +
-         " GB but " + std::to_string(int(avail / 1e9)) + " GB are available; use fewer --threads, --tokens, or fp32");
+         " GB but " + std::to_string(int(avail / 1e9)) + " GB are available; use fewer --threads, --rows, or fp32");
 
   const LayerWeights<S> w = load_layer<S>(ck, L, o.resident_experts);
   const Tensor<double> x_all = input.read(in_name);
@@ -198,7 +203,7 @@ int run_layer(const LayerOptions& o) {
   const auto t1 = std::chrono::steady_clock::now();
 
   const Numerics num{parse_precision(o.precision_text), o.threads};
-  const DType store = o.store == "bf16" ? DType::BF16 : o.store == "f32" ? DType::F32
+  const DType store = o.store == "bfloat16" ? DType::BF16 : o.store == "float32" ? DType::F32
                       : std::is_same_v<S, double> ? DType::F64 : DType::F32;
   DumpWriter writer(store);
   RowSliceSink sliced(writer, a, b);
@@ -255,16 +260,19 @@ void register_layer(CLI::App& app, int& status) {
   cmd->add_option("--model", o->model, "Checkpoint directory")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--layer", o->layer, "Layer index")->required();
   cmd->add_option("--input", o->input, "Dump holding layers.L-1.out (or embed for L = 0)")->required();
-  cmd->add_option("--tokens", o->tokens, "Rows A:B of the input to run (attention still sees rows 0..B-1)");
+  auto* rows = cmd->add_option("--rows", o->rows, "Rows A:B of the input to run (attention still sees rows 0..B-1)");
+  add_deprecated_alias(*cmd, rows, "--tokens", o->rows);
   cmd->add_option("--precision", o->precision_text, "exact | hf | fp32")->check(CLI::IsMember({"exact", "hf", "fp32"}));
   cmd->add_option("--threads", o->threads, "Worker threads (results identical for any count)")->check(CLI::Range(1, 1024));
   cmd->add_option("--compare", o->compare, "Compare layer L with this (engine) dump");
   cmd->add_option("--dump", o->dump, "Output dump directory")->required();
-  cmd->add_option("--store-dtype", o->store, "Store tensors as f64 | f32 | bf16 (default: the compute type)")
-      ->check(CLI::IsMember({"f64", "f32", "bf16"}));
+  cmd->add_option("--store-dtype", o->store, "Store tensors as float64 | float32 | bfloat16 (default: the compute type)")
+      ->transform(dtype_choice({"float64", "float32", "bfloat16"}));
+  cmd->add_flag("--force", o->force, "Replace a non-empty --dump directory (refused otherwise)");
   cmd->add_flag("--resident-experts", o->resident_experts, "Expand every expert at load (fast, more memory)");
   cmd->add_option("--max-memory", o->max_memory_gb, "Refuse runs estimated above this many GB (default: MemAvailable)");
-  cmd->callback([o, &status] {
+  cmd->callback([o, cmd, &status] {
+    if (cmd->get_option("--tokens")->count()) o->rows_option = "--tokens";
     status = o->precision_text == "fp32" ? run_layer<float>(*o) : run_layer<double>(*o);
   });
 }

@@ -2,6 +2,7 @@
 // checkpoint, written as a dump (docs/DUMP_FORMAT.md) with a short summary on stdout.
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <limits>
@@ -11,6 +12,7 @@
 #include "checkpoint.h"
 #include "commands.h"
 #include "dump.h"
+#include "estimate.h"
 #include "model.h"
 #include "names.h"
 #include "run_options.h"
@@ -44,9 +46,36 @@ class SummarySink : public ActivationSink {
   DumpWriter* writer_;
 };
 
+// --dry-run: the estimate of estimate.h from config.json and the checkpoint's file sizes.
+int dry_run(const RunOptions& o) {
+  const ModelConfig c = load_config(o.model + "/config.json");
+  check_run_input(c, o);
+  RunShape s;
+  s.tokens = int64_t(o.tokens.size());
+  s.generate = o.generate;
+  s.fp32 = o.precision == Precision::fp32;
+  s.lazy_experts = o.lazy_experts;
+  s.dump = !o.dump.empty();
+  s.dump_steps = o.dump_steps;
+  s.threads = o.threads;
+  Estimate e = estimate_run(c, s);
+  double checkpoint_bytes = 0;
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(o.model, ec))
+    if (f.path().extension() == ".safetensors") checkpoint_bytes += double(f.file_size(ec));
+  add_weight_reads(e, checkpoint_bytes);
+  if (o.lazy_experts) e.notes.push_back("--lazy-experts: experts are expanded on use, so the time also grows with "
+                                        "the expert reads, which this estimate counts once");
+  if (o.device == "cuda") e.notes.push_back("the figures are for the CPU reference; --device cuda is far faster");
+  print_estimate("run", e);
+  return 0;
+}
+
 template <class S>
 int run_model(const RunOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
+  Progress progress("run", o.verbosity);
+  progress.phase("loading the checkpoint " + o.model + (o.lazy_experts ? "" : " (expanding every expert)"));
   Checkpoint ck(o.model);
   const ModelConfig& c = ck.config();
   check_run_input(c, o);
@@ -64,18 +93,32 @@ int run_model(const RunOptions& o) {
   Numerics num{o.precision, o.threads};
   DumpWriter writer(std::is_same_v<S, double> ? DType::F64 : DType::F32);
   SummarySink sink(o.dump.empty() ? nullptr : &writer);
+  ProgressSink watched(&sink, &progress, c.num_hidden_layers, o.dump_steps);
   KVCache<S> cache = make_cache<S>(c);
-  const Tensor<S> logits = forward(m, o.tokens, cache, num, Recorder{&sink, ""});
+  progress.phase("prefill of " + std::to_string(o.tokens.size()) + " tokens through " +
+                 std::to_string(c.num_hidden_layers) + " layers");
+  const Tensor<S> logits = forward(m, o.tokens, cache, num, Recorder{progress.enabled() ? static_cast<ActivationSink*>(&watched) : &sink, ""});
   const auto t2 = std::chrono::steady_clock::now();
   Generation<S> gen;
   if (o.generate > 0) {
-    gen = generate_greedy(m, logits, cache, o.generate, num, o.dump_steps ? &sink : nullptr);
+    progress.phase("generating " + std::to_string(o.generate) + " tokens");
+    ActivationSink* steps = progress.enabled() ? static_cast<ActivationSink*>(&watched) : o.dump_steps ? &sink : nullptr;
+    gen = generate_greedy(m, logits, cache, o.generate, num, steps);
     writer.put_ints(names::kGenerateTokens, {o.generate}, gen.tokens);
     writer.put(names::kGenerateLogits, gen.logits);
   }
   const auto t3 = std::chrono::steady_clock::now();
   auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
 
+  if (!o.dump.empty()) {
+    progress.phase("writing the dump " + o.dump);
+    DumpProducer p;
+    p.dtype = std::is_same_v<S, double> ? "float64" : "float32";
+    p.precision = precision_name(o.precision);
+    p.mode = o.generate > 0 ? "generate" : "prefill";
+    writer.write(o.dump, make_manifest(p, c, o.model, o.tokens));
+  }
+  if (o.verbosity.quiet) return 0;
   int64_t dense = 0;
   for (int64_t L = 0; L < c.num_hidden_layers; ++L) dense += c.is_dense(L);
   std::printf("hyoracle run: %s\n", o.model.c_str());
@@ -101,14 +144,7 @@ int run_model(const RunOptions& o) {
     for (int64_t t : gen.tokens) std::printf(" %lld", (long long)t);
     std::printf("\n");
   }
-  if (!o.dump.empty()) {
-    DumpProducer p;
-    p.dtype = std::is_same_v<S, double> ? "float64" : "float32";
-    p.precision = precision_name(o.precision);
-    p.mode = o.generate > 0 ? "generate" : "prefill";
-    writer.write(o.dump, make_manifest(p, c, o.model, o.tokens));
-    std::printf("  dump      %s (%zu tensors)\n", o.dump.c_str(), writer.size());
-  }
+  if (!o.dump.empty()) std::printf("  dump      %s (%zu tensors)\n", o.dump.c_str(), writer.size());
   return 0;
 }
 
@@ -120,6 +156,10 @@ void register_run(CLI::App& app, int& status) {
   add_run_options(*cmd, *o);
   cmd->callback([o, &status] {
     finish_run_options(*o);
+    if (o->dry_run) {
+      status = dry_run(*o);
+      return;
+    }
     if (o->device == "cuda") {
       status = run_on_cuda(*o);
       return;

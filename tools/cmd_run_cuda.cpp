@@ -98,10 +98,10 @@ int run_cuda(const RunOptions& o) {
 }  // namespace
 
 int run_on_cuda(const RunOptions& o) {
-  if (o.dtype == "bf16") return run_cuda<cuda::bf16>(o);
-  if (o.dtype == "fp16") return run_cuda<cuda::fp16>(o);
-  if (o.dtype == "fp32") return run_cuda<float>(o);
-  fail("--dtype: \"" + o.dtype + "\" is not one of bf16, fp16, fp32");
+  if (o.dtype == "bfloat16") return run_cuda<cuda::bf16>(o);
+  if (o.dtype == "float16") return run_cuda<cuda::fp16>(o);
+  if (o.dtype == "float32") return run_cuda<float>(o);
+  fail("--dtype: \"" + o.dtype + "\" is not one of bfloat16, float16, float32");
 }
 
 }  // namespace hyoracle::cli

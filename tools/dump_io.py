@@ -10,28 +10,58 @@ are built in (torch + numpy only, no `safetensors` package).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import struct
+import sys
 import zlib
 from collections import OrderedDict
 
-import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lazy_import import torch  # noqa: E402  (imported on first use: --help works without torch)
 
-_ST_DTYPES = {
-    torch.float64: ("F64", 8),
-    torch.float32: ("F32", 4),
-    torch.float16: ("F16", 2),
-    torch.bfloat16: ("BF16", 2),
-    torch.int64: ("I64", 8),
-    torch.int32: ("I32", 4),
-    torch.int16: ("I16", 2),
-    torch.int8: ("I8", 1),
-    torch.uint8: ("U8", 1),
+
+@functools.lru_cache(maxsize=None)
+def _st_dtypes():
+    """torch dtype -> (safetensors code, bytes); a function so that importing needs no torch."""
+    return {
+        torch.float64: ("F64", 8),
+        torch.float32: ("F32", 4),
+        torch.float16: ("F16", 2),
+        torch.bfloat16: ("BF16", 2),
+        torch.int64: ("I64", 8),
+        torch.int32: ("I32", 4),
+        torch.int16: ("I16", 2),
+        torch.int8: ("I8", 1),
+        torch.uint8: ("U8", 1),
+    }
+
+
+@functools.lru_cache(maxsize=None)
+def _st_from_name():
+    return {v[0]: k for k, v in _st_dtypes().items()}
+
+
+# Every spelling of a dtype the tools accept (case-insensitive) -> its canonical name, the one dump
+# manifests record in producer.dtype (the same table as the C++ canonical_dtype, tools/cli_util.h).
+_DTYPE_SPELLINGS = {
+    "bfloat16": ("bf16", "bfloat16"),
+    "float16": ("fp16", "f16", "float16", "half"),
+    "float32": ("fp32", "f32", "float32", "float"),
+    "float64": ("fp64", "f64", "float64", "double"),
 }
-_ST_FROM_NAME = {v[0]: k for k, v in _ST_DTYPES.items()}
+
+
+def canonical_dtype(text: str) -> str:
+    """bf16 / BF16 / bfloat16 -> "bfloat16", fp32 / F32 -> "float32", ...; ValueError otherwise."""
+    t = str(text).lower()
+    for canonical, names in _DTYPE_SPELLINGS.items():
+        if t in names:
+            return canonical
+    raise ValueError(f"{text!r} is not a dtype (bfloat16, float16, float32, float64; any case; also bf16, fp16, fp32, fp64)")
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -49,14 +79,14 @@ def write_safetensors(path: str, tensors: "OrderedDict[str, torch.Tensor]", meta
     names = [n for n, _ in items]
     if len(set(names)) != len(names):
         raise ValueError("duplicate tensor name")
-    items.sort(key=lambda kv: -_ST_DTYPES[kv[1].dtype][1])
+    items.sort(key=lambda kv: -_st_dtypes()[kv[1].dtype][1])
     header = OrderedDict()
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     blobs = []
     off = 0
     for name, t in items:
-        code, _ = _ST_DTYPES[t.dtype]
+        code, _ = _st_dtypes()[t.dtype]
         b = _tensor_bytes(t)
         header[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
@@ -215,3 +245,8 @@ def file_check(path: str) -> "OrderedDict":
         for chunk in iter(lambda: f.read(1 << 24), b""):
             crc = zlib.crc32(chunk, crc)
     return OrderedDict(bytes=os.path.getsize(path), crc32="%08x" % crc)
+
+
+if __name__ == "__main__":
+    # A library, not a command: --help (or anything) prints what it is.
+    print(__doc__)

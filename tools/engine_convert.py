@@ -45,10 +45,9 @@ import struct
 import sys
 from collections import OrderedDict, defaultdict
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dump_io import write_dump  # noqa: E402
+from lazy_import import torch  # noqa: E402  (imported on first use: --help works without torch)
 
 PREFIX = "non_intrusive__"
 
@@ -648,8 +647,9 @@ class Assembler:
 # the conversion
 # --------------------------------------------------------------------------------------------
 
-_DTYPE_NAMES = {torch.float64: "float64", torch.float32: "float32", torch.bfloat16: "bfloat16",
-                torch.float16: "float16"}
+def _dtype_name(dtype):
+    """The manifest's name of a torch dtype: torch.bfloat16 -> "bfloat16" (as dump_io.canonical_dtype)."""
+    return str(dtype).replace("torch.", "")
 
 
 def parse_steps(text):
@@ -757,7 +757,7 @@ def convert(src, engine, config, out, tp=1, steps=None, checkpoint=None, generat
         tensors["generate.tokens"] = torch.tensor(generated, dtype=torch.int64)
 
     emb = tensors.get("embed")
-    dtype = _DTYPE_NAMES.get(emb.dtype, str(emb.dtype)) if emb is not None else "unknown"
+    dtype = _dtype_name(emb.dtype) if emb is not None else "unknown"
     manifest = OrderedDict()
     manifest["format"] = "hyoracle.dump"
     manifest["version"] = 1

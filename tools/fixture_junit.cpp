@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include "dump.h"
+
 namespace hyoracle::fixture {
 
 namespace {
@@ -93,6 +95,9 @@ std::string junit_xml(const compare::Report& r, const std::string& suite) {
   x << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
   x << "<testsuites name=\"hyoracle check\"" << counts << ">\n";
   x << "  <testsuite name=\"" << xml_escape(cls) << "\"" << counts << ">\n";
+  // Which hyoracle judged it, as every dump manifest and JSON report records.
+  x << "    <properties><property name=\"hyoracle_version\" value=\"" << xml_escape(kHyoracleVersion)
+    << "\"/></properties>\n";
   for (const Case& c : cases) {
     x << "    <testcase classname=\"" << xml_escape(c.classname) << "\" name=\"" << xml_escape(c.name) << "\"";
     if (c.kind.empty()) {

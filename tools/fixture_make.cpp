@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "checkpoint.h"
+#include "cli_util.h"
 #include "dump.h"
 #include "error.h"
 #include "output.h"
@@ -154,12 +155,16 @@ Result make_fixture(const Request& q, const std::string& out, bool force, std::o
     Try t;
     t.seed = spec.seed;
     auto t0 = std::chrono::steady_clock::now();
+    if (q.progress)
+      q.progress->phase("seed " + std::to_string(spec.seed) + " (try " + std::to_string(i + 1) + " of at most " +
+                        std::to_string(q.max_tries) + "): writing the random weights");
     write_random_checkpoint(spec, out);
     t.write_s = seconds_since(t0);
     t0 = std::chrono::steady_clock::now();
     const Checkpoint ck(out);
     DumpWriter golden(DType::F64);
-    MarginReport m = run_golden(ck, q.prompt, q.generate, q.threads, &golden, q.golden_steps);
+    if (q.progress) q.progress->phase("seed " + std::to_string(spec.seed) + ": the golden run (exact reference)");
+    MarginReport m = run_golden(ck, q.prompt, q.generate, q.threads, &golden, q.golden_steps, q.progress);
     t.check_s = seconds_since(t0);
     t.min_router = m.min_router;
     t.min_logit = m.min_logit;

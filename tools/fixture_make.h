@@ -38,6 +38,7 @@ struct Request {
   int threads = 1;               // reference threads (results do not depend on it)
   bool golden_steps = false;     // also store steps.S.* in the golden dump
   std::string command;           // the command line recorded in fixture.json ("--out DIR")
+  cli::Progress* progress = nullptr;  // progress lines on stderr (cli_util.h); none when null
 };
 
 struct Try {

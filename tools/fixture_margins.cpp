@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cli_util.h"
 #include "model.h"
 #include "names.h"
 #include "router.h"
@@ -116,7 +117,7 @@ double top1_margin(const double* row, int64_t n) {
 }
 
 MarginReport run_golden(const Checkpoint& ck, const std::vector<int64_t>& prompt, int64_t generate, int threads,
-                        DumpWriter* golden, bool golden_steps) {
+                        DumpWriter* golden, bool golden_steps, cli::Progress* progress) {
   const ModelConfig& c = ck.config();
   // Experts are expanded on use: memory stays bounded at full size (one Hy3 MoE layer is 14.5 GB
   // in float64), and at CI size re-expanding a few KB per use costs nothing.
@@ -126,11 +127,13 @@ MarginReport run_golden(const Checkpoint& ck, const std::vector<int64_t>& prompt
   const Numerics num{Precision::exact, threads};
   MarginReport r;
   MarginSink prefill(r, golden, true), steps(r, golden, golden_steps);
+  cli::ProgressSink watched_prefill(&prefill, progress, c.num_hidden_layers, true);
+  cli::ProgressSink watched_steps(&steps, progress, c.num_hidden_layers, true);
   KVCache<double> cache = make_cache<double>(c);
-  const Tensor<double> logits = forward(m, prompt, cache, num, Recorder{&prefill, ""});
+  const Tensor<double> logits = forward(m, prompt, cache, num, Recorder{&watched_prefill, ""});
   see_logits(r, logits, names::kLogits, r.prompt_logit_margins);
   if (generate > 0) {
-    const Generation<double> g = generate_greedy(m, logits, cache, generate, num, &steps);
+    const Generation<double> g = generate_greedy(m, logits, cache, generate, num, &watched_steps);
     r.tokens = g.tokens;
     see_logits(r, g.logits, names::kGenerateLogits, r.step_logit_margins);
     if (golden) {

@@ -24,6 +24,10 @@
 #include "checkpoint.h"
 #include "dump.h"
 
+namespace hyoracle::cli {
+class Progress;
+}
+
 namespace hyoracle::fixture {
 
 struct MarginReport {
@@ -44,9 +48,10 @@ double top1_margin(const double* row, int64_t n);
 
 // Runs the exact reference on `ck`: prefill of `prompt`, then `generate` greedy tokens with the
 // KV cache, measuring every margin. When `golden` is given it receives the prefill activations,
-// generate.tokens and generate.logits (and steps.S.* when `golden_steps`).
+// generate.tokens and generate.logits (and steps.S.* when `golden_steps`). Progress lines (layer
+// i/N of the prefill and of each decode step) go through `progress` when given.
 MarginReport run_golden(const Checkpoint& ck, const std::vector<int64_t>& prompt, int64_t generate, int threads,
-                        DumpWriter* golden = nullptr, bool golden_steps = false);
+                        DumpWriter* golden = nullptr, bool golden_steps = false, cli::Progress* progress = nullptr);
 
 // "" when both minima are ≥ min_margin; otherwise one line saying which margin is short and where.
 std::string margin_shortfall(const MarginReport& r, double min_margin);

@@ -40,6 +40,7 @@ Needs torch, transformers (with hy_v3) and nothing else: the safetensors writer 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -47,12 +48,10 @@ import sys
 from collections import OrderedDict
 from contextlib import contextmanager
 
-import torch
-from torch.overrides import TorchFunctionMode
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lazy_import import torch  # noqa: E402  (imported on first use: --help works without torch)
 # The one dump writer/reader of the Python tools; re-exported for make_hf_goldens.py.
-from dump_io import (canonical_names, dump_order, order_key, read_dump,  # noqa: E402,F401
+from dump_io import (canonical_dtype, canonical_names, dump_order, order_key, read_dump,  # noqa: E402,F401
                      read_safetensors, sha256_file, write_dump, write_safetensors)
 
 # --------------------------------------------------------------------------------------------
@@ -89,78 +88,90 @@ def _fname(func) -> str:
     return n
 
 
-class PromoteFp32Mode(TorchFunctionMode):
-    """A TorchFunctionMode for float64 runs and for dtype census.
+@functools.lru_cache(maxsize=None)
+def _promote_fp32_mode_class():
+    """The TorchFunctionMode subclass below, defined on first use (importing needs no torch)."""
+    from torch.overrides import TorchFunctionMode
 
-    promote=True: every float32 dtype argument of a torch call (`.to(torch.float32)`,
-        `dtype=torch.float32`, `.float()`) is rewritten to float64. This neutralises HF's
-        hard-coded fp32 casts: RMSNorm's `.to(torch.float32)`, RoPE's `.float()` positions and
-        `inv_freq.to(dtype=torch.float)`, the router's `F.linear(h.float(), W.float())`, the eager
-        softmax's `dtype=torch.float32`, and any other such cast.
-    expect: if set (a dtype), every floating tensor returned by a torch call whose dtype differs
-        is recorded in `violations` (function, dtype, module path, shape).
-    census: record, per (module path with layer indices starred, function, dtype), how many
-        floating outputs had a dtype other than `census_ref` (used to map where HF computes fp32
-        in a bf16 run).
-    `paused` suspends everything (the recorder's own bookkeeping runs paused).
-    """
+    class PromoteFp32Mode(TorchFunctionMode):
+        """A TorchFunctionMode for float64 runs and for dtype census.
 
-    def __init__(self, promote=False, expect=None, census_ref=None, module_stack=None):
-        super().__init__()
-        self.promote = promote
-        self.expect = expect
-        self.census_ref = census_ref
-        self.module_stack = module_stack if module_stack is not None else []
-        self.paused = False
-        self.violations = []
-        self.n_violations = 0
-        self.n_checked = 0
-        self.census = {}
-        self.n_promoted = 0
-        self.promoted_at = {}
+        promote=True: every float32 dtype argument of a torch call (`.to(torch.float32)`,
+            `dtype=torch.float32`, `.float()`) is rewritten to float64. This neutralises HF's
+            hard-coded fp32 casts: RMSNorm's `.to(torch.float32)`, RoPE's `.float()` positions and
+            `inv_freq.to(dtype=torch.float)`, the router's `F.linear(h.float(), W.float())`, the eager
+            softmax's `dtype=torch.float32`, and any other such cast.
+        expect: if set (a dtype), every floating tensor returned by a torch call whose dtype differs
+            is recorded in `violations` (function, dtype, module path, shape).
+        census: record, per (module path with layer indices starred, function, dtype), how many
+            floating outputs had a dtype other than `census_ref` (used to map where HF computes fp32
+            in a bf16 run).
+        `paused` suspends everything (the recorder's own bookkeeping runs paused).
+        """
 
-    def _note_promotion(self, func):
-        self.n_promoted += 1
-        key = f"{self._where()} | {_fname(func)}"
-        self.promoted_at[key] = self.promoted_at.get(key, 0) + 1
+        def __init__(self, promote=False, expect=None, census_ref=None, module_stack=None):
+            super().__init__()
+            self.promote = promote
+            self.expect = expect
+            self.census_ref = census_ref
+            self.module_stack = module_stack if module_stack is not None else []
+            self.paused = False
+            self.violations = []
+            self.n_violations = 0
+            self.n_checked = 0
+            self.census = {}
+            self.n_promoted = 0
+            self.promoted_at = {}
 
-    def _swap(self, v, func=None):
-        if v is torch.float32:
-            self._note_promotion(func)
-            return torch.float64
-        return v
+        def _note_promotion(self, func):
+            self.n_promoted += 1
+            key = f"{self._where()} | {_fname(func)}"
+            self.promoted_at[key] = self.promoted_at.get(key, 0) + 1
 
-    def _where(self):
-        if not self.module_stack:
-            return "<top>"
-        return re.sub(r"\.\d+(?=\.|$)", ".*", self.module_stack[-1])
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if self.paused:
-            return func(*args, **kwargs)
-        if self.promote:
-            if func is torch.Tensor.float:
+        def _swap(self, v, func=None):
+            if v is torch.float32:
                 self._note_promotion(func)
-                func, args = torch.Tensor.to, (args[0], torch.float64) + tuple(args[1:])
-            else:
-                args = tuple(self._swap(a, func) for a in args)
-                kwargs = {k: self._swap(v, func) for k, v in kwargs.items()}
-        out = func(*args, **kwargs)
-        if self.expect is not None or self.census_ref is not None:
-            outs = out if isinstance(out, (tuple, list)) else (out,)
-            for o in outs:
-                if isinstance(o, torch.Tensor) and o.is_floating_point():
-                    self.n_checked += 1
-                    if self.expect is not None and o.dtype != self.expect:
-                        self.n_violations += 1
-                        if len(self.violations) < 50:
-                            self.violations.append({"func": _fname(func), "dtype": str(o.dtype),
-                                                    "module": self._where(), "shape": list(o.shape)})
-                    if self.census_ref is not None and o.dtype != self.census_ref:
-                        key = f"{self._where()} | {_fname(func)} -> {str(o.dtype).replace('torch.', '')}"
-                        self.census[key] = self.census.get(key, 0) + 1
-        return out
+                return torch.float64
+            return v
+
+        def _where(self):
+            if not self.module_stack:
+                return "<top>"
+            return re.sub(r"\.\d+(?=\.|$)", ".*", self.module_stack[-1])
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if self.paused:
+                return func(*args, **kwargs)
+            if self.promote:
+                if func is torch.Tensor.float:
+                    self._note_promotion(func)
+                    func, args = torch.Tensor.to, (args[0], torch.float64) + tuple(args[1:])
+                else:
+                    args = tuple(self._swap(a, func) for a in args)
+                    kwargs = {k: self._swap(v, func) for k, v in kwargs.items()}
+            out = func(*args, **kwargs)
+            if self.expect is not None or self.census_ref is not None:
+                outs = out if isinstance(out, (tuple, list)) else (out,)
+                for o in outs:
+                    if isinstance(o, torch.Tensor) and o.is_floating_point():
+                        self.n_checked += 1
+                        if self.expect is not None and o.dtype != self.expect:
+                            self.n_violations += 1
+                            if len(self.violations) < 50:
+                                self.violations.append({"func": _fname(func), "dtype": str(o.dtype),
+                                                        "module": self._where(), "shape": list(o.shape)})
+                        if self.census_ref is not None and o.dtype != self.census_ref:
+                            key = f"{self._where()} | {_fname(func)} -> {str(o.dtype).replace('torch.', '')}"
+                            self.census[key] = self.census.get(key, 0) + 1
+            return out
+
+    return PromoteFp32Mode
+
+
+def PromoteFp32Mode(**kwargs):  # noqa: N802  (a class in all but its definition time)
+    """A new PromoteFp32Mode(**kwargs); see the class in _promote_fp32_mode_class."""
+    return _promote_fp32_mode_class()(**kwargs)
 
 
 def prepare_exact_f64(model):
@@ -209,7 +220,7 @@ def prepare_exact_f64(model):
 # model loading
 # --------------------------------------------------------------------------------------------
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = ("float64", "float32", "bfloat16")  # canonical names (dump_io.canonical_dtype); torch.<name>
 
 
 def load_model(ckpt_dir, dtype, device="cuda", attn_implementation="eager",
@@ -222,7 +233,7 @@ def load_model(ckpt_dir, dtype, device="cuda", attn_implementation="eager",
     is not the one asked for."""
     from transformers import HYV3ForCausalLM
 
-    td = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    td = getattr(torch, canonical_dtype(dtype)) if isinstance(dtype, str) else dtype
     info = {"requested": {"dtype": str(td), "attn_implementation": attn_implementation,
                           "experts_implementation": experts_implementation}, "notes": []}
     kw = dict(attn_implementation=attn_implementation, output_loading_info=True)
@@ -873,14 +884,23 @@ def dump_model(model, token_ids, out_dir, generate_n=0, *, precision, config_pat
     return summary
 
 
+def _dtype_arg(text):
+    """argparse type of --dtype: any spelling to the canonical name."""
+    try:
+        return canonical_dtype(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint")
     ap.add_argument("out")
     ap.add_argument("--tokens", required=True, help="comma-separated token ids")
-    ap.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
+    ap.add_argument("--dtype", default="bfloat16", type=_dtype_arg, choices=sorted(DTYPES),
+                    help="bfloat16 (default), float32 or float64; any case, also bf16, fp32, fp64")
     ap.add_argument("--generate", type=int, default=0)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     ap.add_argument("--no-steps", action="store_true", help="do not record steps.S.* activations")
     ap.add_argument("--attn-implementation", default="eager",
                     help="eager (default, the goldens'), sdpa, ... (HF's attn_implementation)")
@@ -890,6 +910,8 @@ def main(argv=None):
                     help="full (every canonical tensor) or modules (module forward hooks only); "
                          "recorded as hf_run.dump_kind (absent: the goldens' full dump)")
     a = ap.parse_args(argv)
+    if a.device is None:
+        a.device = "cuda" if torch.cuda.is_available() else "cpu"
     set_strict_fp()
     ei = None if a.experts_implementation == "default" else a.experts_implementation
     model, info = load_model(a.checkpoint, a.dtype, a.device, attn_implementation=a.attn_implementation,

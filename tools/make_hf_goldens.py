@@ -37,10 +37,9 @@ import time
 import traceback
 from collections import OrderedDict
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hf_dump  # noqa: E402
+from lazy_import import torch  # noqa: E402  (imported on first use: --help works without torch)
 
 MIN_MARGIN = 1e-3
 GENERATE_N = 5

@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli_util.h"
 #include "config.h"
 #include "dump.h"
 #include "numerics.h"
@@ -29,8 +30,10 @@ struct RunOptions {
   bool lazy_experts = false;
   bool verbose = false;
   std::string device = "cpu";      // cpu | cuda
-  std::string dtype = "bf16";      // CUDA activation dtype: bf16 | fp16 | fp32
+  std::string dtype = "bfloat16";  // CUDA activation dtype (canonical name): bfloat16 | float16 | float32
   int64_t random_weights = -1;     // CUDA: build a random model in GPU memory from this seed
+  Verbosity verbosity;             // -q, --progress
+  bool dry_run = false;            // print an estimate of time, memory and disk; run nothing
 };
 
 // Runs the forward pass on the GPU (cmd_run_cuda.cpp); Error when built without CUDA.
@@ -82,8 +85,11 @@ inline void add_run_options(CLI::App& cmd, RunOptions& o) {
   cmd.add_flag("--lazy-experts", o.lazy_experts, "Expand experts on use (bounded memory) instead of at load");
   cmd.add_flag("-v,--verbose", o.verbose, "Say what is loaded and ignored");
   cmd.add_option("--device", o.device, "cpu (the reference) or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd.add_option("--dtype", o.dtype, "CUDA activation dtype")->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
+  cmd.add_option("--dtype", o.dtype, "CUDA activation dtype (default bfloat16; bf16, fp16, fp32 also accepted)")
+      ->transform(dtype_choice({"bfloat16", "float16", "float32"}));
   cmd.add_option("--random-weights", o.random_weights, "CUDA: random full-size weights from this fixture seed");
+  add_verbosity_options(cmd, o.verbosity, "No summary on stdout and no progress; errors still go to stderr");
+  cmd.add_flag("--dry-run", o.dry_run, "Print an estimate of the time, memory and disk from config.json; run nothing");
 }
 
 inline void finish_run_options(RunOptions& o) {

@@ -39,10 +39,9 @@ import os
 import re
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import engine_convert  # noqa: E402
+from lazy_import import torch  # noqa: E402  (imported on first use: --help works without torch)
 
 _LAYER_RE = re.compile(r"(?:.+\.)?layers\.(\d+)$")
 
@@ -158,3 +157,8 @@ def attach(model, out_dir, tp_rank=None, tp_size=None, write_all=False):
             tp_rank = 0 if tp_rank is None else tp_rank
             tp_size = 1 if tp_size is None else tp_size
     return Hooks(model, out_dir, tp_rank, tp_size, write_all)
+
+
+if __name__ == "__main__":
+    # Hooks for a vLLM worker process, not a command: --help (or anything) prints how to use them.
+    print(__doc__)

@@ -99,12 +99,12 @@ def random_prompt(n, vocab, seed):
 
 
 def make_fixture(args, work, dl):
-    """The full-width checkpoint: hyoracle fixture --preset mt2-layer --layers 2 (MoE layers after
+    """The full-width checkpoint: hyoracle fixture --preset mt2-layer --moe-layers 2 (MoE layers after
     the preset's one dense layer: 3 layers, layer 1 the first MoE layer). Its own golden is not
     what is tested, so it is as cheap as the command allows: a 1-token prompt, no generation, any
     margin accepted, one seed."""
     ckpt = os.path.join(work, f"ckpt-{args.preset}-3L-seed{args.seed}")
-    cmd = [args.hyoracle, "fixture", "--preset", args.preset, "--layers", "2", "--prompt", "5", "--generate", "0",
+    cmd = [args.hyoracle, "fixture", "--preset", args.preset, "--moe-layers", "2", "--prompt", "5", "--generate", "0",
            "--min-margin", "0", "--max-tries", "1", "--seed", str(args.seed), "--threads", str(args.threads)]
     stamp = os.path.join(work, "ckpt.cmd")
     if os.path.exists(os.path.join(ckpt, "fixture.json")) and os.path.exists(stamp) and \
@@ -149,7 +149,7 @@ def stage_full(args, dl):
     p.run(cuda_rows=[r for r in rows if r["source"] == "hyoracle-cuda"])
     shape = (" (H 2048, 32/4 heads x 128, E 128 top-8, I_e 768, V 4096; layer 0 dense, layers 1-2 MoE)"
              if args.preset == "mt2-layer" else "")
-    notes = [f"Checkpoint: hyoracle fixture --preset {args.preset} --layers 2 --seed {args.seed}{shape}. "
+    notes = [f"Checkpoint: hyoracle fixture --preset {args.preset} --moe-layers 2 --seed {args.seed}{shape}. "
              f"Prompt: {args.T} random tokens "
              f"(seed {args.seed}), {args.generate} greedy tokens ({args.generate - 1} decode steps recorded).",
              f"Baseline: hyoracle run --precision exact --tokens-from bf16-fast-modules --generate {args.generate} "

@@ -172,7 +172,7 @@ std::vector<Case> dump_cases() {
                 "d/activations.safetensors", field};
   };
   v.push_back(layer_case("LayerInputWithoutRows", {0, 64}, 0.0, {}, "\"layers.0.out\" has 0 rows"));
-  v.push_back(layer_case("LayerRowsBeyondInput", {2, 64}, 0.0, {"--tokens", "0:5"}, "3 rows too many"));
+  v.push_back(layer_case("LayerRowsBeyondInput", {2, 64}, 0.0, {"--rows", "0:5"}, "3 rows too many"));
   v.push_back(layer_case("LayerInputNaN", {2, 64}, std::nan(""), {}, "holds NaN at row 1, column 63"));
   v.push_back(layer_case("LayerInputInf", {2, 64}, INFINITY, {}, "holds Inf at row 1"));
   return v;

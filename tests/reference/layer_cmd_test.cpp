@@ -50,7 +50,7 @@ TEST(LayerCommand, RowRangeMatchesTheSameRowsOfTheFullRun) {
   ASSERT_EQ(test::run_command(kBin + " run --model " + f + " --tokens-from " + f + "/golden/hf-f64 --dump " + dir.path() +
                               "/full").status, 0);
   const auto r = test::run_command(kBin + " layer --model " + f + " --layer 2 --input " + dir.path() +
-                                   "/full --tokens 3:7 --dump " + dir.path() + "/rows");
+                                   "/full --rows 3:7 --dump " + dir.path() + "/rows");
   ASSERT_EQ(r.status, 0) << r.out;
   const Dump full(dir / "full"), rows(dir / "rows");
   EXPECT_EQ(rows.manifest()["input"]["position_offset"], 3);
@@ -97,8 +97,8 @@ TEST(LayerCommand, BadInputGivesOneLineErrors) {
   expect_one_line_error(kBin + " layer --model " + f + " --layer 2 --input " + dir.path() + "/embed-only --dump " +
                             dir.path() + "/x",
                         {"layers.1.out", "the input of layer 2", "embed-only"});
-  expect_one_line_error(kBin + " layer --model " + f + " --layer 2 --input " + in + " --tokens 5:99 --dump " + dir.path() + "/x",
-                        {"--tokens 5:99", "B <= 9"});
+  expect_one_line_error(kBin + " layer --model " + f + " --layer 2 --input " + in + " --rows 5:99 --dump " + dir.path() + "/x",
+                        {"--rows 5:99", "B <= 9"});
   expect_one_line_error(kBin + " layer --model " + f + " --layer 2 --input " + in + " --max-memory 1e-9 --dump " +
                             dir.path() + "/x",
                         {"needs about", "available"});
