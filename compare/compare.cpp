@@ -155,6 +155,22 @@ struct Walk {
   // so a module-only dump's attn.q_norm inherits from input_norm, per token.
   void inherited_of(const std::string& name, size_t T, double gain, int depth, double* worst,
                     std::vector<double>* tokens, bool* any) const {
+    // Attention mixes rows: prefill row t reads the keys and values of every row <= t, so its
+    // inherited error per token is the largest of its inputs' over rows 0..t (a convex
+    // combination of values with per-row errors e_s has error <= max_s e_s, and the softmax
+    // weights' error grows with the q/k errors of the same rows). Without this, token 1 of a
+    // context was held to its own inputs' error while it averages token 0's.
+    if (tokens && T > 1 && op_of(name) == "attention") {
+      std::vector<double> own(T, 0.0);
+      inherited_inputs(name, T, gain, depth, worst, &own, any);
+      for (size_t i = 1; i < T; ++i) own[i] = std::max(own[i], own[i - 1]);
+      for (size_t i = 0; i < T; ++i) (*tokens)[i] = std::max((*tokens)[i], own[i]);
+      return;
+    }
+    inherited_inputs(name, T, gain, depth, worst, tokens, any);
+  }
+  void inherited_inputs(const std::string& name, size_t T, double gain, int depth, double* worst,
+                        std::vector<double>* tokens, bool* any) const {
     for (const std::string& raw : step_inputs(name, is_moe_layer(layer_of_name(name)))) {
       const std::string in = resolve(raw);
       auto it = total_rel.find(in);
