@@ -872,10 +872,15 @@ void Walk::run() {
     }, rep.logits);
   }
   excuse_generation_after_near_tie();
+  if (gen_divergence >= 0 && rep.first_divergence && rep.first_divergence->tensor.rfind("generate.", 0) != 0)
+    rep.logits.divergence_after_failure = rep.first_divergence->tensor;
   if (gen_divergence >= 0) {
     const LogitsSummary& g = rep.logits;
     rep.notes.push_back("the greedy tokens part at generated token " + std::to_string(gen_divergence) + " (" +
-                        (g.divergence_near_tie ? "a near-tie: reference top-1 − top-2 margin " + fmtg(g.divergence_margin) +
+                        (!g.divergence_after_failure.empty()
+                             ? "after the engine's first failure, at " + g.divergence_after_failure +
+                                   ": not a near-tie question"
+                         : g.divergence_near_tie ? "a near-tie: reference top-1 − top-2 margin " + fmtg(g.divergence_margin) +
                                                      " <= expected logit noise " + fmtg(g.divergence_noise)
                                                : "not a near-tie: margin " + fmtg(g.divergence_margin) + " > noise " +
                                                      fmtg(g.divergence_noise)) +

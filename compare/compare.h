@@ -122,12 +122,18 @@ struct LogitsSummary {
   int64_t first_token_divergence = -1;  // step index, -1 when the sequences agree
   bool divergence_near_tie = false;
   double divergence_margin = 0, divergence_noise = 0;
+  // The first failed tensor before the tokens parted, if any. The near-tie test compares the
+  // reference's margin with honest noise, so after an engine error upstream it does not apply.
+  std::string divergence_after_failure;
   bool divergence_in_top_n = false;     // each side's token inside the other's top-N (N = 5)
   // At the first differing generated token: each side's token and its N largest logits (largest
   // first, ties to the lower id), when that side dumped generate.logits.
   int64_t divergence_token_baseline = -1, divergence_token_target = -1;
   std::vector<std::pair<int64_t, double>> divergence_top_baseline, divergence_top_target;  // (token id, logit)
 };
+
+// How the generated tokens parted, in words: "after the failure at X", "near-tie" or "real".
+std::string generation_divergence_kind(const LogitsSummary& g);
 
 struct Divergence {
   std::string tensor;

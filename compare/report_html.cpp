@@ -291,7 +291,7 @@ void generation_divergence(std::ostringstream& o, const LogitsSummary& g) {
   if (g.first_token_divergence < 0) return;
   o << "<h2>First differing generated token</h2><p>Step " << g.first_token_divergence << ": baseline token "
     << g.divergence_token_baseline << ", target token " << g.divergence_token_target << " ("
-    << (g.divergence_near_tie ? "near-tie" : "<b>real</b>") << ": reference top-1 − top-2 margin " << g3(g.divergence_margin)
+    << "<b>" << esc(generation_divergence_kind(g)) << "</b>: reference top-1 − top-2 margin " << g3(g.divergence_margin)
     << " vs expected noise " << g3(g.divergence_noise) << ").</p>";
   const size_t n = std::max(g.divergence_top_baseline.size(), g.divergence_top_target.size());
   if (n == 0) {

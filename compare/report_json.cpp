@@ -118,6 +118,8 @@ nlohmann::ordered_json report_json(const Report& r) {
                  {"dp_rms", num(g.dp_rms)},      {"generated", g.generated},
                  {"first_token_divergence", g.first_token_divergence},
                  {"divergence_near_tie", g.divergence_near_tie},
+                 {"divergence_after_failure", g.divergence_after_failure.empty() ? nlohmann::ordered_json(nullptr)
+                                                                                : nlohmann::ordered_json(g.divergence_after_failure)},
                  {"divergence_margin", num(g.divergence_margin)},
                  {"divergence_noise", num(g.divergence_noise)},
                  {"divergence_in_top_n", g.divergence_in_top_n}};

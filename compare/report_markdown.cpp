@@ -115,7 +115,7 @@ void generation_divergence(std::ostringstream& o, const LogitsSummary& g) {
   if (g.first_token_divergence < 0) return;
   o << "\n## First differing generated token\n\nStep " << g.first_token_divergence << ": baseline token "
     << g.divergence_token_baseline << ", target token " << g.divergence_token_target << " ("
-    << (g.divergence_near_tie ? "near-tie" : "**real**") << ": reference top-1 − top-2 margin " << g3(g.divergence_margin)
+    << "**" << generation_divergence_kind(g) << "**: reference top-1 − top-2 margin " << g3(g.divergence_margin)
     << " vs expected noise " << g3(g.divergence_noise) << ").\n\n";
   const size_t n = std::max(g.divergence_top_baseline.size(), g.divergence_top_target.size());
   if (n == 0) {
@@ -366,7 +366,7 @@ void logits(std::ostringstream& o, const LogitsSummary& g) {
     o << "- generation: " << g.generated << " tokens; first difference: "
       << (g.first_token_divergence < 0 ? std::string("none (identical)")
                                        : "step " + std::to_string(g.first_token_divergence) +
-                                             (g.divergence_near_tie ? " (near-tie)" : " (real)"))
+                                             " (" + generation_divergence_kind(g) + ")")
       << "\n";
 }
 

@@ -195,4 +195,9 @@ DisagreementGrid disagreement_grid(const RoutingLayer& l, size_t max_tokens) {
   return g;
 }
 
+std::string generation_divergence_kind(const LogitsSummary& g) {
+  if (!g.divergence_after_failure.empty()) return "after the failure at " + g.divergence_after_failure;
+  return g.divergence_near_tie ? "near-tie" : "real";
+}
+
 }  // namespace hyoracle::compare

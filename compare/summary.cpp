@@ -84,7 +84,7 @@ std::string terminal_summary(const Report& r) {
     o << "  generate: " << r.logits.generated << " tokens, "
       << (r.logits.first_token_divergence < 0 ? std::string("identical")
                                               : "first differ at step " + std::to_string(r.logits.first_token_divergence) +
-                                                    (r.logits.divergence_near_tie ? " (near-tie)" : " (REAL)"))
+                                                    " (" + compare::generation_divergence_kind(r.logits) + ")")
       << "\n";
   if (!r.missing_required.empty()) {
     o << "  missing required:";
