@@ -224,8 +224,9 @@ void header(std::ostringstream& o, const Report& r) {
     << "'>" << verdict_name(r.verdict) << "</div>";
   o << "<p>baseline <code>" << esc(r.baseline_dir) << "</code> " << esc(r.baseline_producer.dump()) << "<br>target <code>"
     << esc(r.target_dir) << "</code> " << esc(r.target_producer.dump()) << "<br>"
-    << (r.teacher_forced ? "teacher-forced: every step re-run by the reference on the target's own inputs" : "total error only (no --model)")
-    << "; " << r.tensors.size() << " tensors, " << g3(r.seconds) << " s</p>";
+    << (r.teacher_forced ? "teacher-forced: every step re-run by the reference on the target's own inputs"
+                         : "total error only (no --model, or --no-teacher-forcing): a screening result, not a verdict")
+    << "; " << r.tensors.size() << " tensors, " << g3(r.seconds) << " s; hyoracle " << kHyoracleVersion << "</p>";
   if (!r.error.empty()) o << "<p><b>error:</b> " << esc(r.error) << "</p>";
   for (const auto& n : r.notes) o << "<p>note: " << esc(n) << "</p>";
 }

@@ -42,8 +42,9 @@ void header(std::ostringstream& o, const Report& r) {
   o << "# hyoracle compare: **" << verdict_name(r.verdict) << "**\n\n";
   o << "- baseline: `" << r.baseline_dir << "` (" << r.baseline_producer.dump() << ")\n";
   o << "- target: `" << r.target_dir << "` (" << r.target_producer.dump() << ")\n";
-  o << "- mode: " << (r.teacher_forced ? "teacher-forced: each step re-run by the reference on the target's inputs" : "total error only")
-    << "; " << r.tensors.size() << " tensors in " << g3(r.seconds) << " s\n";
+  o << "- mode: " << (r.teacher_forced ? "teacher-forced: each step re-run by the reference on the target's inputs"
+                                           : "total error only (no --model, or --no-teacher-forcing): a screening result, not a verdict")
+    << "; " << r.tensors.size() << " tensors in " << g3(r.seconds) << " s; hyoracle " << kHyoracleVersion << "\n";
   if (!r.error.empty()) o << "- **error**: " << r.error << "\n";
   for (const auto& n : r.notes) o << "- note: " << n << "\n";
 }

@@ -14,7 +14,7 @@ namespace hyoracle::compare {
 std::string terminal_summary(const Report& r) {
   std::ostringstream o;
   o << "hyoracle compare: " << verdict_name(r.verdict) << "  (exit " << exit_code(r) << ")"
-    << (r.teacher_forced || !r.error.empty() ? "" : "  [total error only, no --model: a screening result, not a verdict]")
+    << (r.teacher_forced || !r.error.empty() ? "" : "  [total error only (no --model, or --no-teacher-forcing): a screening result, not a verdict]")
     << "\n";
   o << "  baseline " << r.baseline_dir << "  [" << (r.baseline_producer.is_object() ? r.baseline_producer.value("name", "?") + " " + r.baseline_producer.value("dtype", "?") : "?") << "]\n";
   o << "  target   " << r.target_dir << "  [" << (r.target_producer.is_object() ? r.target_producer.value("name", "?") + " " + r.target_producer.value("dtype", "?") : "?") << "]\n";
