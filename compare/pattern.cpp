@@ -15,6 +15,7 @@ struct Node {
   Pattern::Inst::Op assert_op = Pattern::Inst::match;  // assertion
   std::vector<Node> kids;                         // concat, alternation; repeat: one kid
   int min = 0, max = 0;                           // repeat; max < 0: unbounded
+  explicit Node(Kind k) : kind(k) {}
 };
 
 bool is_word_byte(unsigned char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
