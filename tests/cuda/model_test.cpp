@@ -1,4 +1,4 @@
-// The whole tiny random model (reference/random_checkpoint.h) on the GPU against the exact CPU
+// The whole tiny random model (io/random_checkpoint.h) on the GPU against the exact CPU
 // reference (double): every recorded tensor, prefill and greedy decode with the KV cache.
 //
 // Bounds (per tensor, relative L2 against exact):

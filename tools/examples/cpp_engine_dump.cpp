@@ -1,5 +1,5 @@
 // cpp_engine_dump: how a C++ engine writes a hyoracle dump (docs/DUMP_FORMAT.md) with the
-// library's writer, hyoracle::DumpWriter from reference/dump.h (link hyoracle_reference).
+// library's writer, hyoracle::DumpWriter from io/dump.h (link hyoracle_reference, which brings hyoracle_io).
 //
 //   cpp_engine_dump OUT_DIR
 //
