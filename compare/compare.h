@@ -21,10 +21,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "dump.h"
-#include "metrics.h"
-#include "part_scale.h"
-#include "tolerance.h"
+#include "io/dump.h"
+#include "compare/metrics.h"
+#include "compare/part_scale.h"
+#include "compare/tolerance.h"
 
 namespace hyoracle::compare {
 

@@ -1,4 +1,4 @@
-#include "fixture_make.h"
+#include "tools/fixture_make.h"
 
 #include <algorithm>
 #include <chrono>
@@ -7,12 +7,12 @@
 #include <filesystem>
 #include <fstream>
 
-#include "checkpoint.h"
-#include "cli_util.h"
-#include "dump.h"
-#include "error.h"
-#include "output.h"
-#include "sha256.h"
+#include "io/checkpoint.h"
+#include "tools/cli_util.h"
+#include "io/dump.h"
+#include "util/error.h"
+#include "io/output.h"
+#include "io/sha256.h"
 
 namespace hyoracle::fixture {
 

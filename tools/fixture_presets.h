@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "random_checkpoint.h"
+#include "io/random_checkpoint.h"
 
 namespace hyoracle::fixture {
 

@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "../../cuda/device.h"
-#include "config.h"
-#include "random_checkpoint.h"
+#include "cuda/device.h"
+#include "io/config.h"
+#include "io/random_checkpoint.h"
 
 namespace hyoracle::bench {
 using cuda::bf16;

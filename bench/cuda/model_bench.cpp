@@ -18,13 +18,13 @@
 #include <string>
 #include <vector>
 
-#include "../../cuda/attention.h"
-#include "../../cuda/elementwise.h"
-#include "../../cuda/matmul.h"
-#include "../../cuda/model.h"
-#include "../../cuda/rms_norm.h"
-#include "../../cuda/rope.h"
-#include "bench_util.h"
+#include "cuda/attention.h"
+#include "cuda/elementwise.h"
+#include "cuda/matmul.h"
+#include "cuda/model.h"
+#include "cuda/rms_norm.h"
+#include "cuda/rope.h"
+#include "bench/cuda/bench_util.h"
 
 using namespace hyoracle;
 using namespace hyoracle::bench;

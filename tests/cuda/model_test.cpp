@@ -15,13 +15,13 @@
 
 #include <cstdio>
 
-#include "../../cuda/model.h"
-#include "compare.h"
-#include "dump.h"
-#include "../../reference/model.h"
-#include "cuda_test_util.h"
-#include "map_sink.h"
-#include "random_checkpoint.h"
+#include "cuda/model.h"
+#include "compare/compare.h"
+#include "io/dump.h"
+#include "reference/model.h"
+#include "tests/cuda/cuda_test_util.h"
+#include "tests/common/map_sink.h"
+#include "io/random_checkpoint.h"
 
 namespace hyoracle::test {
 namespace {

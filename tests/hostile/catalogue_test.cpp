@@ -7,8 +7,8 @@
 #include <cmath>
 #include <set>
 
-#include "catalogue.h"
-#include "hostile_util.h"
+#include "tests/hostile/catalogue.h"
+#include "tests/hostile/hostile_util.h"
 
 namespace hyoracle::hostile {
 namespace {

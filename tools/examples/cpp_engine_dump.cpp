@@ -9,8 +9,8 @@
 // one passes its activations. `hyoracle compare REFERENCE_DUMP OUT_DIR --model CKPT` judges it.
 #include <cstdio>
 
-#include "dump.h"
-#include "names.h"
+#include "io/dump.h"
+#include "reference/names.h"
 
 int main(int argc, char** argv) {
   if (argc != 2) {
