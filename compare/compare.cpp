@@ -1,5 +1,5 @@
 // compare.cpp: the walk over two dumps in execution order (COMPARE.md §5-6, §10).
-#include "compare.h"
+#include "compare/compare.h"
 
 #include <sys/resource.h>
 
@@ -11,14 +11,14 @@
 #include <memory>
 #include <set>
 
-#include "dataflow.h"
-#include "graph.h"
-#include "logits.h"
-#include "names.h"
-#include "pattern.h"
-#include "routing.h"
-#include "stream.h"
-#include "teacher_forcing.h"
+#include "reference/dataflow.h"
+#include "compare/graph.h"
+#include "compare/logits.h"
+#include "reference/names.h"
+#include "compare/pattern.h"
+#include "compare/routing.h"
+#include "compare/stream.h"
+#include "compare/teacher_forcing.h"
 
 namespace hyoracle::compare {
 

@@ -10,7 +10,7 @@
 // for its operation and the target's dtype. With CompareOptions::model_dir, each step is also
 // re-run by the reference on the TARGET's own inputs (teacher forcing) so its *added* (local)
 // error is judged apart from the error it inherited; first_divergence is the first tensor whose
-// judged error exceeds its rule. This header is stable: issue 5 (`hyoracle check`) builds on it.
+// judged error exceeds its rule. `hyoracle check` (tools/cmd_check.cpp) builds on this header too.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -21,10 +21,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "dump.h"
-#include "metrics.h"
-#include "part_scale.h"
-#include "tolerance.h"
+#include "io/dump.h"
+#include "compare/metrics.h"
+#include "compare/part_scale.h"
+#include "compare/tolerance.h"
 
 namespace hyoracle::compare {
 

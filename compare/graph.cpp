@@ -1,11 +1,11 @@
-#include "graph.h"
+#include "compare/graph.h"
 
 #include <algorithm>
 #include <limits>
 
-#include "dataflow.h"
-#include "names.h"
-#include "tolerance.h"
+#include "reference/dataflow.h"
+#include "reference/names.h"
+#include "compare/tolerance.h"
 
 namespace hyoracle::compare {
 

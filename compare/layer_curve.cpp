@@ -1,4 +1,4 @@
-#include "layer_curve.h"
+#include "compare/layer_curve.h"
 
 #include <cmath>
 #include <cstdio>

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "compare.h"
+#include "compare/compare.h"
 
 namespace hyoracle::compare {
 

@@ -1,9 +1,9 @@
-#include "logits.h"
+#include "compare/logits.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "model.h"
+#include "reference/model.h"
 
 namespace hyoracle::compare {
 

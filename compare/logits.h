@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "compare.h"
+#include "compare/compare.h"
 
 namespace hyoracle::compare {
 

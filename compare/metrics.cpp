@@ -1,6 +1,6 @@
-#include "metrics.h"
+#include "compare/metrics.h"
 
-#include "cpu_features.h"
+#include "util/cpu_features.h"
 
 #include <algorithm>
 #include <cmath>

@@ -27,7 +27,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tensor.h"
+#include "util/tensor.h"
 
 namespace hyoracle::compare {
 

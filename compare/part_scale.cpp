@@ -1,4 +1,4 @@
-#include "part_scale.h"
+#include "compare/part_scale.h"
 
 #include <cmath>
 

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "tensor.h"
+#include "util/tensor.h"
 
 namespace hyoracle::compare {
 

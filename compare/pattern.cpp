@@ -1,8 +1,8 @@
-#include "pattern.h"
+#include "compare/pattern.h"
 
 #include <memory>
 
-#include "error.h"
+#include "util/error.h"
 
 namespace hyoracle::compare {
 

@@ -10,9 +10,9 @@
 #include <cmath>
 #include <sstream>
 
-#include "compare.h"
-#include "layer_curve.h"
-#include "report_view.h"
+#include "compare/compare.h"
+#include "compare/layer_curve.h"
+#include "compare/report_view.h"
 
 namespace hyoracle::compare {
 

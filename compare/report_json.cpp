@@ -3,9 +3,9 @@
 #include <cmath>
 #include <fstream>
 
-#include "compare.h"
-#include "error.h"
-#include "report_view.h"
+#include "compare/compare.h"
+#include "util/error.h"
+#include "compare/report_view.h"
 
 namespace hyoracle::compare {
 

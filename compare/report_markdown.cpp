@@ -11,9 +11,9 @@
 #include <set>
 #include <sstream>
 
-#include "compare.h"
-#include "layer_curve.h"
-#include "report_view.h"
+#include "compare/compare.h"
+#include "compare/layer_curve.h"
+#include "compare/report_view.h"
 
 namespace hyoracle::compare {
 

@@ -6,9 +6,9 @@
 #include <cstdio>
 #include <sstream>
 
-#include "compare.h"
-#include "report_view.h"
-#include "tolerance.h"
+#include "compare/compare.h"
+#include "compare/report_view.h"
+#include "compare/tolerance.h"
 
 namespace hyoracle::compare {
 

@@ -1,12 +1,12 @@
-#include "report_view.h"
+#include "compare/report_view.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <set>
 
-#include "layer_curve.h"
-#include "names.h"
+#include "compare/layer_curve.h"
+#include "reference/names.h"
 
 namespace hyoracle::compare {
 

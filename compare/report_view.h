@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "compare.h"
+#include "compare/compare.h"
 
 namespace hyoracle::compare {
 

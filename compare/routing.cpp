@@ -1,11 +1,11 @@
-#include "routing.h"
+#include "compare/routing.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <set>
 
-#include "tensor.h"
+#include "util/tensor.h"
 
 namespace hyoracle::compare {
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "compare.h"
+#include "compare/compare.h"
 
 namespace hyoracle::compare {
 

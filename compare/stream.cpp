@@ -1,4 +1,4 @@
-#include "stream.h"
+#include "compare/stream.h"
 
 #include <algorithm>
 #include <cmath>

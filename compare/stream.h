@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "dump.h"
-#include "metrics.h"
+#include "io/dump.h"
+#include "compare/metrics.h"
 
 namespace hyoracle::compare {
 

@@ -1,19 +1,19 @@
-#include "teacher_forcing.h"
+#include "compare/teacher_forcing.h"
 
 #include <cmath>
 #include <random>
 
-#include "attention.h"
-#include "dataflow.h"
-#include "embedding.h"
-#include "matmul.h"
-#include "mlp.h"
-#include "moe.h"
-#include "names.h"
-#include "rms_norm.h"
-#include "rope.h"
-#include "routing.h"
-#include "tolerance.h"
+#include "reference/attention.h"
+#include "reference/dataflow.h"
+#include "reference/embedding.h"
+#include "reference/matmul.h"
+#include "reference/mlp.h"
+#include "reference/moe.h"
+#include "reference/names.h"
+#include "reference/rms_norm.h"
+#include "reference/rope.h"
+#include "compare/routing.h"
+#include "compare/tolerance.h"
 
 namespace hyoracle::compare {
 

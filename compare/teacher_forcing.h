@@ -36,10 +36,10 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint.h"
-#include "dump.h"
-#include "model.h"
-#include "part_scale.h"
+#include "io/checkpoint.h"
+#include "io/dump.h"
+#include "reference/model.h"
+#include "compare/part_scale.h"
 
 namespace hyoracle::compare {
 

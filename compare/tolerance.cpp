@@ -1,4 +1,4 @@
-#include "tolerance.h"
+#include "compare/tolerance.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,9 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "dataflow.h"
-#include "error.h"
-#include "safetensors.h"
+#include "reference/dataflow.h"
+#include "util/error.h"
+#include "io/safetensors.h"
 
 namespace hyoracle::compare {
 

@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "pattern.h"
+#include "compare/pattern.h"
 
 namespace hyoracle::compare {
 

@@ -1,11 +1,11 @@
-#include "attention.h"
+#include "cuda/attention.h"
 
 #include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "mma.cuh"
+#include "cuda/mma.cuh"
 
 namespace hyoracle::cuda {
 

@@ -37,7 +37,7 @@
 #include <string>
 #include <vector>
 
-#include "device.h"
+#include "cuda/device.h"
 
 namespace hyoracle::cuda {
 template <class T>

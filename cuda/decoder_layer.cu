@@ -1,13 +1,13 @@
-#include "decoder_layer.h"
+#include "cuda/decoder_layer.h"
 
-#include "attention.h"
-#include "elementwise.h"
-#include "gemv.h"
-#include "names.h"
-#include "record.h"
-#include "rms_norm.cuh"
-#include "rms_norm.h"
-#include "rope.cuh"
+#include "cuda/attention.h"
+#include "cuda/elementwise.h"
+#include "cuda/gemv.h"
+#include "reference/names.h"
+#include "cuda/record.h"
+#include "cuda/rms_norm.cuh"
+#include "cuda/rms_norm.h"
+#include "cuda/rope.cuh"
 
 namespace hyoracle::cuda {
 

@@ -9,9 +9,9 @@
 //   out   = T(h + (dense layer ? SwiGLU(f) : MoE(f)))
 // Every intermediate is stored in T; accumulation fp32 (see each layer's header).
 #pragma once
-#include "config.h"
-#include "moe.h"
-#include "sink.h"
+#include "io/config.h"
+#include "cuda/moe.h"
+#include "io/sink.h"
 
 namespace hyoracle::cuda {
 

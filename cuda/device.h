@@ -17,8 +17,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "error.h"
-#include "tensor.h"
+#include "util/error.h"
+#include "util/tensor.h"
 
 namespace hyoracle::cuda {
 

@@ -1,4 +1,4 @@
-#include "elementwise.h"
+#include "cuda/elementwise.h"
 
 namespace hyoracle::cuda {
 

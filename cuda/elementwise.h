@@ -3,7 +3,7 @@
 //   add:     y[i] = T(fp32(a[i]) + fp32(b[i]))          (residual adds; routed + shared)
 //   convert: y[i] = To(fp32(x[i]))                       (e.g. the router's fp32 input)
 #pragma once
-#include "device.h"
+#include "cuda/device.h"
 
 namespace hyoracle::cuda {
 

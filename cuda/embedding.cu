@@ -1,4 +1,4 @@
-#include "embedding.h"
+#include "cuda/embedding.h"
 
 namespace hyoracle::cuda {
 

@@ -5,7 +5,7 @@
 #pragma once
 #include <vector>
 
-#include "device.h"
+#include "cuda/device.h"
 
 namespace hyoracle::cuda {
 template <class T>

@@ -12,7 +12,7 @@
 #pragma once
 #include <cstdint>
 
-#include "grouped_gemm.h"
+#include "cuda/grouped_gemm.h"
 
 namespace hyoracle::cuda {
 

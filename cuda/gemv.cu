@@ -1,4 +1,4 @@
-#include "gemv.h"
+#include "cuda/gemv.h"
 
 #include <cstdint>
 

@@ -13,7 +13,7 @@
 #pragma once
 #include <vector>
 
-#include "device.h"
+#include "cuda/device.h"
 
 namespace hyoracle::cuda {
 

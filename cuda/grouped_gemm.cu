@@ -1,11 +1,11 @@
-#include "grouped_gemm.h"
+#include "cuda/grouped_gemm.h"
 
 #include <cstdlib>
 #include <string>
 
-#include "grouped_gemm_wgmma.h"
-#include "grouped_tile.cuh"
-#include "mlp.h"
+#include "cuda/grouped_gemm_wgmma.h"
+#include "cuda/grouped_tile.cuh"
+#include "cuda/mlp.h"
 
 namespace hyoracle::cuda {
 

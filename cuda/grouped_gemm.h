@@ -31,7 +31,7 @@
 //   fp32: the same GEMV for few rows, else a SIMT FMA tile kernel (plain fp32 FMA, never TF32);
 //     its swiglu epilogue is the store epilogue followed by mlp.h's swiglu kernel.
 #pragma once
-#include "device.h"
+#include "cuda/device.h"
 
 namespace hyoracle::cuda {
 

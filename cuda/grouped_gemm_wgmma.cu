@@ -22,16 +22,16 @@
 // that both copied and multiplied, in step with block barriers (ncu: ~40 % of cycles stalled at
 // them), ran gate_up at 362-365 TF/s and down at 371-377; warp-specialized with cp.async 380 and
 // 386; with TMA for the weights 411 and 407.
-#include "grouped_gemm_wgmma.h"
+#include "cuda/grouped_gemm_wgmma.h"
 
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
 #include <string>
 
-#include "grouped_tile.cuh"
-#include "mma.cuh"
-#include "wgmma.cuh"
+#include "cuda/grouped_tile.cuh"
+#include "cuda/mma.cuh"
+#include "cuda/wgmma.cuh"
 
 namespace hyoracle::cuda {
 

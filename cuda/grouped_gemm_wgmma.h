@@ -2,7 +2,7 @@
 // for sm_90a in grouped_gemm_wgmma.cu). Internal to grouped_gemm.cu's dispatch; same contract as
 // grouped_gemm (grouped_gemm.h), same epilogues and rounding points.
 #pragma once
-#include "grouped_gemm.h"
+#include "cuda/grouped_gemm.h"
 
 namespace hyoracle::cuda {
 

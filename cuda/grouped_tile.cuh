@@ -2,7 +2,7 @@
 // sm_90a wgmma kernel in grouped_gemm_wgmma.cu): where a row tile's rows are, which weight a group
 // multiplies by, and the SwiGLU epilogue's activation with its rounding point.
 #pragma once
-#include "grouped_gemm.h"
+#include "cuda/grouped_gemm.h"
 
 namespace hyoracle::cuda::grouped {
 

@@ -1,6 +1,6 @@
-#include "matmul.h"
+#include "cuda/matmul.h"
 
-#include "gemv.h"
+#include "cuda/gemv.h"
 
 namespace hyoracle::cuda {
 

@@ -14,8 +14,8 @@
 // tile offsets) lives on the device, so no host synchronisation is needed (graph-capturable).
 // It is grouped_gemm's store epilogue (grouped_gemm.h: the kernels and their numerics).
 #pragma once
-#include "device.h"
-#include "grouped_gemm.h"
+#include "cuda/device.h"
+#include "cuda/grouped_gemm.h"
 
 namespace hyoracle::cuda {
 

@@ -1,6 +1,6 @@
-#include "mlp.h"
+#include "cuda/mlp.h"
 
-#include "matmul.h"
+#include "cuda/matmul.h"
 
 namespace hyoracle::cuda {
 

@@ -6,7 +6,7 @@
 //   MLP(u)  = a · W_downᵀ                           W_down [H, I] -> [T, H]
 // GEMMs through cuBLAS (matmul.h), outputs rounded to T; accumulation fp32.
 #pragma once
-#include "device.h"
+#include "cuda/device.h"
 
 namespace hyoracle::cuda {
 

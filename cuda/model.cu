@@ -1,12 +1,12 @@
-#include "model.h"
+#include "cuda/model.h"
 
 #include <cmath>
 
-#include "embedding.h"
-#include "matmul.h"
-#include "names.h"
-#include "record.h"
-#include "rms_norm.h"
+#include "cuda/embedding.h"
+#include "cuda/matmul.h"
+#include "reference/names.h"
+#include "cuda/record.h"
+#include "cuda/rms_norm.h"
 
 namespace hyoracle::cuda {
 

@@ -9,8 +9,8 @@
 #include <memory>
 #include <vector>
 
-#include "checkpoint.h"
-#include "decoder_layer.h"
+#include "io/checkpoint.h"
+#include "cuda/decoder_layer.h"
 
 namespace hyoracle::cuda {
 

@@ -1,9 +1,9 @@
-#include "moe.h"
+#include "cuda/moe.h"
 
 #include <cstdlib>
 
-#include "elementwise.h"
-#include "expert_sort.cuh"
+#include "cuda/elementwise.h"
+#include "cuda/expert_sort.cuh"
 
 namespace hyoracle::cuda {
 

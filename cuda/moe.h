@@ -22,9 +22,9 @@
 // GEMMs (wgmma on compute capability 9.0), combine.
 // No host synchronisation anywhere: the block can be captured in a CUDA graph.
 #pragma once
-#include "matmul.h"
-#include "mlp.h"
-#include "router.h"
+#include "cuda/matmul.h"
+#include "cuda/mlp.h"
+#include "cuda/router.h"
 
 namespace hyoracle::cuda {
 

@@ -1,8 +1,8 @@
 // record.h: reports a device tensor to the reference's Recorder (sink.h) under its canonical
 // name, as float. Costs a device -> host copy only when someone listens.
 #pragma once
-#include "device.h"
-#include "sink.h"
+#include "cuda/device.h"
+#include "io/sink.h"
 
 namespace hyoracle::cuda {
 

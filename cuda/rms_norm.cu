@@ -1,6 +1,6 @@
-#include "rms_norm.h"
+#include "cuda/rms_norm.h"
 
-#include "rms_norm.cuh"
+#include "cuda/rms_norm.cuh"
 
 namespace hyoracle::cuda {
 

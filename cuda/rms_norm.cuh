@@ -1,7 +1,7 @@
 // rms_norm.cuh: the arithmetic of rms_norm.h, for device code. rms_norm.cu and the fused kernels
 // (add_rms_norm, decoder_layer.cu's attention inputs) call these, so they round at the same points.
 #pragma once
-#include "device.h"
+#include "cuda/device.h"
 
 namespace hyoracle::cuda {
 

@@ -5,7 +5,7 @@
 // u [R, n], w [n] -> y [R, n]; per-head q_norm / k_norm pass u viewed as [T·heads, d].
 // For T = float both casts are the identity: the reference's fp32 mode.
 #pragma once
-#include "device.h"
+#include "cuda/device.h"
 
 namespace hyoracle::cuda {
 template <class T>

@@ -1,6 +1,6 @@
-#include "rope.h"
+#include "cuda/rope.h"
 
-#include "rope.cuh"
+#include "cuda/rope.cuh"
 
 namespace hyoracle::cuda {
 

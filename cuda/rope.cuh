@@ -1,7 +1,7 @@
 // rope.cuh: the per-element arithmetic of rope.h, for device code. rope.cu and the fused attention
 // inputs of decoder_layer.cu both call these, so they round at the same points.
 #pragma once
-#include "device.h"
+#include "cuda/device.h"
 
 namespace hyoracle::cuda {
 

@@ -9,7 +9,7 @@
 // x [T, heads, d] rotated in place; positions [T] on the device. Angles as the reference's
 // hf/fp32 modes.
 #pragma once
-#include "device.h"
+#include "cuda/device.h"
 
 namespace hyoracle::cuda {
 template <class T>

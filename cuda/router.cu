@@ -1,10 +1,10 @@
-#include "router.h"
+#include "cuda/router.h"
 
 #include <cfloat>
 
-#include "elementwise.h"
-#include "expert_sort.cuh"
-#include "matmul.h"
+#include "cuda/elementwise.h"
+#include "cuda/expert_sort.cuh"
+#include "cuda/matmul.h"
 
 namespace hyoracle::cuda {
 

@@ -14,7 +14,7 @@
 // every real one, lower index first: the ids stay inside [0, E) and the NaN shows in the weights
 // and the block's output instead of becoming an out-of-range expert id.
 #pragma once
-#include "device.h"
+#include "cuda/device.h"
 
 namespace hyoracle::cuda {
 

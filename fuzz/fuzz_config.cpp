@@ -4,8 +4,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "config.h"
-#include "error.h"
+#include "io/config.h"
+#include "util/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

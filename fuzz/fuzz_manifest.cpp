@@ -4,8 +4,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "dump.h"
-#include "error.h"
+#include "io/dump.h"
+#include "util/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -27,10 +27,10 @@
 #include <string>
 #include <vector>
 
-#include "dump.h"
-#include "error.h"
-#include "routing.h"
-#include "tolerance.h"
+#include "io/dump.h"
+#include "util/error.h"
+#include "compare/routing.h"
+#include "compare/tolerance.h"
 
 namespace {
 

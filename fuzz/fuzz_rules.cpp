@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "error.h"
-#include "tolerance.h"
+#include "util/error.h"
+#include "compare/tolerance.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 namespace {
 

@@ -1,11 +1,11 @@
-#include "attention.h"
+#include "reference/attention.h"
 
 #include <cmath>
 #include <limits>
 
 #include <cblas.h>
 
-#include "parallel.h"
+#include "util/parallel.h"
 
 namespace hyoracle {
 

@@ -11,8 +11,8 @@
 #pragma once
 #include <vector>
 
-#include "numerics.h"
-#include "tensor.h"
+#include "reference/numerics.h"
+#include "util/tensor.h"
 
 namespace hyoracle {
 

@@ -1,4 +1,4 @@
-#include "dataflow.h"
+#include "reference/dataflow.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,10 +1,10 @@
-#include "decoder_layer.h"
+#include "reference/decoder_layer.h"
 
-#include "attention.h"
-#include "matmul.h"
-#include "names.h"
-#include "rms_norm.h"
-#include "rope.h"
+#include "reference/attention.h"
+#include "reference/matmul.h"
+#include "reference/names.h"
+#include "reference/rms_norm.h"
+#include "reference/rope.h"
 
 namespace hyoracle {
 

@@ -10,11 +10,11 @@
 #pragma once
 #include <vector>
 
-#include "config.h"
-#include "moe.h"
-#include "numerics.h"
-#include "sink.h"
-#include "tensor.h"
+#include "io/config.h"
+#include "reference/moe.h"
+#include "reference/numerics.h"
+#include "io/sink.h"
+#include "util/tensor.h"
 
 namespace hyoracle {
 

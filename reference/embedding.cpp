@@ -1,4 +1,4 @@
-#include "embedding.h"
+#include "reference/embedding.h"
 
 #include <algorithm>
 

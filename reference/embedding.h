@@ -5,7 +5,7 @@
 #pragma once
 #include <vector>
 
-#include "tensor.h"
+#include "util/tensor.h"
 
 namespace hyoracle {
 template <class S>

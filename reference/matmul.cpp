@@ -1,10 +1,10 @@
-#include "matmul.h"
+#include "reference/matmul.h"
 
 #include <cblas.h>
 
 #include <algorithm>
 
-#include "parallel.h"
+#include "util/parallel.h"
 
 namespace hyoracle {
 

@@ -7,7 +7,7 @@
 #pragma once
 #include <cstdint>
 
-#include "tensor.h"
+#include "util/tensor.h"
 
 namespace hyoracle {
 

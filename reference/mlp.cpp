@@ -1,6 +1,6 @@
-#include "mlp.h"
+#include "reference/mlp.h"
 
-#include "matmul.h"
+#include "reference/matmul.h"
 
 namespace hyoracle {
 

@@ -7,7 +7,7 @@
 #pragma once
 #include <cmath>
 
-#include "tensor.h"
+#include "util/tensor.h"
 
 namespace hyoracle {
 

@@ -1,11 +1,11 @@
-#include "model.h"
+#include "reference/model.h"
 
 #include <cmath>
 
-#include "embedding.h"
-#include "matmul.h"
-#include "names.h"
-#include "rms_norm.h"
+#include "reference/embedding.h"
+#include "reference/matmul.h"
+#include "reference/names.h"
+#include "reference/rms_norm.h"
 
 namespace hyoracle {
 

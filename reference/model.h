@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint.h"
-#include "decoder_layer.h"
+#include "io/checkpoint.h"
+#include "reference/decoder_layer.h"
 
 namespace hyoracle {
 

@@ -1,4 +1,4 @@
-#include "moe.h"
+#include "reference/moe.h"
 
 #include <algorithm>
 #include <cstring>
@@ -6,7 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "parallel.h"
+#include "util/parallel.h"
 
 namespace hyoracle {
 

@@ -11,9 +11,9 @@
 #include <array>
 #include <vector>
 
-#include "checkpoint.h"
-#include "mlp.h"
-#include "router.h"
+#include "io/checkpoint.h"
+#include "reference/mlp.h"
+#include "reference/router.h"
 
 namespace hyoracle {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "dataflow.h"
+#include "reference/dataflow.h"
 
 namespace hyoracle::names {
 

@@ -8,7 +8,7 @@
 #pragma once
 #include <string>
 
-#include "error.h"
+#include "util/error.h"
 
 namespace hyoracle {
 

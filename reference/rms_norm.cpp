@@ -1,4 +1,4 @@
-#include "rms_norm.h"
+#include "reference/rms_norm.h"
 
 #include <cmath>
 

@@ -8,8 +8,8 @@
 //   exact: all in S;  hf/fp32: r = fp32(mean(fp32(u)²)), s = fp32(rsqrt(r + eps)),
 //   v = fp32(fp32(u)·s), then y = w·v in S (HF normalises in fp32 and multiplies after).
 #pragma once
-#include "numerics.h"
-#include "tensor.h"
+#include "reference/numerics.h"
+#include "util/tensor.h"
 
 namespace hyoracle {
 template <class S>

@@ -1,4 +1,4 @@
-#include "rope.h"
+#include "reference/rope.h"
 
 #include <cmath>
 

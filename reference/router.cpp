@@ -1,11 +1,11 @@
-#include "router.h"
+#include "reference/router.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
 
-#include "matmul.h"
+#include "reference/matmul.h"
 
 namespace hyoracle {
 

@@ -12,8 +12,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "numerics.h"
-#include "tensor.h"
+#include "reference/numerics.h"
+#include "util/tensor.h"
 
 namespace hyoracle {
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI step for hostile input (issue 8): the ASan + UBSan test suite, then every libFuzzer harness
+# CI step for hostile input: the ASan + UBSan test suite, then every libFuzzer harness
 # for FUZZ_SECONDS (60 by default). Fails on any sanitizer report, test failure or fuzz finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."

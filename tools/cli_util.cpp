@@ -1,4 +1,4 @@
-#include "cli_util.h"
+#include "tools/cli_util.h"
 
 #include <unistd.h>
 
@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "error.h"
+#include "util/error.h"
 
 namespace hyoracle::cli {
 

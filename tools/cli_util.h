@@ -10,7 +10,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "sink.h"
+#include "io/sink.h"
 
 namespace hyoracle::cli {
 

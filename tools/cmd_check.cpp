@@ -11,13 +11,13 @@
 #include <iostream>
 #include <memory>
 
-#include "commands.h"
-#include "compare.h"
-#include "compare_options.h"
-#include "error.h"
-#include "fixture_check.h"
-#include "fixture_junit.h"
-#include "output.h"
+#include "tools/commands.h"
+#include "compare/compare.h"
+#include "tools/compare_options.h"
+#include "util/error.h"
+#include "tools/fixture_check.h"
+#include "tools/fixture_junit.h"
+#include "io/output.h"
 
 namespace hyoracle::cli {
 

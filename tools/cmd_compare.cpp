@@ -4,13 +4,13 @@
 #include <memory>
 #include <utility>
 
-#include "commands.h"
-#include "compare.h"
-#include "compare_options.h"
-#include "error.h"
-#include "output.h"
-#include "pattern.h"
-#include "safetensors.h"
+#include "tools/commands.h"
+#include "compare/compare.h"
+#include "tools/compare_options.h"
+#include "util/error.h"
+#include "io/output.h"
+#include "compare/pattern.h"
+#include "io/safetensors.h"
 
 namespace hyoracle::cli {
 

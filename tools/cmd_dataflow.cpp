@@ -4,9 +4,9 @@
 // execution order have one source; a test keeps that copy equal to this output.
 #include <iostream>
 
-#include "commands.h"
-#include "dataflow.h"
-#include "output.h"
+#include "tools/commands.h"
+#include "reference/dataflow.h"
+#include "io/output.h"
 
 namespace hyoracle::cli {
 

@@ -1,5 +1,5 @@
 // Registration of the subcommands beyond `run`. Each lives in its own cmd_<name>.cpp.
-#include "commands.h"
+#include "tools/commands.h"
 
 namespace hyoracle::cli {
 void register_compare(CLI::App& app, int& status);

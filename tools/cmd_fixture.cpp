@@ -8,13 +8,13 @@
 #include <memory>
 #include <thread>
 
-#include "cli_util.h"
-#include "commands.h"
-#include "dump.h"
-#include "estimate.h"
-#include "error.h"
-#include "fixture_make.h"
-#include "run_options.h"
+#include "tools/cli_util.h"
+#include "tools/commands.h"
+#include "io/dump.h"
+#include "tools/estimate.h"
+#include "util/error.h"
+#include "tools/fixture_make.h"
+#include "tools/run_options.h"
 
 namespace hyoracle::cli {
 

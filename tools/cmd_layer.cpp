@@ -19,15 +19,15 @@
 #include <sstream>
 #include <thread>
 
-#include "checkpoint.h"
-#include "cli_util.h"
-#include "commands.h"
-#include "compare.h"
-#include "decoder_layer.h"
-#include "dump.h"
-#include "model.h"
-#include "names.h"
-#include "output.h"
+#include "io/checkpoint.h"
+#include "tools/cli_util.h"
+#include "tools/commands.h"
+#include "compare/compare.h"
+#include "reference/decoder_layer.h"
+#include "io/dump.h"
+#include "reference/model.h"
+#include "reference/names.h"
+#include "io/output.h"
 
 namespace hyoracle::cli {
 

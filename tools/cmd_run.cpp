@@ -9,13 +9,13 @@
 #include <sstream>
 #include <thread>
 
-#include "checkpoint.h"
-#include "commands.h"
-#include "dump.h"
-#include "estimate.h"
-#include "model.h"
-#include "names.h"
-#include "run_options.h"
+#include "io/checkpoint.h"
+#include "tools/commands.h"
+#include "io/dump.h"
+#include "tools/estimate.h"
+#include "reference/model.h"
+#include "reference/names.h"
+#include "tools/run_options.h"
 
 namespace hyoracle::cli {
 

@@ -5,12 +5,12 @@
 #include <chrono>
 #include <cstdio>
 
-#include "checkpoint.h"
-#include "config.h"
-#include "dump.h"
-#include "../cuda/model.h"
-#include "names.h"
-#include "run_options.h"
+#include "io/checkpoint.h"
+#include "io/config.h"
+#include "io/dump.h"
+#include "cuda/model.h"
+#include "reference/names.h"
+#include "tools/run_options.h"
 
 namespace hyoracle::cli {
 

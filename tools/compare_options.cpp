@@ -1,12 +1,12 @@
-#include "compare_options.h"
+#include "tools/compare_options.h"
 
 #include <filesystem>
 #include <optional>
 
-#include "dump.h"
-#include "error.h"
-#include "estimate.h"
-#include "output.h"
+#include "io/dump.h"
+#include "util/error.h"
+#include "tools/estimate.h"
+#include "io/output.h"
 
 namespace hyoracle::cli {
 

@@ -7,8 +7,8 @@
 
 #include <CLI/CLI.hpp>
 
-#include "cli_util.h"
-#include "compare.h"
+#include "tools/cli_util.h"
+#include "compare/compare.h"
 
 namespace hyoracle::cli {
 

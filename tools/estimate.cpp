@@ -1,9 +1,9 @@
-#include "estimate.h"
+#include "tools/estimate.h"
 
 #include <algorithm>
 #include <cstdio>
 
-#include "cli_util.h"
+#include "tools/cli_util.h"
 
 namespace hyoracle::cli {
 

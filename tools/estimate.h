@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "config.h"
+#include "io/config.h"
 
 namespace hyoracle::cli {
 

@@ -1,4 +1,4 @@
-#include "fixture_check.h"
+#include "tools/fixture_check.h"
 
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -7,10 +7,10 @@
 #include <cstdlib>
 #include <limits>
 
-#include "error.h"
-#include "fixture_make.h"
-#include "safetensors.h"
-#include "sha256.h"
+#include "util/error.h"
+#include "tools/fixture_make.h"
+#include "io/safetensors.h"
+#include "io/sha256.h"
 
 namespace hyoracle::fixture {
 

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "dump.h"
+#include "io/dump.h"
 
 namespace hyoracle::fixture {
 

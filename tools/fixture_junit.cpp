@@ -1,9 +1,9 @@
-#include "fixture_junit.h"
+#include "tools/fixture_junit.h"
 
 #include <cstdio>
 #include <sstream>
 
-#include "dump.h"
+#include "io/dump.h"
 
 namespace hyoracle::fixture {
 

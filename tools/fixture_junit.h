@@ -12,7 +12,7 @@
 #pragma once
 #include <string>
 
-#include "compare.h"
+#include "compare/compare.h"
 
 namespace hyoracle::fixture {
 

@@ -1,4 +1,4 @@
-#include "fixture_make.h"
+#include "tools/fixture_make.h"
 
 #include <algorithm>
 #include <chrono>
@@ -7,12 +7,12 @@
 #include <filesystem>
 #include <fstream>
 
-#include "checkpoint.h"
-#include "cli_util.h"
-#include "dump.h"
-#include "error.h"
-#include "output.h"
-#include "sha256.h"
+#include "io/checkpoint.h"
+#include "tools/cli_util.h"
+#include "io/dump.h"
+#include "util/error.h"
+#include "io/output.h"
+#include "io/sha256.h"
 
 namespace hyoracle::fixture {
 
@@ -81,6 +81,8 @@ nlohmann::ordered_json fixture_manifest(const Request& q, const Result& r, const
       {"tool", "hyoracle fixture"},
       {"version", kHyoracleVersion},
       {"command", q.command},
+      // The generator's source is io/random_checkpoint.cpp. This text is part of every fixture.json
+      // and of the committed fixtures' bytes, so it keeps the path it was first written with.
       {"weights",
        "reference/random_checkpoint.cpp: splitmix64 from the seed; normals are Irwin-Hall sums of 12 uniforms on a "
        "2^-32 grid (exact, no libm); embed N(0,1); linear N(0, linear_gain^2/fan_in); norms 1 + 0.1 N(0,1); router "

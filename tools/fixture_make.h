@@ -20,8 +20,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "fixture_margins.h"
-#include "fixture_presets.h"
+#include "tools/fixture_margins.h"
+#include "tools/fixture_presets.h"
 
 namespace hyoracle::fixture {
 

@@ -1,12 +1,12 @@
-#include "fixture_margins.h"
+#include "tools/fixture_margins.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "cli_util.h"
-#include "model.h"
-#include "names.h"
-#include "router.h"
+#include "tools/cli_util.h"
+#include "reference/model.h"
+#include "reference/names.h"
+#include "reference/router.h"
 
 namespace hyoracle::fixture {
 

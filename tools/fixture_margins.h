@@ -21,8 +21,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "checkpoint.h"
-#include "dump.h"
+#include "io/checkpoint.h"
+#include "io/dump.h"
 
 namespace hyoracle::cli {
 class Progress;

@@ -1,8 +1,8 @@
-#include "fixture_presets.h"
+#include "tools/fixture_presets.h"
 
 #include <cmath>
 
-#include "error.h"
+#include "util/error.h"
 
 namespace hyoracle::fixture {
 

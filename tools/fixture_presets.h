@@ -1,6 +1,6 @@
 // fixture_presets.h: the named model shapes `hyoracle fixture` can make, and their sizes.
 //
-// A preset is a CheckpointSpec (reference/random_checkpoint.h) plus a golden prompt and a
+// A preset is a CheckpointSpec (io/random_checkpoint.h) plus a golden prompt and a
 // greedy generation length. Layers: `dense_layers` dense SwiGLU layers (first_k_dense_replace)
 // followed by `moe_layers` MoE layers, so num_hidden_layers = dense + moe.
 //
@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "random_checkpoint.h"
+#include "io/random_checkpoint.h"
 
 namespace hyoracle::fixture {
 

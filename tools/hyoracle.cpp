@@ -1,10 +1,10 @@
 // hyoracle: the command line. Errors in input print one line "hyoracle: error: ..." and exit 2.
 #include <iostream>
 
-#include "commands.h"
-#include "dump.h"
-#include "error.h"
-#include "matmul.h"
+#include "tools/commands.h"
+#include "io/dump.h"
+#include "util/error.h"
+#include "reference/matmul.h"
 
 int main(int argc, char** argv) {
   hyoracle::init_blas_single_threaded();

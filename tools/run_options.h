@@ -7,11 +7,11 @@
 
 #include <CLI/CLI.hpp>
 
-#include "cli_util.h"
-#include "config.h"
-#include "dump.h"
-#include "numerics.h"
-#include "output.h"
+#include "tools/cli_util.h"
+#include "io/config.h"
+#include "io/dump.h"
+#include "reference/numerics.h"
+#include "io/output.h"
 
 namespace hyoracle::cli {
 

@@ -33,8 +33,8 @@
 #include <string>
 #include <vector>
 
-#include "dump.h"
-#include "names.h"
+#include "io/dump.h"
+#include "reference/names.h"
 
 using namespace hyoracle;
 namespace fs = std::filesystem;

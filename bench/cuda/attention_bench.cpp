@@ -17,10 +17,10 @@
 #include <string>
 #include <vector>
 
-#include "bench_util.h"
-#include "../../cuda/attention.h"
-#include "../../reference/attention.h"
-#include "config.h"
+#include "bench/cuda/bench_util.h"
+#include "cuda/attention.h"
+#include "reference/attention.h"
+#include "io/config.h"
 
 using namespace hyoracle;
 using namespace hyoracle::bench;

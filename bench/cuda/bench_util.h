@@ -2,7 +2,7 @@
 // replay, L2 flush between repetitions), the report line (achieved vs roofline next to a same-run
 // baseline), validation before timing, the Hy-MT2 sizes, random bf16 activations.
 //   roofline = max(FLOPs / 989 TFLOP/s, bytes / 3.35 TB/s)   (H100 SXM datasheet, bf16 dense),
-// the formula. On an H200 (4.8 TB/s) memory-bound cases are also reported against the
+// the project's roofline formula. On an H200 (4.8 TB/s) memory-bound cases are also reported against the
 // copy bandwidth measured in the same run (measured_copy_bandwidth()).
 #pragma once
 #include <algorithm>
@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "../../cuda/device.h"
-#include "config.h"
-#include "random_checkpoint.h"
+#include "cuda/device.h"
+#include "io/config.h"
+#include "io/random_checkpoint.h"
 
 namespace hyoracle::bench {
 using cuda::bf16;
@@ -33,8 +33,9 @@ inline DeviceTensor<int32_t>* g_flush = nullptr;  // set by main: a 256 MB buffe
 // cost in every memory-bound timing after it), read a never-written 256 MB buffer (cuBLAS sasum
 // into a device scalar: queued like the memset, so the timed work starts right after it, with no
 // host launch gap in the timing): L2 ends full of clean, unrelated lines, as after a previous
-// layer's weight reads in a real decode step. (Until stop 11 the sum came back to the host, which
-// blocked: the timed launch then started on an idle GPU, its launch latency inside the timing.)
+// layer's weight reads in a real decode step. (The sum stays on the device: bringing it back to
+// the host would block, and the timed launch would then start on an idle GPU, its launch latency
+// inside the timing.)
 // use_read_flush(true) switches it on (its 256 MB buffer is made and filled on first use).
 inline DeviceTensor<float>& read_flush_buffer() {
   static DeviceTensor<float> b = [] {

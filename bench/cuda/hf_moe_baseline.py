@@ -9,7 +9,7 @@ Timing: CUDA events around each call, median; a 256 MB memset before each repeti
 L2 (as bench_util.h does for ours); T = 1 is also timed as a replayed CUDA graph where capture
 works, and with the read-only flush (a sum over a never-written 256 MB buffer, so no dirty lines
 are left in L2), as moe_bench's "(read flush)" rows. Each implementation's output is checked against the eager one before timing.
-Prints time, TF/s, % of the H100 roofline (max(FLOPs/989 TF/s, bytes/3.35 TB/s), the issue's
+Prints time, TF/s, % of the H100 roofline (max(FLOPs/989 TF/s, bytes/3.35 TB/s), bench_util.h's
 formula) and, for decode, % of the copy bandwidth measured in the same run.
 Usage: python3 bench/cuda/hf_moe_baseline.py [--reps N]
 """

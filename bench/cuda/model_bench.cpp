@@ -11,20 +11,20 @@
 // attention and norm weights of every layer, the router in fp32, the bias, the 8 routed experts
 // the router chose at each layer, the shared expert, layer 0's dense MLP, the final norm, lm_head)
 // plus the KV cache rows attended; FLOPs are 2 per weight used plus attention. Reported against
-// the H100 roofline (3.35 TB/s) and against this card's copy bandwidth measured now.
+// the H100 roofline of bench_util.h (3.35 TB/s) and against this card's copy bandwidth measured now.
 #include <chrono>
 #include <cstdio>
 #include <set>
 #include <string>
 #include <vector>
 
-#include "../../cuda/attention.h"
-#include "../../cuda/elementwise.h"
-#include "../../cuda/matmul.h"
-#include "../../cuda/model.h"
-#include "../../cuda/rms_norm.h"
-#include "../../cuda/rope.h"
-#include "bench_util.h"
+#include "cuda/attention.h"
+#include "cuda/elementwise.h"
+#include "cuda/matmul.h"
+#include "cuda/model.h"
+#include "cuda/rms_norm.h"
+#include "cuda/rope.h"
+#include "bench/cuda/bench_util.h"
 
 using namespace hyoracle;
 using namespace hyoracle::bench;

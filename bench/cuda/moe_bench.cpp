@@ -9,14 +9,14 @@
 #include <string>
 #include <vector>
 
-#include "bench_util.h"
-#include "../../cuda/grouped_gemm.h"
-#include "../../cuda/matmul.h"
-#include "../../cuda/model.h"
-#include "../../cuda/moe.h"
-#include "../../reference/moe.h"
-#include "config.h"
-#include "random_checkpoint.h"
+#include "bench/cuda/bench_util.h"
+#include "cuda/grouped_gemm.h"
+#include "cuda/matmul.h"
+#include "cuda/model.h"
+#include "cuda/moe.h"
+#include "reference/moe.h"
+#include "io/config.h"
+#include "io/random_checkpoint.h"
 
 using namespace hyoracle;
 using namespace hyoracle::bench;

@@ -23,11 +23,11 @@
 #include <thread>
 #include <vector>
 
-#include "checkpoint.h"
-#include "decoder_layer.h"
-#include "matmul.h"
-#include "model.h"
-#include "random_checkpoint.h"
+#include "io/checkpoint.h"
+#include "reference/decoder_layer.h"
+#include "reference/matmul.h"
+#include "reference/model.h"
+#include "io/random_checkpoint.h"
 
 using namespace hyoracle;
 using Clock = std::chrono::steady_clock;

@@ -3,7 +3,7 @@
 #include <map>
 #include <string>
 
-#include "sink.h"
+#include "io/sink.h"
 
 namespace hyoracle::test {
 

@@ -1,4 +1,4 @@
-#include "compare_helpers.h"
+#include "tests/compare/compare_helpers.h"
 
 namespace hyoracle::testing {
 

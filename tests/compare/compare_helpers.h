@@ -7,10 +7,10 @@
 #include <functional>
 #include <string>
 
-#include "checkpoint.h"
-#include "dump.h"
-#include "model.h"
-#include "random_checkpoint.h"
+#include "io/checkpoint.h"
+#include "io/dump.h"
+#include "reference/model.h"
+#include "io/random_checkpoint.h"
 
 namespace hyoracle::testing {
 

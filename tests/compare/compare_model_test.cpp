@@ -7,13 +7,13 @@
 #include <filesystem>
 #include <fstream>
 
-#include "compare.h"
-#include "compare_helpers.h"
-#include "decoder_layer.h"
-#include "dtype.h"
-#include "mlp.h"
-#include "moe.h"
-#include "names.h"
+#include "compare/compare.h"
+#include "tests/compare/compare_helpers.h"
+#include "reference/decoder_layer.h"
+#include "io/dtype.h"
+#include "reference/mlp.h"
+#include "reference/moe.h"
+#include "reference/names.h"
 
 using namespace hyoracle;
 using namespace hyoracle::compare;

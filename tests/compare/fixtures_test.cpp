@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "compare.h"
-#include "compare_helpers.h"
+#include "compare/compare.h"
+#include "tests/compare/compare_helpers.h"
 
 using namespace hyoracle;
 using namespace hyoracle::compare;

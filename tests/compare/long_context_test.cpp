@@ -5,8 +5,8 @@
 
 #include <cmath>
 
-#include "compare.h"
-#include "compare_helpers.h"
+#include "compare/compare.h"
+#include "tests/compare/compare_helpers.h"
 
 namespace hyoracle::compare {
 namespace {

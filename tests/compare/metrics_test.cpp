@@ -3,8 +3,8 @@
 
 #include <cmath>
 
-#include "metrics.h"
-#include "random_checkpoint.h"
+#include "compare/metrics.h"
+#include "io/random_checkpoint.h"
 
 using namespace hyoracle;
 using namespace hyoracle::compare;

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <random>
 
-#include "part_scale.h"
+#include "compare/part_scale.h"
 
 using namespace hyoracle;
 using namespace hyoracle::compare;

@@ -7,8 +7,8 @@
 #include <regex>
 #include <string>
 
-#include "error.h"
-#include "pattern.h"
+#include "util/error.h"
+#include "compare/pattern.h"
 
 namespace hyoracle::compare {
 namespace {

@@ -12,10 +12,10 @@
 #include <set>
 #include <sstream>
 
-#include "compare.h"
-#include "compare_helpers.h"
-#include "names.h"
-#include "report_view.h"
+#include "compare/compare.h"
+#include "tests/compare/compare_helpers.h"
+#include "reference/names.h"
+#include "compare/report_view.h"
 
 using namespace hyoracle;
 using namespace hyoracle::compare;

@@ -3,8 +3,8 @@
 
 #include <cmath>
 
-#include "logits.h"
-#include "routing.h"
+#include "compare/logits.h"
+#include "compare/routing.h"
 
 using namespace hyoracle;
 using namespace hyoracle::compare;

@@ -19,9 +19,9 @@
 #include <fstream>
 #include <set>
 
-#include "compare_helpers.h"
-#include "names.h"
-#include "stream.h"
+#include "tests/compare/compare_helpers.h"
+#include "reference/names.h"
+#include "compare/stream.h"
 
 using namespace hyoracle;
 using namespace hyoracle::compare;

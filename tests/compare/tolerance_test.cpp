@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "error.h"
-#include "tolerance.h"
+#include "util/error.h"
+#include "compare/tolerance.h"
 
 using namespace hyoracle::compare;
 

@@ -21,9 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "../../cuda/attention.h"
-#include "../../reference/attention.h"
-#include "cuda_test_util.h"
+#include "cuda/attention.h"
+#include "reference/attention.h"
+#include "tests/cuda/cuda_test_util.h"
 
 namespace hyoracle::test {
 namespace {

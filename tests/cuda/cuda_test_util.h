@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "device.h"
-#include "random_checkpoint.h"
-#include "router.h"
-#include "tensor.h"
-#include "test_util.h"
+#include "cuda/device.h"
+#include "io/random_checkpoint.h"
+#include "cuda/router.h"
+#include "util/tensor.h"
+#include "tests/common/test_util.h"
 
 namespace hyoracle::test {
 

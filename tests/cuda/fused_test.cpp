@@ -6,9 +6,9 @@
 
 #include <array>
 
-#include "../../cuda/elementwise.h"
-#include "../../cuda/rms_norm.h"
-#include "cuda_test_util.h"
+#include "cuda/elementwise.h"
+#include "cuda/rms_norm.h"
+#include "tests/cuda/cuda_test_util.h"
 
 namespace hyoracle::test {
 namespace {

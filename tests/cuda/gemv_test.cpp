@@ -6,10 +6,10 @@
 #include <array>
 #include <cmath>
 
-#include "../../cuda/gemv.h"
-#include "../../cuda/matmul.h"
-#include "../../reference/matmul.h"
-#include "cuda_test_util.h"
+#include "cuda/gemv.h"
+#include "cuda/matmul.h"
+#include "reference/matmul.h"
+#include "tests/cuda/cuda_test_util.h"
 
 namespace hyoracle::test {
 namespace {

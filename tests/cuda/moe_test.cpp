@@ -9,13 +9,13 @@
 #include <cstdlib>
 #include <numeric>
 
-#include "../../cuda/grouped_gemm.h"
-#include "../../cuda/grouped_gemm_wgmma.h"
-#include "../../cuda/mlp.h"
-#include "../../cuda/moe.h"
-#include "../../reference/matmul.h"
-#include "../../reference/moe.h"
-#include "cuda_test_util.h"
+#include "cuda/grouped_gemm.h"
+#include "cuda/grouped_gemm_wgmma.h"
+#include "cuda/mlp.h"
+#include "cuda/moe.h"
+#include "reference/matmul.h"
+#include "reference/moe.h"
+#include "tests/cuda/cuda_test_util.h"
 
 namespace hyoracle::test {
 namespace {

@@ -7,8 +7,8 @@
 #include <cmath>
 #include <set>
 
-#include "catalogue.h"
-#include "hostile_util.h"
+#include "tests/hostile/catalogue.h"
+#include "tests/hostile/hostile_util.h"
 
 namespace hyoracle::hostile {
 namespace {
@@ -60,7 +60,7 @@ TEST_P(Catalogue, RefusedWithOneLineNamingFileAndField) {
 INSTANTIATE_TEST_SUITE_P(BadInputs, Catalogue, ::testing::ValuesIn(all_cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
-// The catalogue is at least the 30 distinct cases the issue asks for, each with its own name.
+// The catalogue holds at least 30 distinct cases, each with its own name.
 TEST(CatalogueSize, AtLeastThirtyDistinctCases) {
   const std::vector<Case> all = all_cases();
   std::set<std::string> names;

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "catalogue.h"
-#include "hostile_util.h"
+#include "tests/hostile/catalogue.h"
+#include "tests/hostile/hostile_util.h"
 
 namespace hyoracle::hostile {
 

@@ -4,9 +4,9 @@
 
 #include <algorithm>
 
-#include "config.h"
-#include "dump.h"
-#include "hostile_util.h"
+#include "io/config.h"
+#include "io/dump.h"
+#include "tests/hostile/hostile_util.h"
 
 namespace hyoracle::hostile {
 namespace {

@@ -9,8 +9,8 @@
 #include <functional>
 #include <map>
 
-#include "dump.h"
-#include "hostile_util.h"
+#include "io/dump.h"
+#include "tests/hostile/hostile_util.h"
 
 namespace hyoracle::hostile {
 namespace {

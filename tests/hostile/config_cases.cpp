@@ -1,8 +1,8 @@
 // Bad config.json files next to a good checkpoint.
 #include <sys/stat.h>
 
-#include "catalogue.h"
-#include "hostile_util.h"
+#include "tests/hostile/catalogue.h"
+#include "tests/hostile/hostile_util.h"
 
 namespace hyoracle::hostile {
 

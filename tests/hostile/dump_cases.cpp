@@ -4,9 +4,9 @@
 
 #include <cmath>
 
-#include "catalogue.h"
-#include "dump.h"
-#include "hostile_util.h"
+#include "tests/hostile/catalogue.h"
+#include "io/dump.h"
+#include "tests/hostile/hostile_util.h"
 
 namespace hyoracle::hostile {
 

@@ -1,4 +1,4 @@
-#include "hostile_util.h"
+#include "tests/hostile/hostile_util.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -14,10 +14,10 @@
 #include <stdexcept>
 #include <thread>
 
-#include "config.h"
-#include "dump.h"
-#include "random_checkpoint.h"
-#include "safetensors.h"
+#include "io/config.h"
+#include "io/dump.h"
+#include "io/random_checkpoint.h"
+#include "io/safetensors.h"
 
 namespace hyoracle::hostile {
 

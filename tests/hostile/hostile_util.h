@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "dtype.h"
+#include "io/dtype.h"
 
 namespace hyoracle::hostile {
 

@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <thread>
 
-#include "dump.h"
-#include "hostile_util.h"
+#include "io/dump.h"
+#include "tests/hostile/hostile_util.h"
 
 namespace hyoracle::hostile {
 namespace {

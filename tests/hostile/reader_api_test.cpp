@@ -5,10 +5,10 @@
 #include <filesystem>
 #include <limits>
 
-#include "config.h"
-#include "dump.h"
-#include "hostile_util.h"
-#include "safetensors.h"
+#include "io/config.h"
+#include "io/dump.h"
+#include "tests/hostile/hostile_util.h"
+#include "io/safetensors.h"
 
 namespace hyoracle::hostile {
 namespace {

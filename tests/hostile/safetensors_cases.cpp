@@ -2,8 +2,8 @@
 // length prefix, JSON header or data offsets.
 #include <sys/stat.h>
 
-#include "catalogue.h"
-#include "hostile_util.h"
+#include "tests/hostile/catalogue.h"
+#include "tests/hostile/hostile_util.h"
 
 namespace hyoracle::hostile {
 

@@ -2,8 +2,8 @@
 // manifest it promised.
 #include <gtest/gtest.h>
 
-#include "dump.h"
-#include "test_util.h"
+#include "io/dump.h"
+#include "tests/common/test_util.h"
 
 namespace hyoracle {
 namespace {

@@ -9,12 +9,12 @@
 #include <cmath>
 #include <cstdio>
 
-#include "checkpoint.h"
-#include "dump.h"
-#include "map_sink.h"
-#include "model.h"
-#include "names.h"
-#include "test_util.h"
+#include "io/checkpoint.h"
+#include "io/dump.h"
+#include "tests/common/map_sink.h"
+#include "reference/model.h"
+#include "reference/names.h"
+#include "tests/common/test_util.h"
 
 namespace hyoracle {
 namespace {

@@ -4,11 +4,11 @@
 #include <cmath>
 #include <fstream>
 
-#include "config.h"
-#include "dtype.h"
-#include "safetensors.h"
-#include "sha256.h"
-#include "test_util.h"
+#include "io/config.h"
+#include "io/dtype.h"
+#include "io/safetensors.h"
+#include "io/sha256.h"
+#include "tests/common/test_util.h"
 
 namespace hyoracle {
 namespace {

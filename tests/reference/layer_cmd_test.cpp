@@ -6,8 +6,8 @@
 
 #include <filesystem>
 
-#include "dump.h"
-#include "test_util.h"
+#include "io/dump.h"
+#include "tests/common/test_util.h"
 
 namespace hyoracle {
 namespace {

@@ -4,14 +4,14 @@
 #include <cmath>
 #include <numeric>
 
-#include "attention.h"
-#include "matmul.h"
-#include "mlp.h"
-#include "moe.h"
-#include "rms_norm.h"
-#include "rope.h"
-#include "router.h"
-#include "test_util.h"
+#include "reference/attention.h"
+#include "reference/matmul.h"
+#include "reference/mlp.h"
+#include "reference/moe.h"
+#include "reference/rms_norm.h"
+#include "reference/rope.h"
+#include "reference/router.h"
+#include "tests/common/test_util.h"
 
 namespace hyoracle {
 namespace {

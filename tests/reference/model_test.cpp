@@ -5,11 +5,11 @@
 
 #include <fstream>
 
-#include "checkpoint.h"
-#include "model.h"
-#include "random_checkpoint.h"
-#include "safetensors.h"
-#include "test_util.h"
+#include "io/checkpoint.h"
+#include "reference/model.h"
+#include "io/random_checkpoint.h"
+#include "io/safetensors.h"
+#include "tests/common/test_util.h"
 
 namespace hyoracle {
 namespace {

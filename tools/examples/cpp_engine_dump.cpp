@@ -1,5 +1,5 @@
 // cpp_engine_dump: how a C++ engine writes a hyoracle dump (docs/DUMP_FORMAT.md) with the
-// library's writer, hyoracle::DumpWriter from reference/dump.h (link hyoracle_reference).
+// library's writer, hyoracle::DumpWriter from io/dump.h (link hyoracle_reference, which brings hyoracle_io).
 //
 //   cpp_engine_dump OUT_DIR
 //
@@ -9,8 +9,8 @@
 // one passes its activations. `hyoracle compare REFERENCE_DUMP OUT_DIR --model CKPT` judges it.
 #include <cstdio>
 
-#include "dump.h"
-#include "names.h"
+#include "io/dump.h"
+#include "reference/names.h"
 
 int main(int argc, char** argv) {
   if (argc != 2) {

@@ -1,6 +1,6 @@
-#include "dump.h"
+#include "io/dump.h"
 
-#include "cpu_features.h"
+#include "util/cpu_features.h"
 
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -14,10 +14,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "crc32.h"
-#include "error.h"
-#include "numerics.h"
-#include "output.h"
+#include "io/crc32.h"
+#include "util/error.h"
+#include "reference/numerics.h"
+#include "io/output.h"
 
 namespace hyoracle {
 

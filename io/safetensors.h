@@ -18,9 +18,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "dtype.h"
-#include "output.h"
-#include "tensor.h"
+#include "io/dtype.h"
+#include "io/output.h"
+#include "util/tensor.h"
 
 namespace hyoracle {
 

@@ -1,10 +1,10 @@
-#include "checkpoint.h"
+#include "io/checkpoint.h"
 
 #include <sys/stat.h>
 
 #include <cstring>
 
-#include "error.h"
+#include "util/error.h"
 
 namespace hyoracle {
 

@@ -1,10 +1,10 @@
-#include "config.h"
+#include "io/config.h"
 
 #include <cmath>
 
-#include "error.h"
-#include "safetensors.h"
-#include "sha256.h"
+#include "util/error.h"
+#include "io/safetensors.h"
+#include "io/sha256.h"
 
 namespace hyoracle {
 

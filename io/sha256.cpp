@@ -1,10 +1,10 @@
-#include "sha256.h"
+#include "io/sha256.h"
 
 #include <cstdint>
 #include <fstream>
 #include <sstream>
 
-#include "error.h"
+#include "util/error.h"
 
 namespace hyoracle {
 namespace {

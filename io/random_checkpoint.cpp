@@ -1,4 +1,4 @@
-#include "random_checkpoint.h"
+#include "io/random_checkpoint.h"
 
 #include <cmath>
 #include <cstdio>
@@ -6,9 +6,9 @@
 #include <fstream>
 #include <map>
 
-#include "dtype.h"
-#include "error.h"
-#include "safetensors.h"
+#include "io/dtype.h"
+#include "util/error.h"
+#include "io/safetensors.h"
 
 namespace hyoracle {
 

@@ -15,9 +15,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "config.h"
-#include "safetensors.h"
-#include "sink.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "io/sink.h"
 
 namespace hyoracle {
 

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "config.h"
-#include "safetensors.h"
-#include "tensor.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "util/tensor.h"
 
 namespace hyoracle {
 

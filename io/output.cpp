@@ -1,4 +1,4 @@
-#include "output.h"
+#include "io/output.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -10,8 +10,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "crc32.h"
-#include "error.h"
+#include "io/crc32.h"
+#include "util/error.h"
 
 namespace hyoracle {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "error.h"
+#include "util/error.h"
 
 namespace hyoracle {
 
