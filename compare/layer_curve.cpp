@@ -6,13 +6,15 @@
 
 namespace hyoracle::compare {
 
-std::string g3(double x) {
+std::string g_digits(double x, int digits) {
   if (std::isnan(x)) return "nan";
   if (std::isinf(x)) return x > 0 ? "inf" : "-inf";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.3g", x);
+  char b[40];
+  std::snprintf(b, sizeof b, "%.*g", digits, x);
   return b;
 }
+
+std::string g3(double x) { return g_digits(x, 3); }
 
 std::vector<LayerPoint> layer_curve(const Report& r) {
   std::map<int64_t, LayerPoint> m;

@@ -20,7 +20,9 @@ struct LayerPoint {
 
 std::vector<LayerPoint> layer_curve(const Report& r);
 
-// "%.3g" of x; "inf"/"nan" spelled out.
+// x with `digits` significant digits ("%.<digits>g"); "inf"/"nan" spelled out.
+std::string g_digits(double x, int digits);
+// g_digits(x, 3).
 std::string g3(double x);
 
 }  // namespace hyoracle::compare

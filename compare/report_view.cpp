@@ -22,13 +22,7 @@ std::string where(const TensorResult& t) {
          (t.layer >= 0 ? ", layer " + std::to_string(t.layer) : std::string());
 }
 
-std::string g6(double x) {
-  if (std::isnan(x)) return "nan";
-  if (std::isinf(x)) return x > 0 ? "inf" : "-inf";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.6g", x);
-  return b;
-}
+std::string g6(double x) { return g_digits(x, 6); }
 
 std::string op_label(const std::string& name) {
   std::string s = name;

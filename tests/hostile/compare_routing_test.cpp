@@ -130,7 +130,7 @@ TEST(CatalogueRouting, MalformedRoutingTensorsAreRefusedNamingFileAndTensor) {
     rewrite_dump(dir / "base", bad, c.edit);
     const std::string base = dir / "base";
     const std::string b = c.edit_baseline ? bad : base, t = c.edit_baseline ? base : bad;
-    const std::string file = (c.edit_baseline ? bad : bad) + "/activations.safetensors";
+    const std::string file = bad + "/activations.safetensors";  // the edited side, baseline or target
     expect_refused({"compare", b, t, "-q"}, file, c.tensor, std::string(c.what) + " (no --model)");
     expect_refused({"compare", b, t, "-q", "--model", dir / "ck"}, file, c.tensor, std::string(c.what) + " (--model)");
   }
