@@ -8,35 +8,35 @@
 // Tc >= 0 (past > 0 / chunked prefill: the queries sit at q_pos, the keys at 0..Tc-1); a row that
 // sees no key gets 0. Online (flash-style) softmax with fp32 running max and sum.
 //
-// Three kernels, all of this contract:
-// - fp32 T, and head dims other than 16/32/48/64/128: the SIMT kernel, exact fp32 arithmetic
-//   (scores, probabilities and sums in fp32, expf; the oracle path: no TF32, no rounded P).
-// - attention_prefill (bf16/fp16): FA2-style tensor-core kernel, mma.sync m16n8k16 with fp32
-//   accumulators. S = Q·Kᵀ in fp32 from the T operands; the unnormalised probabilities
-//   p = 2^((s − m)·d^-½·log2 e) (exp2f, fp32, m the running row max) are rounded to T to be the
-//   A operand of P·V (fp32 accumulation); the row sum l is summed from the fp32 p (not the
-//   rounded ones), and the output is normalised at the end in fp32 (acc / l) before its one
-//   rounding to T. The rounding of P is the one HF's eager path also does (docs/model.md §8.2, R6:
-//   "P -> bf16"), though HF rounds the normalised P and also rounds S (R5), which we keep fp32.
+// Three kernels, all of this contract, one file each:
+// - attention_simt (attention_simt.cu), fp32 T, and head dims other than 16/32/48/64/128: exact
+//   fp32 arithmetic (scores, probabilities and sums in fp32, expf; the oracle path: no TF32, no
+//   rounded P). 1 <= d <= 256, nq / nkv <= 32.
+// - attention_prefill (attention_prefill.cu, kernel in attention_prefill.cuh; bf16/fp16):
+//   FA2-style tensor-core kernel, mma.sync m16n8k16 with fp32 accumulators. S = Q·Kᵀ in fp32 from
+//   the T operands; the unnormalised probabilities p = 2^((s − m)·d^-½·log2 e) (ex2.approx, fp32, m the
+//   running row max) are rounded to T to be the A operand of P·V (fp32 accumulation); the row sum
+//   l is summed from the fp32 p (not the rounded ones), and the output is normalised at the end in
+//   fp32 (acc / l) before its one rounding to T. The rounding of P is the one HF's eager path also
+//   does (docs/model.md §8.2, R6: "P -> bf16"), though HF rounds the normalised P and also rounds
+//   S (R5), which we keep fp32.
 //   A block takes 128 (query, head) rows of one KV head (the g heads of a query are adjacent
 //   rows, so they share every K/V tile), walks 64-key tiles up to its last visible key (causal
 //   tile skipping; masks only tiles that cross a row's last visible key), with K/V tiles in a
 //   cp.async ring in padded shared memory and ldmatrix fragments; at head_dim 128 4 warps of
 //   32 rows (each K/V fragment feeds two mmas), 2 stages, 2 blocks per SM; at other head dims
 //   8 warps of 16 rows, 3 stages.
-// - attention_decode (bf16/fp16): split-KV (flash-decoding) for few rows and long caches: blocks
-//   of (key range, KV head, 16 rows), all rows of a KV head in one block (K/V read once), 4 warps
-//   each streaming a quarter of the block's keys through its own 3-stage cp.async ring (16-byte
-//   copies, two 16-key steps in flight per warp), about one block per SM; fp32 partials (acc, max, sum) merged by a
-//   second kernel. No host synchronisation: the call can be captured in a CUDA graph (its
-//   scratch is reused across calls and grows only outside capture). Same rounding as
-//   attention_prefill.
-// attention() picks: SIMT when the tensor-core kernels do not apply, decode when a KV head has
-// at most 64 (query, head) rows, prefill otherwise.
+// - attention_decode (attention_decode.cu, kernels in attention_decode.cuh; bf16/fp16): split-KV
+//   (flash-decoding) for few rows and long caches: blocks of (key range, KV head, 16 rows), all
+//   rows of a KV head in one block (K/V read once), 4 warps each streaming a quarter of the
+//   block's keys through its own 3-stage cp.async ring (16-byte copies, two 16-key steps in
+//   flight per warp), about one block per SM; fp32 partials (acc, max, sum) merged by a second
+//   kernel. No host synchronisation: the call can be captured in a CUDA graph (its scratch is
+//   reused across calls and grows only outside capture). Same rounding as attention_prefill.
+// attention() (attention.cu) picks: SIMT when the tensor-core kernels do not apply, decode when a
+// KV head has at most 64 (query, head) rows, prefill otherwise. Other tilings of the two
+// tensor-core kernels, measured by the benchmarks only, are in bench/cuda/attention_variants.h.
 #pragma once
-#include <string>
-#include <vector>
-
 #include "cuda/device.h"
 
 namespace hyoracle::cuda {
@@ -49,23 +49,15 @@ void attention(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const D
 template <class T>
 bool attention_mma_supported(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache,
                              const DeviceTensor<T>& context);
-// The two tensor-core kernels by name (tests run both on the same inputs); fail() when
-// attention_mma_supported is false.
+// The three kernels by name (tests run them on the same inputs). attention_prefill and
+// attention_decode fail() when attention_mma_supported is false; attention_simt takes every T.
+template <class T>
+void attention_simt(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
+                    const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context);
 template <class T>
 void attention_prefill(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
                        const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context);
 template <class T>
 void attention_decode(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
                       const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context);
-// Benchmark and test variants (bf16/fp16, head_dim 128 only), by name (attention_variants()):
-// "prefill-wW[-m2]-kN-sS": the prefill kernel with W warps of one (or with -m2 two) 16-row
-// tiles, N-key tiles, S smem stages;
-// "decode-FORM-bB": the decode kernel, FORM regs (K/V straight into registers) or ring3/ring4
-// (per-warp cp.async rings of 3/4 stages), with about B blocks per SM. attention_prefill is
-// prefill-w4-m2-k64-s2 at head_dim 128 (W warps of two 16-row tiles: "-m2"), attention_decode
-// decode-ring3-b1.
-const std::vector<std::string>& attention_variants();
-template <class T>
-void attention_variant(const std::string& variant, const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache,
-                       const DeviceTensor<T>& v_cache, int64_t Tc, const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context);
 }  // namespace hyoracle::cuda

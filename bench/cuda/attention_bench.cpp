@@ -1,11 +1,13 @@
-// attention_bench: GQA attention (bf16) at Hy-MT2 sizes (32 query heads, 4 KV heads, d = 128,
-// causal): prefill T = 4096 (and 1024, and a chunk of 512 after 3584 cached), decode T = 1 over
-// KV caches of 4096, 32768 (67 MB) and 131072 positions. Conventions: bench_util.h.
+// attention_bench: GQA attention (bf16) on every case of tests/cuda/op_cases.h (the table
+// cuda_tests checks against the reference): first the Hy-MT2 sizes (32 query heads, 4 KV heads,
+// d = 128, causal): prefill T = 4096 (and 1024, and a chunk of 512 after 3584 cached), decode
+// T = 1 over KV caches of 4096, 32768 (67 MB) and 131072 positions; then the odd sizes; then the
+// benchmark-only kernel variants (bench/cuda/attention_variants.h). Conventions: bench_util.h.
 // The same-run baseline is torch SDPA: run bench/cuda/sdpa_baseline.py first in the same device
 // call with --out FILE, and pass FILE here (attention_bench FILE); its lines are
-// "<case key> <median seconds> <backend>". Each case prints ours and SDPA as % of the H100
-// roofline, the ratio of throughputs (SDPA time / ours), and for decode the bandwidth achieved
-// against the device-to-device copy bandwidth measured in this run.
+// "<case key> <median seconds> <backend>" with the table's keys. Each case prints ours and SDPA
+// as % of the H100 roofline, the ratio of throughputs (SDPA time / ours), and for decode the
+// bandwidth achieved against the device-to-device copy bandwidth measured in this run.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,10 +19,11 @@
 #include <string>
 #include <vector>
 
+#include "bench/cuda/attention_variants.h"
 #include "bench/cuda/bench_util.h"
 #include "cuda/attention.h"
 #include "reference/attention.h"
-#include "io/config.h"
+#include "tests/cuda/op_cases.h"
 
 using namespace hyoracle;
 using namespace hyoracle::bench;
@@ -63,12 +66,12 @@ void dispatch(const DeviceTensor<bf16>& q, const DeviceTensor<bf16>& k, const De
   cuda::attention(q, k, v, Tc, pos, ctx);
 }
 
-// Validates rows {0, T/2, T-1} against the exact reference, then times `run` (by default
-// attention(), the dispatcher: decode kernel for T·g <= 64 rows per KV head, prefill otherwise).
-void bench_attention(const std::string& key, int64_t T, int64_t past, const ModelConfig& c,
-                     const std::map<std::string, Baseline>& base, const Runner& run = dispatch,
+// Validates the case's checked rows (cases::AttentionCase::checked_rows, as cuda_tests) against
+// the exact reference, then times `run` (by default attention(), the dispatcher: decode kernel for
+// T·g <= 64 rows per KV head, prefill otherwise).
+void bench_attention(const cases::AttentionCase& c, const std::map<std::string, Baseline>& base, const Runner& run = dispatch,
                      const std::string& variant = "") {
-  const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim, Tc = past + T;
+  const int64_t T = c.T, past = c.past, nq = c.nq, nkv = c.nkv, d = c.d, Tc = c.Tc();
   DeviceTensor<bf16> q = random_activations(T * nq, d, 20).reshaped({T, nq, d});
   DeviceTensor<bf16> kc = random_activations(Tc * nkv, d, 21).reshaped({Tc, nkv, d});
   DeviceTensor<bf16> vc = random_activations(Tc * nkv, d, 22).reshaped({Tc, nkv, d});
@@ -78,8 +81,7 @@ void bench_attention(const std::string& key, int64_t T, int64_t past, const Mode
   DeviceTensor<bf16> ctx({T, nq * d});
   cuda::check(cudaMemsetAsync(ctx.data(), 0xff, size_t(ctx.numel()) * 2, cuda::gpu().stream), "poison");  // NaN
   run(q, kc, vc, Tc, pos, ctx);
-  std::vector<int64_t> chk{0, T / 2, T - 1};
-  chk.erase(std::unique(chk.begin(), chk.end()), chk.end());
+  const std::vector<int64_t> chk = c.checked_rows();
   const Tensor<double> q_all = host(q);
   const Tensor<float> c_all = cuda::download(ctx);
   Tensor<double> qh({int64_t(chk.size()), nq, d});
@@ -92,18 +94,19 @@ void bench_attention(const std::string& key, int64_t T, int64_t past, const Mode
   }
   std::iota(kp.begin(), kp.end(), 0);
   const Tensor<double> ref = attention(qh, host(kc), host(vc), qp_chk, kp, Numerics{Precision::exact, 16});
-  const std::string name = T > 1 ? "attention prefill T=" + std::to_string(T) + (past ? " past=" + std::to_string(past) : "")
-                                 : "attention decode KV=" + std::to_string(Tc);
+  const std::string name = !c.model_size() ? "attention " + c.name()
+                           : T > 1 ? "attention prefill T=" + std::to_string(T) + (past ? " past=" + std::to_string(past) : "")
+                                   : "attention decode KV=" + std::to_string(Tc);
   const std::string label = name + variant;
   // Bound: 2u (bf16 u = 2^-8; the output's rounding and the rounded P, tests/cuda/attention_test.cpp).
   if (!validated(label, rel_l2(got, ref.data), 2 * std::ldexp(1.0, -8) + 1e-5)) return;
   double pairs = 0;
   for (int64_t i = 0; i < T; ++i) pairs += double(past + i + 1);
   const double flops = 4.0 * nq * d * pairs;
-  const double bytes = 2.0 * (2 * Tc * nkv * d + 2 * T * nq * d);
+  const double bytes = 2.0 * (2 * (past + T) * nkv * d + 2 * T * nq * d);  // the visible keys, q and the context
   const bool graph = T <= 16;  // decode: one graph replay (2 kernels), as the model's decode step runs
   const double ours = time_it([&] { run(q, kc, vc, Tc, pos, ctx); }, graph ? 100 : 20, graph).median_s;
-  const auto it = base.find(key);
+  const auto it = base.find(c.key);
   const Baseline b = it == base.end() ? Baseline{} : it->second;
   std::printf("  (KV cache %.1f MB)\n", 2.0 * 2 * Tc * nkv * d / 1e6);
   report(label, flops, bytes, ours, b.seconds, "torch SDPA (" + b.backend + ")");
@@ -125,35 +128,29 @@ int main(int argc, char** argv) {
   const double bw = measured_copy_bandwidth();
   std::printf("measured device-to-device copy bandwidth: %.2f TB/s (read + write)\n", bw / 1e12);
   const auto base = read_baselines(argc > 1 ? argv[1] : nullptr);
-  const ModelConfig c = hy_mt2_config(2);
   std::printf("| %-58s | %13s | %12s | %6s | %13s | %12s | %6s | baseline\n", "case", "ours", "ours", "%roof", "baseline",
               "baseline", "%roof");
-  bench_attention("prefill4096", 4096, 0, c, base);
-  bench_attention("prefill1024", 1024, 0, c, base);
-  bench_attention("chunk512after3584", 512, 3584, c, base);
-  bench_attention("decode4096", 1, 4095, c, base);
-  bench_attention("decode32768", 1, 32767, c, base);
-  bench_attention("decode131072", 1, 131071, c, base);
+  const std::vector<cases::AttentionCase>& all = cases::attention_cases();
+  for (const cases::AttentionCase& c : all)
+    if (c.model_size()) bench_attention(c, base);
   // Decode again after a read-only flush (bench_util.h): L2 full of clean lines, as after the
   // previous layer's weight reads, instead of the memset's dirty ones, whose write-back the memset
   // rows above pay (~13 µs). The SDPA baseline of these rows was timed after sdpa_baseline.py's
   // own flush.
   use_read_flush(true);
-  bench_attention("decode32768", 1, 32767, c, base, dispatch, " (read flush)");
-  bench_attention("decode131072", 1, 131071, c, base, dispatch, " (read flush)");
+  bench_attention(*cases::attention_case("decode32768"), base, dispatch, " (read flush)");
+  bench_attention(*cases::attention_case("decode131072"), base, dispatch, " (read flush)");
   use_read_flush(false);
+  for (const cases::AttentionCase& c : all)
+    if (!c.model_size()) bench_attention(c, base);
   // Tuning variants (each validated first, like the cases above); ATTENTION_BENCH_VARIANTS=0 skips them.
   const char* variants_env = std::getenv("ATTENTION_BENCH_VARIANTS");
   const bool variants = !(variants_env && std::string(variants_env) == "0");
-  for (const std::string& v : variants ? cuda::attention_variants() : std::vector<std::string>{}) {
+  for (const std::string& v : variants ? attention_variants() : std::vector<std::string>{}) {
     const bool pre = v.rfind("prefill", 0) == 0;
-    bench_attention(pre ? "prefill4096" : "decode32768", pre ? 4096 : 1, pre ? 0 : 32767, c, base,
-                    [v](auto& q, auto& k, auto& vv, int64_t Tc, auto& p, auto& o) { cuda::attention_variant(v, q, k, vv, Tc, p, o); },
-                    " [" + v + "]");
-    if (!pre)
-      bench_attention("decode131072", 1, 131071, c, base,
-                      [v](auto& q, auto& k, auto& vv, int64_t Tc, auto& p, auto& o) { cuda::attention_variant(v, q, k, vv, Tc, p, o); },
-                      " [" + v + "]");
+    const Runner run = [v](auto& q, auto& k, auto& vv, int64_t Tc, auto& p, auto& o) { attention_variant(v, q, k, vv, Tc, p, o); };
+    bench_attention(*cases::attention_case(pre ? "prefill4096" : "decode32768"), base, run, " [" + v + "]");
+    if (!pre) bench_attention(*cases::attention_case("decode131072"), base, run, " [" + v + "]");
   }
   std::printf("\nsummary (H100 roofline = max(FLOPs/989e12, bytes/3.35e12); decode also vs the copy bandwidth above)\n");
   std::printf("| %-58s | %10s | %8s | %6s | %10s | %8s | %6s | %12s | %9s | %9s |\n", "case", "ours us", "TF/s", "%roof",
