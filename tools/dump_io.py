@@ -11,7 +11,6 @@ are built in (torch + numpy only, no `safetensors` package).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import re
@@ -188,13 +187,6 @@ def dump_order(names) -> list:
     """Names sorted into execution order (see order_key)."""
     return sorted(names, key=order_key)
 
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read())
-    return h.hexdigest()
 
 
 def canonical_names(moe_flags, prefix="") -> list:

@@ -17,9 +17,10 @@ import re
 import struct
 import sys
 
-MODULES = [r"input_ids", r"embed", r"final_norm", r"logits", r"generate\.tokens", r"generate\.logits",
-           r"layers\.\d+\.(input_norm|attn\.q_norm|attn\.k_norm|attn\.out|post_norm|moe\.router_logits|"
-           r"moe\.topk_ids|moe\.topk_weights|moe\.routed_out|moe\.shared_out|mlp\.out|out)"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hytools.module_names import module_name_patterns  # noqa: E402  (standard library only)
+
+MODULES = module_name_patterns()
 
 
 def main(argv=None):

@@ -40,7 +40,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import engine_convert  # noqa: E402
+from hytools.convert_rules import PREFIX, classify  # noqa: E402
 from lazy_import import torch  # noqa: E402  (imported on first use: --help works without torch)
 
 _LAYER_RE = re.compile(r"(?:.+\.)?layers\.(\d+)$")
@@ -108,7 +108,7 @@ class Hooks:
                     self._write(n, v)
             for i, a in enumerate(args):
                 for k, t in _tensors(a).items():
-                    self._write(".".join(p for p in (engine_convert.PREFIX + "inputs", str(i), k) if p), t)
+                    self._write(".".join(p for p in (PREFIX + "inputs", str(i), k) if p), t)
 
         try:  # torch >= 2.0 passes keyword arguments to the hook (vLLM calls model(input_ids=...))
             return mod.register_forward_pre_hook(lambda m, a, kw: start(a, kw), with_kwargs=True)
@@ -119,20 +119,20 @@ class Hooks:
         def fn(mod, args):
             for i, a in enumerate(args):
                 for k, t in _tensors(a).items():
-                    self._write(engine_convert.PREFIX + ".".join(p for p in (name, "inputs", str(i), k) if p), t)
+                    self._write(PREFIX + ".".join(p for p in (name, "inputs", str(i), k) if p), t)
         return fn
 
     def _outputs(self, name):
         def fn(mod, args, out):
             for k, t in _tensors(out).items():
-                self._write(engine_convert.PREFIX + ".".join(p for p in (name, "output", k) if p), t)
+                self._write(PREFIX + ".".join(p for p in (name, "output", k) if p), t)
         return fn
 
     def _write(self, name, t):
         if self.step < 0:
             return
         if not self.write_all:
-            c = engine_convert.classify(name, "vllm")
+            c = classify(name, "vllm")
             if c is None or c[0] == "skip":
                 return
         self.dump_index += 1

@@ -35,6 +35,8 @@ sys.path[:0] = [os.path.join(ROOT, "tools"), os.path.dirname(os.path.abspath(__f
 import dump_io  # noqa: E402
 import engine_convert  # noqa: E402
 import engine_layout  # noqa: E402
+from hytools import convert_tp  # noqa: E402
+from hytools.checkpoint import weights_fingerprint  # noqa: E402
 import vllm_hooks  # noqa: E402
 import vllm_replay  # noqa: E402
 
@@ -110,7 +112,7 @@ class Case(unittest.TestCase):
 
 class DumpWriter(Case):
     def test_write_dump_reproduces_the_committed_goldens_byte_for_byte(self):
-        # tools/dump_io.py is the writer hf_dump.py made the goldens with (moved, not rewritten)
+        # tools/dump_io.py is the writer the goldens were made with
         for fx in ("tiny-hy3", "tiny-mt2"):
             for run in ("hf-bf16", "hf-f32", "hf-f64"):
                 d = os.path.join(ROOT, "fixtures", fx, "golden", run)
@@ -148,6 +150,7 @@ class RoundTrip(Case):
         self.assertEqual(man["converter"]["topk_order"], "corrected score")
         self.assertEqual(man["converter"]["gate_up_checked"], 5 * 4 * 2)  # 5 forwards x 4 layers x 2 ranks
         self.assertEqual(man["input"]["token_ids"], g["input_ids"].tolist())
+        self.assertEqual(man["model"]["weights_fingerprint"], weights_fingerprint(d))  # given --checkpoint
         self.assert_compare_passes(os.path.join(d, "golden", "hf-bf16"), out)
 
     def test_sglang_without_checkpoint_orders_topk_by_weight(self):
@@ -166,6 +169,8 @@ class RoundTrip(Case):
         out = os.path.join(self.tmp, "out")
         engine_convert.convert(src, "vllm", d + "/config.json", out, tp=2)
         self.assert_round_trip(g, out, "vllm", False)
+        with open(os.path.join(out, "manifest.json")) as f:
+            self.assertNotIn("weights_fingerprint", json.load(f)["model"])  # no --checkpoint
         self.assert_compare_passes(os.path.join(d, "golden", "hf-f32"), out)
 
     def test_sglang_old_dumper_tp4_f64_replicated_kv_heads(self):
@@ -199,17 +204,18 @@ class RoundTrip(Case):
 
 
 class PlantedBugs(Case):
-    """Conversion bugs planted in engine_convert's layout functions must be caught."""
+    """Conversion bugs planted in the converter's layout functions (hytools/convert_tp.py) must be
+    caught."""
 
     def convert_with(self, fn_name, bad):
         d, cfg, g, src = self.layout("tiny-mt2", "hf-bf16", "sglang", 2)
         out = os.path.join(self.tmp, "out")
-        good = getattr(engine_convert, fn_name)
-        setattr(engine_convert, fn_name, bad)
+        good = getattr(convert_tp, fn_name)
+        setattr(convert_tp, fn_name, bad)
         try:
             engine_convert.convert(src, "sglang", d + "/config.json", out, tp=2, checkpoint=d)
         finally:
-            setattr(engine_convert, fn_name, good)
+            setattr(convert_tp, fn_name, good)
         return compare(os.path.join(d, "golden", "hf-bf16"), out, self.tmp)
 
     def assert_first(self, res, tensor):
@@ -218,7 +224,7 @@ class PlantedBugs(Case):
         self.assertEqual(rep["first_divergence"]["tensor"], tensor)
 
     def test_k_and_v_swapped(self):
-        good = engine_convert.split_qkv
+        good = convert_tp.split_qkv
 
         def bad(t, nq_r, nkv_r, d):
             q, k, v = good(t, nq_r, nkv_r, d)
@@ -226,7 +232,7 @@ class PlantedBugs(Case):
         self.assert_first(self.convert_with("split_qkv", bad), "layers.0.attn.k")
 
     def test_q_heads_of_ranks_in_wrong_order(self):
-        good = engine_convert.gather_heads
+        good = convert_tp.gather_heads
         self.assert_first(self.convert_with("gather_heads", lambda s, n, tp: good(s[::-1], n, tp)),
                           "layers.0.attn.q")
 
@@ -234,7 +240,7 @@ class PlantedBugs(Case):
         self.assert_first(self.convert_with("layer_out", lambda hidden, residual: hidden), "layers.0.out")
 
     def test_gate_up_swapped_is_refused_by_the_converter(self):
-        good = engine_convert.split_gate_up
+        good = convert_tp.split_gate_up
         with self.assertRaises(engine_convert.ConvertError) as e:
             self.convert_with("split_gate_up", lambda t, w: good(t, w)[::-1])
         self.assertIn("model.layers.0.mlp.gate_up_proj.output", str(e.exception))
