@@ -714,17 +714,8 @@ void Walk::run() {
     tf = std::make_unique<TeacherForcing>(opt.model_dir, t, positions, opt.threads);
     // The checkpoint must be the one the dumps were made from: a same-shape checkpoint with other
     // weights would fail every tensor from the first one on, for no fault of the engine.
-    const std::string& sha = tf->config().sha256;
-    for (const Dump* d : {&b, &t}) {
-      const nlohmann::json& m = d->manifest();
-      if (m.contains("model") && m["model"].is_object() && m["model"].contains("config_sha256") &&
-          m["model"]["config_sha256"].is_string()) {
-        const std::string want = m["model"]["config_sha256"].get<std::string>();
-        if (!want.empty() && want != sha)
-          fail(d->dir() + "/manifest.json: model.config_sha256 " + want.substr(0, 12) + "... is not the sha256 of " +
-               opt.model_dir + "/config.json (" + sha.substr(0, 12) + "...): the dump was made from another checkpoint");
-      }
-    }
+    const CheckpointIdentity ck(opt.model_dir, tf->config().sha256);
+    for (const Dump* d : {&b, &t}) check_made_from(*d, ck);
     num_layers = tf->config().num_hidden_layers;
     rep.teacher_forced = true;
   }

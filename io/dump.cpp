@@ -15,6 +15,7 @@
 #include <fstream>
 
 #include "io/crc32.h"
+#include "io/fingerprint.h"
 #include "util/error.h"
 #include "reference/numerics.h"
 #include "io/output.h"
@@ -38,6 +39,38 @@ ordered_json make_manifest(const DumpProducer& p, const ModelConfig& c, const st
                 {"checkpoint", checkpoint}};
   m["input"] = {{"token_ids", token_ids}, {"position_offset", position_offset}};
   return m;
+}
+
+void record_weights_fingerprint(ordered_json& manifest, const std::string& checkpoint_dir) {
+  manifest["model"]["weights_fingerprint"] = weights_fingerprint(checkpoint_dir);
+}
+
+CheckpointIdentity::CheckpointIdentity(std::string dir, std::string config_sha256)
+    : dir_(std::move(dir)), config_sha256_(std::move(config_sha256)) {}
+
+const std::string& CheckpointIdentity::fingerprint() const {
+  if (fingerprint_.empty()) fingerprint_ = weights_fingerprint(dir_);
+  return fingerprint_;
+}
+
+void check_made_from(const Dump& d, const CheckpointIdentity& ck, bool require_config_sha256) {
+  const json& m = d.manifest();
+  const json none = json::object();
+  const json& model = m.contains("model") ? m["model"] : none;
+  const std::string mpath = d.dir() + "/manifest.json";
+  const std::string sha = model.value("config_sha256", std::string());
+  if (sha.empty() && require_config_sha256)
+    fail(mpath + ": model.config_sha256 is missing; expected the sha256 of " + ck.dir() + "/config.json (" +
+         ck.config_sha256().substr(0, 12) + "...)");
+  if (!sha.empty() && sha != ck.config_sha256())
+    fail(mpath + ": model.config_sha256 " + sha.substr(0, 12) + "... is not the sha256 of " + ck.dir() +
+         "/config.json (" + ck.config_sha256().substr(0, 12) + "...): the dump was made from another checkpoint");
+  const std::string fp = model.value("weights_fingerprint", std::string());
+  if (!fp.empty() && fp != ck.fingerprint()) {
+    const size_t shown = std::string(kWeightsFingerprintPrefix).size() + 12;
+    fail(mpath + ": model.weights_fingerprint " + fp.substr(0, shown) + "... is not that of " + ck.dir() + " (" +
+         ck.fingerprint().substr(0, shown) + "...): the dump was made from a checkpoint with other weights");
+  }
 }
 
 void DumpWriter::add(RawTensor t) {
@@ -143,6 +176,8 @@ nlohmann::json parse_dump_manifest(const std::string& text, const std::string& m
     if (!m["model"].is_object()) bad("model", "must be an object");
     if (m["model"].contains("num_hidden_layers") && !is_small_nonneg_int(m["model"]["num_hidden_layers"]))
       bad("model.num_hidden_layers", "must be an integer in [0, 2^62]");
+    for (const char* f : {"model_type", "config_sha256", "weights_fingerprint", "checkpoint"})
+      if (m["model"].contains(f) && !m["model"][f].is_string()) bad(std::string("model.") + f, "must be a string");
   }
   if (m.contains("input")) {
     const json& inp = m["input"];

@@ -37,6 +37,9 @@ struct DumpProducer {
 nlohmann::ordered_json make_manifest(const DumpProducer& p, const ModelConfig& c, const std::string& checkpoint,
                                      const std::vector<int64_t>& token_ids, int64_t position_offset = 0);
 
+// Adds model.weights_fingerprint (fingerprint.h) of the checkpoint in `checkpoint_dir`.
+void record_weights_fingerprint(nlohmann::ordered_json& manifest, const std::string& checkpoint_dir);
+
 class DumpWriter : public ActivationSink {
  public:
   // float_dtype: how floating tensors are stored (F64, F32, F16 or BF16).
@@ -109,5 +112,25 @@ class Dump {
   std::unordered_map<std::string, std::pair<size_t, const TensorInfo*>> where_;  // looked up, never iterated
   std::vector<std::string> names_;
 };
+
+// What identifies a checkpoint to the dumps made from it: the sha256 of its config.json and its
+// weights fingerprint (fingerprint.h; computed on first use, only when a manifest records one).
+class CheckpointIdentity {
+ public:
+  CheckpointIdentity(std::string dir, std::string config_sha256);
+  const std::string& dir() const { return dir_; }
+  const std::string& config_sha256() const { return config_sha256_; }
+  const std::string& fingerprint() const;
+
+ private:
+  std::string dir_, config_sha256_;
+  mutable std::string fingerprint_;
+};
+
+// Refuses (one line naming the manifest, the field and both values) a dump whose manifest records
+// a model.config_sha256 or model.weights_fingerprint other than the checkpoint's: judged against
+// other weights, an honest engine would fail from its first tensor on. A field the manifest does
+// not record is not checked (engines' dumps often lack both), unless require_config_sha256.
+void check_made_from(const Dump& d, const CheckpointIdentity& ck, bool require_config_sha256 = false);
 
 }  // namespace hyoracle

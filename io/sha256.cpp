@@ -1,8 +1,9 @@
 #include "io/sha256.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include "util/error.h"
 
@@ -20,44 +21,78 @@ constexpr uint32_t K[64] = {
 inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 }  // namespace
 
-std::string sha256_hex(const std::string& bytes) {
-  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  std::string m = bytes;
-  const uint64_t bits = uint64_t(bytes.size()) * 8;
-  m.push_back(char(0x80));
-  while (m.size() % 64 != 56) m.push_back(0);
-  for (int i = 7; i >= 0; --i) m.push_back(char((bits >> (8 * i)) & 0xff));
-  for (size_t off = 0; off < m.size(); off += 64) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; ++i)
-      w[i] = uint32_t(uint8_t(m[off + 4 * i])) << 24 | uint32_t(uint8_t(m[off + 4 * i + 1])) << 16 |
-             uint32_t(uint8_t(m[off + 4 * i + 2])) << 8 | uint32_t(uint8_t(m[off + 4 * i + 3]));
-    for (int i = 16; i < 64; ++i) {
-      const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-      const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
-    for (int i = 0; i < 64; ++i) {
-      const uint32_t t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
-      const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      hh = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
-    }
-    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
+Sha256::Sha256() : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
+
+// One 64-byte block into the state (FIPS 180-4 §6.2.2).
+void Sha256::block(const uint8_t* p) {
+  uint32_t w[64];
+  for (int i = 0; i < 16; ++i)
+    w[i] = uint32_t(p[4 * i]) << 24 | uint32_t(p[4 * i + 1]) << 16 | uint32_t(p[4 * i + 2]) << 8 | uint32_t(p[4 * i + 3]);
+  for (int i = 16; i < 64; ++i) {
+    const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+    const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
   }
+  uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], hh = h_[7];
+  for (int i = 0; i < 64; ++i) {
+    const uint32_t t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
+    const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+    hh = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+  }
+  h_[0] += a; h_[1] += b; h_[2] += c; h_[3] += d; h_[4] += e; h_[5] += f; h_[6] += g; h_[7] += hh;
+}
+
+void Sha256::update(const void* data, size_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  total_ += n;
+  while (n > 0) {
+    if (used_ == 0 && n >= 64) {
+      block(p);
+      p += 64;
+      n -= 64;
+      continue;
+    }
+    const size_t take = std::min(n, 64 - used_);
+    std::memcpy(buf_ + used_, p, take);
+    used_ += take;
+    p += take;
+    n -= take;
+    if (used_ == 64) {
+      block(buf_);
+      used_ = 0;
+    }
+  }
+}
+
+std::string Sha256::hex() {
+  const uint64_t bits = total_ * 8;
+  const uint8_t pad = 0x80, zero = 0;
+  update(&pad, 1);
+  while (used_ != 56) update(&zero, 1);
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = uint8_t(bits >> (8 * (7 - i)));
+  update(len, 8);
   static const char* hex = "0123456789abcdef";
   std::string out;
-  for (uint32_t v : h)
+  for (uint32_t v : h_)
     for (int i = 28; i >= 0; i -= 4) out.push_back(hex[(v >> i) & 0xf]);
   return out;
+}
+
+std::string sha256_hex(const std::string& bytes) {
+  Sha256 h;
+  h.update(bytes);
+  return h.hex();
 }
 
 std::string sha256_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path + ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return sha256_hex(ss.str());
+  Sha256 h;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) h.update(buf, size_t(in.gcount()));
+  if (in.bad()) fail(path + ": read error");
+  return h.hex();
 }
 
 }  // namespace hyoracle

@@ -115,6 +115,21 @@ void check_fresh_output_dir(const std::string& dir, const std::string& option, b
     fail(option + " " + dir + ": directory is not empty (pass --force to replace the dump there)");
 }
 
+std::string shown_tokens(const std::vector<int64_t>& ids, bool dumped) {
+  constexpr size_t kAll = 40, kHead = 24, kTail = 8;
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids.size() > kAll && i == kHead) {
+      s += " ... (" + std::to_string(ids.size() - kHead - kTail) + " more" +
+           (dumped ? ", all in generate.tokens of the dump)" : "; --dump writes all)");
+      i = ids.size() - kTail - 1;
+      continue;
+    }
+    s += (s.empty() ? "" : " ") + std::to_string(ids[i]);
+  }
+  return s;
+}
+
 std::string human_bytes(double bytes) {
   char b[32];
   if (bytes >= 1e9) std::snprintf(b, sizeof b, "%.2f GB", bytes / 1e9);

@@ -97,6 +97,10 @@ class ProgressSink : public ActivationSink {
 
 // "1.23 GB" style sizes for estimates and progress.
 std::string human_bytes(double bytes);
+
+// Generated token ids for the terminal: all of them up to 40, else the first 24 and the last 8
+// with the count left out between, and where the rest is ("in the dump" when one is written).
+std::string shown_tokens(const std::vector<int64_t>& ids, bool dumped);
 // "about 3 min" style durations for estimates.
 std::string human_seconds(double s);
 

@@ -159,6 +159,11 @@ int run_check(const CheckOptions& o) {
     throw;
   }
   write_check_reports(o, r, suite);
+  if (!quiet) {
+    std::cout << written_reports(o.shared);
+    if (!o.junit.empty()) std::cout << "  wrote JUnit report: " << o.junit << "\n";
+    std::cout << std::flush;
+  }
   const int code = compare::exit_code(r);
   if (!quiet) std::printf("hyoracle check: exit %d (%s)\n", code, code == 0 ? "pass" : code == 1 ? "fail" : "incomplete");
   // Unreadable input says why on stderr, as compare does (also under -q, which prints nothing else).

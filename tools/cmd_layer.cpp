@@ -25,6 +25,7 @@
 #include "compare/compare.h"
 #include "reference/decoder_layer.h"
 #include "io/dump.h"
+#include "io/fingerprint.h"
 #include "reference/model.h"
 #include "reference/names.h"
 #include "io/output.h"
@@ -221,6 +222,8 @@ int run_layer(const LayerOptions& o) {
   std::vector<int64_t> ids = input.token_ids();
   if (int64_t(ids.size()) >= b) ids = std::vector<int64_t>(ids.begin() + a, ids.begin() + b);
   nlohmann::ordered_json m = make_manifest(p, c, o.model, ids, offset + a);
+  // A partly downloaded checkpoint (what `layer` is for) has no fingerprint to record.
+  if (missing_shards(o.model).empty()) record_weights_fingerprint(m, o.model);
   m["layer"] = {{"index", L}, {"input", o.input}, {"rows", {a, b}}};
   writer.write(o.dump, m);
   std::printf("hyoracle layer %lld of %s (%s, %s)\n", (long long)L, o.model.c_str(), c.is_dense(L) ? "dense" : "MoE",

@@ -116,7 +116,9 @@ int run_model(const RunOptions& o) {
     p.dtype = std::is_same_v<S, double> ? "float64" : "float32";
     p.precision = precision_name(o.precision);
     p.mode = o.generate > 0 ? "generate" : "prefill";
-    writer.write(o.dump, make_manifest(p, c, o.model, o.tokens));
+    nlohmann::ordered_json manifest = make_manifest(p, c, o.model, o.tokens);
+    record_weights_fingerprint(manifest, o.model);
+    writer.write(o.dump, manifest);
   }
   if (o.verbosity.quiet) return 0;
   int64_t dense = 0;
@@ -140,9 +142,8 @@ int run_model(const RunOptions& o) {
     std::printf("  router    min top-k margin %.3g at %s%s\n", sink.min_margin, sink.min_margin_at.c_str(),
                 o.generate > 1 && !o.dump_steps ? " (prefill)" : "");
   if (o.generate > 0) {
-    std::printf("  generate  %lld tokens in %.1f ms:", (long long)o.generate, ms(t2, t3));
-    for (int64_t t : gen.tokens) std::printf(" %lld", (long long)t);
-    std::printf("\n");
+    std::printf("  generate  %lld tokens in %.1f ms: %s\n", (long long)o.generate, ms(t2, t3),
+                shown_tokens(gen.tokens, !o.dump.empty()).c_str());
   }
   if (!o.dump.empty()) std::printf("  dump      %s (%zu tensors)\n", o.dump.c_str(), writer.size());
   return 0;

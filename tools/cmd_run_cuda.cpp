@@ -79,8 +79,7 @@ int run_cuda(const RunOptions& o) {
   if (o.generate > 0) {
     std::printf("  generate  %lld tokens in %.1f ms (%s, logits copied back each step):", (long long)o.generate, ms(t2, t3),
                 graph ? "decode steps as one CUDA graph" : "decode steps recorded, launch by launch");
-    for (int64_t t : gen.tokens) std::printf(" %lld", (long long)t);
-    std::printf("\n");
+    std::printf(" %s\n", shown_tokens(gen.tokens, sink != nullptr).c_str());
   }
   if (sink) {
     DumpProducer p;
@@ -89,7 +88,9 @@ int run_cuda(const RunOptions& o) {
     p.dtype = dtype_long_name<T>();
     p.precision = cuda::dtype_label<T>();
     p.mode = o.generate > 0 ? "generate" : "prefill";
-    writer.write(o.dump, make_manifest(p, c, checkpoint, o.tokens));
+    nlohmann::ordered_json manifest = make_manifest(p, c, checkpoint, o.tokens);
+    if (o.random_weights < 0) record_weights_fingerprint(manifest, o.model);
+    writer.write(o.dump, manifest);
     std::printf("  dump      %s (%zu tensors)\n", o.dump.c_str(), writer.size());
   }
   return 0;

@@ -111,14 +111,7 @@ FixtureInfo open_fixture(const std::string& dir) {
   f.config_sha256 = sha256_hex(read_text_file(config, kConfigFileLimit, "config.json"));
   if (!is_dir(f.golden_dir)) fail(f.golden_dir + ": missing (the fixture's golden dump)");
   const Dump g(f.golden_dir);
-  const auto& m = g.manifest();
-  const std::string golden_sha = m.contains("model") && m["model"].is_object() && m["model"].contains("config_sha256") &&
-                                         m["model"]["config_sha256"].is_string()
-                                     ? m["model"]["config_sha256"].get<std::string>()
-                                     : "";
-  if (golden_sha != f.config_sha256)
-    fail(f.golden_dir + "/manifest.json: model.config_sha256 is not the sha256 of " + config +
-         " (the golden was made from another checkpoint)");
+  check_made_from(g, CheckpointIdentity(dir, f.config_sha256), /*require_config_sha256=*/true);
   if (g.token_ids() != f.prompt)
     fail(f.golden_dir + ": input tokens " + shown_ids(g.token_ids()) + " are not fixture.json's prompt " +
          shown_ids(f.prompt));
@@ -130,15 +123,7 @@ void check_engine_input(const FixtureInfo& f, const Dump& engine) {
   if (ids != f.prompt)
     fail(engine.dir() + ": the engine ran tokens " + shown_ids(ids) + ", not the fixture's golden prompt " +
          shown_ids(f.prompt));
-  const auto& m = engine.manifest();
-  if (m.contains("model") && m["model"].is_object() && m["model"].contains("config_sha256") &&
-      m["model"]["config_sha256"].is_string()) {
-    const std::string sha = m["model"]["config_sha256"].get<std::string>();
-    if (!sha.empty() && sha != f.config_sha256)
-      fail(engine.dir() + "/manifest.json: model.config_sha256 " + sha.substr(0, 12) +
-           "... is not that of the fixture's config.json (" + f.config_sha256.substr(0, 12) +
-           "...): the engine ran another checkpoint");
-  }
+  check_made_from(engine, CheckpointIdentity(f.dir, f.config_sha256));
 }
 
 std::string expand_engine_cmd(const std::string& tmpl, const FixtureInfo& f, const std::string& dump_dir) {

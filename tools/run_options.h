@@ -26,6 +26,7 @@ struct RunOptions {
   Precision precision = Precision::exact;
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   std::string dump;
+  bool force = false;  // replace a non-empty --dump directory
   bool dump_steps = false;
   bool lazy_experts = false;
   bool verbose = false;
@@ -81,6 +82,7 @@ inline void add_run_options(CLI::App& cmd, RunOptions& o) {
   cmd.add_option("--precision", o.precision_text, "exact | hf | fp32")->check(CLI::IsMember({"exact", "hf", "fp32"}));
   cmd.add_option("--threads", o.threads, "Worker threads (results are identical for any count)")->check(CLI::Range(1, 1024));
   cmd.add_option("--dump", o.dump, "Write a dump (docs/DUMP_FORMAT.md) to this directory");
+  cmd.add_flag("--force", o.force, "Replace a non-empty --dump directory (refused otherwise)");
   cmd.add_flag("--dump-steps", o.dump_steps, "Also record every decode step as steps.S.*");
   cmd.add_flag("--lazy-experts", o.lazy_experts, "Expand experts on use (bounded memory) instead of at load");
   cmd.add_flag("-v,--verbose", o.verbose, "Say what is loaded and ignored");
@@ -95,6 +97,7 @@ inline void add_run_options(CLI::App& cmd, RunOptions& o) {
 inline void finish_run_options(RunOptions& o) {
   // The dump must not replace an input (the checkpoint, the dump the tokens come from).
   check_output_path(o.dump, "--dump", {o.model, o.tokens_from});
+  check_fresh_output_dir(o.dump, "--dump", o.force);
   o.precision = parse_precision(o.precision_text);
   if (!o.tokens_text.empty() && !o.tokens_from.empty()) fail("give either --tokens or --tokens-from, not both");
   if (!o.tokens_text.empty()) o.tokens = parse_token_list(o.tokens_text);

@@ -11,6 +11,9 @@
 #include "tests/compare/compare_helpers.h"
 #include "reference/decoder_layer.h"
 #include "io/dtype.h"
+#include "io/dump.h"
+#include "io/fingerprint.h"
+#include "io/safetensors.h"
 #include "reference/mlp.h"
 #include "reference/moe.h"
 #include "reference/names.h"
@@ -346,6 +349,44 @@ TEST(CompareModel, ACheckpointOtherThanTheDumpsIsRefused) {
   EXPECT_NE(r.error.find("manifest.json: model.config_sha256"), std::string::npos) << r.error;
   EXPECT_NE(r.error.find(other + "/config.json"), std::string::npos) << r.error;
   EXPECT_EQ(compare_dirs(f.exact, f.exact, with_model()).verdict, Verdict::pass);
+}
+
+// --model with a checkpoint of the same config.json but other weights (another seed): the
+// config hash agrees, the weights fingerprint the manifest records does not, so the comparison is
+// refused with exit 2 naming the field and the checkpoint; with the right checkpoint it passes.
+TEST(CompareModel, ACheckpointWithOtherWeightsOfTheSameShapesIsRefused) {
+  const Fixture& f = model();
+  const std::string root = temp_dir("other-weights");
+  CheckpointSpec s;
+  s.seed = 34;
+  s.hidden_size = 48;
+  s.num_attention_heads = 3;
+  s.num_key_value_heads = 1;
+  s.head_dim = 16;
+  s.num_experts = 7;
+  s.num_experts_per_tok = 2;
+  write_random_checkpoint(s, root + "/other");
+  std::filesystem::copy_file(f.ckpt + "/config.json", root + "/other/config.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  // The exact dump, with the fingerprint `hyoracle run --dump` records.
+  const std::string dump = root + "/exact";
+  std::filesystem::create_directories(dump);
+  for (const auto& e : std::filesystem::directory_iterator(f.exact))
+    std::filesystem::copy(e.path(), dump + "/" + e.path().filename().string());
+  nlohmann::ordered_json m = nlohmann::ordered_json::parse(read_text_file(dump + "/manifest.json", 1 << 20, "manifest"));
+  record_weights_fingerprint(m, f.ckpt);
+  std::ofstream(dump + "/manifest.json", std::ios::trunc) << m.dump(2) << "\n";
+  EXPECT_NE(weights_fingerprint(f.ckpt), weights_fingerprint(root + "/other"));
+
+  CompareOptions o;
+  o.model_dir = root + "/other";
+  Report r = compare_dirs(dump, dump, o);
+  EXPECT_EQ(exit_code(r), 2);
+  EXPECT_NE(r.error.find(dump + "/manifest.json: model.weights_fingerprint sampled-sha256:"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("is not that of " + root + "/other"), std::string::npos) << r.error;
+  o.model_dir = f.ckpt;
+  r = compare_dirs(dump, dump, o);
+  EXPECT_EQ(r.verdict, Verdict::pass) << r.error;
 }
 
 // --layers: a range past the model is refused; inside it, the layers outside are skipped, the

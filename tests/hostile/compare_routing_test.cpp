@@ -10,6 +10,7 @@
 #include <map>
 
 #include "io/dump.h"
+#include "tests/common/dump_edit.h"
 #include "tests/hostile/hostile_util.h"
 
 namespace hyoracle::hostile {
@@ -17,41 +18,10 @@ namespace {
 
 constexpr double kTimeLimitSeconds = 60;
 
-// One tensor of a dump as rewritable data: floats as doubles, ids as int64.
-struct Entry {
-  bool ints = false;
-  std::vector<int64_t> shape;
-  std::vector<double> f;
-  std::vector<int64_t> i;
-};
-
-// Copies the dump at src to dst (same manifest, same tensor order, floats stored as F64 like the
-// exact reference writes them), after `edit` changed the tensors it names.
-void rewrite_dump(const std::string& src, const std::string& dst,
-                  const std::function<void(std::map<std::string, Entry>&)>& edit) {
-  const Dump d(src);
-  std::map<std::string, Entry> all;
-  for (const std::string& n : d.names()) {
-    Entry e;
-    e.shape = d.info(n).shape;
-    e.ints = !dtype_is_float(d.info(n).dtype);
-    if (e.ints) e.i = d.read_ints(n);
-    else e.f = d.read(n).data;
-    all[n] = std::move(e);
-  }
-  edit(all);
-  DumpWriter w;
-  for (const std::string& n : d.names()) {
-    const auto it = all.find(n);
-    if (it == all.end()) continue;  // removed by the edit
-    const Entry& e = it->second;
-    if (e.ints) w.put_ints(n, e.shape, e.i);
-    else w.put(n, Tensor<double>(e.shape, e.f));
-  }
-  nlohmann::ordered_json m = nlohmann::ordered_json::parse(d.manifest().dump());
-  m.erase("files");
-  m.erase("file_checks");
-  w.write(dst, m);
+// Copies the dump at src to dst (floats stored as F64 like the exact reference writes them),
+// after `edit` changed the tensors it names.
+void rewrite_dump(const std::string& src, const std::string& dst, const std::function<void(test::DumpEntries&)>& edit) {
+  test::rewrite_dump_entries(src, dst, DType::F64, edit);
 }
 
 // The tiny checkpoint in dir/ck and its exact dump of 5 tokens in dir/base.
@@ -78,7 +48,7 @@ void expect_refused(const std::vector<std::string>& args, const std::string& fil
 struct RoutingCase {
   const char* what;
   bool edit_baseline;  // else the target
-  std::function<void(std::map<std::string, Entry>&)> edit;
+  std::function<void(test::DumpEntries&)> edit;
   const char* tensor;  // the tensor the message must name
 };
 
@@ -93,7 +63,7 @@ TEST(CatalogueRouting, MalformedRoutingTensorsAreRefusedNamingFileAndTensor) {
       {"target expert twice in a row", false, [&](auto& a) { a[ids].i[1] = a[ids].i[0]; }, "layers.1.moe.topk_ids"},
       {"baseline ids with more rows than the scores", true,
        [&](auto& a) {
-         Entry& e = a[ids];
+         test::DumpEntry& e = a[ids];
          const int64_t k = e.shape[1];
          e.i.insert(e.i.end(), e.i.begin(), e.i.begin() + k);
          e.shape[0] += 1;
@@ -107,7 +77,7 @@ TEST(CatalogueRouting, MalformedRoutingTensorsAreRefusedNamingFileAndTensor) {
        "layers.1.moe.topk_ids"},
       {"target weights smaller than the ids", false,
        [&](auto& a) {
-         Entry& e = a["layers.1.moe.topk_weights"];
+         test::DumpEntry& e = a["layers.1.moe.topk_weights"];
          e.shape[1] -= 1;
          e.f.resize(size_t(e.shape[0] * e.shape[1]));
        },
@@ -142,7 +112,7 @@ TEST(CatalogueRouting, ReplayInputOfZeroWidthIsRefused) {
   TempDir dir;
   make_pair_base(dir);
   rewrite_dump(dir / "base", dir / "bad", [](auto& a) {
-    Entry& e = a["layers.0.attn.k_rope"];
+    test::DumpEntry& e = a["layers.0.attn.k_rope"];
     e.shape = {e.shape[0], 0};
     e.f.clear();
   });

@@ -28,13 +28,30 @@ void expect_refused(const Outcome& o, const std::vector<std::string>& needles) {
   for (const auto& n : needles) EXPECT_NE(o.err.find(n), std::string::npos) << "no \"" << n << "\" in: " << o.err;
 }
 
+// `run --dump` with --force: these tests are about what replacing a dump may and may not do.
 std::vector<std::string> run_args(const std::string& ck, const std::string& dump, const std::string& tokens = "1,2") {
-  return {"run", "--model", ck, "--tokens", tokens, "--dump", dump};
+  return {"run", "--model", ck, "--tokens", tokens, "--dump", dump, "--force"};
 }
 
 bool is_link(const std::string& p) {
   struct stat st {};
   return ::lstat(p.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
+}
+
+// Without --force, `run --dump` refuses a directory that is not empty (an old dump included)
+// and leaves it as it was; an empty or absent one is written.
+TEST(Output, NonEmptyDumpDirectoryNeedsForce) {
+  TempDir dir;
+  write_good_checkpoint(dir / "ck");
+  const std::vector<std::string> plain = {"run", "--model", dir / "ck", "--tokens", "1,2", "--dump", dir / "d"};
+  ASSERT_EQ(run_hyoracle(plain, kTimeLimitSeconds).status, 0);
+  const std::string before = read_file(dir / "d/manifest.json");
+  expect_refused(run_hyoracle({"run", "--model", dir / "ck", "--tokens", "3,4", "--dump", dir / "d"}, kTimeLimitSeconds),
+                 {"--dump", dir / "d", "not empty", "--force"});
+  EXPECT_EQ(read_file(dir / "d/manifest.json"), before);
+  std::filesystem::create_directory(dir / "empty");
+  EXPECT_EQ(run_hyoracle({"run", "--model", dir / "ck", "--tokens", "1", "--dump", dir / "empty"}, kTimeLimitSeconds).status, 0);
+  EXPECT_EQ(Dump(dir / "empty").token_ids(), (std::vector<int64_t>{1}));
 }
 
 // A link planted inside an old dump is replaced with the dump, never written through.
