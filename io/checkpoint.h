@@ -5,13 +5,20 @@
 // decoded only when loaded. Tensors of layers >= num_hidden_layers (the Hy3 MTP layer) are
 // never loaded and are listed in ignored(). Every load checks the shape against the config and
 // the dtype against what the checkpoint must hold.
+//
+// FP8 checkpoints (config.json quantization_config, io/quant.h): an F8_E4M3 linear weight is
+// found together with its scale (and, under activation_scheme "static", its input_scale), both
+// checked when the weight is referenced, and decode() expands it exactly (q · s in double). The
+// scale tensors are not weights: names() does not list them, scale_names() does.
 #pragma once
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/config.h"
+#include "io/quant.h"
 #include "io/safetensors.h"
 #include "util/tensor.h"
 
@@ -21,6 +28,10 @@ namespace hyoracle {
 struct WeightRef {
   const SafetensorsFile* file = nullptr;
   const TensorInfo* info = nullptr;
+  // FP8 weights only: the checked F32 scale, and the block it covers (0 x 0: the whole tensor).
+  const SafetensorsFile* scale_file = nullptr;
+  const TensorInfo* scale = nullptr;
+  int64_t block_rows = 0, block_cols = 0;
 };
 
 class Checkpoint {
@@ -31,29 +42,45 @@ class Checkpoint {
   const ModelConfig& config() const { return config_; }
   const std::string& dir() const { return dir_; }
   bool has(const std::string& name) const { return location_.count(name) != 0; }
-  // All tensor names in the checkpoint.
+  // All weight names in the checkpoint (FP8 scale tensors excluded).
   std::vector<std::string> names() const;
+  // The FP8 scale tensors (weight_scale, weight_scale_inv, input_scale) of layers < num_hidden_layers.
+  std::vector<std::string> scale_names() const;
   // Names of layers >= num_hidden_layers (MTP); not used by the forward pass.
   const std::vector<std::string>& ignored() const { return ignored_; }
 
   // Finds `name` and checks its shape; floating dtypes only. `f32_only` demands F32 or F64
-  // (expert_bias must never have been rounded to bf16).
+  // (expert_bias must never have been rounded to bf16). An F8_E4M3 weight comes with its scale,
+  // checked here (io/quant.h); an FP8 weight without a valid scale is an Error.
   WeightRef ref(const std::string& name, const std::vector<int64_t>& shape, bool f32_only = false) const;
   // ref() + decode.
   template <class S>
   Tensor<S> load(const std::string& name, const std::vector<int64_t>& shape, bool f32_only = false) const {
     return decode<S>(ref(name, shape, f32_only));
   }
+  // Decodes a referenced weight into S; an FP8 weight is dequantized (exact into double).
   template <class S>
-  static Tensor<S> decode(const WeightRef& r) { return decode_tensor<S>(*r.file, *r.info); }
+  static Tensor<S> decode(const WeightRef& r) {
+    if (r.scale) return dequantize_fp8<S>(*r.file, *r.info, *r.scale_file, *r.scale, r.block_rows, r.block_cols);
+    return decode_tensor<S>(*r.file, *r.info);
+  }
 
  private:
   const SafetensorsFile& shard(const std::string& file) const;
+  // The stored tensor `name` listed in `where` (location_ or scales_): its shard, opened on first
+  // use, and header entry. Error naming the listing or shard when it is not there.
+  std::pair<const SafetensorsFile*, const TensorInfo*> stored(const std::string& name,
+                                                              const std::map<std::string, std::string>& where) const;
+  // The FP8 checks of ref() for an F8 weight `t` in `f`; returns the reference with its scale.
+  WeightRef fp8_ref(const std::string& name, const SafetensorsFile& f, const TensorInfo& t) const;
+  // The checks of a scale name when the checkpoint is opened (layout, owning weight present).
+  void check_scale_name(const std::string& name, const std::map<std::string, std::string>& all) const;
 
   std::string dir_;
   std::string listing_;  // the file that lists the tensors: the index, or model.safetensors
   ModelConfig config_;
   std::map<std::string, std::string> location_;  // tensor name -> shard file name
+  std::map<std::string, std::string> scales_;    // FP8 scale tensor name -> shard file name
   std::vector<std::string> ignored_;
   mutable std::map<std::string, std::unique_ptr<SafetensorsFile>> shards_;
 };

@@ -117,10 +117,12 @@ ModelConfig parse_config(const json& j, const std::string& src) {
   // Bounds every position and so the prompt plus the generated tokens (`hyoracle run`).
   if (r.has("max_position_embeddings")) c.max_position_embeddings = r.integer("max_position_embeddings", 1, int64_t(1) << 24);
 
-  // Quantized checkpoints (FP8 weight_scale_inv, GPTQ, AWQ, compressed-tensors) need
-  // dequantization, which the loader does not implement: refused rather than read as plain weights.
-  for (const char* q : {"quantization_config", "compression_config"})
-    if (r.has(q)) r.bad(q, "is set; hyoracle implements no dequantization and reads unquantized checkpoints only");
+  // FP8 checkpoints (per-tensor weight_scale, block-wise weight_scale_inv) are dequantized exactly
+  // by the loader (io/quant.h); any other quantization is refused by parse_quantization_config.
+  // compression_config (compressed-tensors' older key) is refused outright.
+  if (r.has("quantization_config")) c.quant = parse_quantization_config(j["quantization_config"], src);
+  if (r.has("compression_config"))
+    r.bad("compression_config", "is set; hyoracle reads unquantized and \"fp8\" quantization_config checkpoints only");
 
   c.rms_norm_eps = r.positive("rms_norm_eps");
   c.router_scaling_factor = r.positive("router_scaling_factor");

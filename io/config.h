@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/quant.h"
+
 namespace hyoracle {
 
 struct ModelConfig {
@@ -36,6 +38,7 @@ struct ModelConfig {
   bool enable_moe_fp32_combine = false;  // recorded; affects only bf16 rounding emulation
   bool enable_lm_head_fp32 = false;      // recorded; affects only bf16 rounding emulation
   std::vector<bool> dense_layer;      // per layer: dense SwiGLU (true) or MoE (false)
+  QuantConfig quant;                  // quantization_config (io/quant.h); kind None when absent
 
   int64_t gqa_group() const { return num_attention_heads / num_key_value_heads; }
   int64_t q_width() const { return num_attention_heads * head_dim; }    // A

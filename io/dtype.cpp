@@ -99,6 +99,21 @@ uint16_t float_to_f16(float f) {
   return sign | uint16_t((r >> 13) - (112u << 10));
 }
 
+uint8_t double_to_f8e4m3(double x) {
+  if (std::isnan(x)) return 0x7f;
+  const uint8_t sign = std::signbit(x) ? 0x80 : 0;
+  const double a = std::fabs(x);
+  if (a >= 448) return sign | 0x7e;                     // saturate: E4M3FN has no infinity
+  if (a < 0x1p-6) return sign | uint8_t(std::nearbyint(a * 0x1p9));  // subnormal grid 2^-9 (8 -> 2^-6, 0x08)
+  int k;
+  std::frexp(a, &k);                                    // a = f * 2^k, 0.5 <= f < 1: a in [2^(k-1), 2^k)
+  const int e = k - 1;
+  int n = int(std::nearbyint(std::ldexp(a, 3 - e)));   // significand in units of 2^(e-3): 8..16
+  int biased = e + 7;
+  if (n == 16) n = 8, ++biased;
+  return sign | uint8_t((biased << 3) | (n - 8));
+}
+
 double round_to_bf16(double x) {
   // Round double -> bf16 directly (not via float) to avoid double rounding.
   if (std::isnan(x) || std::isinf(x) || x == 0) return double(bf16_to_float(float_to_bf16(float(x))));

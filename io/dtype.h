@@ -25,6 +25,7 @@ float f8e4m3_to_float(uint8_t b);  // OCP E4M3FN: no Inf, 0x7f/0xff are NaN
 float f8e5m2_to_float(uint8_t b);
 uint16_t float_to_bf16(float f);   // round to nearest even
 uint16_t float_to_f16(float f);    // round to nearest even
+uint8_t double_to_f8e4m3(double x);  // E4M3FN, round to nearest even, saturating at ±448; NaN -> 0x7f
 double round_to_bf16(double x);    // x rounded to the nearest bf16 value, as a double
 
 // Reads element i of a little-endian buffer of type t as double (floats and integers).

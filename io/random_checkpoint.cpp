@@ -1,5 +1,6 @@
 #include "io/random_checkpoint.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -9,6 +10,7 @@
 #include "io/dtype.h"
 #include "util/error.h"
 #include "io/safetensors.h"
+#include "io/quant.h"
 
 namespace hyoracle {
 
@@ -59,6 +61,17 @@ nlohmann::ordered_json checkpoint_config_json(const CheckpointSpec& s) {
   j["tie_word_embeddings"] = false;
   j["num_nextn_predict_layers"] = s.mtp_layers;
   j["use_cache"] = true;
+  // The quantization_config of the real checkpoints, key for key: AngelSlim's per-tensor writer
+  // (tools/fp8_quant_with_vllm_activation.py) and DeepSeek-V3's block-wise config.
+  if (s.quant == QuantKind::Fp8PerTensor)
+    j["quantization_config"] = {{"activation_scheme", "static"},
+                                {"ignored_layers", {"lm_head", "model.embed_tokens"}},
+                                {"quant_method", "fp8"}};
+  else if (s.quant == QuantKind::Fp8Block)
+    j["quantization_config"] = {{"activation_scheme", "dynamic"},
+                                {"fmt", "e4m3"},
+                                {"quant_method", "fp8"},
+                                {"weight_block_size", {s.fp8_block_rows, s.fp8_block_cols}}};
   return j;
 }
 
@@ -83,6 +96,40 @@ RawTensor random_f32(Rng& rng, const std::string& name, std::vector<int64_t> sha
   return {name, DType::F32, std::move(shape), encode_values(v.data(), n, DType::F32)};
 }
 
+// One scale per block of `w` [O, I] (the whole tensor when b0 = O and b1 = I): fp32(amax / 448),
+// or 1 for an all-zero block (a scale must be positive). Returned row-major over the block grid.
+std::vector<double> fp8_scales(const std::vector<double>& w, int64_t O, int64_t I, int64_t b0, int64_t b1) {
+  const int64_t gr = (O + b0 - 1) / b0, gc = (I + b1 - 1) / b1;
+  std::vector<double> amax(static_cast<size_t>(gr * gc), 0.0);
+  for (int64_t r = 0; r < O; ++r)
+    for (int64_t c = 0; c < I; ++c) {
+      double& m = amax[size_t((r / b0) * gc + c / b1)];
+      m = std::max(m, std::fabs(w[size_t(r * I + c)]));
+    }
+  for (double& m : amax) m = m > 0 ? double(float(m / 448.0)) : 1.0;
+  return amax;
+}
+
+// The FP8 form of a BF16 linear weight `t` [O, I]: the E4M3 weight and its F32 scale tensor
+// (`<name>_scale` [1] per tensor, `<name>_scale_inv` [⌈O/b0⌉, ⌈I/b1⌉] per block).
+std::pair<RawTensor, RawTensor> quantize_fp8(const RawTensor& t, const CheckpointSpec& s) {
+  const int64_t O = t.shape.at(0), I = t.shape.at(1);
+  std::vector<double> w(static_cast<size_t>(O * I));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = element_as_double(t.bytes.data(), DType::BF16, int64_t(i));
+  const bool block = s.quant == QuantKind::Fp8Block;
+  const int64_t b0 = block ? s.fp8_block_rows : O, b1 = block ? s.fp8_block_cols : I;
+  const std::vector<double> sc = fp8_scales(w, O, I, b0, b1);
+  const int64_t gc = (I + b1 - 1) / b1;
+  RawTensor q{t.name, DType::F8_E4M3, t.shape, std::vector<uint8_t>(w.size())};
+  for (int64_t r = 0; r < O; ++r)
+    for (int64_t c = 0; c < I; ++c)
+      q.bytes[size_t(r * I + c)] = quantize_e4m3(w[size_t(r * I + c)], sc[size_t((r / b0) * gc + c / b1)]);
+  std::vector<int64_t> scale_shape = block ? std::vector<int64_t>{(O + b0 - 1) / b0, gc} : std::vector<int64_t>{1};
+  RawTensor scale{t.name + (block ? kWeightScaleInvSuffix : kWeightScaleSuffix), DType::F32, std::move(scale_shape),
+                  encode_values(sc.data(), int64_t(sc.size()), DType::F32)};
+  return {std::move(q), std::move(scale)};
+}
+
 }  // namespace
 
 void write_random_checkpoint(const CheckpointSpec& s, const std::string& dir) {
@@ -98,7 +145,16 @@ void write_random_checkpoint(const CheckpointSpec& s, const std::string& dir) {
     all.push_back({std::move(t), shard});
   };
   auto linear = [&](const std::string& name, int64_t out, int64_t in, int64_t layer) {
-    add(random_bf16(rng, name, {out, in}, 0.0, s.linear_gain / std::sqrt(double(in))), layer);
+    RawTensor t = random_bf16(rng, name, {out, in}, 0.0, s.linear_gain / std::sqrt(double(in)));
+    const bool eh = name.size() >= 14 && name.compare(name.size() - 14, 14, "eh_proj.weight") == 0;
+    if (s.quant == QuantKind::None || !may_be_fp8(name) || eh) return add(std::move(t), layer);
+    auto [q, scale] = quantize_fp8(t, s);
+    add(std::move(q), layer);
+    add(std::move(scale), layer);
+    if (s.quant == QuantKind::Fp8PerTensor) {
+      const double in_scale = double(float(s.fp8_input_scale));
+      add({input_scale_of(name), DType::F32, {1}, encode_values(&in_scale, 1, DType::F32)}, layer);
+    }
   };
   auto norm = [&](const std::string& name, int64_t n, int64_t layer) { add(random_bf16(rng, name, {n}, 1.0, 0.1), layer); };
 

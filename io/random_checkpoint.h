@@ -7,11 +7,20 @@
 // Scales keep activations O(1) through many layers: embeddings N(0,1), linear weights
 // N(0, gain²/fan_in), norm weights 1 + 0.1·N(0,1), router N(0, router_gain²/H), bias 0.05·N(0,1)
 // kept in F32 (values that bf16 cannot hold, so a loader that rounds the bias is caught).
+//
+// With `quant` set the linear weights (q/k/v/o and every gate/up/down `*_proj.weight`, not the
+// MTP eh_proj, embeddings, router or lm_head) are written as FP8 E4M3 quantized from those same
+// BF16 values (the generator draws the same numbers, so the BF16 checkpoint of the seed holds the
+// unquantized weights): scale s = fp32(amax / 448) per tensor or per weight_block_size block,
+// q = E4M3(w / s) rounded to nearest even and saturated at ±448, and config.json gets the
+// quantization_config the real checkpoints carry (docs/fp8.md).
 #pragma once
 #include <cstdint>
 #include <string>
 
 #include <nlohmann/json.hpp>
+
+#include "io/quant.h"
 
 namespace hyoracle {
 
@@ -37,6 +46,14 @@ struct CheckpointSpec {
   double linear_gain = 1.0;
   double router_gain = 3.0;
   double bias_scale = 0.05;
+  // FP8 linear weights: None (BF16), Fp8PerTensor (`weight_scale` [1] and, the scheme being
+  // static, `input_scale` [1] = fp8_input_scale, as Tencent's Hy3-FP8) or Fp8Block
+  // (`weight_scale_inv` [⌈O/b0⌉, ⌈I/b1⌉], activation_scheme dynamic, as DeepSeek-V3).
+  QuantKind quant = QuantKind::None;
+  int64_t fp8_block_rows = 128, fp8_block_cols = 128;
+  // A stand-in static activation scale (no calibration is run): 8 / 448, the scale of inputs
+  // whose largest magnitude is 8.
+  double fp8_input_scale = 8.0 / 448.0;
 };
 
 // The config.json content for `s` (model_type hy_v3, every semantic field explicit).

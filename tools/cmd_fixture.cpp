@@ -59,6 +59,8 @@ struct FixtureOptions {
   int max_tries = 32;
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   bool golden_steps = false;
+  std::string fp8;        // "" (BF16), "per-tensor" or "block"
+  std::string fp8_block;  // "R,C" block size of --fp8 block (default 128,128)
   bool force = false;
   bool dry_run = false;
   Verbosity verbosity;  // -q, --progress
@@ -95,6 +97,23 @@ fixture::Request make_request(const FixtureOptions& o, const CLI::App& cmd) {
   if (cmd.get_option("--bias-scale")->count()) q.spec.bias_scale = o.bias_scale;
   q.spec.seed = o.seed;
   q.spec.shards = o.shards;
+  if (o.fp8 == "per-tensor") q.spec.quant = QuantKind::Fp8PerTensor;
+  else if (o.fp8 == "block") q.spec.quant = QuantKind::Fp8Block;
+  else if (!o.fp8.empty()) fail("--fp8: \"" + o.fp8 + "\" is not a layout (per-tensor or block)");
+  if (!o.fp8_block.empty()) {
+    if (q.spec.quant != QuantKind::Fp8Block) fail("--fp8-block: only with --fp8 block");
+    // Two decimal integers separated by one comma, each 1..2^24 (validate_spec bounds them).
+    const size_t comma = o.fp8_block.find(',');
+    auto dim = [&](const std::string& t) {
+      if (t.empty() || t.size() > 9 || t.find_first_not_of("0123456789") != std::string::npos)
+        fail("--fp8-block: expected ROWS,COLS (two positive integers), got " + printable_quoted(o.fp8_block));
+      return int64_t(std::stoll(t));
+    };
+    if (comma == std::string::npos)
+      fail("--fp8-block: expected ROWS,COLS (two positive integers), got " + printable_quoted(o.fp8_block));
+    q.spec.fp8_block_rows = dim(o.fp8_block.substr(0, comma));
+    q.spec.fp8_block_cols = dim(o.fp8_block.substr(comma + 1));
+  }
   q.prompt = o.prompt_text.empty() ? p.prompt : parse_token_list(o.prompt_text);
   q.generate = cmd.get_option("--generate")->count() ? o.generate : p.generate;
   q.min_margin = o.min_margin;
@@ -200,6 +219,11 @@ void register_fixture(CLI::App& app, int& status) {
   cmd->add_option("--threads", o->threads, "Reference threads (results are identical for any count)")
       ->check(CLI::Range(1, 1024));
   cmd->add_flag("--golden-steps", o->golden_steps, "Also store every decode step (steps.S.*) in the golden dump");
+  cmd->add_option("--fp8", o->fp8,
+                  "Write the linear weights as FP8 E4M3: per-tensor (weight_scale + static input_scale, as "
+                  "Hy3-FP8) or block (weight_scale_inv per block, as DeepSeek-V3); docs/fp8.md")
+      ->check(CLI::IsMember({"per-tensor", "block"}));
+  cmd->add_option("--fp8-block", o->fp8_block, "Block size ROWS,COLS of --fp8 block (default 128,128)");
   cmd->add_flag("--force", o->force, "Replace a fixture already in --out");
   cmd->add_flag("--dry-run", o->dry_run, "Print the config.json, sizes and an estimate of time, memory and disk; "
                                          "write nothing");

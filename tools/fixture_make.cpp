@@ -70,6 +70,21 @@ nlohmann::ordered_json sizes_json(const CheckpointSpec& s) {
           {"bias_scale", s.bias_scale}};
 }
 
+// The FP8 layout of the linear weights, recorded only for FP8 fixtures (a BF16 fixture's
+// fixture.json is unchanged by its existence).
+nlohmann::ordered_json quantization_json(const CheckpointSpec& s) {
+  nlohmann::ordered_json j;
+  j["layout"] = s.quant == QuantKind::Fp8Block ? "fp8-block" : "fp8-per-tensor";
+  j["quantization_config"] = checkpoint_config_json(s)["quantization_config"];
+  j["weights"] =
+      "every *_proj.weight of layers < num_hidden_layers quantized from the BF16 weights of the same seed: "
+      "s = fp32(amax / 448) per " + std::string(s.quant == QuantKind::Fp8Block ? "weight_block_size block" : "tensor") +
+      ", q = E4M3FN(w / s) rounded to nearest even, saturated at 448";
+  if (s.quant == QuantKind::Fp8PerTensor)
+    j["input_scale"] = "a stand-in, not calibrated: fp32(" + std::to_string(s.fp8_input_scale) + ") for every module";
+  return j;
+}
+
 nlohmann::ordered_json fixture_manifest(const Request& q, const Result& r, const std::string& out) {
   const CheckpointSpec& s = q.spec;
   const SizeBreakdown b = size_breakdown(s);
@@ -95,6 +110,7 @@ nlohmann::ordered_json fixture_manifest(const Request& q, const Result& r, const
        "(k-th minus (k+1)-th corrected score, every MoE layer, prompt token and decode step) and the smallest top-1 "
        "logit margin (every prompt row and generated step) are both >= min_margin"}};
   j["sizes"] = sizes_json(s);
+  if (s.quant != QuantKind::None) j["quantization"] = quantization_json(s);
   j["parameters"] = b.total_params;
   j["requested_seed"] = q.spec.seed;
   j["seed"] = r.seed;

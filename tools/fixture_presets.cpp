@@ -86,6 +86,10 @@ void validate_spec(const CheckpointSpec& s) {
   require(std::isfinite(s.linear_gain) && s.linear_gain >= 0, "linear-gain", "must be a finite number >= 0");
   require(std::isfinite(s.router_gain) && s.router_gain >= 0, "router-gain", "must be a finite number >= 0");
   require(std::isfinite(s.bias_scale) && s.bias_scale >= 0, "bias-scale", "must be a finite number >= 0");
+  if (s.quant == QuantKind::Fp8Block)
+    require(s.fp8_block_rows >= 1 && s.fp8_block_cols >= 1 && s.fp8_block_rows <= kMaxFixtureDim &&
+                s.fp8_block_cols <= kMaxFixtureDim,
+            "fp8-block", "must be two positive block sizes (rows,cols)");
   // Each size at most 2^24 keeps products of sizes away from int64 overflow (the total is bounded
   // by validate_fixture_size before a fixture is written).
   for (const auto& [v, flag] : {std::pair{s.vocab_size, "vocab"}, {s.hidden_size, "hidden"}, {s.intermediate_size, "intermediate"},
