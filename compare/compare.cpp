@@ -81,11 +81,10 @@ void reject_nan(const Dump& d, const std::string& name, const Tensor<double>& x)
 // router's tensors, which HF computes in fp32 whatever the model dtype (docs/model.md §4.6).
 double effective_u(const Dump& d, const std::string& name) {
   const double stored = unit_roundoff(dtype_name(d.info(name).dtype)).value_or(0x1p-53);
-  const std::string base = strip_step(name);
-  const bool router = base.find("moe.router_logits") != std::string::npos ||
-                      base.find("moe.scores") != std::string::npos ||
-                      base.find("moe.topk_weights") != std::string::npos;
-  if (router) return stored;
+  // Tensors every implementation computes in fp32 or wider (the router; the table's wide column)
+  // carry the rounding of the dtype they are stored in, not that of the run.
+  const dataflow::Step* s = dataflow::step_of_name(name);
+  if (s && s->wide) return stored;
   const auto run = unit_roundoff(d.producer("dtype"));
   return std::max(stored, run.value_or(stored));
 }

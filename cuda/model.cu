@@ -247,7 +247,7 @@ DeviceTensor<float> forward(const ModelWeights<T>& m, const std::vector<int64_t>
   std::vector<int64_t> pos(ids.size());
   for (size_t t = 0; t < ids.size(); ++t) pos[t] = cache.length() + int64_t(t);
   const DeviceTensor<int64_t> positions = upload_ints(pos);
-  rec.ints(names::kInputIds, {T_}, ids);
+  rec.ints(names::kInputIds, {T_}, ids, dataflow::int_dtype_of(names::kInputIds));
   DeviceTensor<T> x({T_, H});
   embedding(m.embed, ids, x);
   record(rec, names::kEmbed, x);

@@ -3,6 +3,7 @@
 #pragma once
 #include "cuda/device.h"
 #include "io/sink.h"
+#include "reference/dataflow.h"
 
 namespace hyoracle::cuda {
 
@@ -13,7 +14,7 @@ void record(const Recorder& rec, const std::string& name, const DeviceTensor<T>&
 }
 inline void record_ints(const Recorder& rec, const std::string& name, const DeviceTensor<int32_t>& t) {
   if (!rec.active()) return;
-  rec.ints(name, t.shape, download_ints(t));
+  rec.ints(name, t.shape, download_ints(t), dataflow::int_dtype_of(name));
 }
 
 }  // namespace hyoracle::cuda

@@ -86,10 +86,11 @@ void DumpWriter::put(const std::string& name, const Tensor<float>& t) {
   const DType d = float_dtype_ == DType::F64 ? DType::F32 : float_dtype_;  // never widen silently
   add({name, d, t.shape, encode_values(t.data.data(), t.numel(), d)});
 }
-void DumpWriter::put_ints(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& v) {
-  const bool wide = name.find("topk_ids") == std::string::npos;
-  const DType d = wide ? DType::I64 : DType::I32;
-  add({name, d, shape, encode_ints(v.data(), int64_t(v.size()), d)});
+void DumpWriter::put_ints(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& v,
+                          DType stored) {
+  if (stored != DType::I64 && stored != DType::I32)
+    fail("dump writer: tensor \"" + name + "\" of ids must be stored as I64 or I32, not " + dtype_name(stored));
+  add({name, stored, shape, encode_ints(v.data(), int64_t(v.size()), stored)});
 }
 
 void DumpWriter::write(const std::string& dir, ordered_json manifest) const {

@@ -46,7 +46,9 @@ class DumpWriter : public ActivationSink {
   explicit DumpWriter(DType float_dtype = DType::F64) : float_dtype_(float_dtype) {}
   void put(const std::string& name, const Tensor<double>& t) override;
   void put(const std::string& name, const Tensor<float>& t) override;
-  void put_ints(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& v) override;
+  // Stored as `stored` (I64 or I32; the values must fit).
+  void put_ints(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& v,
+                DType stored) override;
   // ids are stored as I64 for input_ids / generate.tokens and I32 for topk_ids (DUMP_FORMAT.md).
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   size_t size() const { return tensors_.size(); }

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "io/dtype.h"
 #include "util/tensor.h"
 
 namespace hyoracle {
@@ -13,7 +14,10 @@ class ActivationSink {
   virtual ~ActivationSink() = default;
   virtual void put(const std::string& name, const Tensor<double>& t) = 0;
   virtual void put(const std::string& name, const Tensor<float>& t) = 0;
-  virtual void put_ints(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& v) = 0;
+  // Integer tensors (token and expert ids), with the dtype a dump stores them in: the producer
+  // takes it from the dataflow table (dataflow::int_dtype_of), so no sink guesses it from a name.
+  virtual void put_ints(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& v,
+                        DType stored) = 0;
 };
 
 // A sink plus a name prefix ("" for prefill, "steps.S." for decode step S). Without a sink
@@ -31,8 +35,9 @@ struct Recorder {
     Tensor<S> r(std::move(shape), t.data);
     sink->put(prefix + name, r);
   }
-  void ints(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& v) const {
-    if (sink) sink->put_ints(prefix + name, shape, v);
+  void ints(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& v,
+            DType stored) const {
+    if (sink) sink->put_ints(prefix + name, shape, v, stored);
   }
 };
 

@@ -29,6 +29,8 @@
 #include <string>
 #include <vector>
 
+#include "io/dtype.h"
+
 namespace hyoracle::dataflow {
 
 // Which layers a row belongs to.
@@ -49,6 +51,14 @@ struct Step {
   Applies applies = Applies::all;
   Role role = Role::activation;
   Shape shape = Shape::T_H;
+  // Computed in fp32 or wider by every implementation, whatever the run's dtype (the router):
+  // its rounding is that of the dtype it is stored in, not of the run.
+  bool wide = false;
+  // How a dump stores the row when its role is ids.
+  DType ints = DType::I64;
+  // The output of a module of the model (a norm, a projection block, the router, the experts, a
+  // layer): what forward hooks on modules alone give, so what a module-only engine dump holds.
+  bool module = false;
 };
 
 // The layer's steps, in execution order. mlp.out appears twice: its dense and its MoE form.
@@ -61,8 +71,17 @@ const Step* find_step(const std::string& suffix, bool moe_layer);
 struct ModelStep {
   std::string name, op;
   bool before_layers;
+  DType ints = DType::I64;  // how a dump stores it when op is "ids"
+  bool module = true;       // a module's output, as Step::module (every model-level tensor is)
 };
 const std::vector<ModelStep>& model_steps();
+
+// The layer row of a canonical name ("layers.3.moe.scores", "steps.2.layers.0.attn.q"; the
+// first row of that suffix, whichever layer kind), or nullptr for names outside the layers.
+const Step* step_of_name(const std::string& canonical_name);
+// How a dump stores the integer tensor `canonical_name` (the ints column; I64 for names the
+// table does not know).
+DType int_dtype_of(const std::string& canonical_name);
 
 // The whole table as JSON text (stable order), what `hyoracle dataflow` prints and the Python
 // tools read from tools/dataflow.json.

@@ -78,7 +78,7 @@ Tensor<S> ffn_block(const Tensor<S>& resid_mid, int64_t L, const LayerWeights<S>
                                c.router_scaling_factor, c.route_norm, num);
     rec(layer(L, "moe.router_logits"), m.router.logits);
     rec(layer(L, "moe.scores"), m.router.scores);
-    rec.ints(layer(L, "moe.topk_ids"), {T, m.router.k}, m.router.ids);
+    rec.ints(layer(L, "moe.topk_ids"), {T, m.router.k}, m.router.ids, dataflow::int_dtype_of(layer(L, "moe.topk_ids")));
     rec(layer(L, "moe.topk_weights"), m.router.weights);
     rec(layer(L, "moe.topk_margin"), m.router.margin);
     rec(layer(L, "moe.routed_out"), m.routed);

@@ -99,7 +99,7 @@ Tensor<S> forward(const ModelWeights<S>& m, const std::vector<int64_t>& ids, KVC
   const ModelConfig& c = m.config;
   std::vector<int64_t> positions(ids.size());
   for (size_t t = 0; t < ids.size(); ++t) positions[t] = cache.length() + int64_t(t);
-  rec.ints(names::kInputIds, {int64_t(ids.size())}, ids);
+  rec.ints(names::kInputIds, {int64_t(ids.size())}, ids, dataflow::int_dtype_of(names::kInputIds));
   Tensor<S> x = embedding(m.embed, ids);
   rec(names::kEmbed, x);
   for (int64_t L = 0; L < c.num_hidden_layers; ++L)

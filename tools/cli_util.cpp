@@ -83,8 +83,9 @@ void ProgressSink::put(const std::string& n, const Tensor<float>& t) {
   if (pass(n)) inner_->put(n, t);
 }
 
-void ProgressSink::put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v) {
-  if (pass(n)) inner_->put_ints(n, s, v);
+void ProgressSink::put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v,
+                            DType stored) {
+  if (pass(n)) inner_->put_ints(n, s, v, stored);
 }
 
 // Counts "layers.L.out" and "steps.S.layers.L.out"; every other name is passed by.

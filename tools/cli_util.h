@@ -84,7 +84,7 @@ class ProgressSink : public ActivationSink {
       : inner_(inner), p_(p), layers_(layers), pass_steps_(pass_steps) {}
   void put(const std::string& n, const Tensor<double>& t) override;
   void put(const std::string& n, const Tensor<float>& t) override;
-  void put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v) override;
+  void put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v, DType stored) override;
 
  private:
   bool pass(const std::string& n) const { return inner_ && (pass_steps_ || n.rfind("steps.", 0) != 0); }

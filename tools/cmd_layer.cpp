@@ -120,8 +120,9 @@ class RowSliceSink : public ActivationSink {
   RowSliceSink(ActivationSink& out, int64_t a, int64_t full) : out_(out), a_(a), full_(full) {}
   void put(const std::string& n, const Tensor<double>& t) override { out_.put(n, slice(t)); }
   void put(const std::string& n, const Tensor<float>& t) override { out_.put(n, slice(t)); }
-  void put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v) override {
-    out_.put_ints(n, s, v);
+  void put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v,
+                DType stored) override {
+    out_.put_ints(n, s, v, stored);
   }
 
  private:
@@ -145,7 +146,7 @@ void slice_target(const Dump& target, int64_t L, const std::string& input_name, 
     if (info.shape.empty() || info.shape[0] < b) continue;
     if (!dtype_is_float(info.dtype)) {
       const Tensor<int64_t> ids = slice_rows(Tensor<int64_t>(info.shape, target.read_ints(n)), a, b);
-      w.put_ints(n, ids.shape, ids.data);
+      w.put_ints(n, ids.shape, ids.data, dataflow::int_dtype_of(n));
       continue;
     }
     w.put(n, slice_rows(target.read(n), a, b));

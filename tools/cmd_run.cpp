@@ -27,8 +27,9 @@ class SummarySink : public ActivationSink {
   explicit SummarySink(DumpWriter* w) : writer_(w) {}
   void put(const std::string& n, const Tensor<double>& t) override { see(n, t); if (writer_) writer_->put(n, t); }
   void put(const std::string& n, const Tensor<float>& t) override { see(n, t); if (writer_) writer_->put(n, t); }
-  void put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v) override {
-    if (writer_) writer_->put_ints(n, s, v);
+  void put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v,
+                DType stored) override {
+    if (writer_) writer_->put_ints(n, s, v, stored);
   }
   double min_margin = std::numeric_limits<double>::infinity();
   std::string min_margin_at;
@@ -36,7 +37,9 @@ class SummarySink : public ActivationSink {
  private:
   template <class S>
   void see(const std::string& n, const Tensor<S>& t) {
-    if (n.find("moe.topk_margin") == std::string::npos) return;  // also steps.S.layers.L.moe.topk_margin
+    // The router's top-k margins (the table's margin role), of the prefill and of every step.
+    const dataflow::Step* s = dataflow::step_of_name(n);
+    if (!s || s->role != dataflow::Role::margin) return;
     for (int64_t i = 0; i < t.numel(); ++i)
       if (double(t.data[i]) < min_margin) {
         min_margin = double(t.data[i]);
@@ -104,7 +107,7 @@ int run_model(const RunOptions& o) {
     progress.phase("generating " + std::to_string(o.generate) + " tokens");
     ActivationSink* steps = progress.enabled() ? static_cast<ActivationSink*>(&watched) : o.dump_steps ? &sink : nullptr;
     gen = generate_greedy(m, logits, cache, o.generate, num, steps);
-    writer.put_ints(names::kGenerateTokens, {o.generate}, gen.tokens);
+    writer.put_ints(names::kGenerateTokens, {o.generate}, gen.tokens, dataflow::int_dtype_of(names::kGenerateTokens));
     writer.put(names::kGenerateLogits, gen.logits);
   }
   const auto t3 = std::chrono::steady_clock::now();

@@ -58,7 +58,7 @@ int run_cuda(const RunOptions& o) {
     gen = graph ? cuda::generate_greedy_graph(m, logits, cache, o.generate)
                 : cuda::generate_greedy(m, logits, cache, o.generate, o.dump_steps ? sink : nullptr);
     if (sink) {
-      writer.put_ints(names::kGenerateTokens, {o.generate}, gen.tokens);
+      writer.put_ints(names::kGenerateTokens, {o.generate}, gen.tokens, dataflow::int_dtype_of(names::kGenerateTokens));
       writer.put(names::kGenerateLogits, gen.logits);
     }
   }

@@ -37,9 +37,10 @@ class MarginSink : public ActivationSink {
     see(name, cast<double>(t));
     if (keeps(name)) writer_->put(name, t);
   }
-  void put_ints(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& v) override {
+  void put_ints(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& v,
+                DType stored) override {
     if (ends_with(name, "moe.topk_ids")) count_bias_effect(name, shape, v);
-    if (keeps(name)) writer_->put_ints(name, shape, v);
+    if (keeps(name)) writer_->put_ints(name, shape, v, stored);
   }
 
  private:
@@ -137,7 +138,7 @@ MarginReport run_golden(const Checkpoint& ck, const std::vector<int64_t>& prompt
     r.tokens = g.tokens;
     see_logits(r, g.logits, names::kGenerateLogits, r.step_logit_margins);
     if (golden) {
-      golden->put_ints(names::kGenerateTokens, {generate}, g.tokens);
+      golden->put_ints(names::kGenerateTokens, {generate}, g.tokens, dataflow::int_dtype_of(names::kGenerateTokens));
       golden->put(names::kGenerateLogits, g.logits);
     }
   }

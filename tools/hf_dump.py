@@ -59,8 +59,7 @@ from hytools.hf_load import (DTYPES, experts_implementation_in_effect, load_mode
 from hytools.hf_precision import PromoteFp32Mode, prepare_exact_f64, set_strict_fp  # noqa: E402,F401
 from hytools.hf_recorder import Recorder, canonical_order, is_moe, patch_function, topk_with_tiebreak  # noqa: E402,F401
 from hytools.hf_run import dump_model, greedy, logit_margin, run_forward_and_generate  # noqa: E402,F401
-from hytools.module_names import (DUMP_KINDS, MODULE_LAYER_SUFFIXES, MODULE_MOE_SUFFIXES,  # noqa: E402,F401
-                                  MODULE_TAIL_SUFFIXES, module_names)
+from hytools.module_names import DUMP_KINDS, layer_module_suffixes, module_names  # noqa: E402,F401
 
 
 def _dtype_arg(text):

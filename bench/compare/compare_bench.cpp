@@ -116,7 +116,7 @@ void write_side(const std::string& dir, const std::vector<TensorSpec>& layout, i
       std::vector<int64_t> ids(static_cast<size_t>(n));
       for (int64_t t = 0; t < T; ++t)
         for (int64_t j = 0; j < kTopK; ++j) ids[size_t(t * kTopK + j)] = (t * 7 + 16 * j) % kExperts;
-      w.put_ints(s.name, s.shape, ids);
+      w.put_ints(s.name, s.shape, ids, dataflow::int_dtype_of(s.name));
       continue;
     }
     const bool prob = s.name.find("moe.scores") != std::string::npos || s.name.find("topk_weights") != std::string::npos;

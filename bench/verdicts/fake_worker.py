@@ -22,9 +22,13 @@ import sys
 import time
 from collections import OrderedDict
 
-MODULE_SUFFIXES = {"input_norm", "attn.q_norm", "attn.k_norm", "attn.out", "post_norm", "moe.router_logits",
-                   "moe.topk_ids", "moe.topk_weights", "moe.routed_out", "moe.shared_out", "mlp.out", "out"}
-TOP = {"input_ids", "embed", "final_norm", "logits", "generate.tokens", "generate.logits"}
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools"))
+from hytools.module_names import (MODULE_AFTER_LAYERS, MODULE_BEFORE_LAYERS,  # noqa: E402 (standard library only)
+                                  layer_module_suffixes)
+
+# What a module-only dump keeps (the dataflow table's module column).
+MODULE_SUFFIXES = set(layer_module_suffixes(True)) | set(layer_module_suffixes(False))
+TOP = set(MODULE_BEFORE_LAYERS) | set(MODULE_AFTER_LAYERS) | {"generate.tokens", "generate.logits"}
 CODES = {"F64": "d", "F32": "f", "I64": "q", "I32": "i"}
 
 

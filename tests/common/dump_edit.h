@@ -15,6 +15,7 @@ namespace hyoracle::test {
 // One tensor of a dump as editable data: floats as doubles, integer tensors (ids) as int64.
 struct DumpEntry {
   bool ints = false;
+  DType stored = DType::F64;  // the dtype the source dump stores it in
   std::vector<int64_t> shape;
   std::vector<double> f;
   std::vector<int64_t> i;
@@ -33,6 +34,7 @@ inline void rewrite_dump_entries(const std::string& src, const std::string& dst,
     DumpEntry e;
     e.shape = d.info(n).shape;
     e.ints = !dtype_is_float(d.info(n).dtype);
+    e.stored = d.info(n).dtype;
     if (e.ints) e.i = d.read_ints(n);
     else e.f = d.read(n).data;
     all[n] = std::move(e);
@@ -43,7 +45,7 @@ inline void rewrite_dump_entries(const std::string& src, const std::string& dst,
     const auto it = all.find(n);
     if (it == all.end()) continue;  // erased by the edit
     const DumpEntry& e = it->second;
-    if (e.ints) w.put_ints(n, e.shape, e.i);
+    if (e.ints) w.put_ints(n, e.shape, e.i, e.stored);
     else w.put(n, Tensor<double>(e.shape, e.f));
   }
   nlohmann::ordered_json m = nlohmann::ordered_json::parse(d.manifest().dump());

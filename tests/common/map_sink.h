@@ -11,7 +11,7 @@ class MapSink : public ActivationSink {
  public:
   void put(const std::string& n, const Tensor<double>& t) override { tensors[n] = t; }
   void put(const std::string& n, const Tensor<float>& t) override { tensors[n] = cast<double>(t); }
-  void put_ints(const std::string& n, const std::vector<int64_t>& shape, const std::vector<int64_t>& v) override {
+  void put_ints(const std::string& n, const std::vector<int64_t>& shape, const std::vector<int64_t>& v, DType) override {
     ints[n] = v;
     shapes[n] = shape;
   }

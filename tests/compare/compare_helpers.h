@@ -37,7 +37,7 @@ void reference_dump(const Checkpoint& ck, const std::vector<int64_t>& tokens, Pr
   const Tensor<S> logits = forward(m, tokens, cache, num, Recorder{&w, ""});
   if (generate > 0) {
     Generation<S> g = generate_greedy(m, logits, cache, generate, num, &w);
-    w.put_ints("generate.tokens", {generate}, g.tokens);
+    w.put_ints("generate.tokens", {generate}, g.tokens, DType::I64);
     w.put("generate.logits", g.logits);
   }
   DumpProducer prod;

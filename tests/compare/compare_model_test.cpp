@@ -122,7 +122,7 @@ TEST(CompareModel, ScaledAttentionOutputIsTheFirstDivergence) {
     const int64_t L = n.rfind("layers.", 0) == 0 ? std::stoll(n.substr(7)) : -1;
     if (n == "input_ids" || n == "embed" || L == 0) {
       if (dtype_is_float(exact.info(n).dtype)) w.put(n, exact.read(n));
-      else w.put_ints(n, exact.info(n).shape, exact.read_ints(n));
+      else w.put_ints(n, exact.info(n).shape, exact.read_ints(n), exact.info(n).dtype);
     }
   }
   class Scale : public ActivationSink {  // forwards everything, records layer 1 up to attn.out
@@ -130,8 +130,9 @@ TEST(CompareModel, ScaledAttentionOutputIsTheFirstDivergence) {
     explicit Scale(DumpWriter& w) : w_(w) {}
     void put(const std::string& n, const Tensor<double>& t) override { w_.put(n, t); }
     void put(const std::string& n, const Tensor<float>& t) override { w_.put(n, t); }
-    void put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v) override {
-      w_.put_ints(n, s, v);
+    void put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v,
+                  DType stored) override {
+      w_.put_ints(n, s, v, stored);
     }
     DumpWriter& w_;
   } sink(w);
@@ -210,7 +211,7 @@ std::string flipped_dump(const std::string& name, int64_t layer, bool smallest_m
         for (int64_t j = 0; j < k; ++j)
           if (v[tok * k + j] == top[size_t(k - 1)]) v[tok * k + j] = top[size_t(k)];
       }
-      w.put_ints(n, exact.info(n).shape, v);
+      w.put_ints(n, exact.info(n).shape, v, exact.info(n).dtype);
       continue;
     }
     Tensor<double> t = exact.read(n);

@@ -61,8 +61,8 @@ TEST(CompareInput, IncompleteUnderQuietSaysWhy) {
   TempDir dir;
   const ModelConfig c = parse_config(nlohmann::json::parse(good_config().dump()), "config.json");
   DumpWriter w;
-  w.put_ints("input_ids", {2}, {1, 2});
-  w.put_ints("logits", {2, 2}, {1, 2, 3, 4});
+  w.put_ints("input_ids", {2}, {1, 2}, DType::I64);
+  w.put_ints("logits", {2, 2}, {1, 2, 3, 4}, DType::I64);
   w.write(dir / "d", make_manifest(DumpProducer{}, c, "tiny", {1, 2}));
   const Outcome o = run_hyoracle({"compare", "-q", dir / "d", dir / "d"}, kTimeLimitSeconds);
   EXPECT_EQ(o.status, 2) << o.err;

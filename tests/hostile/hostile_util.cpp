@@ -138,7 +138,7 @@ void edit_checkpoint(const std::string& dir, const std::function<void(std::vecto
 void write_good_dump(const std::string& dir) {
   const ModelConfig c = parse_config(nlohmann::json::parse(good_config().dump()), "config.json");
   DumpWriter w;
-  w.put_ints("input_ids", {2}, {1, 2});
+  w.put_ints("input_ids", {2}, {1, 2}, DType::I64);
   w.put("embed", Tensor<double>({2, 64}));
   w.write(dir, make_manifest(DumpProducer{}, c, "tiny", {1, 2}));
 }
@@ -146,7 +146,7 @@ void write_good_dump(const std::string& dir) {
 void write_dump_with_ids(const std::string& dir, const std::vector<int64_t>& ids) {
   const ModelConfig c = parse_config(nlohmann::json::parse(good_config().dump()), "config.json");
   DumpWriter w;
-  w.put_ints("input_ids", {int64_t(ids.size())}, ids);
+  w.put_ints("input_ids", {int64_t(ids.size())}, ids, DType::I64);
   w.write(dir, make_manifest(DumpProducer{}, c, "tiny", {1, 2}));
 }
 
@@ -154,10 +154,10 @@ void write_dump_with_generation(const std::string& dir, const std::vector<int64_
                                 const std::vector<double>& gen_logits) {
   const ModelConfig c = parse_config(nlohmann::json::parse(good_config().dump()), "config.json");
   DumpWriter w(DType::F32);
-  w.put_ints("input_ids", {2}, {1, 2});
+  w.put_ints("input_ids", {2}, {1, 2}, DType::I64);
   w.put("logits", Tensor<double>({2, 2}, {1.0, 2.0, 3.0, 4.0}));
   const int64_t n = int64_t(tokens.size());
-  w.put_ints("generate.tokens", {n}, tokens);
+  w.put_ints("generate.tokens", {n}, tokens, DType::I64);
   w.put("generate.logits", Tensor<double>({n, int64_t(gen_logits.size()) / n}, gen_logits));
   w.write(dir, make_manifest(DumpProducer{}, c, "tiny", {1, 2}));
 }
@@ -165,7 +165,7 @@ void write_dump_with_generation(const std::string& dir, const std::vector<int64_
 void write_dump_with_logits(const std::string& dir, const std::vector<double>& logits) {
   const ModelConfig c = parse_config(nlohmann::json::parse(good_config().dump()), "config.json");
   DumpWriter w(DType::F32);
-  w.put_ints("input_ids", {2}, {1, 2});
+  w.put_ints("input_ids", {2}, {1, 2}, DType::I64);
   w.put("logits", Tensor<double>({2, 2}, logits));
   w.write(dir, make_manifest(DumpProducer{}, c, "tiny", {1, 2}));
 }

@@ -110,7 +110,7 @@ TEST(ReaderApi, ReadIntsIsExactAtInt64Extremes) {
   TempDir dir;
   DumpWriter w;
   const int64_t big = std::numeric_limits<int64_t>::max(), small = std::numeric_limits<int64_t>::min();
-  w.put_ints("input_ids", {3}, {big, small, (int64_t(1) << 53) + 1});
+  w.put_ints("input_ids", {3}, {big, small, (int64_t(1) << 53) + 1}, DType::I64);
   w.write(dir / "d", make_manifest(DumpProducer{}, parse_config(nlohmann::json::parse(good_config().dump()), "c"), "x", {1}));
   const Dump d(dir / "d");
   EXPECT_EQ(d.read_ints("input_ids"), (std::vector<int64_t>{big, small, (int64_t(1) << 53) + 1}));

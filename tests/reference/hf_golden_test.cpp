@@ -31,7 +31,7 @@ test::MapSink run_reference(const std::string& model_dir, const std::vector<int6
   KVCache<S> cache = make_cache<S>(m.config);
   const Tensor<S> logits = forward(m, ids, cache, num, Recorder{&sink, ""});
   const Generation<S> g = generate_greedy(m, logits, cache, n, num, &sink);
-  sink.put_ints(names::kGenerateTokens, {n}, g.tokens);
+  sink.put_ints(names::kGenerateTokens, {n}, g.tokens, DType::I64);
   sink.put(names::kGenerateLogits, g.logits);
   return sink;
 }

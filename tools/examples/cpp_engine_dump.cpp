@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   const int64_t T = int64_t(tokens.size()), H = 8, V = 16;
 
   DumpWriter w(DType::BF16);  // store floating tensors as the engine computed them: bf16 here
-  w.put_ints(names::kInputIds, {T}, tokens);
+  w.put_ints(names::kInputIds, {T}, tokens, dataflow::int_dtype_of(names::kInputIds));
   Tensor<float> embed({T, H}), logits({T, V});
   for (int64_t i = 0; i < embed.numel(); ++i) embed.data[i] = 0.125f * float(i % 7) - 0.25f;
   for (int64_t i = 0; i < logits.numel(); ++i) logits.data[i] = 0.5f * float(i % 5);
