@@ -161,7 +161,8 @@ def main(argv=None):
                     extra["bug_params"] = params
                 s = hf_dump.dump_model(model, tokens, d["out"], G, precision=PRECISION[mc["dtype"]],
                                        config_path=cfg_path, checkpoint=plan.get("checkpoint_label", ckpt),
-                                       extra_manifest=extra, dump_kind=d["kind"], before_step=before)
+                                       extra_manifest=extra, dump_kind=d["kind"], before_step=before,
+                                       weights_dir=ckpt)
                 hf_bugs.undo_all(undo)
                 undo = []
                 rec.update(ok=True, tokens=s["tokens"], logit_margins=s["logit_margins"],
