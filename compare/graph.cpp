@@ -23,7 +23,10 @@ OrderKey order_key(const std::string& full) {
       k.index = int64_t(it - sfx.begin());
       k.known = true;
     } else if (s == "kv.k" || s == "kv.v") {
-      k.section = 9;  // KV cache contents after the run
+      // The KV cache after the run holds the decode steps' rows too: it is judged after every
+      // step, so a decode bug is named at the step that made the wrong row, not at the cache.
+      k.step = std::numeric_limits<int64_t>::max() - 1;
+      k.section = 9;
       k.index = s == "kv.k" ? 0 : 1;
       k.known = true;
     } else {

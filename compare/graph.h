@@ -10,8 +10,8 @@
 
 namespace hyoracle::compare {
 
-// Sort key of a canonical name in execution order; names compare does not know sort last
-// (and known() is false for them).
+// Sort key of a canonical name in execution order; names compare does not know sort after the
+// known names of their step (and known is false for them).
 struct OrderKey {
   int64_t step = 0, section = 0, layer = 0, index = 0;
   bool known = false;
@@ -24,7 +24,8 @@ struct OrderKey {
 };
 OrderKey order_key(const std::string& name);
 
-// Names sorted into execution order (unknown names last, alphabetically).
+// Names sorted into execution order (unknown names after the known ones of their step, and
+// names of equal key alphabetically).
 std::vector<std::string> execution_order(std::vector<std::string> names);
 
 // The canonical tensors a step reads (same step prefix), e.g. layers.2.attn.out -> {layers.2.attn.context};

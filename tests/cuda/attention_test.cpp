@@ -14,7 +14,7 @@
 //    <= u·sqrt(Σ_j w_j² v_jc²), the same order as |o_c| = |Σ_j w_j v_jc| for random V, so this
 //    term is <= u in rel-L2 as well (the worst case, u·Σ_j w_j|v_jc| over |o_c|, is not
 //    reached on random data; the measured errors are printed next to the bound).
-// The SIMT kernel (fp32 probabilities) keeps the tighter u + 1e-5 of layers_test.cpp.
+// The SIMT kernel (fp32 probabilities) keeps the tighter u + 1e-5 of tests/reference/attention_test.cpp.
 #include <gtest/gtest.h>
 
 #include <algorithm>
