@@ -41,13 +41,19 @@ const Step* find_step(const std::string& suffix, bool moe_layer) {
   return nullptr;
 }
 
+namespace {
+
+// Where a canonical name starts once its "steps.S." prefix (if any) is skipped.
+size_t after_step_prefix(const std::string& n) {
+  if (n.rfind("steps.", 0) != 0) return 0;
+  const size_t dot = n.find('.', 6);
+  return dot == std::string::npos ? n.size() : dot + 1;
+}
+
+}  // namespace
+
 const Step* step_of_name(const std::string& n) {
-  size_t at = 0;
-  if (n.rfind("steps.", 0) == 0) {
-    const size_t dot = n.find('.', 6);
-    if (dot == std::string::npos) return nullptr;
-    at = dot + 1;
-  }
+  const size_t at = after_step_prefix(n);
   if (n.compare(at, 7, "layers.") != 0) return nullptr;
   const size_t dot = n.find('.', at + 7);
   if (dot == std::string::npos) return nullptr;
@@ -59,8 +65,7 @@ const Step* step_of_name(const std::string& n) {
 
 DType int_dtype_of(const std::string& n) {
   if (const Step* s = step_of_name(n)) return s->role == Role::ids ? s->ints : DType::I64;
-  size_t at = 0;
-  if (n.rfind("steps.", 0) == 0 && n.find('.', 6) != std::string::npos) at = n.find('.', 6) + 1;
+  const size_t at = after_step_prefix(n);
   for (const ModelStep& m : model_steps())
     if (m.op == "ids" && n.compare(at, std::string::npos, m.name) == 0) return m.ints;
   return DType::I64;

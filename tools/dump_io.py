@@ -20,6 +20,7 @@ import zlib
 from collections import OrderedDict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hytools.dataflow import load_dataflow  # noqa: E402  (standard library only)
 from lazy_import import torch  # noqa: E402  (imported on first use: --help works without torch)
 
 
@@ -142,20 +143,7 @@ def read_dump(dump_dir: str):
     return man, tensors
 
 
-
-def _load_dataflow():
-    """The layer's dataflow table (tools/dataflow.json, written by `hyoracle dataflow` from
-    reference/dataflow.h; a test keeps the two equal): the one source of the canonical names and
-    their execution order."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dataflow.json")
-    with open(path) as f:
-        j = json.load(f)
-    if j.get("format") != "hyoracle.dataflow" or j.get("version") != 1:
-        raise ValueError(f"{path}: not a hyoracle.dataflow version 1 file")
-    return j
-
-
-_DATAFLOW = _load_dataflow()
+_DATAFLOW = load_dataflow()
 # Execution rank of each layer step (the optional moe.topk_margin is left out: it sorts after the
 # canonical steps, as the committed goldens are laid out), then the cache extras.
 _LAYER_RANK = []

@@ -31,21 +31,26 @@ struct Fixture {
   std::vector<int64_t> tokens = {5, 77, 3, 190, 42, 11, 250};  // T = 7
 };
 
-// A 3-layer random model (1 dense + 2 MoE), odd head count, written once per process.
+// The sizes of the test model: 3 layers (1 dense + 2 MoE), an odd head count; weights from `seed`.
+CheckpointSpec model_spec(uint64_t seed) {
+  CheckpointSpec s;
+  s.seed = seed;
+  s.hidden_size = 48;
+  s.num_attention_heads = 3;
+  s.num_key_value_heads = 1;
+  s.head_dim = 16;
+  s.num_experts = 7;
+  s.num_experts_per_tok = 2;
+  return s;
+}
+
+// The test model with seed 33, written once per process.
 const Fixture& model() {
   static Fixture f = [] {
     Fixture x;
     x.root = temp_dir("model");
     x.ckpt = x.root + "/ckpt";
-    CheckpointSpec s;
-    s.seed = 33;
-    s.hidden_size = 48;
-    s.num_attention_heads = 3;
-    s.num_key_value_heads = 1;
-    s.head_dim = 16;
-    s.num_experts = 7;
-    s.num_experts_per_tok = 2;
-    write_random_checkpoint(s, x.ckpt);
+    write_random_checkpoint(model_spec(33), x.ckpt);
     x.exact = x.root + "/exact";
     const Checkpoint ck(x.ckpt);
     reference_dump<double>(ck, x.tokens, Precision::exact, x.exact, DType::F64, "float64", 3);
@@ -358,15 +363,7 @@ TEST(CompareModel, ACheckpointOtherThanTheDumpsIsRefused) {
 TEST(CompareModel, ACheckpointWithOtherWeightsOfTheSameShapesIsRefused) {
   const Fixture& f = model();
   const std::string root = temp_dir("other-weights");
-  CheckpointSpec s;
-  s.seed = 34;
-  s.hidden_size = 48;
-  s.num_attention_heads = 3;
-  s.num_key_value_heads = 1;
-  s.head_dim = 16;
-  s.num_experts = 7;
-  s.num_experts_per_tok = 2;
-  write_random_checkpoint(s, root + "/other");
+  write_random_checkpoint(model_spec(34), root + "/other");
   std::filesystem::copy_file(f.ckpt + "/config.json", root + "/other/config.json",
                              std::filesystem::copy_options::overwrite_existing);
   // The exact dump, with the fingerprint `hyoracle run --dump` records.

@@ -7,23 +7,14 @@ torch)."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
+
+from hytools.dataflow import load_dataflow
 
 DUMP_KINDS = ("full", "modules")
 
 
-def _load_table():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dataflow.json")
-    with open(path) as f:
-        j = json.load(f)
-    if j.get("format") != "hyoracle.dataflow" or j.get("version") != 1:
-        raise ValueError(f"{path}: not a hyoracle.dataflow version 1 file")
-    return j
-
-
-_TABLE = _load_table()
+_TABLE = load_dataflow()
 
 
 def layer_module_suffixes(is_moe: bool) -> list:
