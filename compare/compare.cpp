@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include "reference/dataflow.h"
@@ -79,11 +80,11 @@ void reject_nan(const Dump& d, const std::string& name, const Tensor<double>& x)
 // The unit roundoff a side computed `name` in: the stored dtype, widened to the run's activation
 // dtype (an engine that computes in bf16 and stores F32 still rounded to bf16), except for the
 // router's tensors, which HF computes in fp32 whatever the model dtype (docs/model.md §4.6).
-double effective_u(const Dump& d, const std::string& name) {
+double effective_u(const Dump& d, const std::string& name, Family family) {
   const double stored = unit_roundoff(dtype_name(d.info(name).dtype)).value_or(0x1p-53);
   // Tensors every implementation computes in fp32 or wider (the router; the table's wide column)
   // carry the rounding of the dtype they are stored in, not that of the run.
-  const dataflow::Step* s = dataflow::step_of_name(name);
+  const dataflow::Step* s = dataflow::step_of_name(family, name);
   if (s && s->wide) return stored;
   const auto run = unit_roundoff(d.producer("dtype"));
   return std::max(stored, run.value_or(stored));
@@ -123,12 +124,60 @@ Tensor<double> align_weights(const std::vector<int64_t>& bid, const Tensor<doubl
   return out;
 }
 
+// The family and cross-layer sharing of the model the dumps come from: the checkpoint's config
+// when there is one, else the manifests' model section (family, or model_type; cla_share_factor).
+// Two dumps that name different families cannot be compared; a dump that names none is hy_v3.
+std::optional<ModelGraph> manifest_graph(const Dump& d) {
+  const nlohmann::json& m = d.manifest();
+  if (!m.contains("model") || !m["model"].is_object()) return std::nullopt;
+  const nlohmann::json& model = m["model"];
+  std::optional<Family> f;
+  if (model.contains("family") && model["family"].is_string()) {
+    f = family_from_name(model["family"].get<std::string>());
+    if (!f) fail(d.dir() + "/manifest.json: model.family is " + model["family"].dump() + ", expected \"hy_v3\" or \"hunyuan_v1\"");
+  } else if (model.contains("model_type") && model["model_type"].is_string()) {
+    f = family_of_model_type(model["model_type"].get<std::string>());
+  }
+  if (!f) return std::nullopt;
+  ModelGraph g;
+  g.family = *f;
+  if (model.contains("cla_share_factor")) {
+    const nlohmann::json& v = model["cla_share_factor"];
+    if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 4096)
+      fail(d.dir() + "/manifest.json: model.cla_share_factor is " + v.dump() + ", expected an integer 1..4096");
+    g.cla_share_factor = v.get<int64_t>();
+  }
+  return g;
+}
+
+ModelGraph model_graph(const Dump& b, const Dump& t, const ModelConfig* c) {
+  const std::optional<ModelGraph> gb = manifest_graph(b), gt = manifest_graph(t);
+  ModelGraph g;
+  if (c) {
+    g.family = c->family;
+    g.cla_share_factor = c->cla_share_factor;
+  } else if (gb) {
+    g = *gb;
+  } else if (gt) {
+    g = *gt;
+  }
+  for (const auto* side : {&gb, &gt})
+    if (*side && ((*side)->family != g.family || (*side)->cla_share_factor != g.cla_share_factor)) {
+      const Dump& d = side == &gb ? b : t;
+      fail(d.dir() + "/manifest.json: model family " + family_name((*side)->family) + " (cla_share_factor " +
+           std::to_string((*side)->cla_share_factor) + ") differs from " + family_name(g.family) + " (cla_share_factor " +
+           std::to_string(g.cla_share_factor) + ")" + (c ? " of " + c->source : " of the baseline"));
+    }
+  return g;
+}
+
 struct Walk {
   const Dump& b;
   const Dump& t;
   const CompareOptions& opt;
   Report& rep;
   std::unique_ptr<TeacherForcing> tf;
+  ModelGraph graph;  // the family's table and cross layers (run() sets it before the walk)
   std::vector<int64_t> positions;
   int64_t num_layers = 0;
   std::map<std::string, double> total_rel;
@@ -159,7 +208,7 @@ struct Walk {
     // combination of values with per-row errors e_s has error <= max_s e_s, and the softmax
     // weights' error grows with the q/k errors of the same rows). Without this, token 1 of a
     // context was held to its own inputs' error while it averages token 0's.
-    if (tokens && T > 1 && op_of(name) == "attention") {
+    if (tokens && T > 1 && op_of(graph.family, name) == "attention") {
       std::vector<double> own(T, 0.0);
       inherited_inputs(name, T, gain, depth, worst, &own, any);
       for (size_t i = 1; i < T; ++i) own[i] = std::max(own[i], own[i - 1]);
@@ -170,7 +219,7 @@ struct Walk {
   }
   void inherited_inputs(const std::string& name, size_t T, double gain, int depth, double* worst,
                         std::vector<double>* tokens, bool* any) const {
-    for (const std::string& raw : step_inputs(name, is_moe_layer(layer_of_name(name)))) {
+    for (const std::string& raw : step_inputs(graph, name, is_moe_layer(layer_of_name(name)))) {
       const std::string in = resolve(raw);
       auto it = total_rel.find(in);
       if (it != total_rel.end()) {
@@ -182,7 +231,7 @@ struct Walk {
         else if (tokens)
           for (double& v : *tokens) v = std::max(v, gain * it->second);
       } else if (depth < 16 && !t.has(in)) {
-        inherited_of(in, T, gain * amplification(op_of(in)), depth + 1, worst, tokens, any);
+        inherited_of(in, T, gain * amplification(op_of(graph.family, in)), depth + 1, worst, tokens, any);
       }
     }
   }
@@ -321,7 +370,7 @@ void Walk::compare_tensor(const std::string& name) {
   r.name = name;
   r.layer = layer_of_name(name);
   strip_step(name, &r.step);
-  r.op = op_of(name);
+  r.op = op_of(graph.family, name);
   r.shape = bi_info.shape;
   r.baseline_dtype = dtype_name(bi_info.dtype);
   r.target_dtype = dtype_name(ti_info.dtype);
@@ -378,7 +427,7 @@ void Walk::compare_tensor(const std::string& name) {
 
   BudgetInputs bi;
   bi.op = r.op;
-  bi.u_target = std::max(effective_u(t, name), effective_u(b, name));
+  bi.u_target = std::max(effective_u(t, name, graph.family), effective_u(b, name, graph.family));
   bi.numel = numel;
   bi.experts_per_token = tf ? tf->config().num_experts_per_tok : 8;
 
@@ -388,13 +437,13 @@ void Walk::compare_tensor(const std::string& name) {
   // RoPE inside a composed replay carries the same drift: the term applies wherever RoPE ran.
   std::optional<Replay> rp;
   if (tf) rp = tf->replay(name);
-  const bool rope_inside = r.op == "rope" || (rp && std::any_of(rp->composed.begin(), rp->composed.end(), [](const std::string& n) {
-                                                return op_of(n) == "rope";
+  const bool rope_inside = r.op == "rope" || (rp && std::any_of(rp->composed.begin(), rp->composed.end(), [&](const std::string& n) {
+                                                return op_of(graph.family, n) == "rope";
                                               }));
   if (rope_inside && (b.producer("precision") != "exact" || t.producer("precision") != "exact")) {
     std::vector<int64_t> pos = positions;
     if (r.step > 0 && !positions.empty()) pos = {positions.back() + r.step};  // decode step S feeds position T+S-1
-    const double theta = tf ? tf->config().rope_theta : 11158840.0;  // hy_v3's θ when no --model gives it
+    const double theta = tf ? tf->config().rope_base() : 11158840.0;  // without --model: hy_v3's θ (the fastest angle, pos, does not depend on θ)
     const int64_t d = tf ? tf->config().head_dim : (shape.size() == 3 ? shape[2] : 128);
     bi.rope_angle_rms = rope_angle_rms(pos, d, theta);
   }
@@ -528,15 +577,27 @@ void Walk::compare_routing(const std::string& name) {
   };
   if (b.has(ln("moe.scores"))) {
     in.ref_scores = read_float(b, ln("moe.scores"), rows_e).data;
-    check_range(b, ln("moe.scores"), in.ref_scores, 0.0, 1.0, "a sigmoid score in [0, 1]");
+    check_range(b, ln("moe.scores"), in.ref_scores, 0.0, 1.0,
+                graph.family == Family::hy_v3 ? "a sigmoid score in [0, 1]" : "a softmax probability in [0, 1]");
   }
   Tensor<double> logits;
   if (b.has(ln("moe.router_logits"))) {
     logits = read_float(b, ln("moe.router_logits"), rows_e);
-    if (in.ref_scores.empty()) {
+    if (in.ref_scores.empty() && graph.family == Family::hy_v3) {
       in.ref_scores = logits.data;
       for (double& x : in.ref_scores) x = 1 / (1 + std::exp(-x));
+    } else if (in.ref_scores.empty()) {
+      in.ref_scores = logits.data;
+      const int64_t E = logits.cols();
+      for (int64_t tok = 0; tok < logits.rows(); ++tok) {
+        double* r = in.ref_scores.data() + tok * E;
+        const double mx = *std::max_element(r, r + E);
+        double sum = 0;
+        for (int64_t e = 0; e < E; ++e) sum += r[e] = std::exp(r[e] - mx);
+        for (int64_t e = 0; e < E; ++e) r[e] /= sum;
+      }
     }
+    in.softmax = graph.family != Family::hy_v3;
   }
   if (tf) in.expert_bias = tf->expert_bias(L);
   if (b.has(ln("moe.topk_margin"))) {
@@ -551,7 +612,7 @@ void Walk::compare_routing(const std::string& name) {
   // what the measured input error (post_norm, per token) becomes through it.
   BudgetInputs rb;
   rb.op = "linear";
-  rb.u_target = t.has(ln("moe.router_logits")) ? effective_u(t, ln("moe.router_logits"))
+  rb.u_target = t.has(ln("moe.router_logits")) ? effective_u(t, ln("moe.router_logits"), graph.family)
                                                 : unit_roundoff(t.producer("dtype")).value_or(0x1p-8);
   rb.numel = in.tokens * std::max<int64_t>(in.experts, 1);
   rb.reduction_k = tf ? tf->config().hidden_size : 0;
@@ -583,7 +644,7 @@ void Walk::compare_routing(const std::string& name) {
       const std::string dt = dtype_name(t.info(ln(src)).dtype);
       const double u_dump = unit_roundoff(dt).value_or(0x1p-24);
       forced_routing(v.data, std::string(src) == "moe.router_logits", u_dump, in.expert_bias, in.target_ids, in.tokens,
-                     in.experts, in.k, rl);
+                     in.experts, in.k, rl, graph.family != Family::hy_v3);
       rl.forced_source = "target " + ln(src) + " (" + dt + ") + checkpoint expert_bias (F32)";
       break;
     }
@@ -666,7 +727,7 @@ void Walk::compare_generation(const std::string& name) {
   // Expected noise of one logit: the lm_head budget plus the measured final_norm error through it.
   BudgetInputs lb;
   lb.op = "linear";
-  lb.u_target = t.has("logits") ? effective_u(t, "logits") : unit_roundoff(t.producer("dtype")).value_or(0x1p-8);
+  lb.u_target = t.has("logits") ? effective_u(t, "logits", graph.family) : unit_roundoff(t.producer("dtype")).value_or(0x1p-8);
   lb.numel = ra.numel();
   const double inh = total_rel.count("final_norm") ? total_rel["final_norm"] : last_rel;
   double rms = 0;
@@ -718,6 +779,9 @@ void Walk::run() {
     num_layers = tf->config().num_hidden_layers;
     rep.teacher_forced = true;
   }
+  graph = model_graph(b, t, tf ? &tf->config() : nullptr);
+  rep.family = graph.family;
+  rep.cla_share_factor = graph.cla_share_factor;
   for (const auto& n : b.names()) num_layers = std::max(num_layers, layer_of_name(n) + 1);
   if (!opt.routed_experts_file.empty()) {
     SafetensorsFile f(opt.routed_experts_file);
@@ -768,12 +832,12 @@ void Walk::run() {
       token_rel[n] = m.token_rel_l2;
     }
   std::set<std::string> in_b(b.names().begin(), b.names().end()), in_t(t.names().begin(), t.names().end());
-  for (const auto& n : execution_order(b.names()))
+  for (const auto& n : execution_order(graph, b.names()))
     if (!in_t.count(n)) rep.missing_in_target.push_back(n);
-  for (const auto& n : execution_order(t.names()))
+  for (const auto& n : execution_order(graph, t.names()))
     if (!in_b.count(n)) rep.missing_in_baseline.push_back(n);
 
-  std::vector<std::string> order = execution_order(b.names());
+  std::vector<std::string> order = execution_order(graph, b.names());
   int64_t walked = 0;
   for (const std::string& name : order) {
     if (opt.progress) opt.progress(++walked, int64_t(order.size()), name, rep.bytes_read);
@@ -801,7 +865,7 @@ void Walk::run() {
       rep.skipped.push_back({name, "after --layers (it reads layers that were not compared)"});
       continue;
     }
-    const std::string op = op_of(name);
+    const std::string op = op_of(graph.family, name);
     if (base == "input_ids") {
       // A decode step's input is the token generated before it: the baseline's until the tokens
       // part, the target's own after that.
@@ -839,7 +903,7 @@ void Walk::run() {
       r.name = e.tensor;
       r.layer = layer_of_name(e.tensor);
       strip_step(e.tensor, &r.step);
-      r.op = op_of(e.tensor);
+      r.op = op_of(graph.family, e.tensor);
       r.verdict = Verdict::fail;
       r.reason = e.what();
       record_failure(r);
@@ -928,7 +992,7 @@ Report compare_dumps(const Dump& baseline, const Dump& target, const CompareOpti
   rep.target_dir = target.dir();
   if (baseline.manifest().contains("producer")) rep.baseline_producer = baseline.manifest()["producer"];
   if (target.manifest().contains("producer")) rep.target_producer = target.manifest()["producer"];
-  Walk w{baseline, target, options, rep, nullptr, {}, 0, {}, {}, 0, {}, {}, -1, {}};
+  Walk w{baseline, target, options, rep, nullptr, {}, {}, 0, {}, {}, 0, {}, {}, -1, {}};
   try {
     w.run();
   } catch (const Error& e) {

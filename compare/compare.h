@@ -147,6 +147,8 @@ struct Report {
   std::string baseline_dir, target_dir;
   nlohmann::json baseline_producer, target_producer;
   bool teacher_forced = false;
+  Family family = Family::hy_v3;     // the model family the dumps were judged as (io/family.h)
+  int64_t cla_share_factor = 1;      // cross-layer attention: layer L read layer L − L % f's K/V
   std::optional<Divergence> first_divergence;        // first judged failure in execution order
   std::optional<Divergence> first_total_divergence;  // first tensor whose total error exceeds its total budget
   std::vector<TensorResult> tensors;                 // execution order

@@ -9,11 +9,11 @@
 
 namespace hyoracle::compare {
 
-OrderKey order_key(const std::string& full) {
+OrderKey order_key(const ModelGraph& g, const std::string& full) {
   OrderKey k;
   const std::string n = strip_step(full, &k.step);
   const int64_t L = layer_of_name(n);
-  const auto& sfx = names::layer_suffixes();
+  const auto& sfx = names::layer_suffixes(g.family);
   if (L >= 0) {
     const std::string s = n.substr(n.find('.', 7) + 1);
     k.layer = L;
@@ -48,11 +48,11 @@ OrderKey order_key(const std::string& full) {
   return k;
 }
 
-std::vector<std::string> execution_order(std::vector<std::string> v) {
+std::vector<std::string> execution_order(const ModelGraph& g, std::vector<std::string> v) {
   // Each name's key is computed once (a dump with decode steps holds 10^5-10^6 names; computing
   // keys inside the comparator cost more than the comparison itself).
   std::vector<std::pair<OrderKey, size_t>> keyed(v.size());
-  for (size_t i = 0; i < v.size(); ++i) keyed[i] = {order_key(v[i]), i};
+  for (size_t i = 0; i < v.size(); ++i) keyed[i] = {order_key(g, v[i]), i};
   std::sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
     if (a.first < b.first) return true;
     if (b.first < a.first) return false;
@@ -64,7 +64,7 @@ std::vector<std::string> execution_order(std::vector<std::string> v) {
   return out;
 }
 
-std::vector<std::string> step_inputs(const std::string& full, bool moe) {
+std::vector<std::string> step_inputs(const ModelGraph& g, const std::string& full, bool moe) {
   int64_t step = 0;
   const std::string n = strip_step(full, &step);
   const std::string pre = step > 0 ? names::step(step, "") : "";
@@ -74,13 +74,20 @@ std::vector<std::string> step_inputs(const std::string& full, bool moe) {
   const int64_t L = layer_of_name(n);
   if (L < 0) return {};
   const std::string s = n.substr(n.find('.', 7) + 1);
-  if (s == "kv.k") return {pre + names::layer(L, "attn.k_rope")};
-  if (s == "kv.v") return {pre + names::layer(L, "attn.v")};
-  const dataflow::Step* st = dataflow::find_step(s, moe);
+  if (s == "kv.k") return {pre + names::layer(L, dataflow::cached_key_step(g.family))};
+  if (s == "kv.v") return {pre + names::layer(g.kv_source(L), "attn.v")};
+  const dataflow::Step* st = dataflow::find_step(g.family, s, g.kind(L, moe));
   if (!st) return {};
+  const std::string src = dataflow::kKvSource;
   std::vector<std::string> in;
-  for (const std::string& i : st->inputs)
-    in.push_back(pre + (i != dataflow::kPrevOut ? names::layer(L, i) : L == 0 ? std::string("embed") : names::layer(L - 1, "out")));
+  for (const std::string& i : st->inputs) {
+    if (i == dataflow::kPrevOut)
+      in.push_back(pre + (L == 0 ? std::string("embed") : names::layer(L - 1, "out")));
+    else if (i.rfind(src, 0) == 0)
+      in.push_back(pre + names::layer(g.kv_source(L), i.substr(src.size())));
+    else
+      in.push_back(pre + names::layer(L, i));
+  }
   return in;
 }
 

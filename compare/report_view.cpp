@@ -128,7 +128,7 @@ HeatMap heat_map(const Report& r) {
     if (seen.insert(c.op).second) unknown.push_back(c.op);
     h.cells.push_back(std::move(c));
   }
-  const std::vector<std::string>& known = names::layer_suffixes();
+  const std::vector<std::string>& known = names::layer_suffixes(r.family);
   for (const std::string& s : known)
     if (seen.count(s)) h.ops.push_back(s);
   for (const std::string& s : unknown)

@@ -77,9 +77,9 @@ RoutingLayer routing_agreement(const RoutingInputs& in) {
       if (std::find(A.begin(), A.end(), b) == A.end()) f.only_target.push_back(b);
     const double dl = in.logit_noise.empty() ? 0.0 : in.logit_noise[t];
     auto sprime = [&](int64_t e) {
-      if (!have_scores || e < 0 || e >= E) return 0.25;  // σ' <= 1/4
+      if (!have_scores || e < 0 || e >= E) return in.softmax ? 1.0 : 0.25;  // p' <= p <= 1; σ' <= 1/4
       const double s = in.ref_scores[t * E + e];
-      return s * (1 - s);
+      return in.softmax ? s : s * (1 - s);
     };
     bool near = true;
     double worst_gap = 0, worst_noise = 0;
@@ -100,7 +100,7 @@ RoutingLayer routing_agreement(const RoutingInputs& in) {
       }
     } else if (std::isfinite(margin)) {
       worst_gap = margin;
-      worst_noise = 0.5 * dl;  // 2·σ'max·Δℓ = Δℓ/2
+      worst_noise = (in.softmax ? 2.0 : 0.5) * dl;  // 2·σ'max·Δℓ = Δℓ/2 (softmax: 2·Δℓ)
       near = margin <= worst_noise;
     } else {
       near = false;  // nothing to judge a flip by: not excused
@@ -120,7 +120,7 @@ RoutingLayer routing_agreement(const RoutingInputs& in) {
 namespace hyoracle::compare {
 
 void forced_routing(const std::vector<double>& values, bool are_logits, double u_dump, const std::vector<double>& bias,
-                    const std::vector<int64_t>& target_ids, int64_t T, int64_t E, int64_t k, RoutingLayer& out,
+                    const std::vector<int64_t>& target_ids, int64_t T, int64_t E, int64_t k, RoutingLayer& out, bool softmax,
                     size_t keep) {
   const double u32 = 0x1p-24;
   out.forced = true;
@@ -129,7 +129,7 @@ void forced_routing(const std::vector<double>& values, bool are_logits, double u
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t e = 0; e < E; ++e) {
       const double v = values[size_t(t * E + e)];
-      const double s = are_logits ? 1.0 / (1.0 + std::exp(-v)) : v;
+      const double s = are_logits && !softmax ? 1.0 / (1.0 + std::exp(-v)) : v;
       const double b = bias.empty() ? 0.0 : bias[size_t(e)];
       c[size_t(e)] = s + b;
       // A non-finite corrected score (an infinite score, a non-finite expert_bias) has no top-k
@@ -143,9 +143,10 @@ void forced_routing(const std::vector<double>& values, bool are_logits, double u
       }
       // σ'(ℓ)·|ℓ| -> 0 as |ℓ| -> ∞: an infinite logit (an fp16 overflow) has σ exactly 0 or 1 and
       // adds no rounding (the product would be 0·∞ = NaN).
-      const double dump =
-          are_logits ? (std::isinf(v) ? 0.0 : s * (1 - s) * std::fabs(v) * u_dump) : std::fabs(s) * u_dump;
-      w[size_t(e)] = 4 * u32 * (std::fabs(s) + std::fabs(b) + std::fabs(c[size_t(e)])) + dump;
+      const double dump = are_logits && !softmax ? (std::isinf(v) ? 0.0 : s * (1 - s) * std::fabs(v) * u_dump)
+                                                 : std::fabs(s) * u_dump;
+      w[size_t(e)] = softmax && are_logits ? 4 * u32 * (std::fabs(s) + 1) + dump
+                                           : 4 * u32 * (std::fabs(s) + std::fabs(b) + std::fabs(c[size_t(e)])) + dump;
     }
     std::fill(chosen.begin(), chosen.end(), 0);
     for (int64_t j = 0; j < k; ++j) chosen[size_t(target_ids[size_t(t * k + j)])] = 1;

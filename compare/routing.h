@@ -31,6 +31,9 @@ struct RoutingInputs {
   std::vector<double> ref_weights, target_weights;  // [T, k] in each side's id order, or empty
   std::vector<double> logit_noise;                // [T] expected |Δℓ| per token (see above)
   double ref_unit_roundoff = 0x1p-53;             // the reference's own rounding (ambiguous ties)
+  // Softmax router (hunyuan_v1): the scores are probabilities p, whose noise is ≈ p·Δℓ (not
+  // σ'(ℓ)·Δℓ), and there is no bias.
+  bool softmax = false;
 };
 
 RoutingLayer routing_agreement(const RoutingInputs& in);
@@ -50,8 +53,11 @@ std::vector<int64_t> checked_ids(const Dump& d, const std::string& name, const s
 // infinite logit adds no rounding (σ is exactly 0 or 1); a corrected score that is not finite (an
 // infinite score, a non-finite expert_bias) is an Error.
 // Fills the forced_* fields of `out` (the first `keep` mismatches are listed).
+// Softmax router (`softmax`): the top-k of p = softmax(ℓ) is the top-k of ℓ itself, so logits are
+// ranked directly, with window 4·u_f32·(|ℓ_e| + 1) (the fp32 exp and division, in logit units) +
+// |ℓ_e|·u_dump.
 void forced_routing(const std::vector<double>& values, bool are_logits, double u_dump, const std::vector<double>& bias,
-                    const std::vector<int64_t>& target_ids, int64_t T, int64_t E, int64_t k, RoutingLayer& out,
+                    const std::vector<int64_t>& target_ids, int64_t T, int64_t E, int64_t k, RoutingLayer& out, bool softmax = false,
                     size_t keep = 8);
 
 // Jaccard index of two id sets (as given; duplicates ignored).

@@ -1,5 +1,6 @@
 #include "compare/teacher_forcing.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -173,6 +174,8 @@ std::vector<double> TeacherForcing::expert_bias(int64_t L) {
 
 bool TeacherForcing::moe(int64_t L) const { return L >= 0 && L < config().num_hidden_layers && !config().is_dense(L); }
 
+dataflow::LayerKind TeacherForcing::kind(int64_t L) const { return {moe(L), !config().owns_kv(L)}; }
+
 int64_t TeacherForcing::rows_of(int64_t step) const { return step > 0 ? 1 : int64_t(prefill_pos_.size()); }
 
 std::vector<int64_t> TeacherForcing::positions_of(int64_t step) const {
@@ -190,7 +193,7 @@ std::vector<int64_t> TeacherForcing::expected_shape(const std::string& full) con
   if (n == "input_ids") return {T};
   const int64_t L = layer_of_name(n);
   if (L < 0 || L >= c.num_hidden_layers) return {};
-  const dataflow::Step* st = dataflow::find_step(n.substr(n.find('.', 7) + 1), moe(L));
+  const dataflow::Step* st = dataflow::find_step(c.family, n.substr(n.find('.', 7) + 1), kind(L));
   if (!st) return {};
   using S = dataflow::Shape;
   const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
@@ -251,7 +254,7 @@ std::optional<TeacherForcing::Val> TeacherForcing::value(const std::string& full
   // The honest error an engine's own computation of this step would carry: its derived local
   // budget without the safety factor (tolerance.h), as a relative perturbation per element.
   BudgetInputs bi;
-  bi.op = op_of(full);
+  bi.op = op_of(config().family, full);
   bi.u_target = u_run_;
   bi.numel = v->x.numel();
   bi.reduction_k = meta.reduction_k;
@@ -264,7 +267,7 @@ std::optional<TeacherForcing::Val> TeacherForcing::value(const std::string& full
   for (double& y : v->xn.data) y *= 1.0 + std::sqrt(3.0) * rms * uni(rng);
   v->noisy = true;
   const std::string n = strip_step(full);
-  if (n.size() > 11 && (n.ends_with(".attn.k_rope") || n.ends_with(".attn.v")))
+  if (n.size() > 11 && (n.ends_with(std::string(".") + dataflow::cached_key_step(config().family)) || n.ends_with(".attn.v")))
     kv_memo_[full] = std::make_unique<Val>(*v);
   return v;
 }
@@ -301,8 +304,10 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
     in.push_back(std::move(*v));
     return true;
   };
+  const std::string src = dataflow::kKvSource;
   auto layer_name = [&](const std::string& s) {
     if (s == dataflow::kPrevOut) return pre + (L == 0 ? std::string("embed") : names::layer(L - 1, "out"));
+    if (s.rfind(src, 0) == 0) return pre + names::layer(c.kv_source(L), s.substr(src.size()));
     return pre + names::layer(L, s);
   };
   // f on the exact inputs and, when one of them carries perturbation, on the perturbed ones.
@@ -379,17 +384,19 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
   }
   if (L < 0 || L >= c.num_hidden_layers) return std::nullopt;
   const std::string s = name.substr(name.find('.', 7) + 1);
-  const dataflow::Step* st = dataflow::find_step(s, moe(L));
+  const dataflow::Step* st = dataflow::find_step(c.family, s, kind(L));
   if (!st || st->role != dataflow::Role::activation) return std::nullopt;  // ids: judged as routing
   if (s == "attn.context") {
     // The cache: this step's rows for the prefill; prefill rows then steps 1..S for a decode step.
-    if (!get(layer_name("attn.q_rope"))) return std::nullopt;
+    // Keys are the layer's own cached rows (the table's cached_key_step); values are attn.v of
+    // the layer's KV source (itself, or for a cross layer the layer whose K/V it reads).
+    if (!get(layer_name(st->inputs[0]))) return std::nullopt;
     std::vector<int64_t> kpos;
     Val k, v;
     for (int64_t s2 = 0; s2 <= step; ++s2) {
       const std::string p2 = s2 > 0 ? names::step(s2, "") : "";
-      std::optional<Val> ks = value(p2 + names::layer(L, "attn.k_rope"), ctx);
-      std::optional<Val> vs = value(p2 + names::layer(L, "attn.v"), ctx);
+      std::optional<Val> ks = value(p2 + names::layer(L, dataflow::cached_key_step(c.family)), ctx);
+      std::optional<Val> vs = value(p2 + names::layer(c.kv_source(L), "attn.v"), ctx);
       if (!ks || !vs) return std::nullopt;
       for (int64_t p : positions_of(s2)) kpos.push_back(p);
       if (s2 == 0) {
@@ -424,7 +431,7 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
   if (s == "attn.q_norm") return norm(layer(L).q_norm, d);
   if (s == "attn.k_norm") return norm(layer(L).k_norm, d);
   if (s == "attn.q_rope" || s == "attn.k_rope") {
-    const RopeTable<double> table = rope_table<double>(pos, d, c.rope_theta, num);
+    const RopeTable<double> table = rope_table<double>(pos, d, c.rope_base(), num);
     return both([&](const std::vector<const Tensor<double>*>& a) {
       Tensor<double> y = *a[0];
       apply_rope(y, table);
@@ -443,6 +450,19 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
     return both([&](const std::vector<const Tensor<double>*>& a) { return swiglu_mlp(*a[0], layer(L).mlp, threads_); });
   }
   if (s == "moe.router_logits") return lin(layer(L).router, {T, c.num_experts});
+  if (s == "moe.scores" && c.router == RouterKind::softmax)
+    return both([&](const std::vector<const Tensor<double>*>& a) {
+      Tensor<double> y = *a[0];
+      const int64_t E = c.num_experts;
+      for (int64_t i = 0; i < y.numel() / E; ++i) {
+        double* r = y.data.data() + i * E;
+        const double mx = *std::max_element(r, r + E);
+        double sum = 0;
+        for (int64_t e = 0; e < E; ++e) sum += r[e] = std::exp(r[e] - mx);
+        for (int64_t e = 0; e < E; ++e) r[e] /= sum;
+      }
+      return y;
+    });
   if (s == "moe.scores")
     return both([&](const std::vector<const Tensor<double>*>& a) {
       Tensor<double> y = *a[0];
@@ -463,7 +483,8 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
       for (int64_t i = 0; i < T; ++i) {
         double sum = 0;
         for (int64_t j = 0; j < k; ++j) sum += sc.data[size_t(i * E + int64_t(ids.data[size_t(i * k + j)]))];
-        const double denom = c.route_norm ? sum + 1e-20 : 1.0;
+        // hy_v3 adds 1e-20 to the sum (docs/model.md §4.6); the softmax router divides by it alone.
+        const double denom = !c.route_norm ? 1.0 : c.router == RouterKind::softmax ? sum : sum + 1e-20;
         for (int64_t j = 0; j < k; ++j)
           y.data[size_t(i * k + j)] =
               sc.data[size_t(i * E + int64_t(ids.data[size_t(i * k + j)]))] / denom * c.router_scaling_factor;

@@ -38,6 +38,7 @@
 
 #include "io/checkpoint.h"
 #include "io/dump.h"
+#include "reference/dataflow.h"
 #include "reference/model.h"
 #include "compare/part_scale.h"
 
@@ -104,6 +105,7 @@ class TeacherForcing {
   std::vector<int64_t> positions_of(int64_t step) const;
   int64_t rows_of(int64_t step) const;
   bool moe(int64_t L) const;
+  dataflow::LayerKind kind(int64_t L) const;
 
   Checkpoint ck_;
   const Dump& t_;

@@ -53,7 +53,7 @@ int64_t layer_of_name(const std::string& name) {
   }
 }
 
-std::string op_of(const std::string& canonical_name) {
+std::string op_of(Family f, const std::string& canonical_name) {
   const std::string n = strip_step(canonical_name);
   if (layer_of_name(n) < 0) {
     for (const auto& m : dataflow::model_steps())
@@ -64,7 +64,7 @@ std::string op_of(const std::string& canonical_name) {
   if (s == "kv.k" || s == "kv.v") return "copy";  // the KV cache after the run
   // mlp.out is an FFN in dense layers and the sum routed + shared in MoE layers; by name alone
   // it is the dense row (the MoE form's budget comes from its replay).
-  for (const auto& st : dataflow::layer_steps())
+  for (const auto& st : dataflow::layer_steps(f))
     if (st.name == s) return st.op;
   return "";
 }
@@ -78,13 +78,13 @@ double default_gain(const std::string& op, int64_t k) {
   if (op == "routed_experts")                               // R10 per expert, R12 weight product and
     return std::sqrt(6.0 + 0.5 * double(k + 1));            //   k partial-sum roundings (sizes ~ √(j/k))
   if (op == "router_weights") return 2.0;                   // s/Σs, ·scale (fp32)
-  if (op == "sigmoid") return 2.0;
+  if (op == "sigmoid" || op == "softmax") return 2.0;
   return 1.0;                                               // linear, add, copy, embedding: 1 rounding
 }
 
 double amplification(const std::string& op) {
   if (op == "rope" || op == "copy" || op == "embedding" || op == "add") return 1.0;  // isometries / sums
-  if (op == "rms_norm" || op == "sigmoid" || op == "router_weights" || op == "margin") return 2.0;
+  if (op == "rms_norm" || op == "sigmoid" || op == "softmax" || op == "router_weights" || op == "margin") return 2.0;
   if (op == "attention") return 4.0;
   return 3.0;  // linear maps, SwiGLU, routed experts, the FFN
 }

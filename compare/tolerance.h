@@ -21,6 +21,7 @@
 // with a_op the op's error amplification (1 for rotations and copies, 2 for norms and pointwise
 // maps, 3 for linear maps and SwiGLU, 4 for attention; docs/compare.md gives the reasons).
 #pragma once
+#include "io/family.h"
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -36,7 +37,7 @@ std::optional<double> unit_roundoff(const std::string& dtype);
 
 // The operation class that produced a canonical tensor, from its name ("layers.3.attn.q" ->
 // "linear"). Empty for names compare does not know.
-std::string op_of(const std::string& canonical_name);
+std::string op_of(Family f, const std::string& canonical_name);
 
 // Canonical name with any "steps.S." prefix removed, and the layer index (or -1).
 std::string strip_step(const std::string& name, int64_t* step = nullptr);

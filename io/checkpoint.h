@@ -11,6 +11,7 @@
 // checked when the weight is referenced, and decode() expands it exactly (q · s in double). The
 // scale tensors are not weights: names() does not list them, scale_names() does.
 #pragma once
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -32,6 +33,14 @@ struct WeightRef {
   const SafetensorsFile* scale_file = nullptr;
   const TensorInfo* scale = nullptr;
   int64_t block_rows = 0, block_cols = 0;
+  // A range of the stored tensor's rows (one half of a fused gate_and_up_proj, one block of a
+  // fused qkv_proj); rows < 0: the whole tensor.
+  int64_t row0 = 0, rows = -1;
+  std::vector<int64_t> shape() const {
+    std::vector<int64_t> s = info->shape;
+    if (rows >= 0) s[0] = rows;
+    return s;
+  }
 };
 
 class Checkpoint {
@@ -53,6 +62,13 @@ class Checkpoint {
   // (expert_bias must never have been rounded to bf16). An F8_E4M3 weight comes with its scale,
   // checked here (io/quant.h); an FP8 weight without a valid scale is an Error.
   WeightRef ref(const std::string& name, const std::vector<int64_t>& shape, bool f32_only = false) const;
+  // Rows [row0, row0 + rows) of the stored tensor `name` of shape `shape` (checked as ref()).
+  WeightRef ref_rows(const std::string& name, const std::vector<int64_t>& shape, int64_t row0, int64_t rows) const {
+    WeightRef r = ref(name, shape);
+    r.row0 = row0;
+    r.rows = rows;
+    return r;
+  }
   // ref() + decode.
   template <class S>
   Tensor<S> load(const std::string& name, const std::vector<int64_t>& shape, bool f32_only = false) const {
@@ -61,8 +77,13 @@ class Checkpoint {
   // Decodes a referenced weight into S; an FP8 weight is dequantized (exact into double).
   template <class S>
   static Tensor<S> decode(const WeightRef& r) {
-    if (r.scale) return dequantize_fp8<S>(*r.file, *r.info, *r.scale_file, *r.scale, r.block_rows, r.block_cols);
-    return decode_tensor<S>(*r.file, *r.info);
+    Tensor<S> t = r.scale ? dequantize_fp8<S>(*r.file, *r.info, *r.scale_file, *r.scale, r.block_rows, r.block_cols)
+                          : decode_tensor<S>(*r.file, *r.info);
+    if (r.rows < 0) return t;
+    const int64_t cols = t.numel() / t.shape[0];
+    Tensor<S> out(r.shape());
+    std::copy(t.data.begin() + r.row0 * cols, t.data.begin() + (r.row0 + r.rows) * cols, out.data.begin());
+    return out;
   }
 
  private:

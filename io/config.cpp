@@ -2,76 +2,26 @@
 
 #include <cmath>
 
-#include "util/error.h"
+#include "io/config_reader.h"
 #include "io/safetensors.h"
 #include "io/sha256.h"
+#include "util/error.h"
 
 namespace hyoracle {
 
 using nlohmann::json;
 
-namespace {
-
-// Upper bound on any size field: large enough for any real model, small enough that products
-// of two sizes stay far from int64 overflow.
-constexpr int64_t kMaxDim = int64_t(1) << 24;
-
-// A JSON value for a one-line message: ASCII only, at most 80 characters.
-std::string shown(const json& v) {
-  std::string s = v.dump(-1, ' ', /*ensure_ascii=*/true, json::error_handler_t::replace);
-  if (s.size() > 80) s = s.substr(0, 77) + "...";
-  return s;
+double ModelConfig::rope_base() const {
+  if (rope_alpha == 0) return rope_theta;
+  const double d = double(head_dim);
+  return rope_theta * std::pow(rope_alpha, d / (d - 2));
 }
 
-struct Reader {
-  const json& j;
-  const std::string& src;
+namespace config_detail {
 
-  [[noreturn]] void bad(const std::string& field, const std::string& why) const {
-    fail(src + ": field \"" + field + "\" " + why);
-  }
-  bool has(const std::string& f) const { return j.contains(f) && !j[f].is_null(); }
-
-  int64_t integer(const std::string& f, int64_t lo, int64_t hi = kMaxDim) const {
-    if (!has(f)) bad(f, "is missing (it changes the computation; hyoracle uses no defaults)");
-    const json& v = j[f];
-    if (!v.is_number_integer() && !v.is_number_unsigned()) bad(f, "must be an integer, got " + shown(v));
-    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(hi))
-      bad(f, "is " + shown(v) + ", expected " + std::to_string(lo) + ".." + std::to_string(hi));
-    const int64_t x = v.get<int64_t>();
-    if (x < lo || x > hi) bad(f, "is " + std::to_string(x) + ", expected " + std::to_string(lo) + ".." + std::to_string(hi));
-    return x;
-  }
-  double number(const json& v, const std::string& f) const {
-    if (!v.is_number()) bad(f, "must be a number, got " + shown(v));
-    const double x = v.get<double>();
-    if (!std::isfinite(x)) bad(f, "must be finite");
-    return x;
-  }
-  double positive(const std::string& f) const {
-    if (!has(f)) bad(f, "is missing (it changes the computation; hyoracle uses no defaults)");
-    const double x = number(j[f], f);
-    if (!(x > 0)) bad(f, "must be > 0, got " + shown(j[f]));
-    return x;
-  }
-  bool boolean(const std::string& f) const {
-    if (!has(f)) bad(f, "is missing (engines disagree on its default; hyoracle uses none)");
-    if (!j[f].is_boolean()) bad(f, "must be true or false, got " + shown(j[f]));
-    return j[f].get<bool>();
-  }
-  bool boolean_or(const std::string& f, bool dflt) const { return has(f) ? boolean(f) : dflt; }
-};
-
-}  // namespace
-
-ModelConfig parse_config(const json& j, const std::string& src) {
-  if (!j.is_object()) fail(src + ": config must be a JSON object");
-  Reader r{j, src};
-  ModelConfig c;
-  c.source = src;
-  if (!r.has("model_type") || !j["model_type"].is_string()) r.bad("model_type", "is missing");
-  c.model_type = j["model_type"].get<std::string>();
-  if (c.model_type != "hy_v3") r.bad("model_type", "is " + printable_quoted(c.model_type) + ", expected \"hy_v3\"");
+// hy_v3 (docs/model.md §2): every semantic field explicit.
+void parse_hy_v3(const Reader& r, ModelConfig& c) {
+  const json& j = r.j;
 
   c.vocab_size = r.integer("vocab_size", 1, int64_t(1) << 22);
   c.hidden_size = r.integer("hidden_size", 1);
@@ -120,7 +70,7 @@ ModelConfig parse_config(const json& j, const std::string& src) {
   // FP8 checkpoints (per-tensor weight_scale, block-wise weight_scale_inv) are dequantized exactly
   // by the loader (io/quant.h); any other quantization is refused by parse_quantization_config.
   // compression_config (compressed-tensors' older key) is refused outright.
-  if (r.has("quantization_config")) c.quant = parse_quantization_config(j["quantization_config"], src);
+  if (r.has("quantization_config")) c.quant = parse_quantization_config(j["quantization_config"], r.src);
   if (r.has("compression_config"))
     r.bad("compression_config", "is set; hyoracle reads unquantized and \"fp8\" quantization_config checkpoints only");
 
@@ -180,6 +130,27 @@ ModelConfig parse_config(const json& j, const std::string& src) {
   if (from_k.empty() && from_types.empty())
     r.bad("first_k_dense_replace", "is missing (and no mlp_layer_types); SGLang would make every layer MoE");
   c.dense_layer = from_types.empty() ? from_k : from_types;
+  c.shared_intermediate_size = c.moe_intermediate_size * c.num_shared_experts;
+}
+
+}  // namespace config_detail
+
+ModelConfig parse_config(const json& j, const std::string& src) {
+  if (!j.is_object()) fail(src + ": config must be a JSON object");
+  config_detail::Reader r{j, src};
+  ModelConfig c;
+  c.source = src;
+  if (!r.has("model_type") || !j["model_type"].is_string()) r.bad("model_type", "is missing");
+  c.model_type = j["model_type"].get<std::string>();
+  const std::optional<Family> f = family_of_model_type(c.model_type);
+  if (!f)
+    r.bad("model_type", "is " + printable_quoted(c.model_type) +
+                            ", expected \"hy_v3\", \"hunyuan_v1_moe\", \"hunyuan_v1_dense\" or \"hunyuan\"");
+  c.family = *f;
+  if (c.family == Family::hy_v3)
+    config_detail::parse_hy_v3(r, c);
+  else
+    config_detail::parse_hunyuan_v1(r, c);
   return c;
 }
 

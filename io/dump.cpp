@@ -34,6 +34,9 @@ ordered_json make_manifest(const DumpProducer& p, const ModelConfig& c, const st
                    {"dtype", p.dtype},         {"precision", p.precision}, {"mode", p.mode},
                    {"bf16_rounding", "off"},   {"tie_break", kTieBreakRule}};
   m["model"] = {{"model_type", c.model_type},
+                {"family", family_name(c.family)},
+                {"semantics", c.semantics},
+                {"cla_share_factor", c.cla_share_factor},
                 {"config_sha256", c.sha256},
                 {"num_hidden_layers", c.num_hidden_layers},
                 {"checkpoint", checkpoint}};
@@ -177,7 +180,7 @@ nlohmann::json parse_dump_manifest(const std::string& text, const std::string& m
     if (!m["model"].is_object()) bad("model", "must be an object");
     if (m["model"].contains("num_hidden_layers") && !is_small_nonneg_int(m["model"]["num_hidden_layers"]))
       bad("model.num_hidden_layers", "must be an integer in [0, 2^62]");
-    for (const char* f : {"model_type", "config_sha256", "weights_fingerprint", "checkpoint"})
+    for (const char* f : {"model_type", "family", "semantics", "config_sha256", "weights_fingerprint", "checkpoint"})
       if (m["model"].contains(f) && !m["model"][f].is_string()) bad(std::string("model.") + f, "must be a string");
   }
   if (m.contains("input")) {

@@ -27,7 +27,64 @@ double Rng::normal() {
   return s - 6.0;
 }
 
+namespace {
+
+// config.json of a Hunyuan v1 spec: the field set transformers 5 writes for its hunyuan_v1_*
+// classes, or that of Tencent's original configs (model_type "hunyuan").
+nlohmann::ordered_json hunyuan_config_json(const CheckpointSpec& s) {
+  const bool tencent = s.model_type == "hunyuan", dense = s.model_type == "hunyuan_v1_dense";
+  nlohmann::ordered_json j;
+  j["architectures"] = {tencent ? "HunYuanForCausalLM" : dense ? "HunYuanDenseV1ForCausalLM" : "HunYuanMoEV1ForCausalLM"};
+  j["model_type"] = s.model_type;
+  j["dtype"] = "bfloat16";
+  j["vocab_size"] = s.vocab_size;
+  j["hidden_size"] = s.hidden_size;
+  j["intermediate_size"] = s.intermediate_size;
+  j["num_hidden_layers"] = s.num_hidden_layers;
+  j["num_attention_heads"] = s.num_attention_heads;
+  j["num_key_value_heads"] = s.num_key_value_heads;
+  if (!tencent) j["head_dim"] = s.head_dim;
+  j["hidden_act"] = "silu";
+  j["max_position_embeddings"] = 32768;
+  j["rms_norm_eps"] = s.rms_norm_eps;
+  nlohmann::ordered_json rope = s.rope_alpha > 0
+      ? nlohmann::ordered_json{{"rope_type", "dynamic"}, {"alpha", s.rope_alpha}, {"factor", 1.0}}
+      : nlohmann::ordered_json{{"rope_type", "default"}};
+  if (tencent) {
+    j["rope_theta"] = s.rope_theta;
+    if (s.rope_alpha > 0) j["rope_scaling"] = {{"type", "dynamic"}, {"alpha", s.rope_alpha}, {"factor", 1.0}};
+    else j["rope_scaling"] = nullptr;
+  } else {
+    rope["rope_theta"] = s.rope_theta;
+    j["rope_parameters"] = rope;
+  }
+  j["attention_bias"] = false;
+  j["mlp_bias"] = false;
+  j["use_qk_norm"] = true;
+  if (tencent) {
+    j["use_cla"] = s.cla_share_factor > 1;
+    j["cla_share_factor"] = std::max<int64_t>(s.cla_share_factor, 1);
+  }
+  if (!dense) {
+    j["num_experts"] = s.num_experts;
+    j["moe_topk"] = s.num_experts_per_tok;
+    if (tencent) {
+      j["use_mixed_mlp_moe"] = true;
+      j["num_shared_expert"] = s.num_shared_experts;
+    }
+  }
+  j["tie_word_embeddings"] = s.tie_word_embeddings;
+  j["bos_token_id"] = 1;
+  j["eos_token_id"] = 2;
+  j["pad_token_id"] = 0;
+  j["use_cache"] = true;
+  return j;
+}
+
+}  // namespace
+
 nlohmann::ordered_json checkpoint_config_json(const CheckpointSpec& s) {
+  if (s.model_type != "hy_v3") return hunyuan_config_json(s);
   nlohmann::ordered_json j;
   j["architectures"] = {"HYV3ForCausalLM"};
   j["model_type"] = "hy_v3";
@@ -130,12 +187,83 @@ std::pair<RawTensor, RawTensor> quantize_fp8(const RawTensor& t, const Checkpoin
   return {std::move(q), std::move(scale)};
 }
 
+// Rows of BF16 tensors stacked into one tensor `name` (fused layouts), in the order given.
+RawTensor stack_rows(const std::string& name, const std::vector<const RawTensor*>& parts) {
+  RawTensor out{name, DType::BF16, {0, parts.at(0)->shape.at(1)}, {}};
+  for (const RawTensor* p : parts) {
+    out.shape[0] += p->shape[0];
+    out.bytes.insert(out.bytes.end(), p->bytes.begin(), p->bytes.end());
+  }
+  return out;
+}
+
+// The layers of a Hunyuan v1 checkpoint (docs/hunyuan_v1.md). The random values are drawn in the
+// same order whatever the layout, so the fused and separate checkpoints of one seed hold the
+// same weights.
+template <class Add>
+void write_hunyuan_layers(const CheckpointSpec& s, Rng& rng, const Add& add) {
+  const int64_t H = s.hidden_size, d = s.head_dim, nkv = s.num_key_value_heads, g = s.num_attention_heads / nkv;
+  const int64_t A = s.num_attention_heads * d, Kv = nkv * d, I = s.intermediate_size;
+  const bool tencent = s.model_type == "hunyuan", dense = s.model_type == "hunyuan_v1_dense" ||
+                                                          (tencent && s.num_experts <= 1);
+  const bool fused = tencent && s.fused;
+  const int64_t f = tencent ? std::max<int64_t>(s.cla_share_factor, 1) : 1;
+  auto w = [&](const std::string& name, int64_t out, int64_t in) {
+    return random_bf16(rng, name, {out, in}, 0.0, s.linear_gain / std::sqrt(double(in)));
+  };
+  auto mlp = [&](const std::string& p, int64_t width, int64_t L) {
+    RawTensor gate = w(p + "gate_proj.weight", width, H), up = w(p + "up_proj.weight", width, H);
+    if (fused) add(stack_rows(p + "gate_and_up_proj.weight", {&up, &gate}), L);  // Tencent: [up; gate]
+    else add(std::move(gate), L), add(std::move(up), L);
+    add(w(p + "down_proj.weight", H, width), L);
+  };
+  for (int64_t L = 0; L < s.num_hidden_layers; ++L) {
+    const std::string p = "model.layers." + std::to_string(L) + ".";
+    add(random_bf16(rng, p + "input_layernorm.weight", {H}, 1.0, 0.1), L);
+    RawTensor q = w(p + "self_attn.q_proj.weight", A, H);
+    if (L % f != 0) {
+      add(std::move(q), L);  // a cross layer: its K/V come from layer L − L % f
+    } else {
+      RawTensor k = w(p + "self_attn.k_proj.weight", Kv, H), v = w(p + "self_attn.v_proj.weight", Kv, H);
+      if (fused) {
+        // Per KV group m: its g query heads, its key head, its value head ([nkv, g + 2, d, H]).
+        RawTensor qkv{p + "self_attn.qkv_proj.weight", DType::BF16, {A + 2 * Kv, H}, {}};
+        const size_t head = size_t(d * H * 2);
+        for (int64_t m = 0; m < nkv; ++m) {
+          auto put = [&](const RawTensor& t, int64_t h0, int64_t n) {
+            qkv.bytes.insert(qkv.bytes.end(), t.bytes.begin() + h0 * head, t.bytes.begin() + (h0 + n) * head);
+          };
+          put(q, m * g, g);
+          put(k, m, 1);
+          put(v, m, 1);
+        }
+        add(std::move(qkv), L);
+      } else {
+        add(std::move(q), L), add(std::move(k), L), add(std::move(v), L);
+      }
+    }
+    add(w(p + "self_attn.o_proj.weight", H, A), L);
+    add(random_bf16(rng, p + "self_attn.query_layernorm.weight", {d}, 1.0, 0.1), L);
+    add(random_bf16(rng, p + "self_attn.key_layernorm.weight", {d}, 1.0, 0.1), L);
+    add(random_bf16(rng, p + "post_attention_layernorm.weight", {H}, 1.0, 0.1), L);
+    if (dense) {
+      mlp(p + "mlp.", I, L);
+      continue;
+    }
+    add(random_f32(rng, p + "mlp.gate.wg.weight", {s.num_experts, H}, s.router_gain / std::sqrt(double(H))), L);
+    mlp(p + "mlp.shared_mlp.", I * (tencent ? s.num_shared_experts : 1), L);
+    for (int64_t e = 0; e < s.num_experts; ++e) mlp(p + "mlp.experts." + std::to_string(e) + ".", I, L);
+  }
+}
+
 }  // namespace
 
 void write_random_checkpoint(const CheckpointSpec& s, const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) fail(dir + ": cannot create directory: " + ec.message());
+  if (s.model_type != "hy_v3" && s.quant != QuantKind::None)
+    fail("fixture: FP8 Hunyuan v1 fixtures are not written (FP8 fixtures are hy_v3 only)");
   Rng rng(s.seed);
   const int64_t H = s.hidden_size, A = s.num_attention_heads * s.head_dim, Kv = s.num_key_value_heads * s.head_dim;
   const int K = std::max(1, s.shards);
@@ -159,6 +287,9 @@ void write_random_checkpoint(const CheckpointSpec& s, const std::string& dir) {
   auto norm = [&](const std::string& name, int64_t n, int64_t layer) { add(random_bf16(rng, name, {n}, 1.0, 0.1), layer); };
 
   add(random_bf16(rng, "model.embed_tokens.weight", {s.vocab_size, H}, 0.0, 1.0), -1);
+  if (s.model_type != "hy_v3") {
+    write_hunyuan_layers(s, rng, add);
+  } else {
   const int64_t total_layers = s.num_hidden_layers + s.mtp_layers;
   for (int64_t L = 0; L < total_layers; ++L) {
     const std::string p = "model.layers." + std::to_string(L) + ".";
@@ -196,8 +327,9 @@ void write_random_checkpoint(const CheckpointSpec& s, const std::string& dir) {
       linear(q + "down_proj.weight", H, I, L);
     }
   }
+  }
   norm("model.norm.weight", H, -1);
-  linear("lm_head.weight", s.vocab_size, H, -1);
+  if (!(s.model_type != "hy_v3" && s.tie_word_embeddings)) linear("lm_head.weight", s.vocab_size, H, -1);
 
   write_output_file(dir + "/config.json", checkpoint_config_json(s).dump(2) + "\n");
   if (K == 1) {

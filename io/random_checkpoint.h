@@ -1,6 +1,9 @@
-// random_checkpoint.h: seeded random-weight hy_v3 checkpoints in the original HF layout
-// (docs/model.md §3.1): config.json with the real field set, BF16 weights, F32 expert_bias,
-// per-expert tensor names, optionally sharded with model.safetensors.index.json.
+// random_checkpoint.h: seeded random-weight checkpoints in the original HF layout: hy_v3
+// (docs/model.md §3.1: config.json with the real field set, BF16 weights, F32 expert_bias,
+// per-expert tensor names) or the Hunyuan v1 family (docs/hunyuan_v1.md: transformers'
+// hunyuan_v1_moe / hunyuan_v1_dense configs, or Tencent's "hunyuan" config with cross-layer
+// attention, F32 router `mlp.gate.wg`, optionally Tencent's fused qkv_proj / gate_and_up_proj),
+// optionally sharded with model.safetensors.index.json.
 //
 // Deterministic to the byte on any machine: the generator is splitmix64 and normal variates are
 // Irwin-Hall sums of 12 uniforms on a 2^-32 grid, exact in double (no libm in the path).
@@ -25,6 +28,14 @@
 namespace hyoracle {
 
 struct CheckpointSpec {
+  // "hy_v3", or a Hunyuan v1 model_type: "hunyuan_v1_moe", "hunyuan_v1_dense" (transformers'
+  // semantics) or "hunyuan" (Tencent's). Hunyuan v1 routed experts and the shared MLP have width
+  // intermediate_size (× num_shared_experts for "hunyuan"); moe_intermediate_size is unused.
+  std::string model_type = "hy_v3";
+  int64_t cla_share_factor = 1;   // "hunyuan": > 1 writes use_cla (cross layers store q_proj only)
+  double rope_alpha = 0;          // Hunyuan v1: NTK-alpha RoPE (rope type "dynamic"); 0: plain
+  bool tie_word_embeddings = false;  // Hunyuan v1: no lm_head.weight is written when true
+  bool fused = false;             // "hunyuan": Tencent's fused qkv_proj and gate_and_up_proj layout
   int64_t vocab_size = 256;
   int64_t hidden_size = 64;
   int64_t intermediate_size = 96;

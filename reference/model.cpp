@@ -1,5 +1,6 @@
 #include "reference/model.h"
 
+#include <array>
 #include <cmath>
 
 #include "reference/embedding.h"
@@ -13,53 +14,118 @@ std::string hf_layer_name(int64_t L, const std::string& what) {
   return "model.layers." + std::to_string(L) + "." + what;
 }
 
+namespace {
+
+// The checkpoint names that differ between families (docs/model.md §3.1, docs/hunyuan_v1.md).
+struct FamilyNames {
+  const char* q_norm;
+  const char* k_norm;
+  const char* router;
+  const char* expert_bias;  // nullptr: the family's router has no bias
+};
+
+FamilyNames family_names(Family f) {
+  if (f == Family::hy_v3)
+    return {"self_attn.q_norm.weight", "self_attn.k_norm.weight", "mlp.router.gate.weight", "mlp.expert_bias"};
+  return {"self_attn.query_layernorm.weight", "self_attn.key_layernorm.weight", "mlp.gate.wg.weight", nullptr};
+}
+
+// A SwiGLU block `prefix`{gate,up,down}_proj, or Tencent's fused `prefix`gate_and_up_proj whose
+// first I rows are UP and last I rows GATE (the reverse of transformers' fused gate_up_proj).
+std::array<WeightRef, 3> mlp_refs(const Checkpoint& ck, const std::string& prefix, int64_t I, int64_t H) {
+  const std::string fused = prefix + "gate_and_up_proj.weight";
+  WeightRef down = ck.ref(prefix + "down_proj.weight", {H, I});
+  if (ck.has(fused)) {
+    if (ck.has(prefix + "gate_proj.weight") || ck.has(prefix + "up_proj.weight"))
+      fail(ck.dir() + ": both \"" + fused + "\" and a separate gate_proj/up_proj are stored; expected one layout");
+    return {ck.ref_rows(fused, {2 * I, H}, I, I), ck.ref_rows(fused, {2 * I, H}, 0, I), down};
+  }
+  return {ck.ref(prefix + "gate_proj.weight", {I, H}), ck.ref(prefix + "up_proj.weight", {I, H}), down};
+}
+
+template <class S>
+MlpWeights<S> load_mlp(const Checkpoint& ck, const std::string& prefix, int64_t I, int64_t H) {
+  const std::array<WeightRef, 3> r = mlp_refs(ck, prefix, I, H);
+  return {Checkpoint::decode<S>(r[0]), Checkpoint::decode<S>(r[1]), Checkpoint::decode<S>(r[2])};
+}
+
+// q, k, v projections. A layer that owns its K/V stores q/k/v_proj, or Tencent's fused qkv_proj
+// whose rows, per KV group m, hold that group's g query heads, then its key head, then its value
+// head ([nkv, g + 2, d, H]). A cross layer (cross-layer attention) stores q_proj only.
+template <class S>
+void load_qkv(const Checkpoint& ck, const ModelConfig& c, int64_t L, LayerWeights<S>& w) {
+  const int64_t H = c.hidden_size, A = c.q_width(), Kv = c.kv_width(), d = c.head_dim, g = c.gqa_group();
+  auto n = [&](const std::string& x) { return hf_layer_name(L, x); };
+  const std::string fused = n("self_attn.qkv_proj.weight");
+  if (!c.owns_kv(L)) {
+    for (const char* x : {"self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.qkv_proj.weight"})
+      if (ck.has(n(x)))
+        fail(ck.dir() + ": tensor \"" + n(x) + "\" is stored, but layer " + std::to_string(L) +
+             " is a cross layer reading layer " + std::to_string(c.kv_source(L)) + "'s K/V (use_cla, cla_share_factor " +
+             std::to_string(c.cla_share_factor) + " in " + c.source + "); the checkpoint does not match its config");
+    w.wq = ck.load<S>(n("self_attn.q_proj.weight"), {A, H});
+    return;
+  }
+  if (!ck.has(fused)) {
+    w.wq = ck.load<S>(n("self_attn.q_proj.weight"), {A, H});
+    w.wk = ck.load<S>(n("self_attn.k_proj.weight"), {Kv, H});
+    w.wv = ck.load<S>(n("self_attn.v_proj.weight"), {Kv, H});
+    return;
+  }
+  if (ck.has(n("self_attn.q_proj.weight")))
+    fail(ck.dir() + ": both \"" + fused + "\" and q_proj are stored for layer " + std::to_string(L) + "; expected one layout");
+  const Tensor<S> f = ck.load<S>(fused, {A + 2 * Kv, H});
+  w.wq = Tensor<S>({A, H});
+  w.wk = Tensor<S>({Kv, H});
+  w.wv = Tensor<S>({Kv, H});
+  const int64_t nkv = c.num_key_value_heads, block = (g + 2) * d * H;
+  for (int64_t m = 0; m < nkv; ++m) {
+    const S* src = f.data.data() + m * block;
+    std::copy(src, src + g * d * H, w.wq.data.begin() + m * g * d * H);
+    std::copy(src + g * d * H, src + (g + 1) * d * H, w.wk.data.begin() + m * d * H);
+    std::copy(src + (g + 1) * d * H, src + block, w.wv.data.begin() + m * d * H);
+  }
+}
+
+}  // namespace
+
 template <class S>
 LayerWeights<S> load_layer(const Checkpoint& ck, int64_t L, bool resident_experts) {
   const ModelConfig& c = ck.config();
   if (L < 0 || L >= c.num_hidden_layers)
     fail("layer " + std::to_string(L) + " is out of range: " + c.source + " has num_hidden_layers " +
          std::to_string(c.num_hidden_layers));
-  const int64_t H = c.hidden_size, A = c.q_width(), Kv = c.kv_width(), d = c.head_dim;
+  const int64_t H = c.hidden_size, A = c.q_width(), d = c.head_dim;
+  const FamilyNames fn = family_names(c.family);
   auto n = [&](const std::string& w) { return hf_layer_name(L, w); };
   LayerWeights<S> w;
   w.input_norm = ck.load<S>(n("input_layernorm.weight"), {H});
-  w.wq = ck.load<S>(n("self_attn.q_proj.weight"), {A, H});
-  w.wk = ck.load<S>(n("self_attn.k_proj.weight"), {Kv, H});
-  w.wv = ck.load<S>(n("self_attn.v_proj.weight"), {Kv, H});
+  load_qkv(ck, c, L, w);
   w.wo = ck.load<S>(n("self_attn.o_proj.weight"), {H, A});
-  w.q_norm = ck.load<S>(n("self_attn.q_norm.weight"), {d});
-  w.k_norm = ck.load<S>(n("self_attn.k_norm.weight"), {d});
+  w.q_norm = ck.load<S>(n(fn.q_norm), {d});
+  w.k_norm = ck.load<S>(n(fn.k_norm), {d});
   w.post_norm = ck.load<S>(n("post_attention_layernorm.weight"), {H});
   w.dense = c.is_dense(L);
   if (w.dense) {
-    const int64_t I = c.intermediate_size;
-    w.mlp.gate = ck.load<S>(n("mlp.gate_proj.weight"), {I, H});
-    w.mlp.up = ck.load<S>(n("mlp.up_proj.weight"), {I, H});
-    w.mlp.down = ck.load<S>(n("mlp.down_proj.weight"), {H, I});
+    w.mlp = load_mlp<S>(ck, n("mlp."), c.intermediate_size, H);
     return w;
   }
   const int64_t E = c.num_experts, I = c.moe_intermediate_size, Is = c.shared_width();
-  w.router = ck.load<S>(n("mlp.router.gate.weight"), {E, H});
-  {
+  w.router = ck.load<S>(n(fn.router), {E, H});
+  if (fn.expert_bias) {
     // The bias decides the expert selection; a non-finite entry would make the top-k order
     // meaningless (and std::sort's comparisons undefined) without any visible error.
-    const WeightRef r = ck.ref(n("mlp.expert_bias"), {E}, /*f32_only=*/true);
+    const WeightRef r = ck.ref(n(fn.expert_bias), {E}, /*f32_only=*/true);
     w.expert_bias = Checkpoint::decode<S>(r);
     for (int64_t e = 0; e < E; ++e)
       if (!std::isfinite(double(w.expert_bias.data[size_t(e)])))
-        fail(r.file->path() + ": tensor \"" + n("mlp.expert_bias") + "\" holds a non-finite value at expert " +
+        fail(r.file->path() + ": tensor \"" + n(fn.expert_bias) + "\" holds a non-finite value at expert " +
              std::to_string(e) + " (expected finite fp32 biases)");
+  } else {
+    w.expert_bias = Tensor<S>({E});  // no bias: selection by the scores alone
   }
-  if (Is > 0) {
-    w.shared.gate = ck.load<S>(n("mlp.shared_mlp.gate_proj.weight"), {Is, H});
-    w.shared.up = ck.load<S>(n("mlp.shared_mlp.up_proj.weight"), {Is, H});
-    w.shared.down = ck.load<S>(n("mlp.shared_mlp.down_proj.weight"), {H, Is});
-  }
-  for (int64_t e = 0; e < E; ++e) {
-    const std::string p = "mlp.experts." + std::to_string(e) + ".";
-    w.experts.refs.push_back({ck.ref(n(p + "gate_proj.weight"), {I, H}), ck.ref(n(p + "up_proj.weight"), {I, H}),
-                              ck.ref(n(p + "down_proj.weight"), {H, I})});
-  }
+  if (Is > 0) w.shared = load_mlp<S>(ck, n("mlp.shared_mlp."), Is, H);
+  for (int64_t e = 0; e < E; ++e) w.experts.refs.push_back(mlp_refs(ck, n("mlp.experts." + std::to_string(e) + "."), I, H));
   if (resident_experts) {
     std::vector<MlpWeights<S>> all(static_cast<size_t>(E));
     for (int64_t e = 0; e < E; ++e) w.experts.get(e, all[e]);
@@ -103,7 +169,7 @@ Tensor<S> forward(const ModelWeights<S>& m, const std::vector<int64_t>& ids, KVC
   Tensor<S> x = embedding(m.embed, ids);
   rec(names::kEmbed, x);
   for (int64_t L = 0; L < c.num_hidden_layers; ++L)
-    x = decoder_layer(x, L, m.layers[L], c, positions, cache.layers[L], num, rec);
+    x = decoder_layer(x, L, m.layers[L], c, positions, cache.layers[L], num, rec, &cache.layers[c.kv_source(L)]);
   const Tensor<S> h = rms_norm(x, m.final_norm, c.rms_norm_eps, num);
   rec(names::kFinalNorm, h);
   Tensor<S> logits = linear(h, m.lm_head, num.threads);

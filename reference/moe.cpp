@@ -23,20 +23,21 @@ void release_pages(const uint8_t* p, uint64_t n) {
 // Decodes a stored weight into `out`, reusing its buffer (no allocation once warm).
 template <class S>
 void decode_into(const WeightRef& r, Tensor<S>& out) {
-  const int64_t n = r.info->numel();
-  out.shape = r.info->shape;
+  out.shape = r.shape();
+  int64_t n = 1;
+  for (int64_t s : out.shape) n *= s;
   out.data.resize(static_cast<size_t>(n));
   if (r.info->dtype != DType::BF16) {
     out = Checkpoint::decode<S>(r);
     return;
   }
-  const uint8_t* p = r.file->data(*r.info);
+  const uint8_t* p = r.file->data(*r.info) + 2 * r.row0 * (r.info->numel() / r.info->shape[0]);
   for (int64_t i = 0; i < n; ++i) {
     uint16_t h;
     std::memcpy(&h, p + 2 * i, 2);
     out.data[i] = S(bf16_to_float(h));
   }
-  release_pages(p, r.info->end - r.info->begin);
+  release_pages(p, uint64_t(2 * n));
 }
 }  // namespace
 
@@ -98,9 +99,9 @@ Tensor<S> routed_experts(const Tensor<S>& u, const RouterOutput<S>& r, const Exp
 template <class S>
 MoeOutput<S> moe_block(const Tensor<S>& u, const Tensor<S>& w_router, const Tensor<S>& expert_bias,
                        const ExpertStore<S>& experts, const MlpWeights<S>& shared, int64_t k, double scaling,
-                       bool renormalize, const Numerics& num) {
+                       bool renormalize, const Numerics& num, RouterKind kind) {
   MoeOutput<S> m;
-  m.router = route(u, w_router, expert_bias, k, scaling, renormalize, num);
+  m.router = route(u, w_router, expert_bias, k, scaling, renormalize, num, kind);
   m.routed = routed_experts(u, m.router, experts, num.threads);
   if (shared.gate.numel() > 0) m.shared = swiglu_mlp(u, shared, num.threads);
   else m.shared = Tensor<S>(u.shape);
@@ -117,9 +118,9 @@ template Tensor<float> routed_experts<float>(const Tensor<float>&, const RouterO
                                              int);
 template MoeOutput<double> moe_block<double>(const Tensor<double>&, const Tensor<double>&, const Tensor<double>&,
                                              const ExpertStore<double>&, const MlpWeights<double>&, int64_t, double,
-                                             bool, const Numerics&);
+                                             bool, const Numerics&, RouterKind);
 template MoeOutput<float> moe_block<float>(const Tensor<float>&, const Tensor<float>&, const Tensor<float>&,
                                            const ExpertStore<float>&, const MlpWeights<float>&, int64_t, double, bool,
-                                           const Numerics&);
+                                           const Numerics&, RouterKind);
 
 }  // namespace hyoracle

@@ -1,7 +1,8 @@
-// moe.h: routed experts, the shared expert and the MoE block (docs/model.md §4.7-4.8).
+// moe.h: routed experts, the shared expert and the MoE block (docs/model.md §4.7-4.8; the
+// Hunyuan v1 MoE is the same block with the softmax router, docs/hunyuan_v1.md).
 //
 //   routed(u)[t] = Σ_j w[t, j] · Expert_{K[t, j]}(u[t])      Expert_e = SwiGLU of width I_e
-//   shared(u)    = SwiGLU of width I_e · num_shared_experts, always on, no gate, no 2.826
+//   shared(u)    = SwiGLU of the config's shared width, always on, no gate, no 2.826
 //   MoE(u)       = routed(u) + shared(u)
 // Shapes: u [T, H] -> [T, H]. Tokens are grouped per expert (one GEMM per expert on its
 // gathered rows) and added into the output in ascending expert index; accumulation in S.
@@ -42,6 +43,6 @@ Tensor<S> routed_experts(const Tensor<S>& u, const RouterOutput<S>& r, const Exp
 template <class S>
 MoeOutput<S> moe_block(const Tensor<S>& u, const Tensor<S>& w_router, const Tensor<S>& expert_bias,
                        const ExpertStore<S>& experts, const MlpWeights<S>& shared, int64_t k, double scaling,
-                       bool renormalize, const Numerics& num);
+                       bool renormalize, const Numerics& num, RouterKind kind = RouterKind::sigmoid_bias);
 
 }  // namespace hyoracle

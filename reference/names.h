@@ -22,14 +22,15 @@ inline const char* kGenerateLogits = "generate.logits";
 // Per-layer suffixes in execution order (dataflow.h's rows, each name once). moe.* apply to MoE
 // layers only. moe.topk_margin is a hyoracle extension: the k-th minus (k+1)-th corrected router
 // score per token, [T].
-inline const std::vector<std::string>& layer_suffixes() {
-  static const std::vector<std::string> v = [] {
+inline const std::vector<std::string>& layer_suffixes(Family f) {
+  auto make = [](Family g) {
     std::vector<std::string> out;
-    for (const auto& s : dataflow::layer_steps())
+    for (const auto& s : dataflow::layer_steps(g))
       if (out.empty() || out.back() != s.name) out.push_back(s.name);
     return out;
-  }();
-  return v;
+  };
+  static const std::vector<std::string> hy = make(Family::hy_v3), hun = make(Family::hunyuan_v1);
+  return f == Family::hy_v3 ? hy : hun;
 }
 
 }  // namespace hyoracle::names

@@ -18,9 +18,66 @@ std::vector<int64_t> top_k_indices(const double* c, int64_t n, int64_t k) {
   return idx;
 }
 
+namespace {
+
+// The softmax router (see router.h). In fp32 mode (hf, fp32) every step after the logits is in
+// float: max, exp, sum in token order of experts, division; exact mode in S.
+template <class S>
+RouterOutput<S> route_softmax(const Tensor<S>& u, const Tensor<S>& w_router, int64_t k, double scaling, bool renormalize,
+                              const Numerics& num) {
+  const int64_t E = w_router.dim(0);
+  RouterOutput<S> out;
+  out.k = k;
+  out.logits = linear(u, w_router, num.threads);
+  const int64_t T = out.logits.dim(0);
+  out.scores = Tensor<S>({T, E});
+  out.weights = Tensor<S>({T, k});
+  out.margin = Tensor<S>({T});
+  out.ids.resize(size_t(T * k));
+  const bool f32 = num.fp32_steps();
+  std::vector<double> p(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t) {
+    S* l = out.logits.row(t);
+    S* s = out.scores.row(t);
+    for (int64_t e = 0; e < E; ++e)
+      if (!std::isfinite(double(l[e])))
+        fail("router: non-finite logit " + std::to_string(double(l[e])) + " at token " + std::to_string(t) + ", expert " +
+             std::to_string(e));
+    if (f32) {
+      float mx = -std::numeric_limits<float>::infinity(), sum = 0;
+      for (int64_t e = 0; e < E; ++e) l[e] = S(float(l[e])), mx = std::max(mx, float(l[e]));
+      std::vector<float> ex(static_cast<size_t>(E));
+      for (int64_t e = 0; e < E; ++e) sum += ex[e] = std::exp(float(l[e]) - mx);
+      for (int64_t e = 0; e < E; ++e) s[e] = S(ex[e] / sum), p[e] = double(s[e]);
+    } else {
+      S mx = l[0], sum = 0;
+      for (int64_t e = 1; e < E; ++e) mx = std::max(mx, l[e]);
+      for (int64_t e = 0; e < E; ++e) sum += s[e] = std::exp(l[e] - mx);
+      for (int64_t e = 0; e < E; ++e) s[e] /= sum, p[e] = double(s[e]);
+    }
+    const std::vector<int64_t> top = top_k_indices(p.data(), E, std::min(E, k + 1));
+    out.margin.data[t] = k < E ? S(p[top[k - 1]] - p[top[k]]) : std::numeric_limits<S>::infinity();
+    if (f32) {
+      float sum = 0;
+      for (int64_t j = 0; j < k; ++j) sum += float(s[top[j]]);
+      for (int64_t j = 0; j < k; ++j)
+        out.weights.data[t * k + j] = S((renormalize ? float(s[top[j]]) / sum : float(s[top[j]])) * float(scaling));
+    } else {
+      S sum = 0;
+      for (int64_t j = 0; j < k; ++j) sum += s[top[j]];
+      for (int64_t j = 0; j < k; ++j) out.weights.data[t * k + j] = (renormalize ? s[top[j]] / sum : s[top[j]]) * S(scaling);
+    }
+    for (int64_t j = 0; j < k; ++j) out.ids[t * k + j] = top[j];
+  }
+  return out;
+}
+
+}  // namespace
+
 template <class S>
 RouterOutput<S> route(const Tensor<S>& u, const Tensor<S>& w_router, const Tensor<S>& bias, int64_t k, double scaling,
-                      bool renormalize, const Numerics& num) {
+                      bool renormalize, const Numerics& num, RouterKind kind) {
+  if (kind == RouterKind::softmax) return route_softmax(u, w_router, k, scaling, renormalize, num);
   const int64_t E = w_router.dim(0);
   RouterOutput<S> out;
   out.k = k;
@@ -75,8 +132,8 @@ RouterOutput<S> route(const Tensor<S>& u, const Tensor<S>& w_router, const Tenso
 }
 
 template RouterOutput<double> route<double>(const Tensor<double>&, const Tensor<double>&, const Tensor<double>&, int64_t,
-                                            double, bool, const Numerics&);
+                                            double, bool, const Numerics&, RouterKind);
 template RouterOutput<float> route<float>(const Tensor<float>&, const Tensor<float>&, const Tensor<float>&, int64_t, double,
-                                          bool, const Numerics&);
+                                          bool, const Numerics&, RouterKind);
 
 }  // namespace hyoracle

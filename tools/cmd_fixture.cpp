@@ -61,6 +61,7 @@ struct FixtureOptions {
   bool golden_steps = false;
   std::string fp8;        // "" (BF16), "per-tensor" or "block"
   std::string fp8_block;  // "R,C" block size of --fp8 block (default 128,128)
+  bool fused = false;     // Tencent's fused layout (model_type "hunyuan" presets)
   bool force = false;
   bool dry_run = false;
   Verbosity verbosity;  // -q, --progress
@@ -97,6 +98,9 @@ fixture::Request make_request(const FixtureOptions& o, const CLI::App& cmd) {
   if (cmd.get_option("--bias-scale")->count()) q.spec.bias_scale = o.bias_scale;
   q.spec.seed = o.seed;
   q.spec.shards = o.shards;
+  if (o.fused && q.spec.model_type != "hunyuan")
+    fail("--fused: Tencent's fused qkv_proj / gate_and_up_proj layout exists for model_type \"hunyuan\" presets only");
+  q.spec.fused = o.fused;
   if (o.fp8 == "per-tensor") q.spec.quant = QuantKind::Fp8PerTensor;
   else if (o.fp8 == "block") q.spec.quant = QuantKind::Fp8Block;
   else if (!o.fp8.empty()) fail("--fp8: \"" + o.fp8 + "\" is not a layout (per-tensor or block)");
@@ -224,6 +228,9 @@ void register_fixture(CLI::App& app, int& status) {
                   "Hy3-FP8) or block (weight_scale_inv per block, as DeepSeek-V3); docs/fp8.md")
       ->check(CLI::IsMember({"per-tensor", "block"}));
   cmd->add_option("--fp8-block", o->fp8_block, "Block size ROWS,COLS of --fp8 block (default 128,128)");
+  cmd->add_flag("--fused", o->fused,
+                "Tencent's layout: fused self_attn.qkv_proj (per KV group) and gate_and_up_proj ([up; gate]); "
+                "same weights as without it");
   cmd->add_flag("--force", o->force, "Replace a fixture already in --out");
   cmd->add_flag("--dry-run", o->dry_run, "Print the config.json, sizes and an estimate of time, memory and disk; "
                                          "write nothing");

@@ -24,7 +24,7 @@ namespace {
 // Forwards to an optional dump writer and keeps what the summary prints.
 class SummarySink : public ActivationSink {
  public:
-  explicit SummarySink(DumpWriter* w) : writer_(w) {}
+  SummarySink(DumpWriter* w, Family f) : writer_(w), family_(f) {}
   void put(const std::string& n, const Tensor<double>& t) override { see(n, t); if (writer_) writer_->put(n, t); }
   void put(const std::string& n, const Tensor<float>& t) override { see(n, t); if (writer_) writer_->put(n, t); }
   void put_ints(const std::string& n, const std::vector<int64_t>& s, const std::vector<int64_t>& v,
@@ -38,7 +38,7 @@ class SummarySink : public ActivationSink {
   template <class S>
   void see(const std::string& n, const Tensor<S>& t) {
     // The router's top-k margins (the table's margin role), of the prefill and of every step.
-    const dataflow::Step* s = dataflow::step_of_name(n);
+    const dataflow::Step* s = dataflow::step_of_name(family_, n);
     if (!s || s->role != dataflow::Role::margin) return;
     for (int64_t i = 0; i < t.numel(); ++i)
       if (double(t.data[i]) < min_margin) {
@@ -47,6 +47,7 @@ class SummarySink : public ActivationSink {
       }
   }
   DumpWriter* writer_;
+  Family family_;
 };
 
 // --dry-run: the estimate of estimate.h from config.json and the checkpoint's file sizes.
@@ -95,7 +96,7 @@ int run_model(const RunOptions& o) {
 
   Numerics num{o.precision, o.threads};
   DumpWriter writer(std::is_same_v<S, double> ? DType::F64 : DType::F32);
-  SummarySink sink(o.dump.empty() ? nullptr : &writer);
+  SummarySink sink(o.dump.empty() ? nullptr : &writer, c.family);
   ProgressSink watched(&sink, &progress, c.num_hidden_layers, o.dump_steps);
   KVCache<S> cache = make_cache<S>(c);
   progress.phase("prefill of " + std::to_string(o.tokens.size()) + " tokens through " +

@@ -144,19 +144,26 @@ def read_dump(dump_dir: str):
 
 
 _DATAFLOW = load_dataflow()
-# Execution rank of each layer step (the optional moe.topk_margin is left out: it sorts after the
-# canonical steps, as the committed goldens are laid out), then the cache extras.
-_LAYER_RANK = []
-for _s in _DATAFLOW["layer_steps"]:
-    if _s["role"] != "margin" and _s["name"] not in _LAYER_RANK:
-        _LAYER_RANK.append(_s["name"])
-_LAYER_RANK += ["kv.k", "kv.v"]
 _TOP_RANK = {"input_ids": 0, "embed": 1, "final_norm": 3, "logits": 4}
 
 
-def order_key(name):
+@functools.lru_cache(maxsize=None)
+def _layer_rank(family: str) -> tuple:
+    """Execution rank of each layer step of a family (the optional moe.topk_margin is left out: it
+    sorts after the canonical steps, as the committed goldens are laid out), then the cache
+    extras."""
+    rank = []
+    for s in load_dataflow(family)["layer_steps"]:
+        if s["role"] != "margin" and s["name"] not in rank:
+            rank.append(s["name"])
+    return tuple(rank + ["kv.k", "kv.v"])
+
+
+def order_key(name, family="hy_v3"):
     """Sort key giving the execution order of canonical names: prefill, generate.*, steps.1.*,
-    steps.2.*, ...; inside a forward: input_ids, embed, layers in order, final_norm, logits."""
+    steps.2.*, ...; inside a forward: input_ids, embed, layers in order (the family's table),
+    final_norm, logits."""
+    rank = _layer_rank(family)
     sec = 0
     rest = name
     if name.startswith("generate."):
@@ -166,14 +173,14 @@ def order_key(name):
         sec, rest = 1 + int(m.group(1)), m.group(2)
     m = re.match(r"layers\.(\d+)\.(.*)$", rest)
     if m:
-        r = _LAYER_RANK.index(m.group(2)) if m.group(2) in _LAYER_RANK else len(_LAYER_RANK)
+        r = rank.index(m.group(2)) if m.group(2) in rank else len(rank)
         return (sec, 2, int(m.group(1)), r, rest)
     return (sec, _TOP_RANK.get(rest, 5), 0, 0, rest)
 
 
-def dump_order(names) -> list:
+def dump_order(names, family="hy_v3") -> list:
     """Names sorted into execution order (see order_key)."""
-    return sorted(names, key=order_key)
+    return sorted(names, key=lambda n: order_key(n, family))
 
 
 
@@ -200,9 +207,11 @@ def write_dump(out_dir, tensors, manifest) -> str:
     `out_dir/activations.safetensors` (grouped by element size, execution order within a group: see
     write_safetensors; the layout of the committed goldens), and `manifest` (a dict holding at least
     format/version/producer/model/input; `files` is set here) as `out_dir/manifest.json`.
+    The execution order is that of the manifest's model.family (hy_v3 when it names none).
     Returns the path of the safetensors file."""
     os.makedirs(out_dir, exist_ok=True)
-    ordered = OrderedDict((n, tensors[n]) for n in dump_order(tensors.keys()))
+    family = (manifest.get("model") or {}).get("family", "hy_v3")
+    ordered = OrderedDict((n, tensors[n]) for n in dump_order(tensors.keys(), family))
     path = os.path.join(out_dir, "activations.safetensors")
     write_safetensors(path, ordered)
     man = OrderedDict(manifest)

@@ -1,5 +1,6 @@
 #include "tools/fixture_presets.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "util/error.h"
@@ -31,6 +32,21 @@ CheckpointSpec make_spec(int64_t H, int64_t nq, int64_t nkv, int64_t d, int64_t 
 // generated and the HF-made fixtures of one shape are driven by the same tokens.
 const std::vector<int64_t> kHy3Prompt = {17, 200, 3, 99, 254, 42, 128};
 const std::vector<int64_t> kMt2Prompt = {5, 311, 77, 160, 9, 289, 33, 250, 101};
+const std::vector<int64_t> kLargePrompt = {7, 150, 33, 281, 12, 99, 200, 64};
+
+// A Hunyuan v1 spec (docs/hunyuan_v1.md): MoE layers (E > 0) or dense ones (E = 0); experts and
+// the shared MLP of width I; `model_type` picks transformers' or Tencent's semantics.
+CheckpointSpec hunyuan_spec(const std::string& model_type, int64_t H, int64_t nq, int64_t nkv, int64_t d, int64_t I,
+                            int64_t E, int64_t k, int64_t V, int64_t layers, double alpha, bool tied, int64_t cla) {
+  CheckpointSpec s = make_spec(H, nq, nkv, d, I, E > 0 ? I : 0, E, k, E > 0 ? 1 : 0, V, E > 0 ? 0 : layers,
+                               E > 0 ? layers : 0);
+  s.model_type = model_type;
+  s.rope_theta = 10000.0;
+  s.rope_alpha = alpha;
+  s.tie_word_embeddings = tied;
+  s.cla_share_factor = cla;
+  return s;
+}
 
 void require(bool ok, const std::string& field, const std::string& why) {
   if (!ok) fail("fixture size --" + field + " " + why);
@@ -48,6 +64,19 @@ const std::vector<Preset>& presets() {
        make_spec(4096, 64, 8, 128, 13312, 1536, 192, 8, 1, 4096, 1, 1), kHy3Prompt, 3},
       {"mt2-layer", "full-size Hy-MT2 layers (H 2048, 32/4 x 128, I_d 6912, I_e 768, E 128, top-8), vocab 4096",
        make_spec(2048, 32, 4, 128, 6912, 768, 128, 8, 1, 4096, 1, 1), kMt2Prompt, 3},
+      {"tiny-hunyuan-large",
+       "Hunyuan-Large-shaped, Tencent's code: cross-layer attention (factor 2), top-1 softmax router weighted by p_max, "
+       "shared MLP, NTK-alpha RoPE, tied embeddings (H 80, 4/2 heads x 20, E 4)",
+       hunyuan_spec("hunyuan", 80, 4, 2, 20, 48, 4, 1, 288, 4, 1000.0, true, 2), kLargePrompt, 5},
+      {"tiny-hunyuan-a13b",
+       "Hunyuan-A13B-shaped, transformers' hunyuan_v1_moe: top-3 softmax router, shared MLP, NTK-alpha RoPE, tied "
+       "(H 64, 4/2 heads x 24, E 8)",
+       hunyuan_spec("hunyuan_v1_moe", 64, 4, 2, 24, 40, 8, 3, 256, 3, 1000.0, true, 1), kHy3Prompt, 5},
+      {"tiny-hunyuan-dense", "dense Hunyuan, transformers' hunyuan_v1_dense (H 48, 6/2 heads x 16, I 72, plain RoPE)",
+       hunyuan_spec("hunyuan_v1_dense", 48, 6, 2, 16, 72, 0, 0, 320, 3, 0.0, false, 1), kMt2Prompt, 5},
+      {"hunyuan-large-layer",
+       "one full-size Hunyuan-Large layer, Tencent's code (H 6400, 80/8 x 80, I 18304, E 16 top-1 + 1 shared), vocab 4096",
+       hunyuan_spec("hunyuan", 6400, 80, 8, 80, 18304, 16, 1, 4096, 1, 1000.0, true, 2), kLargePrompt, 3},
   };
   return v;
 }
@@ -65,6 +94,21 @@ Preset find_preset(const std::string& name) {
 }
 
 void validate_spec(const CheckpointSpec& s) {
+  if (s.model_type != "hy_v3") {
+    const bool dense = s.model_type == "hunyuan_v1_dense" || (s.model_type == "hunyuan" && s.num_experts <= 1);
+    require(s.model_type == "hunyuan_v1_moe" || s.model_type == "hunyuan_v1_dense" || s.model_type == "hunyuan",
+            "preset", "has an unknown model_type");
+    require(s.first_k_dense_replace == (dense ? s.num_hidden_layers : 0), "dense-layers",
+            dense ? "must be every layer in a dense Hunyuan model" : "must be 0 in a Hunyuan v1 MoE model (no dense layers)");
+    require(s.model_type != "hunyuan" || s.head_dim * s.num_attention_heads == s.hidden_size, "head-dim",
+            "must be --hidden / --heads in Tencent's Hunyuan code");
+    require(dense || s.moe_intermediate_size == s.intermediate_size, "moe-intermediate",
+            "must equal --intermediate in a Hunyuan v1 model (its experts have width intermediate_size)");
+    require(s.model_type == "hunyuan" || s.num_shared_experts == (dense ? 0 : 1), "shared-experts",
+            "must be 1 in transformers' hunyuan_v1_moe (one shared MLP)");
+    require(s.cla_share_factor >= 1 && (s.cla_share_factor == 1 || s.model_type == "hunyuan"), "cla",
+            "cross-layer attention exists in Tencent's \"hunyuan\" code only");
+  }
   require(s.vocab_size >= 2, "vocab", "must be at least 2 (a top-1 logit margin needs two tokens)");
   require(s.hidden_size >= 1, "hidden", "must be positive");
   require(s.num_attention_heads >= 1, "heads", "must be positive");
@@ -128,6 +172,22 @@ SizeBreakdown size_breakdown(const CheckpointSpec& s) {
   const int64_t H = s.hidden_size, A = s.num_attention_heads * s.head_dim, Kv = s.num_key_value_heads * s.head_dim;
   const int64_t E = s.num_experts, Ie = s.moe_intermediate_size;
   SizeBreakdown b;
+  if (s.model_type != "hy_v3") {
+    // Hunyuan v1: no expert_bias, an F32 router, a shared MLP of I (× num_shared_experts for
+    // Tencent's code), cross layers without k/v projections, no lm_head when tied.
+    const int64_t L = s.num_hidden_layers, f = std::max<int64_t>(s.cla_share_factor, 1);
+    const int64_t self_layers = (L + f - 1) / f, dense = s.first_k_dense_replace, moe = L - dense;
+    b.embed_and_head = (s.tie_word_embeddings ? 1 : 2) * s.vocab_size * H;
+    b.attention = A * H + 2 * Kv * H + H * A + 2 * s.head_dim;
+    b.layer_norms = 2 * H;
+    b.dense_mlp = 3 * s.intermediate_size * H;
+    b.expert = 3 * Ie * H;
+    b.moe_block = E * b.expert + 3 * s.intermediate_size * s.num_shared_experts * H + E * H;
+    b.total_params = b.embed_and_head + L * (b.attention + b.layer_norms) - (L - self_layers) * 2 * Kv * H +
+                     dense * b.dense_mlp + moe * b.moe_block + H;
+    b.total_bytes = 2 * b.total_params + 2 * E * H * moe;  // the router is F32
+    return b;
+  }
   b.embed_and_head = 2 * s.vocab_size * H;
   b.attention = A * H + 2 * Kv * H + H * A + 2 * s.head_dim;
   b.layer_norms = 2 * H;

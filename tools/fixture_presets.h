@@ -10,6 +10,13 @@
 //   hy3-layer  4096  64/8 × 128 13312  1536  192 8  1       4096*  1 + 1
 //   mt2-layer  2048  32/4 × 128 6912   768   128 8  1       4096*  1 + 1
 //
+// Hunyuan v1 presets (docs/hunyuan_v1.md; experts and shared MLP of width I):
+//   preset              model_type        H     heads×d     I      E   k  V      layers  CLA  α     tied
+//   tiny-hunyuan-large  hunyuan           80    4/2 × 20    48     4   1  288    4       2    1000  yes
+//   tiny-hunyuan-a13b   hunyuan_v1_moe    64    4/2 × 24    40     8   3  256    3       -    1000  yes
+//   tiny-hunyuan-dense  hunyuan_v1_dense  48    6/2 × 16    72     -   -  320    3       -    -     no
+//   hunyuan-large-layer hunyuan           6400  80/8 × 80   18304  16  1  4096*  1       2    1000  yes
+//
 // * The full-size presets keep the real hidden size, heads, experts and widths (docs/model.md
 //   §2.2) but default to a 4096-token vocabulary: the real 120832 rows would add 2·V·H·2 bytes
 //   (1.98 GB for Hy3, 0.99 GB for Hy-MT2) of embedding and lm_head that no layer bug needs.

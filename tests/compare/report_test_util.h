@@ -58,7 +58,7 @@ inline TensorResult tensor(int64_t step, int64_t layer, const std::string& op, d
 // The layer suffixes a synthetic report uses: every canonical one but the routing margin.
 inline std::vector<std::string> ops() {
   std::vector<std::string> v;
-  for (const auto& s : names::layer_suffixes())
+  for (const auto& s : names::layer_suffixes(Family::hy_v3))
     if (s != "moe.topk_margin") v.push_back(s);
   return v;
 }

@@ -82,7 +82,7 @@ TEST(TeacherForcing, ReplayOfAnExactDumpEqualsItsOwnTensorsBitForBit) {
   int64_t want_replays = 3;
   for (int64_t L = 0; L < layers; ++L) {
     const bool moe = target.has(names::layer(L, "moe.scores"));
-    for (const dataflow::Step& s : dataflow::layer_steps()) {
+    for (const dataflow::Step& s : dataflow::layer_steps(Family::hy_v3)) {
       const bool applies = s.applies == dataflow::Applies::all || (s.applies == dataflow::Applies::moe) == moe;
       if (applies && s.role == dataflow::Role::activation && target.has(names::layer(L, s.name))) ++want_replays;
     }

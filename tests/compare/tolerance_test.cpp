@@ -25,11 +25,13 @@ TEST(Tolerance, UnitRoundoffOfEachDtype) {
 }
 
 TEST(Tolerance, OpOfCanonicalNames) {
-  EXPECT_EQ(op_of("layers.3.attn.q"), "linear");
-  EXPECT_EQ(op_of("steps.2.layers.0.attn.k_rope"), "rope");
-  EXPECT_EQ(op_of("layers.1.moe.routed_out"), "routed_experts");
-  EXPECT_EQ(op_of("final_norm"), "rms_norm");
-  EXPECT_EQ(op_of("layers.1.banana"), "");
+  EXPECT_EQ(op_of(hyoracle::Family::hy_v3, "layers.3.attn.q"), "linear");
+  EXPECT_EQ(op_of(hyoracle::Family::hy_v3, "steps.2.layers.0.attn.k_rope"), "rope");
+  EXPECT_EQ(op_of(hyoracle::Family::hy_v3, "layers.1.moe.routed_out"), "routed_experts");
+  EXPECT_EQ(op_of(hyoracle::Family::hy_v3, "final_norm"), "rms_norm");
+  EXPECT_EQ(op_of(hyoracle::Family::hy_v3, "layers.1.banana"), "");
+  EXPECT_EQ(op_of(hyoracle::Family::hy_v3, "layers.1.moe.scores"), "sigmoid");
+  EXPECT_EQ(op_of(hyoracle::Family::hunyuan_v1, "layers.1.moe.scores"), "softmax");
   int64_t step = 0;
   EXPECT_EQ(strip_step("steps.12.logits", &step), "logits");
   EXPECT_EQ(step, 12);
