@@ -45,6 +45,9 @@ CheckpointSpec hunyuan_spec(const std::string& model_type, int64_t H, int64_t nq
   s.rope_alpha = alpha;
   s.tie_word_embeddings = tied;
   s.cla_share_factor = cla;
+  // With tied embeddings and gain 1 the residual stream keeps the input token's embedding on top,
+  // so greedy generation repeats the last token; gain 2 lets the layers decide.
+  s.linear_gain = 2.0;
   return s;
 }
 
