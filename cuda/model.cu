@@ -127,10 +127,19 @@ __global__ void argmax_advance(const float* x, int64_t n, int64_t* token, int64_
   }
 }
 
+// The CUDA path implements the hy_v3 family's layer (norms before RoPE, the sigmoid router with
+// expert_bias, no cross-layer attention); another family is refused rather than run wrongly.
+void require_hy_v3(const ModelConfig& c) {
+  if (c.family != Family::hy_v3)
+    fail(c.source + ": model_type \"" + c.model_type + "\" (family " + family_name(c.family) +
+         ") is not on the CUDA path; the CPU reference runs it (leave out --device cuda)");
+}
+
 }  // namespace
 
 template <class T>
 ModelWeights<T> load_model(const Checkpoint& ck) {
+  require_hy_v3(ck.config());
   ModelWeights<T> m;
   m.config = ck.config();
   const ModelConfig& c = m.config;
@@ -173,6 +182,7 @@ ModelWeights<T> load_model(const Checkpoint& ck) {
 
 template <class T>
 ModelWeights<T> random_model(const ModelConfig& c, uint64_t seed) {
+  require_hy_v3(c);
   ModelWeights<T> m;
   m.config = c;
   const int64_t H = c.hidden_size, A = c.q_width(), Kv = c.kv_width(), d = c.head_dim, V = c.vocab_size;

@@ -7,7 +7,9 @@
 // Input: `layers.L-1.out` (or `embed` for L = 0) of DUMP, rows 0..B-1 at positions
 // position_offset + row. Attention runs over rows 0..B-1 (the keys of every earlier token are
 // needed); the FFN runs on rows A..B-1 only; the dump holds rows A..B-1 of every tensor of
-// layer L, plus the input rows. Only layer L's tensors are read (through the shard index);
+// layer L, plus the input rows. A cross layer (cross-layer attention, Hunyuan-Large) also needs
+// its KV source layer S's raw k and v: layers.S.attn.k / attn.v of DUMP, or layer S's input
+// (then layer S's input norm and k/v projections are read too). Only these layers' tensors are read (through the shard index);
 // experts are expanded one per thread at a time and their mapped pages released after use.
 #include <sys/resource.h>
 
@@ -27,7 +29,9 @@
 #include "io/dump.h"
 #include "io/fingerprint.h"
 #include "reference/model.h"
+#include "reference/matmul.h"
 #include "reference/names.h"
+#include "reference/rms_norm.h"
 #include "io/output.h"
 
 namespace hyoracle::cli {
@@ -157,6 +161,47 @@ void slice_target(const Dump& target, int64_t L, const std::string& input_name, 
   w.write(dir, m);
 }
 
+// A cross layer (cross-layer attention) attends with the raw k and v of its KV source layer S:
+// taken from the input dump when it holds layers.S.attn.k / attn.v, else computed from layer S's
+// input (layers.S-1.out, or embed) with layer S's input norm and k/v projections.
+template <class S>
+void source_kv(const Checkpoint& ck, const Dump& input, int64_t L, int64_t b, const Numerics& num, LayerCache<S>& out) {
+  const ModelConfig& c = ck.config();
+  const int64_t src = c.kv_source(L), nkv = c.num_key_value_heads, d = c.head_dim;
+  const std::string kn = names::layer(src, "attn.k"), vn = names::layer(src, "attn.v");
+  const std::string in = src == 0 ? std::string(names::kEmbed) : names::layer(src - 1, "out");
+  auto rows = [&](const std::string& n, int64_t width) {
+    const TensorInfo& i = input.info(n);
+    int64_t per = 1;
+    for (size_t a = 1; a < i.shape.size(); ++a) per *= i.shape[a];
+    if (i.shape.empty() || i.shape[0] < b || per != width)
+      fail(input.file_of(n) + ": tensor \"" + n + "\" has shape " + shape_str(i.shape) + ", expected at least " +
+           std::to_string(b) + " rows of " + std::to_string(width));
+    const Tensor<double> t = input.read(n);
+    Tensor<S> r({b, width});
+    for (int64_t k = 0; k < r.numel(); ++k) {
+      if (!std::isfinite(t.data[k])) fail(input.file_of(n) + ": tensor \"" + n + "\" holds a non-finite value");
+      r.data[k] = S(t.data[k]);
+    }
+    return r;
+  };
+  if (input.has(kn) && input.has(vn)) {
+    out.step_k = rows(kn, nkv * d);
+    out.step_v = rows(vn, nkv * d);
+  } else if (input.has(in)) {
+    const LayerWeights<S> ws = load_layer<S>(ck, src, /*resident_experts=*/false);
+    const Tensor<S> a = rms_norm(rows(in, c.hidden_size), ws.input_norm, c.rms_norm_eps, num);
+    out.step_k = linear(a, ws.wk, num.threads);
+    out.step_v = linear(a, ws.wv, num.threads);
+  } else {
+    fail(input.dir() + ": layer " + std::to_string(L) + " is a cross layer reading layer " + std::to_string(src) +
+         "'s K/V (cla_share_factor " + std::to_string(c.cla_share_factor) + "); the dump must hold \"" + kn + "\" and \"" +
+         vn + "\", or layer " + std::to_string(src) + "'s input \"" + in + "\"");
+  }
+  out.step_k.shape = {b, nkv, d};
+  out.step_v.shape = {b, nkv, d};
+}
+
 template <class S>
 int run_layer(const LayerOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -212,7 +257,9 @@ int run_layer(const LayerOptions& o) {
   const Recorder rec{&sliced, ""};
   rec(in_name, x);
   LayerCache<S> cache;
-  const Tensor<S> h = attention_block(x, L, w, c, positions, cache, num, rec);
+  LayerCache<S> source;  // a cross layer's KV source: layer S's raw k, v of rows 0..B-1
+  if (!c.owns_kv(L)) source_kv(ck, input, L, b, num, source);
+  const Tensor<S> h = attention_block(x, L, w, c, positions, cache, num, rec, &source);
   ffn_block(slice_rows(h, a, b), L, w, c, num, rec);
   const auto t2 = std::chrono::steady_clock::now();
   auto sec = [](auto x0, auto x1) { return std::chrono::duration<double>(x1 - x0).count(); };

@@ -18,6 +18,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dump_io import file_check  # noqa: E402  (standard library only until a tensor is read)
 from hytools.module_names import module_name_patterns  # noqa: E402  (standard library only)
 
 MODULES = module_name_patterns()
@@ -56,6 +57,9 @@ def main(argv=None):
         hj += b" " * ((8 - len(hj) % 8) % 8)
         with open(os.path.join(a.dst, f), "wb") as o:
             o.write(struct.pack("<Q", len(hj)) + hj + b"".join(chunks))
+    # The files changed: their sizes and CRCs are recomputed (readers refuse stale ones).
+    if "file_checks" in man:
+        man["file_checks"] = {f: file_check(os.path.join(a.dst, f)) for f in man["files"]}
     man.setdefault("producer", {})
     json.dump(man, open(os.path.join(a.dst, "manifest.json"), "w"), indent=1)
     return 0

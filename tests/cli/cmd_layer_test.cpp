@@ -112,5 +112,38 @@ TEST(LayerCommand, BadInputGivesOneLineErrors) {
   EXPECT_EQ(ok.status, 0) << ok.out;
 }
 
+// A cross layer of cross-layer attention (Hunyuan-Large) reads its KV source layer's raw k and v:
+// from the input dump's layers.S.attn.k / attn.v, or recomputed from layer S's input when the dump
+// holds only module outputs; both reproduce the whole-model run bit for bit. Without either, one
+// line says what the dump must hold.
+TEST(LayerCommand, CrossLayerTakesItsSourceLayersKeysAndValues) {
+#ifndef HYORACLE_PYTHON3
+  GTEST_SKIP() << "no python3 to cut the module-only dump with tools/dump_subset.py";
+#else
+  const std::string f = fixture("gen-tiny-hunyuan-large");
+  test::TempDir dir;
+  const auto run = test::run_command(kBin + " run --model " + f + " --tokens 7,150,33,281,12,99,200,64 --dump " +
+                                     dir.path() + "/full");
+  ASSERT_EQ(run.status, 0) << run.out;
+  const std::string py = std::string(HYORACLE_PYTHON3) + " " + HYORACLE_SOURCE_DIR + "/tools/dump_subset.py ";
+  ASSERT_EQ(test::run_command(py + dir.path() + "/full " + dir.path() + "/modules --modules").status, 0);
+  ASSERT_EQ(test::run_command(py + dir.path() + "/full " + dir.path() + "/out2 --keep 'layers\\.2\\.out'").status, 0);
+  const Dump full(dir / "full");
+  for (const std::string input : {"full", "modules"}) {
+    const std::string out = dir / ("l3-" + input);
+    const auto r = test::run_command(kBin + " layer --model " + f + " --layer 3 --input " + dir.path() + "/" + input +
+                                     " --dump " + out);
+    ASSERT_EQ(r.status, 0) << r.out;
+    const Dump one(out);
+    for (const std::string n : {"layers.3.attn.k_rope", "layers.3.attn.k_norm", "layers.3.attn.context", "layers.3.out"})
+      EXPECT_EQ(one.read(n).data, full.read(n).data) << input << " " << n;
+    EXPECT_FALSE(one.has("layers.3.attn.k")) << "a cross layer computes no k of its own";
+  }
+  expect_one_line_error(kBin + " layer --model " + f + " --layer 3 --input " + dir.path() + "/out2 --dump " +
+                            dir.path() + "/x",
+                        {"cross layer", "layer 2", "layers.2.attn.k", "layers.1.out"});
+#endif
+}
+
 }  // namespace
 }  // namespace hyoracle
