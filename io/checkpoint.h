@@ -51,6 +51,11 @@ class Checkpoint {
   const ModelConfig& config() const { return config_; }
   const std::string& dir() const { return dir_; }
   bool has(const std::string& name) const { return location_.count(name) != 0; }
+  // The file that holds stored tensor `name` (the shard, or model.safetensors), for messages.
+  std::string file_of(const std::string& name) const {
+    auto it = location_.find(name);
+    return it == location_.end() ? listing_ : dir_ + "/" + it->second;
+  }
   // All weight names in the checkpoint (FP8 scale tensors excluded).
   std::vector<std::string> names() const;
   // The FP8 scale tensors (weight_scale, weight_scale_inv, input_scale) of layers < num_hidden_layers.

@@ -36,8 +36,13 @@ int64_t uniform_integer(const Reader& r, const std::string& f, int64_t lo, int64
 void parse_rope(const Reader& r, ModelConfig& c) {
   const json& j = r.j;
   auto scaling = [&](const json& o, const std::string& where) {
+    // Tencent's code reads "type", transformers "rope_type": both present must agree.
+    if (o.contains("rope_type") && o.contains("type") && o["rope_type"] != o["type"])
+      r.bad(where, "has rope_type " + shown(o["rope_type"]) + " and type " + shown(o["type"]) +
+                       "; engines read one or the other");
     const std::string tkey = o.contains("rope_type") ? "rope_type" : "type";
-    const std::string type = o.contains(tkey) && o[tkey].is_string() ? o[tkey].get<std::string>() : "default";
+    if (o.contains(tkey) && !o[tkey].is_string()) r.bad(where + "." + tkey, "must be a string, got " + shown(o[tkey]));
+    const std::string type = o.contains(tkey) ? o[tkey].get<std::string>() : "default";
     if (type == "default") return;
     if (type != "dynamic")
       r.bad(where + "." + tkey, "is " + shown(o[tkey]) + "; hyoracle implements \"default\" and \"dynamic\" with alpha");

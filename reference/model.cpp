@@ -30,14 +30,24 @@ FamilyNames family_names(Family f) {
   return {"self_attn.query_layernorm.weight", "self_attn.key_layernorm.weight", "mlp.gate.wg.weight", nullptr};
 }
 
+// Tencent's fused tensors (qkv_proj, gate_and_up_proj) belong to checkpoints of Tencent's code;
+// transformers' classes and hy_v3 do not load them.
+void require_fused_layout(const Checkpoint& ck, const std::string& name) {
+  if (ck.config().semantics != "tencent")
+    fail(ck.file_of(name) + ": tensor \"" + name + "\" is Tencent's fused layout, but " + ck.config().source +
+         " has model_type \"" + ck.config().model_type + "\" (fused tensors need model_type \"hunyuan\")");
+}
+
 // A SwiGLU block `prefix`{gate,up,down}_proj, or Tencent's fused `prefix`gate_and_up_proj whose
 // first I rows are UP and last I rows GATE (the reverse of transformers' fused gate_up_proj).
 std::array<WeightRef, 3> mlp_refs(const Checkpoint& ck, const std::string& prefix, int64_t I, int64_t H) {
   const std::string fused = prefix + "gate_and_up_proj.weight";
   WeightRef down = ck.ref(prefix + "down_proj.weight", {H, I});
   if (ck.has(fused)) {
-    if (ck.has(prefix + "gate_proj.weight") || ck.has(prefix + "up_proj.weight"))
-      fail(ck.dir() + ": both \"" + fused + "\" and a separate gate_proj/up_proj are stored; expected one layout");
+    require_fused_layout(ck, fused);
+    for (const std::string& x : {prefix + "gate_proj.weight", prefix + "up_proj.weight"})
+      if (ck.has(x))
+        fail(ck.file_of(x) + ": tensor \"" + x + "\" is stored next to \"" + fused + "\"; expected one layout");
     return {ck.ref_rows(fused, {2 * I, H}, I, I), ck.ref_rows(fused, {2 * I, H}, 0, I), down};
   }
   return {ck.ref(prefix + "gate_proj.weight", {I, H}), ck.ref(prefix + "up_proj.weight", {I, H}), down};
@@ -60,7 +70,7 @@ void load_qkv(const Checkpoint& ck, const ModelConfig& c, int64_t L, LayerWeight
   if (!c.owns_kv(L)) {
     for (const char* x : {"self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.qkv_proj.weight"})
       if (ck.has(n(x)))
-        fail(ck.dir() + ": tensor \"" + n(x) + "\" is stored, but layer " + std::to_string(L) +
+        fail(ck.file_of(n(x)) + ": tensor \"" + n(x) + "\" is stored, but layer " + std::to_string(L) +
              " is a cross layer reading layer " + std::to_string(c.kv_source(L)) + "'s K/V (use_cla, cla_share_factor " +
              std::to_string(c.cla_share_factor) + " in " + c.source + "); the checkpoint does not match its config");
     w.wq = ck.load<S>(n("self_attn.q_proj.weight"), {A, H});
@@ -72,8 +82,10 @@ void load_qkv(const Checkpoint& ck, const ModelConfig& c, int64_t L, LayerWeight
     w.wv = ck.load<S>(n("self_attn.v_proj.weight"), {Kv, H});
     return;
   }
-  if (ck.has(n("self_attn.q_proj.weight")))
-    fail(ck.dir() + ": both \"" + fused + "\" and q_proj are stored for layer " + std::to_string(L) + "; expected one layout");
+  require_fused_layout(ck, fused);
+  for (const char* x : {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"})
+    if (ck.has(n(x)))
+      fail(ck.file_of(n(x)) + ": tensor \"" + n(x) + "\" is stored next to \"" + fused + "\"; expected one layout");
   const Tensor<S> f = ck.load<S>(fused, {A + 2 * Kv, H});
   w.wq = Tensor<S>({A, H});
   w.wk = Tensor<S>({Kv, H});
