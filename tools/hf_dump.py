@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Write a hyoracle activation dump (docs: DUMP_FORMAT.md, version 1) from an HF transformers
-`HYV3ForCausalLM` (model_type `hy_v3`).
+`HYV3ForCausalLM` (model_type `hy_v3`), `HunYuanMoEV1ForCausalLM` (`hunyuan_v1_moe`) or
+`HunYuanDenseV1ForCausalLM` (`hunyuan_v1_dense`); the class follows config.json's model_type.
 
 The module attaches forward hooks (and two light function wrappers) to a loaded model, runs one
 prefill over the prompt and, optionally, N greedy decode steps with the KV cache, and writes
@@ -35,7 +36,10 @@ attn.k_norm, attn.out, post_norm, moe.router_logits/topk_ids/topk_weights/routed
 mlp.out, out, then final_norm and logits (plus input ids, generate.* and the steps.S.* copies).
 
 The manifest records `model.weights_fingerprint` of CHECKPOINT_DIR's safetensors files
-(`dump_model(..., weights_dir=...)`; hytools/checkpoint.py defines it).
+(`dump_model(..., weights_dir=...)`; hytools/checkpoint.py defines it). A Hunyuan v1 dump also
+records `producer.class` and `producer.semantics` ("hf"), and `hf_run.loading_info`; its load must
+report no missing, unexpected or mismatched keys (hytools/hf_recorder_hunyuan.py says where each
+tensor is taken).
 
 Needs torch, transformers (with hy_v3) and nothing else: the safetensors writer is built in.
 The code lives in tools/hytools (hf_precision, hf_load, hf_recorder, hf_run); this script is its
@@ -53,7 +57,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lazy_import import torch  # noqa: E402  (imported on first use: --help works without torch)
 from dump_io import (canonical_dtype, canonical_names, dump_order, order_key, read_dump,  # noqa: E402,F401
                      read_safetensors, write_dump, write_safetensors)
-from hytools.checkpoint import sha256_file, weights_fingerprint  # noqa: E402,F401
+from hytools.checkpoint import read_config, sha256_file, weights_fingerprint  # noqa: E402,F401
+from hytools.families import family_of  # noqa: E402
 from hytools.hf_load import (DTYPES, experts_implementation_in_effect, load_model,  # noqa: E402,F401
                              set_experts_implementation)
 from hytools.hf_precision import PromoteFp32Mode, prepare_exact_f64, set_strict_fp  # noqa: E402,F401
@@ -92,10 +97,21 @@ def main(argv=None):
         a.device = "cuda" if torch.cuda.is_available() else "cpu"
     set_strict_fp()
     ei = None if a.experts_implementation == "default" else a.experts_implementation
+    fam = family_of(read_config(os.path.join(a.checkpoint, "config.json"))[0]["model_type"])
+    if fam.hf_class is None:
+        raise SystemExit(f"hf_dump.py: error: transformers has no class for {fam.semantics} semantics "
+                         "(model_type hunyuan): use tools/tencent_hunyuan_dump.py")
     model, info = load_model(a.checkpoint, a.dtype, a.device, attn_implementation=a.attn_implementation,
-                             experts_implementation=ei)
+                             experts_implementation=ei, model_class=fam.hf_class)
     print(json.dumps(info, indent=1))
     extra = {}
+    if fam.family == "hunyuan_v1":
+        bad = {k: v for k, v in info["loading_info"].items() if v not in ([], "", "[]", "{}", "set()", "None")}
+        if bad:
+            raise SystemExit(f"hf_dump.py: error: {fam.hf_class}.from_pretrained reports {bad}")
+        extra["loading_info"] = info["loading_info"]
+        wg = [l.mlp.gate.wg.weight for l in model.model.layers if hasattr(getattr(l.mlp, "gate", None), "wg")]
+        extra["router_weight_dtype_loaded"] = str(wg[0].dtype).replace("torch.", "") if wg else None
     if a.dtype == "float64":
         extra["exact_prep"] = prepare_exact_f64(model)
     prec = {"float64": "exact", "float32": "fp32", "bfloat16": "bf16"}[a.dtype]

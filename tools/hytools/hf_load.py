@@ -1,5 +1,6 @@
-"""Loading HF transformers' HYV3ForCausalLM for a dump, and choosing its attention and experts
-implementations (eager for the goldens, or HF's fast paths)."""
+"""Loading an HF transformers model for a dump (HYV3ForCausalLM, or another class the config's
+family names: hytools/families.py), and choosing its attention and experts implementations
+(eager for the goldens, or HF's fast paths)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ DTYPES = ("float64", "float32", "bfloat16")  # canonical names (dump_io.canonica
 
 
 def load_model(ckpt_dir, dtype, device="cuda", attn_implementation="eager",
-               experts_implementation="eager"):
+               experts_implementation="eager", model_class="HYV3ForCausalLM"):
     """from_pretrained with eager attention and eager experts (the default, used for the goldens),
     or with HF's fast paths: attn_implementation="sdpa" (or another name HF knows) and
     experts_implementation="grouped_mm" / "batched_mm", or None for HF's own default. Returns
     (model, info) where info holds HF's loading info (missing/unexpected keys...) and the knobs
     actually in effect. Raises if any key is missing, or if the attention implementation in effect
-    is not the one asked for."""
-    from transformers import HYV3ForCausalLM
+    is not the one asked for. model_class: the name of the transformers class to load with."""
+    import transformers
+
+    cls = getattr(transformers, model_class)
 
     td = getattr(torch, canonical_dtype(dtype)) if isinstance(dtype, str) else dtype
     info = {"requested": {"dtype": str(td), "attn_implementation": attn_implementation,
@@ -33,7 +36,7 @@ def load_model(ckpt_dir, dtype, device="cuda", attn_implementation="eager",
     last = None
     for extra in tries:
         try:
-            model, linfo = HYV3ForCausalLM.from_pretrained(ckpt_dir, **kw, **extra)
+            model, linfo = cls.from_pretrained(ckpt_dir, **kw, **extra)
             info["from_pretrained_kwargs"] = sorted(list(kw) + list(extra))
             break
         except TypeError as e:  # unknown kwarg

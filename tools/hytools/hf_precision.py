@@ -129,17 +129,22 @@ def PromoteFp32Mode(**kwargs):  # noqa: N802  (a class in all but its definition
 
 def prepare_exact_f64(model):
     """Make a float64-loaded model compute the exact math: recompute RoPE inv_freq in double as
-    theta^(-2i/d) (HF builds it in float32 at construction), and hold the F32
-    e_score_correction_bias as float64 (exact: every float32 value is a float64 value).
-    Returns a dict describing what was done."""
+    base^(-2i/d) (HF builds it in float32 at construction; base = theta, or for rope type
+    "dynamic" with an alpha (Hunyuan v1's NTK-alpha) theta * alpha^(d / (d - 2))), and hold the F32
+    e_score_correction_bias (hy_v3) or router weight mlp.gate.wg (Hunyuan v1) as float64 (exact:
+    every float32 value is a float64 value). Returns a dict describing what was done."""
     cfg = model.config
     done = {"inv_freq": []}
     rp = getattr(cfg, "rope_parameters", None) or {}
     theta = float(rp.get("rope_theta", getattr(cfg, "rope_theta", None)))
     rtype = rp.get("rope_type", "default")
-    if rtype != "default":
-        raise ValueError(f"exact mode supports rope_type default only, got {rtype}")
     d = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    base, alpha = theta, None
+    if rtype == "dynamic" and rp.get("alpha"):
+        alpha = float(rp["alpha"])
+        base = theta * alpha ** (d / (d - 2))
+    elif rtype != "default":
+        raise ValueError(f"exact mode supports rope_type default (or dynamic with alpha) only, got {rtype}")
     rots = [(n, m) for n, m in model.named_modules() if isinstance(getattr(m, "inv_freq", None), torch.Tensor)]
     if not rots:
         raise RuntimeError("no module with an inv_freq buffer found")
@@ -150,13 +155,16 @@ def prepare_exact_f64(model):
             raise ValueError("attention_scaling != 1 for default rope?")
         dev = rot.inv_freq.device
         i2 = torch.arange(0, d, 2, dtype=torch.float64, device=dev)
-        inv = torch.pow(torch.tensor(theta, dtype=torch.float64, device=dev), -(i2 / d))
+        inv = torch.pow(torch.tensor(base, dtype=torch.float64, device=dev), -(i2 / d))
         old = rot.inv_freq.detach().clone()
         rot.inv_freq = inv.clone()
         if isinstance(getattr(rot, "original_inv_freq", None), torch.Tensor):
             rot.original_inv_freq = inv.clone()
-        done["inv_freq"].append({"module": rname, "theta": theta, "dim": d, "old_dtype": str(old.dtype),
-                                 "max_abs_change": float((old.double() - inv).abs().max())})
+        entry = {"module": rname, "theta": theta, "dim": d, "old_dtype": str(old.dtype),
+                 "max_abs_change": float((old.double() - inv).abs().max())}
+        if alpha is not None:
+            entry.update(alpha=alpha, base=base)
+        done["inv_freq"].append(entry)
     nb = 0
     for layer in model.model.layers:
         mlp = layer.mlp
@@ -166,6 +174,14 @@ def prepare_exact_f64(model):
             mlp.e_score_correction_bias = b.detach().to(torch.float64)
             nb += 1
     done["bias_buffers_to_f64"] = nb
+    # Hunyuan v1's router (mlp.gate.wg) is built in fp32 whatever the model dtype; its fp32 input
+    # cast is promoted to f64, so hold the weight as f64 too (exact, as for the bias above).
+    wgs = [l.mlp.gate.wg for l in model.model.layers if hasattr(getattr(l.mlp, "gate", None), "wg")]
+    if wgs:
+        done["router_wg_dtype_before"] = str(wgs[0].weight.dtype)
+        for wg in wgs:
+            wg.to(torch.float64)
+        done["router_wg_to_f64"] = len(wgs)
     return done
 
 

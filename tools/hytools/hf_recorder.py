@@ -91,7 +91,7 @@ class Recorder:
         self.nq = self.cfg.num_attention_heads
         self.nkv = self.cfg.num_key_value_heads
         self.d = getattr(self.cfg, "head_dim", None) or self.cfg.hidden_size // self.nq
-        self.k = self.cfg.num_experts_per_tok
+        self.k = self._topk()
         self._attach()
 
     # ---- bookkeeping -------------------------------------------------------------------------
@@ -130,6 +130,10 @@ class Recorder:
             return t.transpose(0, 1)  # HF's layout: heads before positions
         raise ValueError(f"cannot place heads in shape {tuple(t.shape)} (n={n}, T={T})")
 
+    def _topk(self):
+        """Experts per token (the family recorders override this)."""
+        return self.cfg.num_experts_per_tok
+
     def _hook(self, module, fn, pre=False):
         if pre:
             h = module.register_forward_pre_hook(fn)
@@ -137,11 +141,9 @@ class Recorder:
             h = module.register_forward_hook(fn)
         self.handles.append(h)
 
-    # ---- hooks -------------------------------------------------------------------------------
-    def _attach(self):
-        model = self.model
-        # module path stack (for the dtype audit)
-        for name, mod in model.named_modules():
+    def _attach_module_stack(self):
+        """The module path stack (for the dtype audit): pushed before and popped after each module."""
+        for name, mod in self.model.named_modules():
             def pre(m, i, _n=name):
                 self.module_stack.append(_n)
 
@@ -151,19 +153,27 @@ class Recorder:
             self._hook(mod, pre, pre=True)
             self._hook(mod, post)
 
-        def out_hook(name, ndim):
-            def fn(m, i, o):
-                if self.enabled:
-                    with self._paused():
-                        self._put(name, _strip_batch(_first_tensor(o), ndim))
-            return fn
+    def _out_hook(self, name, ndim):
+        """A forward hook recording the module's (first) output, batch dimension dropped."""
+        def fn(m, i, o):
+            if self.enabled:
+                with self._paused():
+                    self._put(name, _strip_batch(_first_tensor(o), ndim))
+        return fn
 
-        def in_hook(name, ndim):
-            def fn(m, i):
-                if self.enabled:
-                    with self._paused():
-                        self._put(name, _strip_batch(i[0], ndim))
-            return fn
+    def _in_hook(self, name, ndim):
+        """A forward pre-hook recording the module's first input, batch dimension dropped."""
+        def fn(m, i):
+            if self.enabled:
+                with self._paused():
+                    self._put(name, _strip_batch(i[0], ndim))
+        return fn
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def _attach(self):
+        model = self.model
+        self._attach_module_stack()
+        out_hook, in_hook = self._out_hook, self._in_hook
 
         self._hook(model.model.embed_tokens, out_hook("embed", 2))
         for L, layer in enumerate(self.layers):

@@ -7,8 +7,10 @@ from collections import OrderedDict
 
 from dump_io import write_dump
 from hytools.checkpoint import sha256_file
+from hytools.families import family_or_none, forward_names
 from hytools.hf_precision import PromoteFp32Mode, rpr_knobs, set_strict_fp
 from hytools.hf_recorder import Recorder, canonical_order, is_moe
+from hytools.hf_recorder_hunyuan import HunyuanRecorder
 from hytools.manifest import model_section, new_manifest, producer_section
 from hytools.module_names import module_names
 from lazy_import import torch  # imported on first use
@@ -98,7 +100,9 @@ def dump_model(model, token_ids, out_dir, generate_n=0, *, precision, config_pat
         mode = PromoteFp32Mode(promote=True, expect=torch.float64, module_stack=stack)
     elif census:
         mode = PromoteFp32Mode(promote=False, census_ref=mdtype, module_stack=stack)
-    rec = Recorder(model, audit_mode=mode, kind=kind)
+    fam = family_or_none(model.config.model_type)
+    hunyuan = fam is not None and fam.family == "hunyuan_v1"
+    rec = (HunyuanRecorder if hunyuan else Recorder)(model, audit_mode=mode, kind=kind)
     old_default = torch.get_default_dtype()
     try:
         with torch.no_grad():
@@ -125,7 +129,11 @@ def dump_model(model, token_ids, out_dir, generate_n=0, *, precision, config_pat
         st["generate.logits"] = torch.stack(rows, 0)
     moe_flags = [is_moe(l) for l in model.model.layers]
     n_steps = generate_n - 1 if (generate_n > 0 and record_steps) else 0
-    names_of = canonical_order if kind == "full" else module_names
+    if hunyuan:  # HF has no cross-layer attention: every layer owns its K/V
+        def names_of(flags, prefix=""):
+            return forward_names("hunyuan_v1", [(f, True) for f in flags], prefix, modules_only=kind != "full")
+    else:
+        names_of = canonical_order if kind == "full" else module_names
     expected = names_of(moe_flags)
     for s in range(1, n_steps + 1):
         expected += names_of(moe_flags, prefix=f"steps.{s}.")
@@ -152,22 +160,32 @@ def dump_model(model, token_ids, out_dir, generate_n=0, *, precision, config_pat
     dname = {torch.float64: "float64", torch.float32: "float32", torch.bfloat16: "bfloat16"}[mdtype]
     producer = producer_section("hf-transformers", transformers.__version__, _device_name(dev), dname, precision,
                                 mode_name or ("generate" if generate_n > 0 else "prefill"))
+    if hunyuan:  # whose code computed it (io/family.h): HF's class, HF's semantics
+        producer["class"] = type(model).__name__
+        producer["semantics"] = fam.semantics
     model_info = model_section(cfg.model_type, cfg.num_hidden_layers,
                                config_sha256=sha256_file(config_path) if config_path else None,
                                checkpoint=checkpoint, weights_dir=weights_dir)
+    if hunyuan:  # as hyoracle's own writer records them (io/dump.cpp); orders the dump's tensors
+        for k, v in (("family", fam.family), ("semantics", fam.semantics), ("cla_share_factor", 1)):
+            model_info[k] = v
     manifest = new_manifest(producer, model_info, token_ids)
     if generate_n > 0:
         manifest["generate"] = OrderedDict(n=generate_n, rule="greedy argmax, ties to the lowest index",
                                            kv_cache=True, steps_recorded=n_steps)
+    # the router of the first MoE layer (hy_v3: layer 1, after the dense layer 0)
+    probe = "layers.1.moe.router_logits"
+    if hunyuan:
+        probe = f"layers.{moe_flags.index(True)}.moe.router_logits" if True in moe_flags else None
     run_info = OrderedDict(
         torch=torch.__version__,
         attn_implementation=getattr(cfg, "_attn_implementation", None),
         experts_implementation=getattr(cfg, "_experts_implementation", "<no knob>"),
         tf32=False, float32_matmul_precision=torch.get_float32_matmul_precision(),
         reduced_precision_reduction=rpr_knobs(),
-        topk_order="descending corrected score (score + e_score_correction_bias), ties to the lower expert id",
-        router_dtype=str(st["layers.1.moe.router_logits"].dtype).replace("torch.", "")
-        if "layers.1.moe.router_logits" in st else None)
+        topk_order="descending softmax probability, ties to the lower expert id" if hunyuan else
+        "descending corrected score (score + e_score_correction_bias), ties to the lower expert id",
+        router_dtype=str(st[probe].dtype).replace("torch.", "") if probe in st else None)
     if exact_f64:
         run_info["fp32_casts_promoted_to_f64"] = True
         run_info["f64_audit"] = {"floating_outputs_checked": mode.n_checked,
