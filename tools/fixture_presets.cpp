@@ -51,6 +51,13 @@ CheckpointSpec hunyuan_spec(const std::string& model_type, int64_t H, int64_t nq
   return s;
 }
 
+// Full-width presets keep the real models' weight scale (gain 1): their depth is one or two layers,
+// so the residual stream's embedding does not dominate as it does in the tied tiny presets.
+CheckpointSpec full_width(CheckpointSpec s) {
+  s.linear_gain = 1.0;
+  return s;
+}
+
 void require(bool ok, const std::string& field, const std::string& why) {
   if (!ok) fail("fixture size --" + field + " " + why);
 }
@@ -77,9 +84,17 @@ const std::vector<Preset>& presets() {
        hunyuan_spec("hunyuan_v1_moe", 64, 4, 2, 24, 40, 8, 3, 256, 3, 1000.0, true, 1), kHy3Prompt, 5},
       {"tiny-hunyuan-dense", "dense Hunyuan, transformers' hunyuan_v1_dense (H 48, 6/2 heads x 16, I 72, plain RoPE)",
        hunyuan_spec("hunyuan_v1_dense", 48, 6, 2, 16, 72, 0, 0, 320, 3, 0.0, false, 1), kMt2Prompt, 5},
+      {"hunyuan-a13b-layer",
+       "one full-size Hunyuan-A13B MoE layer, transformers' hunyuan_v1_moe (H 4096, 32/8 x 128, I 3072, E 64 top-8 + "
+       "shared), vocab 4096",
+       full_width(hunyuan_spec("hunyuan_v1_moe", 4096, 32, 8, 128, 3072, 64, 8, 4096, 1, 1000.0, true, 1)), kHy3Prompt, 3},
+      {"hunyuan-large-cla-layers",
+       "two full-width Hunyuan-Large layers, Tencent's code: a self layer and the cross layer reading its K/V "
+       "(H 6400, 80/8 x 80, I 18304, top-1 + shared) with 4 experts instead of 16 (7 GB), vocab 4096",
+       full_width(hunyuan_spec("hunyuan", 6400, 80, 8, 80, 18304, 4, 1, 4096, 2, 1000.0, true, 2)), kLargePrompt, 3},
       {"hunyuan-large-layer",
        "one full-size Hunyuan-Large layer, Tencent's code (H 6400, 80/8 x 80, I 18304, E 16 top-1 + 1 shared), vocab 4096",
-       hunyuan_spec("hunyuan", 6400, 80, 8, 80, 18304, 16, 1, 4096, 1, 1000.0, true, 2), kLargePrompt, 3},
+       full_width(hunyuan_spec("hunyuan", 6400, 80, 8, 80, 18304, 16, 1, 4096, 1, 1000.0, true, 2)), kLargePrompt, 3},
   };
   return v;
 }

@@ -15,7 +15,10 @@
 //   tiny-hunyuan-large  hunyuan           80    4/2 × 20    48     4   1  288    4       2    1000  yes
 //   tiny-hunyuan-a13b   hunyuan_v1_moe    64    4/2 × 24    40     8   3  256    3       -    1000  yes
 //   tiny-hunyuan-dense  hunyuan_v1_dense  48    6/2 × 16    72     -   -  320    3       -    -     no
+//   hunyuan-a13b-layer  hunyuan_v1_moe    4096  32/8 × 128  3072   64  8  4096*  1       -    1000  yes
+//   hunyuan-large-cla-layers hunyuan      6400  80/8 × 80   18304  4** 1  4096*  2       2    1000  yes
 //   hunyuan-large-layer hunyuan           6400  80/8 × 80   18304  16  1  4096*  1       2    1000  yes
+//   ** 4 of Hunyuan-Large's 16 experts, so that the self layer and its cross layer fit in 7 GB.
 //
 // * The full-size presets keep the real hidden size, heads, experts and widths (docs/model.md
 //   §2.2) but default to a 4096-token vocabulary: the real 120832 rows would add 2·V·H·2 bytes
