@@ -14,6 +14,12 @@ Stages:
          the planted bugs (bf16 fast paths); compares with and without --model; OUT/verdicts-full.md
   sweep  the sensitivity frontier (head-scale, expert-scale over a geometric eps grid, T=256);
          OUT/frontier.md
+  hunyuan  one full-width Hunyuan-A13B MoE layer under transformers' hunyuan_v1_moe (fixture preset
+         hunyuan-a13b-layer), HF's HunYuanMoEV1ForCausalLM honest and with planted bugs;
+         OUT/verdicts-hunyuan.md (stage_hunyuan.py)
+  cla    two full-width Hunyuan-Large layers with cross-layer attention (hunyuan-large-cla-layers),
+         hyoracle's independent implementation of Tencent's code in bf16/fp32 on the GPU, honest and
+         with planted bugs; OUT/verdicts-cla.md
 The GPU machine runs it through bench/verdicts/run_on_device.sh. Exit status: 1 if any row of the
 --model column is WRONG (or a stage failed), else 0.
 """
@@ -44,7 +50,7 @@ TINY_FIXTURES = ("tiny-mt2", "tiny-hy3")
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("stages", nargs="+", choices=["tiny", "full", "sweep"])
+    ap.add_argument("stages", nargs="+", choices=["tiny", "full", "sweep", "hunyuan", "cla"])
     ap.add_argument("--out", required=True, help="tables and the engine-dumps tarball go here")
     ap.add_argument("--work", default="/tmp/hyoracle-verdicts", help="dumps, reports, logs (large)")
     ap.add_argument("--hyoracle", default=os.path.join(ROOT, "build-verdicts", "tools", "hyoracle"))
@@ -67,6 +73,10 @@ def parse_args(argv=None):
                     help="comma list of row names to run in the full stage (default: all)")
     ap.add_argument("--preset", default="mt2-layer",
                     help="hyoracle fixture preset of the full/sweep checkpoint (mt2-layer; smaller ones for tests)")
+    ap.add_argument("--hunyuan-preset", default="hunyuan-a13b-layer",
+                    help="fixture preset of the hunyuan stage (tiny-hunyuan-a13b for tests)")
+    ap.add_argument("--cla-preset", default="hunyuan-large-cla-layers",
+                    help="fixture preset of the cla stage (tiny-hunyuan-large for tests)")
     ap.add_argument("--fixture-timeout", type=float, default=240)
     ap.add_argument("--worker-timeout", type=float, default=420)
     ap.add_argument("--ref-timeout", type=float, default=300)
@@ -98,19 +108,23 @@ def random_prompt(n, vocab, seed):
     return [rng.randrange(3, vocab) for _ in range(n)]
 
 
-def make_fixture(args, work, dl):
+def make_fixture(args, work, dl, preset=None, moe_layers=2):
     """The full-width checkpoint: hyoracle fixture --preset mt2-layer --moe-layers 2 (MoE layers after
-    the preset's one dense layer: 3 layers, layer 1 the first MoE layer). Its own golden is not
-    what is tested, so it is as cheap as the command allows: a 1-token prompt, no generation, any
-    margin accepted, one seed."""
-    ckpt = os.path.join(work, f"ckpt-{args.preset}-3L-seed{args.seed}")
-    cmd = [args.hyoracle, "fixture", "--preset", args.preset, "--moe-layers", "2", "--prompt", "5", "--generate", "0",
-           "--min-margin", "0", "--max-tries", "1", "--seed", str(args.seed), "--threads", str(args.threads)]
-    stamp = os.path.join(work, "ckpt.cmd")
+    the preset's one dense layer: 3 layers, layer 1 the first MoE layer); another preset with its
+    own layers when moe_layers is None (the Hunyuan stages). Its own golden is not what is tested,
+    so it is as cheap as the command allows: a 1-token prompt (id 5), no generation, any margin accepted,
+    one seed."""
+    preset = preset or args.preset
+    tag = f"{moe_layers + 1}L" if moe_layers is not None else "preset"
+    ckpt = os.path.join(work, f"ckpt-{preset}-{tag}-seed{args.seed}")
+    cmd = [args.hyoracle, "fixture", "--preset", preset] + (["--moe-layers", str(moe_layers)] if moe_layers is not None else []) + \
+          ["--prompt", "5", "--generate", "0", "--min-margin", "0", "--max-tries", "1", "--seed", str(args.seed),
+           "--threads", str(args.threads)]
+    stamp = ckpt + ".cmd"
     if os.path.exists(os.path.join(ckpt, "fixture.json")) and os.path.exists(stamp) and \
             open(stamp).read() == " ".join(cmd):
         return ckpt, 0.0
-    log = os.path.join(work, "logs", "fixture.log")
+    log = os.path.join(work, "logs", f"fixture-{preset}.log")
     runner.run(cmd + ["--dry-run"], log, dl.cap(30))
     rc, s = runner.run(cmd + ["--out", ckpt, "--force"], log, dl.cap(args.fixture_timeout))
     if rc != 0 or not os.path.exists(os.path.join(ckpt, "config.json")):
@@ -321,7 +335,11 @@ def main(argv=None):
         dl = runner.Deadline(args.tiny_deadline if stage == "tiny" else args.deadline)
         runner.log(f"=== stage {stage} (deadline {dl.left():.0f} s)")
         try:
-            rc, _ = {"tiny": stage_tiny, "full": stage_full, "sweep": stage_sweep}[stage](args, dl)
+            if stage in ("hunyuan", "cla"):
+                import stage_hunyuan
+                rc, _ = stage_hunyuan.run(args, dl, stage, sys.modules[__name__])
+            else:
+                rc, _ = {"tiny": stage_tiny, "full": stage_full, "sweep": stage_sweep}[stage](args, dl)
         except Exception:  # noqa: BLE001
             import traceback
             traceback.print_exc()

@@ -1,4 +1,5 @@
-"""Planted bugs for HF transformers' HYV3ForCausalLM, applied at run time (as
+"""Planted bugs for HF transformers' HYV3ForCausalLM (and, through hf_bugs_hunyuan.py,
+HunYuanMoEV1ForCausalLM), applied at run time (as
 tools/make_hf_goldens.py's apply_bug does for the goldens' bugs): module forwards replaced,
 forward (pre-)hooks, one weight slice changed and restored, or a decode-step hook for
 tools/hf_dump.run_forward_and_generate. Every patch works on HF's fast paths (sdpa attention,
@@ -74,7 +75,10 @@ def most_used_expert(topk_ids):
 
 def apply(model, bug, params, state):
     """Plant `bug` in a loaded model. state["calls"] counts the patch's effective calls.
-    Returns (undo callbacks, before_step or None)."""
+    Returns (undo callbacks, before_step or None). The Hunyuan v1 bugs are hf_bugs_hunyuan.py's."""
+    import hf_bugs_hunyuan
+    if bug in hf_bugs_hunyuan.BUGS:
+        return hf_bugs_hunyuan.apply(model, bug, params, state)
     layers = model.model.layers
     undo = []
     before_step = None

@@ -11,7 +11,8 @@ STATUS: {"variant", "ok", "seconds", "tokens", "experts_implementation", ...}; f
 also the HF ground truth: the first tensor (execution order, generate.* last) where the bug's dump
 differs from the honest dump of the same configuration and kind, and the rel-L2 of that
 difference at the bug's expected tensor ("inert": bitwise equal everywhere). A failing dump is
-reported and the next one runs. Needs torch + transformers (HYV3ForCausalLM)."""
+reported and the next one runs. The transformers class is the one the config's model_type names
+(hytools/families.py: HYV3ForCausalLM, HunYuanMoEV1ForCausalLM). Needs torch + transformers."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import torch  # noqa: E402
 import hf_bugs  # noqa: E402
 import hf_dump  # noqa: E402
 from dump_io import order_key  # noqa: E402
+from hytools.families import family_of  # noqa: E402
 
 PRECISION = {"bfloat16": "bf16", "float32": "fp32", "float64": "exact"}
 
@@ -45,15 +47,17 @@ def status(path, rec):
                      default=str)[:600], flush=True)
 
 
-def true_order_key(name):
-    """Execution order with generate.* last: generate.logits rows 1.. come from the decode steps."""
-    if name.startswith("generate."):
+def true_order_key(name, family="hy_v3"):
+    """Execution order with generate.* and the caches (layers.L.kv.*) last: generate.logits rows
+    1.. come from the decode steps, and a cache holds every step's rows."""
+    if name.startswith("generate.") or (name.startswith("layers.") and ".kv." in name):
         return (10 ** 6, 0, 0, 0, name)
-    return order_key(name)
+    return order_key(name, family)
 
 
-def first_difference(base, other):
-    for n in sorted(base, key=true_order_key):
+def first_difference(base, other, family="hy_v3"):
+    """The first tensor (the family's execution order) where two dumps differ, or None."""
+    for n in sorted(base, key=lambda x: true_order_key(x, family)):
         if n not in other:
             return {"tensor": n, "reason": "missing"}
         a, b = base[n], other[n]
@@ -64,6 +68,11 @@ def first_difference(base, other):
             return {"tensor": n, "reason": "values", "max_abs": float(d.max()),
                     "elements_differing": int((d > 0).sum()), "elements": d.numel()}
     return None
+
+
+def routing_flips(a, b):
+    """Tokens whose selected expert set differs between two [T, k] id tensors."""
+    return int(sum(set(x.tolist()) != set(y.tolist()) for x, y in zip(a.long(), b.long())))
 
 
 def rel_l2(a, b):
@@ -107,15 +116,16 @@ def main(argv=None):
     tokens = plan["tokens"]
     G = int(plan["generate"])
     import transformers
+    fam = family_of(json.load(open(cfg_path))["model_type"])
     print(f"hf_worker: torch {torch.__version__}, transformers {transformers.__version__}, device {dev}, "
-          f"T={len(tokens)}, G={G}", flush=True)
+          f"T={len(tokens)}, G={G}, class {fam.hf_class}", flush=True)
     for mc in plan["models"]:
         t0 = time.time()
         try:
             ei = None if mc["experts"] in (None, "default") else mc["experts"]
             try:
                 model, info = hf_dump.load_model(ckpt, mc["dtype"], dev, attn_implementation=mc["attn"],
-                                                 experts_implementation=ei)
+                                                 experts_implementation=ei, model_class=fam.hf_class)
             except Exception as e:  # noqa: BLE001
                 if ei in (None, "eager"):
                     raise
@@ -123,10 +133,16 @@ def main(argv=None):
                 # the CPU: load with eager experts, then switch on the GPU (the probe checks it)
                 print(f"load with experts {ei!r} failed ({e!r}); loading eager, then switching", flush=True)
                 model, info = hf_dump.load_model(ckpt, mc["dtype"], dev, attn_implementation=mc["attn"],
-                                                 experts_implementation="eager")
+                                                 experts_implementation="eager", model_class=fam.hf_class)
                 hf_dump.set_experts_implementation(model, ei)
                 info["notes"].append(f"from_pretrained refused experts {ei!r} ({e!r}); set after loading")
                 info["experts_implementation"] = hf_dump.experts_implementation_in_effect(model)
+            if fam.family == "hunyuan_v1":   # as tools/hf_dump.py: the load must be clean
+                bad = {k: v for k, v in info["loading_info"].items() if v not in ([], "", "[]", "{}", "set()", "None")}
+                if bad:
+                    raise RuntimeError(f"{fam.hf_class}.from_pretrained reports {bad}")
+                wg = [l.mlp.gate.wg.weight for l in model.model.layers if hasattr(getattr(l.mlp, "gate", None), "wg")]
+                info["router_weight_dtype_loaded"] = str(wg[0].dtype).replace("torch.", "") if wg else None
             if mc["experts"] != "eager":
                 probe(model, info, info.get("experts_implementation") or mc["experts"])
         except Exception:  # noqa: BLE001
@@ -189,25 +205,29 @@ def main(argv=None):
                                            config_path=cfg_path, checkpoint=plan.get("checkpoint_label", ckpt),
                                            dump_kind=d["kind"])
                         _, t2 = hf_dump.read_dump(again)
-                        rec["rerun_first_difference"] = first_difference(tens, t2)
+                        rec["rerun_first_difference"] = first_difference(tens, t2, fam.family)
                         del t2
                         import shutil
                         shutil.rmtree(again, ignore_errors=True)
-                    if "expert" not in ctx:
+                    needs_expert = any((x.get("params") or {}).get("expert") == "auto" for x in mc["dumps"])
+                    if "expert" not in ctx and needs_expert:
                         L = hf_bugs.moe_layers(model)[0][0]
                         ctx["expert"], ctx["expert_tokens"] = hf_bugs.most_used_expert(tens[f"layers.{L}.moe.topk_ids"])
                         rec["auto_expert"] = {"layer": L, "expert": ctx["expert"], "tokens": ctx["expert_tokens"]}
                 elif d["kind"] in honest:
                     base = honest[d["kind"]]
-                    fd = first_difference(base, tens)
+                    fd = first_difference(base, tens, fam.family)
                     rec["hf_first_difference"] = fd
                     rec["inert"] = fd is None
                     exp = d.get("expected")
                     if exp and exp in base and exp in tens and base[exp].is_floating_point():
                         rec["effect_rel_l2"] = rel_l2(base[exp], tens[exp])
                     if exp and exp.endswith("moe.topk_ids") and exp in base and exp in tens:
-                        a, b = base[exp].long(), tens[exp].long()
-                        rec["routing_flips"] = int(sum(set(x.tolist()) != set(y.tolist()) for x, y in zip(a, b)))
+                        rec["routing_flips"] = routing_flips(base[exp], tens[exp])
+                    elif exp is None or not exp.startswith("layers."):   # no tensor expected: every layer's
+                        rec["routing_flips_by_layer"] = {n: routing_flips(base[n], tens[n]) for n in base
+                                                         if n.startswith("layers.") and n.endswith("moe.topk_ids")
+                                                         and n in tens}
                 else:
                     rec["hf_first_difference"] = "no honest dump of this kind to diff against"
                 del tens

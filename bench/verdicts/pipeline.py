@@ -16,12 +16,15 @@ import table
 from variants import priority
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER_SOURCES = ("hf", "tencent")                   # rows whose dumps the worker subprocess writes
+FIRST_CONFIGS = ("bf16-fast", "tencent-bf16")        # loaded first: the reference waits for their dumps
 
 
 class Pipeline:
     def __init__(self, *, name, hy, ckpt, ckpt_label, tokens, generate, rows, dump_dir, work, args, deadline,
-                 ref_source, searches=None, grid=None, device=None):
+                 ref_source, searches=None, grid=None, device=None, worker="hf_worker.py"):
         self.name, self.hy, self.ckpt, self.ckpt_label = name, hy, ckpt, ckpt_label
+        self.worker = worker                         # the engine's script (PLAN / STATUS protocol)
         self.tokens, self.G, self.rows, self.dump_dir, self.work = tokens, generate, rows, dump_dir, work
         self.args, self.dl, self.device = args, deadline, device
         self.ref_source = ref_source                 # variant whose dump gives --tokens-from
@@ -51,20 +54,21 @@ class Pipeline:
 
     # ---- stages --------------------------------------------------------------------------------
     def plan(self):
+        from variants_hunyuan import OBSERVE, all_configs
+        configs = all_configs()
         models = {}
         for r in self.rows:
-            if r["source"] != "hf":
+            if r["source"] not in WORKER_SOURCES:
                 continue
-            from variants import HF_CONFIGS
-            c = HF_CONFIGS[r["config"]]
+            c = configs[r["config"]]
             m = models.setdefault(r["config"], dict(name=r["config"], dtype=c["dtype"], attn=c["attn"],
                                                     experts=c["experts"], dumps=[]))
             m["dumps"].append(dict(variant=r["variant"], kind=r["kind"], out=self.dump_path(r["variant"]),
                                    bug=r.get("bug"), params=r.get("params") or {},
-                                   expected=None if r["expected"] == "pass" else r["expected"]))
+                                   expected=None if r["expected"] in ("pass", OBSERVE) else r["expected"]))
         for m in models.values():   # honest dumps first: the bugs are diffed against them
             m["dumps"].sort(key=lambda d: (d["bug"] is not None,))
-        order = sorted(models.values(), key=lambda m: 0 if m["name"] == "bf16-fast" else 1)
+        order = sorted(models.values(), key=lambda m: 0 if m["name"] in FIRST_CONFIGS else 1)
         p = dict(ckpt=self.ckpt, checkpoint_label=self.ckpt_label, tokens=self.tokens, generate=self.G,
                  device=self.device, models=order)
         path = os.path.join(self.work, "plan.json")
@@ -123,7 +127,7 @@ class Pipeline:
         t0 = time.time()
         plan = self.plan()
         # VERDICTS_WORKER: a stand-in worker (fake_worker.py tests the plumbing on a CPU)
-        wscript = os.environ.get("VERDICTS_WORKER") or os.path.join(HERE, "hf_worker.py")
+        wscript = os.environ.get("VERDICTS_WORKER") or os.path.join(HERE, self.worker)
         worker = runner.Background([runner.python(), wscript, plan, self.status_path],
                                    os.path.join(self.logs, "hf_worker.log"), self.dl.cap(self.args.worker_timeout))
         self.say(f"HF worker started ({len(self.rows)} rows)")
@@ -174,9 +178,9 @@ class Pipeline:
                     os.path.join(self.logs, f"{r['variant']}.log"), self.dl.cap(self.args.cuda_timeout)))
             if wrc is not None:   # the worker is gone: dumps it never wrote are failures
                 for r in self.rows:
-                    if r["source"] == "hf" and r["variant"] not in self.notes:
+                    if r["source"] in WORKER_SOURCES and r["variant"] not in self.notes:
                         self.notes[r["variant"]] = {"variant": r["variant"], "ok": False,
-                                                    "error": f"not written (HF worker exit {wrc}): see logs/hf_worker.log"}
+                                                    "error": f"not written (worker exit {wrc}): see logs/hf_worker.log"}
             # compares
             if ref_ok:
                 want = []

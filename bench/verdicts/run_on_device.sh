@@ -5,10 +5,16 @@
 # overall deadline; the confusion tables, the tiny engine dumps (tar.gz) and the logs (tar.gz) go to
 # $OUT (a handful of files, two folder levels at most).
 # Usage (repository root): bash bench/verdicts/run_on_device.sh [STAGES] [BUDGET_S] [-- harness options]
-#   STAGES: comma list of tiny,full,sweep (default full); BUDGET_S: overall seconds before packing (default 565; packing takes < 25 s more)
+#   STAGES: comma list of tiny,full,sweep,hunyuan,cla (default full), run one after the other; stages
+#     joined by '+' (e.g. hunyuan+cla) run at the same time, each as its own harness process with the
+#     group's whole share (they share the GPU and the cores); BUDGET_S: overall seconds before packing
+#     (default 565; packing takes < 25 s more)
 #   VERDICTS_CUDA=off skips building the CUDA path (a shorter build; no cuda-* rows).
+#   VERDICTS_SRC=DIR builds hyoracle from the sources in DIR instead of the working tree (e.g. a
+#     `git archive HEAD` export carried to the machine, when the tree holds someone's unfinished C++).
 #   e.g. bash bench/verdicts/run_on_device.sh full 565 -- --jobs 4
 #        VERDICTS_CUDA=off bash bench/verdicts/run_on_device.sh tiny,sweep 565
+#        VERDICTS_CUDA=off bash bench/verdicts/run_on_device.sh hunyuan+cla 540 -- --jobs 2 --threads 8
 set -o pipefail
 what=${1:-full}
 BUDGET=${2:-565}
@@ -17,6 +23,7 @@ shift 2 2>/dev/null || shift $#
 OUT=${OUT:-/tmp/hyoracle-verdicts-out}
 WORK=${WORK:-/tmp/hyoracle-verdicts}
 B=build-verdicts
+SRC=${VERDICTS_SRC:-.}
 mkdir -p "$OUT" "$WORK"
 T0=$(date +%s)
 END=$((T0 + BUDGET))
@@ -58,7 +65,8 @@ fi
 echo "CUDA path: $CUDA" | tee -a "$LOG"
 G=""; command -v ninja > /dev/null && G="-G Ninja"
 BL="$OUT/$B-build.log"
-lim 90 cmake -S . -B $B $G -DCMAKE_BUILD_TYPE=Release -DHYORACLE_CUDA=$CUDA -DHYORACLE_CUDA_ARCHITECTURES=90 > "$BL" 2>&1 \
+echo "hyoracle sources: $SRC" | tee -a "$LOG"
+lim 90 cmake -S "$SRC" -B $B $G -DCMAKE_BUILD_TYPE=Release -DHYORACLE_CUDA=$CUDA -DHYORACLE_CUDA_ARCHITECTURES=90 > "$BL" 2>&1 \
   || { echo "CONFIGURE FAILED"; tail -30 "$BL"; } | tee -a "$LOG"
 lim 420 cmake --build $B -j16 --target hyoracle >> "$BL" 2>&1
 rc=$?
@@ -66,7 +74,7 @@ if [ $rc -ne 0 ] && [ $CUDA = ON ]; then
   echo "build with CUDA failed (exit $rc); retrying without CUDA" | tee -a "$LOG"
   grep -E "error" -A3 "$BL" | head -20 | tee -a "$LOG"
   CUDA=OFF
-  lim 60 cmake -S . -B $B $G -DCMAKE_BUILD_TYPE=Release -DHYORACLE_CUDA=OFF >> "$BL" 2>&1
+  lim 60 cmake -S "$SRC" -B $B $G -DCMAKE_BUILD_TYPE=Release -DHYORACLE_CUDA=OFF >> "$BL" 2>&1
   lim 300 cmake --build $B -j16 --target hyoracle >> "$BL" 2>&1
 fi
 if [ ! -x $B/tools/hyoracle ]; then
@@ -90,12 +98,24 @@ for st in "${STAGES[@]}"; do
   fi
   hd=$((share - 15)); [ $hd -lt 30 ] && hd=30
   stamp "stage $st (deadline ${hd} s)"
-  PYTHONUNBUFFERED=1 lim $((share - 5)) python3 bench/verdicts/harness.py "$st" --out "$OUT" --work "$WORK" \
-      --hyoracle $B/tools/hyoracle --deadline $hd --tiny-deadline $hd --cuda $( [ $CUDA = ON ] && echo on || echo off ) \
-      "$@" 2>&1 | tee -a "$LOG" | grep -vE "^\[ *[0-9.]+s\] (full|sweep|tiny-mt2|tiny-hy3): (dump|compare) " | tail -120
-  rc=${PIPESTATUS[0]}
-  echo "stage $st: exit $rc" | tee -a "$LOG"
-  [ $rc -ne 0 ] && status=1
+  IFS='+' read -ra GROUP <<< "$st"
+  pids=()
+  for g in "${GROUP[@]}"; do
+    ( PYTHONUNBUFFERED=1 lim $((share - 5)) python3 bench/verdicts/harness.py "$g" --out "$OUT" --work "$WORK" \
+        --hyoracle $B/tools/hyoracle --deadline $hd --tiny-deadline $hd --cuda $( [ $CUDA = ON ] && echo on || echo off ) \
+        "$@" > "$OUT/stage-$g.log" 2>&1 ) &
+    pids+=($!)
+  done
+  for k in "${!GROUP[@]}"; do
+    wait "${pids[$k]}"
+    rc=$?
+    g=${GROUP[$k]}
+    cat "$OUT/stage-$g.log" >> "$LOG"
+    grep -vE "^\[ *[0-9.]+s\] [a-z0-9-]+: (dump|compare) " "$OUT/stage-$g.log" | tail -120
+    rm -f "$OUT/stage-$g.log"
+    echo "stage $g: exit $rc" | tee -a "$LOG"
+    [ $rc -ne 0 ] && status=1
+  done
 done
 stamp "done (exit $status)"
 exit $status

@@ -20,6 +20,7 @@ import harness  # noqa: E402
 import pack  # noqa: E402
 import table  # noqa: E402
 import variants as V  # noqa: E402
+import variants_hunyuan as VH  # noqa: E402
 
 MT2_LAYER = {"num_hidden_layers": 3, "first_k_dense_replace": 1, "num_attention_heads": 32, "vocab_size": 4096}
 
@@ -243,6 +244,94 @@ class HarnessParts(unittest.TestCase):
 
     def test_pack_slim(self):
         self.assertEqual(pack.slim({"a": [{"token_rel_l2": [1], "b": 2}], "token_rel_l2": 3}), {"a": [{"b": 2}]})
+
+
+# The full-width Hunyuan presets' layer structure (tools/fixture_presets.cpp): one MoE layer under
+# transformers' semantics; a self layer and its cross layer under Tencent's.
+A13B_LAYER = {"model_type": "hunyuan_v1_moe", "num_hidden_layers": 1, "num_attention_heads": 32, "vocab_size": 4096}
+LARGE_CLA = {"model_type": "hunyuan", "num_hidden_layers": 2, "use_cla": True, "cla_share_factor": 2, "num_experts": 4,
+             "num_attention_heads": 80, "vocab_size": 4096}
+
+
+class HunyuanExpectations(unittest.TestCase):
+    def test_layer_structure(self):
+        self.assertEqual(VH.first_moe_layer(A13B_LAYER), 0)
+        self.assertEqual(VH.first_cross_layer(A13B_LAYER), (None, None))
+        self.assertEqual(VH.first_cross_layer(LARGE_CLA), (1, 0))
+        self.assertEqual(VH.first_cross_layer(fixture_cfg("gen-tiny-hunyuan-large")), (1, 0))
+        self.assertEqual(VH.first_moe_layer(fixture_cfg("gen-tiny-hunyuan-a13b")), 0)
+
+    def test_expected_tensors(self):
+        want = {
+            ("qk-norm-before-rope", "full"): "layers.0.attn.q_rope",
+            ("qk-norm-before-rope", "modules"): "layers.0.attn.q_norm",
+            ("rope-no-ntk-alpha", "full"): "layers.0.attn.q_rope",
+            ("rope-no-ntk-alpha", "modules"): "layers.0.attn.q_norm",
+            ("topk-no-renorm", "full"): "layers.0.moe.topk_weights",
+            ("topk-no-renorm", "modules"): "layers.0.moe.topk_weights",
+            ("shared-mlp-dropped", "full"): "layers.0.moe.shared_out",
+            ("shared-mlp-dropped", "modules"): "layers.0.moe.shared_out",
+            ("decode-pos-behind", "full"): "steps.1.layers.0.attn.q_rope",
+            ("decode-pos-behind", "modules"): "steps.1.layers.0.attn.q_norm",
+            ("router-logits-bf16", "full"): VH.OBSERVE,
+            ("router-logits-bf16", "modules"): VH.OBSERVE,
+        }
+        for cfg in (A13B_LAYER, fixture_cfg("gen-tiny-hunyuan-a13b")):
+            for (bug, kind), t in want.items():
+                self.assertEqual(VH.expected_tensor(bug, kind, cfg), t, (bug, kind))
+        self.assertEqual(set(VH.BUGS), {b for b, _ in want})
+        cla = {("cla-k-after-norm", "full"): "layers.1.attn.k_rope",
+               ("cla-k-after-norm", "modules"): "layers.1.attn.k_norm",
+               ("top1-renorm", "full"): "layers.0.moe.topk_weights",
+               ("top1-renorm", "modules"): "layers.0.moe.topk_weights"}
+        for cfg in (LARGE_CLA, fixture_cfg("gen-tiny-hunyuan-large")):
+            for (bug, kind), t in cla.items():
+                self.assertEqual(VH.expected_tensor(bug, kind, cfg), t, (bug, kind))
+        self.assertEqual(set(VH.CLA_BUGS), {b for b, _ in cla})
+        with self.assertRaises(ValueError):      # no cross layer to hand the wrong keys to
+            VH.expected_tensor("cla-k-after-norm", "full", A13B_LAYER)
+        with self.assertRaises(ValueError):
+            VH.expected_tensor("top1-renorm", "bogus", LARGE_CLA)
+
+    def test_module_expectations_are_module_tensors(self):
+        mods = {"input_norm", "attn.q_norm", "attn.k_norm", "attn.out", "post_norm", "mlp.out", "out",
+                "moe.router_logits", "moe.topk_ids", "moe.topk_weights", "moe.routed_out", "moe.shared_out"}
+        for bugs, cfg in ((VH.BUGS, A13B_LAYER), (VH.CLA_BUGS, LARGE_CLA)):
+            for bug in bugs:
+                t = VH.expected_tensor(bug, "modules", cfg)
+                if t == VH.OBSERVE:
+                    continue
+                base = t.split(".", 2)[2] if t.startswith("steps.") else t
+                self.assertIn(base.split(".", 2)[2], mods, bug)
+
+    def test_rows(self):
+        rows = VH.hunyuan_variants(A13B_LAYER)
+        self.assertEqual(len(rows), 6 + 2 * len(VH.BUGS))
+        self.assertEqual(len({r["variant"] for r in rows}), len(rows))
+        self.assertEqual({r["config"] for r in rows if r["role"] == "bug"}, {"bf16-fast"})
+        self.assertEqual({r["source"] for r in rows}, {"hf"})
+        cla = VH.cla_variants(LARGE_CLA)
+        self.assertEqual(len(cla), 4 + 2 * len(VH.CLA_BUGS))
+        self.assertEqual({r["source"] for r in cla}, {"tencent"})
+        self.assertEqual({r["config"] for r in cla if r["role"] == "bug"}, {"tencent-bf16"})
+        self.assertEqual({r["config"] for r in cla}, set(VH.TENCENT_CONFIGS))
+        first = [r for r in cla if r["role"] == "honest" and r["config"] == "tencent-bf16"]
+        self.assertEqual({V.priority(r, m) for r in first for m in ("model", "nomodel")}, {0})
+        self.assertTrue(set(VH.all_configs()) >= set(V.HF_CONFIGS) | set(VH.TENCENT_CONFIGS))
+
+    def test_observe_rows_are_recorded_not_asserted(self):
+        self.assertEqual(table.judge(VH.OBSERVE, "fail", "layers.0.moe.topk_ids"), "SEEN")
+        self.assertEqual(table.judge(VH.OBSERVE, "pass", None), "SEEN")
+        self.assertEqual(table.judge(VH.OBSERVE, None, None), "NOT RUN")
+        rows = [{"model": {"result": "SEEN"}, "nomodel": {"result": "WRONG"}},
+                {"model": {"result": "OK"}, "nomodel": {"result": "OK"}}]
+        self.assertEqual(table.exit_status(rows), 0)
+        self.assertEqual(table.exit_status(rows, "nomodel"), 1)
+
+    def test_args(self):
+        a = harness.parse_args(["hunyuan", "cla", "--out", "/tmp/x"])
+        self.assertEqual((a.stages, a.hunyuan_preset, a.cla_preset),
+                         (["hunyuan", "cla"], "hunyuan-a13b-layer", "hunyuan-large-cla-layers"))
 
 
 if __name__ == "__main__":

@@ -199,10 +199,11 @@ def sweep_variants(config: dict, grid) -> list:
 
 
 def priority(row, mode="model") -> int:
-    """Compare order (lower first): the honest bf16 fast dumps (they define the noise floor),
+    """Compare order (lower first): the honest bf16 fast dumps (bf16 of the cla stage's engine;
+    they define the noise floor),
     then every compare without --model (seconds each), then the planted bugs with --model, then
     the other honest dumps with --model."""
-    if row["role"] == "honest" and row.get("config") == "bf16-fast":
+    if row["role"] == "honest" and row.get("config") in ("bf16-fast", "tencent-bf16"):
         return 0
     if mode != "model":
         return 1

@@ -8,7 +8,10 @@ What is checked, each against a computation written out here rather than the mod
 the separate and the fused (qkv_proj per KV group, gate_and_up_proj = [up; gate]) layouts give
 bitwise identical dumps; a cross layer's k_rope is the NeoX rotation (NTK-alpha base) of its
 source layer's attn.k and its cache holds the source's v; decode with the cache equals a full
-re-prefill's last rows; top-1 weights are p_max (Tencent) or 1 (HF); a stray tensor is refused.
+re-prefill's last rows; top-1 weights are p_max (Tencent) or 1 (HF); a stray tensor is refused;
+the bfloat16 precision rounds each op's output once (checked on a projection and a residual sum)
+and keeps the router fp32; a module-only dump is the full dump's module tensors; a CUDA run (when
+a GPU is there) agrees with the CPU's.
 """
 
 import json
@@ -29,7 +32,8 @@ except ImportError:  # the CTest entry reports a skip
     sys.exit(77)
 
 from dump_io import read_dump, write_safetensors  # noqa: E402
-from hytools.tencent_hunyuan_run import dump, run  # noqa: E402
+from hytools.module_names import module_name_patterns  # noqa: E402
+from hytools.tencent_hunyuan_run import WIDE, dump, run  # noqa: E402
 
 H, NQ, NKV, I, V, LAYERS, E = 32, 4, 2, 24, 64, 5, 4
 D = H // NQ
@@ -203,6 +207,64 @@ class TencentHunyuan(unittest.TestCase):
         ck = write_checkpoint(os.path.join(self.tmp, "stray"), self.cfg, W)
         with self.assertRaisesRegex(ValueError, "layers.1.self_attn.k_proj"):
             run(ck, TOKENS, 0)
+
+
+class Precisions(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="tencent_hunyuan_prec_")
+        cls.W = random_weights(tencent_config(), seed=3)
+        cls.ck = write_checkpoint(os.path.join(cls.tmp, "ck"), tencent_config(), cls.W)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_bf16_rounds_each_op_once_and_keeps_the_router_fp32(self):
+        _, b, _, _ = run(self.ck, TOKENS, 3, dtype="bfloat16")
+        _, x, _, _ = run(self.ck, TOKENS, 3, dtype="float64")
+        for n, t in b.items():
+            if not t.is_floating_point():
+                continue
+            want = torch.float32 if n.endswith(WIDE) else torch.bfloat16
+            self.assertEqual(t.dtype, want, n)
+        # q = bf16(input_norm @ W_q^T), the product in fp32; resid_mid = bf16(embed + attn.out)
+        h = b["layers.0.input_norm"].float()
+        q = (h @ self.W["model.layers.0.self_attn.q_proj.weight"].float().T).to(torch.bfloat16)
+        self.assertTrue(torch.equal(b["layers.0.attn.q"].reshape(len(TOKENS), -1), q))
+        r = (b["embed"].float() + b["layers.0.attn.out"].float()).to(torch.bfloat16)
+        self.assertTrue(torch.equal(b["layers.0.resid_mid"], r))
+        # the router's logits are the fp32 product of the rounded post_norm and the F32 gate
+        g = b["layers.0.post_norm"].float() @ self.W["model.layers.0.mlp.gate.wg.weight"].T
+        self.assertTrue(torch.equal(b["layers.0.moe.router_logits"], g))
+        for n in ("layers.0.attn.q_norm", "layers.2.attn.context", "layers.4.out", "logits", "steps.2.logits"):
+            self.assertLess(rel(b[n], x[n]), 0.05, n)
+
+    def test_module_only_dump_is_the_full_dumps_module_tensors(self):
+        dump(self.ck, TOKENS, os.path.join(self.tmp, "full"), generate_n=3, dtype="bfloat16")
+        dump(self.ck, TOKENS, os.path.join(self.tmp, "mod"), generate_n=3, dtype="bfloat16", kind="modules")
+        mf, full = read_dump(os.path.join(self.tmp, "full"))
+        mm, mod = read_dump(os.path.join(self.tmp, "mod"))
+        import re
+        pats = [re.compile("^(" + p + ")$") for p in module_name_patterns()]
+        want = {n for n in full if any(p.match(re.sub(r"^steps\.\d+\.", "", n)) for p in pats)}
+        self.assertEqual(set(mod), want)
+        self.assertIn("layers.1.attn.k_norm", mod)
+        self.assertNotIn("layers.0.attn.q_rope", mod)
+        self.assertNotIn("layers.0.kv.k", mod)
+        for n in mod:
+            self.assertTrue(torch.equal(mod[n], full[n]), n)
+        self.assertEqual(mm["tencent_run"]["dump_kind"], "modules")
+        self.assertEqual(mm["producer"]["precision"], "bf16")
+        self.assertNotIn("dump_kind", mf["tencent_run"])
+
+    @unittest.skipUnless(torch.cuda.is_available(), "no CUDA device")
+    def test_cuda_agrees_with_the_cpu(self):
+        _, c, tc, _ = run(self.ck, TOKENS, 3, dtype="float32")
+        _, g, tg, _ = run(self.ck, TOKENS, 3, dtype="float32", device="cuda")
+        self.assertEqual(tc, tg)
+        for n in ("layers.3.attn.context", "layers.4.moe.routed_out", "logits", "steps.2.logits"):
+            self.assertLess(rel(g[n], c[n]), 1e-5, n)
 
 
 if __name__ == "__main__":

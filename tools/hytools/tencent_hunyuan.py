@@ -22,7 +22,15 @@ gate/up or a fused gate_and_up_proj (first half up, second half gate). A cross l
 q_proj and o_proj (plus its own q/k norms) and attends with the raw k = x_s W_k^T, v = x_s W_v^T of
 its source layer s for the current rows, rotated and key-normed by itself, in its own cache.
 
-Every operation runs in one dtype (float64: the exact mathematical model). Importing needs no torch.
+Precisions (`precision_of`): float64 and float32 run every operation in that dtype (float64: the
+exact mathematical model). bfloat16 is an engine-like bf16 run: the weights as stored (bf16, the
+router F32), every operation computed in float32 and its output rounded to bf16 once: each
+RMSNorm, each projection (q, k, v, o, gate, up, down, lm_head), each RoPE output, the attention
+context (scores and softmax in fp32), SiLU(gate) * up, each expert's output, routed_out (the
+weighted sum of the rounded expert outputs, accumulated in fp32), shared_out, mlp.out and both
+residual sums. The router is not rounded: logits from the F32 gate weight, softmax, top-k
+weights and margins stay fp32, as in Tencent's code. RoPE's cos/sin are fp32 (from float64
+angles). Any precision runs on the CPU or a CUDA device. Importing needs no torch.
 """
 
 from __future__ import annotations
@@ -101,12 +109,36 @@ def read_spec(cfg: dict) -> SimpleNamespace:
         cla_factor=int(cfg.get("cla_share_factor", 1)) if tencent and cfg.get("use_cla") else 1)
 
 
+# ---- precision ----------------------------------------------------------------------------------
+
+PRECISIONS = ("float64", "float32", "bfloat16")
+
+
+def _identity(t):
+    return t
+
+
+def _to_bf16(t):
+    """Round a float32 tensor to bf16 (round to nearest even) and keep it as float32."""
+    return t.to(torch.bfloat16).to(torch.float32)
+
+
+def precision_of(dtype: str):
+    """(compute dtype, rounding of each op's output) of a precision name (PRECISIONS)."""
+    if dtype not in PRECISIONS:
+        raise ValueError(f"dtype {dtype!r}: one of {', '.join(PRECISIONS)}")
+    if dtype == "bfloat16":
+        return torch.float32, _to_bf16
+    return getattr(torch, dtype), _identity
+
+
 # ---- weights ----------------------------------------------------------------------------------
 
-def load_weights(ckpt_dir: str, spec, dtype) -> SimpleNamespace:
-    """Every weight of the checkpoint in `dtype`, fused layouts split. A missing tensor, a wrong
-    shape, or a tensor the model does not use (a k_proj in a cross layer, both a fused and a
-    separate copy, an lm_head.weight next to tied embeddings) is an error naming it."""
+def load_weights(ckpt_dir: str, spec, dtype, device="cpu") -> SimpleNamespace:
+    """Every weight of the checkpoint in `dtype` on `device`, fused layouts split. A missing
+    tensor, a wrong shape, or a tensor the model does not use (a k_proj in a cross layer, both a
+    fused and a separate copy, an lm_head.weight next to tied embeddings) is an error naming it.
+    W.rnd is the identity; the caller sets the bf16 rounding (precision_of)."""
     raw = read_checkpoint(ckpt_dir)
     used = set()
     H, d, nq, nkv = spec.hidden, spec.head_dim, spec.heads, spec.kv_heads
@@ -119,7 +151,7 @@ def load_weights(ckpt_dir: str, spec, dtype) -> SimpleNamespace:
         if tuple(t.shape) != tuple(shape):
             raise ValueError(f"{ckpt_dir}: {name} has shape {list(t.shape)}, expected {list(shape)}")
         used.add(name)
-        return t.to(dtype)
+        return t.to(device=device, dtype=dtype)
 
     def swiglu(p, width):
         if p + "gate_and_up_proj.weight" in raw:  # [up; gate]
@@ -155,7 +187,7 @@ def load_weights(ckpt_dir: str, spec, dtype) -> SimpleNamespace:
             lw.mlp = swiglu(p + "mlp.", spec.intermediate)
         layers.append(lw)
     W = SimpleNamespace(embed=take("model.embed_tokens.weight", (spec.vocab, H)),
-                        norm=take("model.norm.weight", (H,)), layers=layers)
+                        norm=take("model.norm.weight", (H,)), layers=layers, rnd=_identity)
     W.lm_head = W.embed if spec.tie else take("lm_head.weight", (spec.vocab, H))
     left = sorted(set(raw) - used)
     if left:
@@ -176,18 +208,19 @@ def rms_norm(x, w, eps):
     return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
-def swiglu_mlp(x, m):
-    return (torch.nn.functional.silu(x @ m.gate.T) * (x @ m.up.T)) @ m.down.T
+def swiglu_mlp(x, m, r=_identity):
+    """down(silu(gate x) * up x); r rounds each projection and the product (bf16 runs)."""
+    return r(r(torch.nn.functional.silu(r(x @ m.gate.T)) * r(x @ m.up.T)) @ m.down.T)
 
 
-def rope_tables(spec, p0: int, T: int, dtype):
+def rope_tables(spec, p0: int, T: int, dtype, device="cpu"):
     """cos, sin [T, d] of positions p0 .. p0 + T - 1: angle p * base^(-2i/d), computed in float64,
     duplicated over the two halves (NeoX rotate-half)."""
     d = spec.head_dim
     inv = torch.tensor(spec.rope_base, dtype=torch.float64) ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
     ang = torch.arange(p0, p0 + T, dtype=torch.float64)[:, None] * inv[None, :]
     ang = torch.cat([ang, ang], dim=-1)
-    return ang.cos().to(dtype), ang.sin().to(dtype)
+    return ang.cos().to(device=device, dtype=dtype), ang.sin().to(device=device, dtype=dtype)
 
 
 def rope(x, cos, sin):
@@ -205,7 +238,7 @@ def attention(q, K, V, p0: int):
     Kx, Vx = K.repeat_interleave(g, dim=1), V.repeat_interleave(g, dim=1)
     s = torch.einsum("thd,shd->hts", q, Kx) / math.sqrt(d)
     S = K.shape[0]
-    future = torch.arange(S)[None, :] > (p0 + torch.arange(T))[:, None]
+    future = torch.arange(S, device=q.device)[None, :] > (p0 + torch.arange(T, device=q.device))[:, None]
     s = s.masked_fill(future[None], float("-inf"))
     p = torch.softmax(s, dim=-1)
     return torch.einsum("hts,shd->thd", p, Vx).reshape(T, nq * d)
@@ -228,64 +261,75 @@ def route(logits, k: int, renorm_top1: bool):
     return probs, ids, weights, margin
 
 
+def cross_layer_kv(k, v, k_rope, k_norm):
+    """What a layer that owns K/V hands the cross layers after it: its raw projections k, v of the
+    current rows (Tencent's code). A module-level function so that a test or a planted bug can
+    replace it (bench/verdicts)."""
+    return k, v
+
+
 def forward(spec, W, ids, p0: int, cache: list, put):
     """One forward over the new tokens `ids` at positions p0 .. p0 + T - 1, appending to each
     layer's cache (cache[L] = (K, V) or None) its key-normed, rotated keys and its values. put(name,
     tensor) receives every canonical tensor. Returns the logits [T, V]."""
-    dt = W.embed.dtype
+    dt, dev, r = W.embed.dtype, W.embed.device, W.rnd
     T, nq, nkv, d = len(ids), spec.heads, spec.kv_heads, spec.head_dim
-    x = W.embed[torch.tensor(ids, dtype=torch.long)]
+    x = W.embed[torch.tensor(ids, dtype=torch.long, device=dev)]
     put("embed", x)
-    cos, sin = rope_tables(spec, p0, T, dt)
+    cos, sin = rope_tables(spec, p0, T, dt, dev)
     src = None  # raw (k, v) rows of the current step from the most recent layer that owns K/V
     for L, lw in enumerate(W.layers):
         is_moe, owns_kv = spec.kinds[L]
 
         def rec(name, t, _L=L):
             put(f"layers.{_L}.{name}", t)
-        h = rms_norm(x, lw.in_norm, spec.eps)
+        h = r(rms_norm(x, lw.in_norm, spec.eps))
         rec("input_norm", h)
-        q = (h @ lw.q.T).reshape(T, nq, d)
+        q = r(h @ lw.q.T).reshape(T, nq, d)
         rec("attn.q", q)
         if owns_kv:
-            src = ((h @ lw.k.T).reshape(T, nkv, d), (h @ lw.v.T).reshape(T, nkv, d))
-            rec("attn.k", src[0])
-            rec("attn.v", src[1])
+            raw = (r(h @ lw.k.T).reshape(T, nkv, d), r(h @ lw.v.T).reshape(T, nkv, d))
+            rec("attn.k", raw[0])
+            rec("attn.v", raw[1])
+            src = raw
         k, v = src
-        q_rope, k_rope = rope(q, cos, sin), rope(k, cos, sin)
+        q_rope, k_rope = r(rope(q, cos, sin)), r(rope(k, cos, sin))
         rec("attn.q_rope", q_rope)
         rec("attn.k_rope", k_rope)
-        q_n = rms_norm(q_rope, lw.q_norm, spec.eps) if spec.qk_norm else q_rope
-        k_n = rms_norm(k_rope, lw.k_norm, spec.eps) if spec.qk_norm else k_rope
+        q_n = r(rms_norm(q_rope, lw.q_norm, spec.eps)) if spec.qk_norm else q_rope
+        k_n = r(rms_norm(k_rope, lw.k_norm, spec.eps)) if spec.qk_norm else k_rope
         rec("attn.q_norm", q_n)
         rec("attn.k_norm", k_n)
+        if owns_kv:
+            src = cross_layer_kv(raw[0], raw[1], k_rope, k_n)
         if cache[L] is not None:
             k_n, v = torch.cat([cache[L][0], k_n]), torch.cat([cache[L][1], v])
         cache[L] = (k_n, v)
-        ctx = attention(q_n, k_n, v, p0)
+        ctx = r(attention(q_n, k_n, v, p0))
         rec("attn.context", ctx)
-        a = ctx @ lw.o.T
+        a = r(ctx @ lw.o.T)
         rec("attn.out", a)
-        r = x + a
-        rec("resid_mid", r)
-        hn = rms_norm(r, lw.post_norm, spec.eps)
+        res = r(x + a)
+        rec("resid_mid", res)
+        hn = r(rms_norm(res, lw.post_norm, spec.eps))
         rec("post_norm", hn)
         if is_moe:
-            m = moe(spec, lw, hn, L, rec)
+            m = moe(spec, lw, hn, L, rec, r)
         else:
-            m = swiglu_mlp(hn, lw.mlp)
+            m = swiglu_mlp(hn, lw.mlp, r)
         rec("mlp.out", m)
-        x = r + m
+        x = r(res + m)
         rec("out", x)
-    f = rms_norm(x, W.norm, spec.eps)
+    f = r(rms_norm(x, W.norm, spec.eps))
     put("final_norm", f)
-    logits = f @ W.lm_head.T
+    logits = r(f @ W.lm_head.T)
     put("logits", logits)
     return logits
 
 
-def moe(spec, lw, x, L: int, rec):
-    """Routed experts + the shared MLP of one MoE layer; records the router and both parts."""
+def moe(spec, lw, x, L: int, rec, r=_identity):
+    """Routed experts + the shared MLP of one MoE layer; records the router and both parts. r
+    rounds each expert's output, the routed sum, the shared MLP and their sum (not the router)."""
     logits = x @ lw.wg.T
     probs, ids, weights, margin = route(logits, spec.topk[L], spec.renorm_top1)
     rec("moe.router_logits", logits)
@@ -297,8 +341,9 @@ def moe(spec, lw, x, L: int, rec):
     for j in range(ids.shape[1]):
         for e in torch.unique(ids[:, j]).tolist():
             rows = (ids[:, j] == e).nonzero(as_tuple=True)[0]
-            routed[rows] += weights[rows, j, None] * swiglu_mlp(x[rows], lw.experts[e])
+            routed[rows] += weights[rows, j, None] * swiglu_mlp(x[rows], lw.experts[e], r)
+    routed = r(routed)
     rec("moe.routed_out", routed)
-    shared = swiglu_mlp(x, lw.shared) if lw.shared is not None else torch.zeros_like(x)
+    shared = swiglu_mlp(x, lw.shared, r) if lw.shared is not None else torch.zeros_like(x)
     rec("moe.shared_out", shared)
-    return routed + shared
+    return r(routed + shared)

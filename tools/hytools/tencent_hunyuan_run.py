@@ -2,7 +2,9 @@
 greedy decode with each layer's own KV cache, and the canonical dump it writes (DUMP_FORMAT.md),
 laid out like the HF dumps of tools/hf_dump.py: the prefill's tensors, `generate.tokens` /
 `generate.logits` (row 0 = the last prefill row), decode step s (1 .. N-1, fed token s-1) as
-`steps.s.*`, and the caches after the run as `layers.L.kv.k` / `kv.v`."""
+`steps.s.*`, and the caches after the run as `layers.L.kv.k` / `kv.v`. A module-only dump (kind
+"modules") keeps what forward hooks on an engine's modules give (hytools/module_names.py), the ids
+and generate.* tensors, and no cache."""
 
 from __future__ import annotations
 
@@ -14,11 +16,17 @@ from dump_io import write_dump
 from hytools.checkpoint import read_config
 from hytools.families import family_of, forward_names
 from hytools.manifest import model_section, new_manifest, producer_section
-from hytools.tencent_hunyuan import forward, layouts, load_weights, read_spec
+from hytools.module_names import DUMP_KINDS, module_name_patterns
+from hytools.tencent_hunyuan import forward, layouts, load_weights, precision_of, read_spec
 from lazy_import import torch  # imported on first use
 
 PRODUCER = "hyoracle-tencent-hunyuan-torch"
-PRECISION = {"float64": "exact", "float32": "fp32"}
+PRECISION = {"float64": "exact", "float32": "fp32", "bfloat16": "bf16"}
+# Stored in fp32 by a bf16 run (the router is not rounded); every other float tensor as bf16.
+WIDE = ("moe.router_logits", "moe.scores", "moe.topk_weights", "moe.topk_margin")
+BF16_ROUNDING = ("every op computed in float32, its output rounded to bf16 once (norms, projections, RoPE, "
+                 "attention context, SiLU(gate)*up, each expert, routed/shared/mlp sums, residuals, logits); "
+                 "router logits, softmax, top-k weights and margins fp32; RoPE cos/sin fp32")
 
 
 def hyoracle_version() -> str:
@@ -37,66 +45,112 @@ def greedy(row) -> int:
     return int((row == row.max()).nonzero()[0, 0])
 
 
-def run(ckpt_dir, token_ids, generate_n=0, dtype="float64", record_steps=True):
-    """Prefill + generate_n greedy tokens. Returns (spec, store, tokens, rows): store maps every
-    canonical name to its tensor, rows are the generate.logits rows."""
-    if dtype not in PRECISION:
-        raise ValueError(f"dtype {dtype!r}: float64 or float32")
-    td = getattr(torch, dtype)
+def _strict_fp(device):
+    """No TF32 and full-precision fp32 products on a CUDA device (its defaults may differ)."""
+    if str(device).startswith("cuda"):
+        from hytools.hf_precision import set_strict_fp
+        set_strict_fp()
+
+
+def load(ckpt_dir, dtype="float64", device="cpu"):
+    """(spec, weights) of a checkpoint for runs in precision `dtype` on `device`."""
+    td, rnd = precision_of(dtype)
+    _strict_fp(device)
     cfg, _ = read_config(os.path.join(ckpt_dir, "config.json"))
     spec = read_spec(cfg)
-    W = load_weights(ckpt_dir, spec, td)
+    W = load_weights(ckpt_dir, spec, td, device)
+    W.rnd = rnd
+    return spec, W
+
+
+def run(ckpt_dir, token_ids, generate_n=0, dtype="float64", record_steps=True, device="cpu", loaded=None):
+    """Prefill + generate_n greedy tokens on `device` (with `loaded`, load's result for the same
+    dtype and device, the weights are not read again). Returns (spec, store, tokens, rows): store
+    maps every canonical name to its tensor (on the CPU; a bfloat16 run stores bf16 tensors except
+    the router's, WIDE), rows are the generate.logits rows."""
+    spec, W = loaded or load(ckpt_dir, dtype, device)
     store = OrderedDict()
+
+    def keep(name, t):
+        t = t.detach().to("cpu")
+        if dtype == "bfloat16" and t.is_floating_point() and not name.endswith(WIDE):
+            return t.to(torch.bfloat16)  # exact: the run rounded it already
+        return t.clone()
 
     def putter(prefix):
         def put(name, t):
             key = prefix + name
             if key in store:
                 raise RuntimeError(f"tensor {key} computed twice")
-            store[key] = t.detach().clone()
+            store[key] = keep(key, t)
         return put
     cache = [None] * spec.layers
     tokens, rows = [], []
     with torch.no_grad():
         logits = forward(spec, W, list(token_ids), 0, cache, putter(""))
         if generate_n > 0:
-            rows.append(logits[-1].clone())
+            rows.append(keep("logits", logits[-1]))
             tokens.append(greedy(rows[-1]))
         for s in range(1, generate_n):
             put = putter(f"steps.{s}.") if record_steps else (lambda name, t: None)
             logits = forward(spec, W, [tokens[-1]], len(token_ids) + s - 1, cache, put)
             if record_steps:
                 store[f"steps.{s}.input_ids"] = torch.tensor([tokens[-1]], dtype=torch.int64)
-            rows.append(logits[-1].clone())
+            rows.append(keep("logits", logits[-1]))
             tokens.append(greedy(rows[-1]))
     store["input_ids"] = torch.tensor(list(token_ids), dtype=torch.int64)
     if generate_n > 0:
         store["generate.tokens"] = torch.tensor(tokens, dtype=torch.int64)
         store["generate.logits"] = torch.stack(rows, 0)
     for L, (K, V) in enumerate(cache):
-        store[f"layers.{L}.kv.k"], store[f"layers.{L}.kv.v"] = K, V
+        store[f"layers.{L}.kv.k"], store[f"layers.{L}.kv.v"] = keep("kv.k", K), keep("kv.v", V)
     return spec, store, tokens, rows
 
 
-def check_complete(spec, store, generate_n, record_steps=True):
-    """Every canonical name of the family's dataflow table for each forward must be there."""
+def module_cut(store):
+    """The tensors of `store` a module-only dump holds (steps.S. prefixes kept)."""
+    pats = [re.compile("^(" + p + ")$") for p in module_name_patterns()]
+    return OrderedDict((n, t) for n, t in store.items()
+                       if any(p.match(re.sub(r"^steps\.\d+\.", "", n)) for p in pats))
+
+
+def check_complete(spec, store, generate_n, record_steps=True, modules_only=False):
+    """Every canonical name of the family's dataflow table for each forward must be there (only
+    the module rows with modules_only)."""
     family = family_of(spec.model_type).family
-    expected = forward_names(family, spec.kinds)
+    expected = forward_names(family, spec.kinds, modules_only=modules_only)
     for s in range(1, generate_n if record_steps else 1):
-        expected += forward_names(family, spec.kinds, prefix=f"steps.{s}.")
+        expected += forward_names(family, spec.kinds, prefix=f"steps.{s}.", modules_only=modules_only)
     missing = [n for n in expected if n not in store]
     if missing:
         raise RuntimeError(f"dump incomplete, missing {missing[:10]} ({len(missing)})")
 
 
-def dump(ckpt_dir, token_ids, out_dir, generate_n=0, dtype="float64", record_steps=True, checkpoint=None):
+def dump(ckpt_dir, token_ids, out_dir, generate_n=0, dtype="float64", record_steps=True, checkpoint=None,
+         device="cpu", kind="full", extra_manifest=None):
     """Run and write the dump to out_dir. Returns a summary (tokens, logit margins, smallest
     router margin)."""
-    spec, store, tokens, rows = run(ckpt_dir, token_ids, generate_n, dtype, record_steps)
-    check_complete(spec, store, generate_n, record_steps)
+    result = run(ckpt_dir, token_ids, generate_n, dtype, record_steps, device)
+    return write(ckpt_dir, result, token_ids, out_dir, generate_n, dtype, record_steps, checkpoint, device,
+                 kind, extra_manifest)
+
+
+def write(ckpt_dir, result, token_ids, out_dir, generate_n=0, dtype="float64", record_steps=True,
+          checkpoint=None, device="cpu", kind="full", extra_manifest=None):
+    """Write the dump of one run (run's result) to out_dir, every tensor (kind "full") or the
+    module outputs (kind "modules"); extra_manifest entries go into the tencent_run section.
+    Returns a summary (tokens, logit margins, smallest router margin)."""
+    if kind not in DUMP_KINDS:
+        raise ValueError(f"dump kind {kind!r}: one of {DUMP_KINDS}")
+    spec, full, tokens, rows = result
+    check_complete(spec, full, generate_n, record_steps)
+    store = full if kind == "full" else module_cut(full)
+    if kind != "full":
+        check_complete(spec, store, generate_n, record_steps, modules_only=True)
     cfg_path = os.path.join(ckpt_dir, "config.json")
     cfg, sha = read_config(cfg_path)
-    producer = producer_section(PRODUCER, hyoracle_version(), "cpu", dtype, PRECISION[dtype],
+    dev_name = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu"
+    producer = producer_section(PRODUCER, hyoracle_version(), dev_name, dtype, PRECISION[dtype],
                                 "generate" if generate_n > 0 else "prefill")
     producer["class"] = (cfg.get("architectures") or [None])[0]
     producer["semantics"] = spec.semantics
@@ -110,7 +164,7 @@ def dump(ckpt_dir, token_ids, out_dir, generate_n=0, dtype="float64", record_ste
     if generate_n > 0:
         man["generate"] = OrderedDict(n=generate_n, rule="greedy argmax, ties to the lowest index",
                                       kv_cache=True, steps_recorded=n_steps)
-    margins = [float(t.min()) for n, t in store.items() if n.endswith("moe.topk_margin")]
+    margins = [float(t.min()) for n, t in full.items() if n.endswith("moe.topk_margin")]
     man["tencent_run"] = OrderedDict(
         torch=torch.__version__, source="tools/hytools/tencent_hunyuan.py (independent of transformers and of "
                                         "Tencent's code)",
@@ -119,6 +173,12 @@ def dump(ckpt_dir, token_ids, out_dir, generate_n=0, dtype="float64", record_ste
         top1_weight="renormalised (1.0)" if spec.renorm_top1 else "raw softmax probability p_max",
         shared_width=spec.shared, fused_tensors=layouts(ckpt_dir),
         min_router_margin=min(margins) if margins else None)
+    if kind != "full":
+        man["tencent_run"]["dump_kind"] = kind
+    if dtype == "bfloat16":
+        man["tencent_run"]["bf16_rounding"] = BF16_ROUNDING
+    man["tencent_run"].update(extra_manifest or {})
     write_dump(out_dir, store, man)
-    logit_margins = [float(torch.topk(r, 2).values[0] - torch.topk(r, 2).values[1]) for r in rows]
+    wide = [r.float() if r.dtype == torch.bfloat16 else r for r in rows]
+    logit_margins = [float(torch.topk(r, 2).values[0] - torch.topk(r, 2).values[1]) for r in wide]
     return {"tokens": tokens, "logit_margins": logit_margins, "min_router_margin": man["tencent_run"]["min_router_margin"]}
