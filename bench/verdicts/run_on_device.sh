@@ -10,6 +10,8 @@
 #     group's whole share (they share the GPU and the cores); BUDGET_S: overall seconds before packing
 #     (default 565; packing takes < 25 s more)
 #   VERDICTS_CUDA=off skips building the CUDA path (a shorter build; no cuda-* rows).
+#   VERDICTS_BIN=FILE uses a hyoracle binary built elsewhere (carried; CUDA off) when `FILE --version`
+#     runs there, and skips the build; otherwise the build below runs.
 #   VERDICTS_SRC=DIR builds hyoracle from the sources in DIR instead of the working tree (e.g. a
 #     `git archive HEAD` export carried to the machine, when the tree holds someone's unfinished C++).
 #   e.g. bash bench/verdicts/run_on_device.sh full 565 -- --jobs 4
@@ -55,7 +57,13 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda'
 nproc | sed 's/^/cores: /' | tee -a "$LOG"; df -h /tmp | tail -1 | tee -a "$LOG"
 
 # ---- build ------------------------------------------------------------------------------------
+HY=$B/tools/hyoracle
 CUDA=OFF
+if [ -n "${VERDICTS_BIN:-}" ] && "$VERDICTS_BIN" --version > /dev/null 2>&1; then
+  HY=$VERDICTS_BIN
+  echo "hyoracle: carried binary $HY ($("$HY" --version)); no build" | tee -a "$LOG"
+else
+[ -n "${VERDICTS_BIN:-}" ] && { echo "carried binary $VERDICTS_BIN does not run here:"; "$VERDICTS_BIN" --version 2>&1 | head -3; } | tee -a "$LOG"
 if [ "${VERDICTS_CUDA:-auto}" = off ]; then :
 elif command -v nvcc > /dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
   NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
@@ -81,6 +89,7 @@ if [ ! -x $B/tools/hyoracle ]; then
   echo "BUILD FAILED" | tee -a "$LOG"; grep -E "error|Error" -A3 "$BL" | head -40 | tee -a "$LOG"; exit 1
 fi
 stamp "built (CUDA $CUDA)"
+fi
 
 # ---- stages -----------------------------------------------------------------------------------
 status=0
@@ -102,7 +111,7 @@ for st in "${STAGES[@]}"; do
   pids=()
   for g in "${GROUP[@]}"; do
     ( PYTHONUNBUFFERED=1 lim $((share - 5)) python3 bench/verdicts/harness.py "$g" --out "$OUT" --work "$WORK" \
-        --hyoracle $B/tools/hyoracle --deadline $hd --tiny-deadline $hd --cuda $( [ $CUDA = ON ] && echo on || echo off ) \
+        --hyoracle "$HY" --deadline $hd --tiny-deadline $hd --cuda $( [ $CUDA = ON ] && echo on || echo off ) \
         "$@" > "$OUT/stage-$g.log" 2>&1 ) &
     pids+=($!)
   done
