@@ -33,7 +33,15 @@
 //   flight per warp), about one block per SM; fp32 partials (acc, max, sum) merged by a second
 //   kernel. No host synchronisation: the call can be captured in a CUDA graph (its scratch is
 //   reused across calls and grows only outside capture). Same rounding as attention_prefill.
-// attention() (attention.cu) picks: SIMT when the tensor-core kernels do not apply, decode when a
+// - attention_fp64 (attention_fp64.cu), T = double (the fp64 path): the reference's exact mode
+//   operation for operation (reference/attention.cpp): per KV head m, S = Q_n·K_mᵀ for its g query
+//   heads by one cublasDgemmStridedBatched; then per (head, query) row, in double: s·d^(-1/2)
+//   (the scale applied after the product, as the reference), keys past the query's position
+//   masked, max, e^(s − max), Σ (block tree), e / Σ (a two-pass softmax, not an online one); then
+//   context_n = P·V_m by a second batched DGEMM. S is materialised ([nq, rows, Tc] doubles), the
+//   queries taken in chunks so that it stays under 2 GiB. All keys j < Tc are multiplied (masked
+//   ones give P = 0): simple rather than fast. A row that sees no key gets 0.
+// attention() (attention.cu) picks attention_fp64 for T = double; otherwise: SIMT when the tensor-core kernels do not apply, decode when a
 // KV head has at most 64 (query, head) rows, prefill otherwise. Other tilings of the two
 // tensor-core kernels, measured by the benchmarks only, are in bench/cuda/attention_variants.h.
 #pragma once
@@ -57,6 +65,8 @@ void attention_simt(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, co
 template <class T>
 void attention_prefill(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
                        const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context);
+void attention_fp64(const DeviceTensor<double>& q, const DeviceTensor<double>& k_cache, const DeviceTensor<double>& v_cache,
+                    int64_t Tc, const DeviceTensor<int64_t>& q_pos, DeviceTensor<double>& context);
 template <class T>
 void attention_decode(const DeviceTensor<T>& q, const DeviceTensor<T>& k_cache, const DeviceTensor<T>& v_cache, int64_t Tc,
                       const DeviceTensor<int64_t>& q_pos, DeviceTensor<T>& context);

@@ -19,21 +19,23 @@ constexpr int kInputWarps = 8;
 //   kn[t, m] = RMSNorm_d(k[t, m]; k_norm),  kr[t, m] = RoPE(kn[t, m]; pos[t])      m < nkv
 //   cache_k[pos[t], m] = kr[t, m],  cache_v[pos[t], m] = v[t, m]   (row j of the cache is position j)
 // with the rounding points of rms_norm.h and rope.h (the shared functions of rms_norm.cuh and
-// rope.cuh): qn and kn are rounded to T before RoPE reads them. One warp per head: ss = Σ x² in fp32
-// (fmaf per lane, lanes added by a butterfly); the token's cos/sin are computed once per block.
+// rope.cuh): qn and kn are rounded to T before RoPE reads them. One warp per head: ss = Σ x² in A
+// (acc_t<T>: fp32, or double on the fp64 path; fma per lane, lanes added by a butterfly); the
+// token's cos/sin are computed once per block.
 // qn and kn may be null (nothing records them). A position outside [0, capacity) writes no cache
 // row (the host checks the capacity before a step).
-template <class T>
+template <class T, class A = acc_t<T>>
 __global__ void __launch_bounds__(kInputWarps * 32)
     attention_inputs_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ wqn,
-                            const T* __restrict__ wkn, const int64_t* __restrict__ pos, int nq, int nkv, int d, float eps,
-                            float theta, T* qn, T* qr, T* kn, T* kr, T* cache_k, T* cache_v, int64_t capacity) {
-  extern __shared__ float smem[];
+                            const T* __restrict__ wkn, const int64_t* __restrict__ pos, int nq, int nkv, int d, A eps,
+                            A theta, T* qn, T* qr, T* kn, T* kr, T* cache_k, T* cache_v, int64_t capacity) {
+  extern __shared__ __align__(16) unsigned char inputs_smem[];
+  A* smem = reinterpret_cast<A*>(inputs_smem);
   const int64_t t = blockIdx.x, p = pos[t];
   const int half = d / 2, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* cs = smem;                  // [half] T(cos φ_i)
-  float* sn = cs + half;             // [half] T(sin φ_i)
-  float* row = sn + half + warp * d; // [d] this warp's normalised head
+  A* cs = smem;                  // [half] T(cos φ_i)
+  A* sn = cs + half;             // [half] T(sin φ_i)
+  A* row = sn + half + warp * d; // [d] this warp's normalised head
   for (int i = threadIdx.x; i < half; i += blockDim.x) rope_cos_sin<T>(p, rope_inv_freq(i, d, theta), cs[i], sn[i]);
   __syncthreads();
   const bool cached = p >= 0 && p < capacity;
@@ -43,25 +45,25 @@ __global__ void __launch_bounds__(kInputWarps * 32)
     const int64_t at = (t * (is_q ? nq : nkv) + head) * d;
     const T* x = (is_q ? q : k) + at;
     const T* w = is_q ? wqn : wkn;
-    float ss = 0.0f;
+    A ss = 0;
     for (int i = lane; i < d; i += 32) {
-      const float xv = to_f32(x[i]);
-      ss = fmaf(xv, xv, ss);
+      const A xv = widen(x[i]);
+      ss = fma(xv, xv, ss);
     }
     for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    const float inv = rms_inverse(ss, d, eps);
+    const A inv = rms_inverse(ss, d, eps);
     T* normed = is_q ? qn : kn;
     for (int i = lane; i < d; i += 32) {
-      const T y = rms_scaled(to_f32(x[i]), inv, w[i]);
+      const T y = rms_scaled(widen(x[i]), inv, w[i]);
       if (normed) normed[at + i] = y;
-      row[i] = to_f32(y);
+      row[i] = widen(y);
     }
     __syncwarp();
     T* out = (is_q ? qr : kr) + at;
     T* cache = cached && !is_q ? cache_k + (p * nkv + head) * d : nullptr;
     for (int i = lane; i < half; i += 32) {
       T ya, yb;
-      rope_rotate(row[i], row[i + half], cs[i], sn[i], ya, yb);
+      rope_rotate<T>(row[i], row[i + half], cs[i], sn[i], ya, yb);
       out[i] = ya;
       out[i + half] = yb;
       if (cache) cache[i] = ya, cache[i + half] = yb;
@@ -82,27 +84,23 @@ void attention_inputs(const DeviceTensor<T>& q, const DeviceTensor<T>& k, const 
     fail("cuda attention inputs: q " + shape_str(q.shape) + ", k " + shape_str(k.shape) + ", cache " +
          shape_str(cache.k.shape) + " do not match");
   if (!T_) return;
-  const size_t smem = size_t(d + kInputWarps * d) * sizeof(float);
+  const size_t smem = size_t(d + kInputWarps * d) * sizeof(acc_t<T>);
   attention_inputs_kernel<T><<<unsigned(T_), kInputWarps * 32, smem, gpu().stream>>>(
       q.data(), k.data(), v.data(), w.q_norm.data(), w.k_norm.data(), positions.data(), int(nq), int(nkv), int(d),
-      float(c.rms_norm_eps), float(c.rope_theta), qn, qr.data(), kn, kr.data(), cache.k.data(), cache.v.data(), cache.k.dim(0));
+      acc_t<T>(c.rms_norm_eps), acc_t<T>(c.rope_theta), qn, qr.data(), kn, kr.data(), cache.k.data(), cache.v.data(), cache.k.dim(0));
   check_launch("attention inputs");
 }
 
-// q, k, v = a·W_qᵀ, a·W_kᵀ, a·W_vᵀ: one gemv launch for decode-sized a, else three products.
+// q, k, v = a·W_qᵀ, a·W_kᵀ, a·W_vᵀ: one gemv launch for decode-sized a (16-bit T), else three
+// products.
 template <class T>
 void project_qkv(const DeviceTensor<T>& a, const LayerWeights<T>& w, DeviceTensor<T>& q, DeviceTensor<T>& k, DeviceTensor<T>& v) {
-  if (gemv_applies(a, w.wq) && gemv_applies(a, w.wk) && gemv_applies(a, w.wv)) {
-    gemv<T, T>(a, {&w.wq, &w.wk, &w.wv}, {&q, &k, &v});
-    return;
+  if constexpr (sizeof(T) == 2) {
+    if (gemv_applies(a, w.wq) && gemv_applies(a, w.wk) && gemv_applies(a, w.wv)) {
+      gemv<T, T>(a, {&w.wq, &w.wk, &w.wv}, {&q, &k, &v});
+      return;
+    }
   }
-  linear(a, w.wq, q);
-  linear(a, w.wk, k);
-  linear(a, w.wv, v);
-}
-template <>
-void project_qkv<float>(const DeviceTensor<float>& a, const LayerWeights<float>& w, DeviceTensor<float>& q,
-                        DeviceTensor<float>& k, DeviceTensor<float>& v) {
   linear(a, w.wq, q);
   linear(a, w.wk, k);
   linear(a, w.wv, v);
@@ -183,7 +181,10 @@ DeviceTensor<T> decoder_layer(const DeviceTensor<T>& x, int64_t L, const LayerWe
   // same in exact arithmetic, and an eager step runs exactly the launches a captured one (model.h)
   // does, so the two agree bit for bit. The split of the keys over blocks depends on the capacity
   // and the GPU's SM count, so the last bits of a decode step do too (same run, same bits).
-  DeviceTensor<T> out = decoder_layer_at(x, L, w, c, positions, cache, capacity, rec);
+  // The fp64 path has no captured step: it bounds the keys by the positions written, so its
+  // attention (which multiplies every key below the bound) does no work past them.
+  const int64_t key_bound = std::is_same_v<T, double> ? cache.length + x.rows() : capacity;
+  DeviceTensor<T> out = decoder_layer_at(x, L, w, c, positions, cache, key_bound, rec);
   cache.length += x.rows();
   return out;
 }
@@ -200,6 +201,12 @@ template DeviceTensor<bf16> decoder_layer_at<bf16>(const DeviceTensor<bf16>&, in
 template DeviceTensor<bf16> decoder_layer<bf16>(const DeviceTensor<bf16>&, int64_t, const LayerWeights<bf16>&,
                                                 const ModelConfig&, const DeviceTensor<int64_t>&, LayerCache<bf16>&,
                                                 const Recorder&);
+template DeviceTensor<double> decoder_layer_at<double>(const DeviceTensor<double>&, int64_t, const LayerWeights<double>&,
+                                                       const ModelConfig&, const DeviceTensor<int64_t>&, LayerCache<double>&,
+                                                       int64_t, const Recorder&);
+template DeviceTensor<double> decoder_layer<double>(const DeviceTensor<double>&, int64_t, const LayerWeights<double>&,
+                                                    const ModelConfig&, const DeviceTensor<int64_t>&, LayerCache<double>&,
+                                                    const Recorder&);
 template DeviceTensor<fp16> decoder_layer_at<fp16>(const DeviceTensor<fp16>&, int64_t, const LayerWeights<fp16>&,
                                                    const ModelConfig&, const DeviceTensor<int64_t>&, LayerCache<fp16>&, int64_t,
                                                    const Recorder&);

@@ -7,7 +7,10 @@
 //   h     = T(x + T(attention(q, cache.k, cache.v) · W_oᵀ))
 //   f     = RMSNorm(h; post_attention_layernorm)
 //   out   = T(h + (dense layer ? SwiGLU(f) : MoE(f)))
-// Every intermediate is stored in T; accumulation fp32 (see each layer's header).
+// Every intermediate is stored in T; accumulation fp32 (see each layer's header). T = double (the
+// fp64 path): every step in double with no intermediate rounding, the reference's exact mode
+// operation for operation (summation orders differ); the large matrices held as bf16 (weight_t)
+// and expanded to double per product; the norm weights held in double.
 #pragma once
 #include "io/config.h"
 #include "cuda/moe.h"
@@ -17,7 +20,8 @@ namespace hyoracle::cuda {
 
 template <class T>
 struct LayerWeights {
-  DeviceTensor<T> input_norm, wq, wk, wv, wo, q_norm, k_norm, post_norm;
+  DeviceTensor<T> input_norm, q_norm, k_norm, post_norm;
+  DeviceTensor<weight_t<T>> wq, wk, wv, wo;
   bool dense = true;
   MlpWeights<T> mlp;                          // dense layers
   DeviceTensor<float> router, expert_bias;    // MoE layers: [E, H] (exact bf16 values), [E]

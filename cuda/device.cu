@@ -1,5 +1,6 @@
 #include "cuda/device.h"
 
+#include <algorithm>
 #include <cstdint>
 
 namespace hyoracle::cuda {
@@ -87,7 +88,10 @@ DeviceTensor<T> DeviceTensor<T>::reshaped(std::vector<int64_t> shape_) const {
 template <class T, class S>
 DeviceTensor<T> upload(const Tensor<S>& host) {
   std::vector<T> v(host.data.size());
-  for (size_t i = 0; i < v.size(); ++i) v[i] = from_f32<T>(float(host.data[i]));
+  for (size_t i = 0; i < v.size(); ++i) {
+    if constexpr (std::is_same_v<T, double>) v[i] = double(host.data[i]);
+    else v[i] = from_f32<T>(float(host.data[i]));
+  }
   DeviceTensor<T> d(host.shape);
   if (!v.empty()) check(cudaMemcpyAsync(d.data(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, gpu().stream), "upload");
   synchronize();
@@ -100,14 +104,32 @@ DeviceTensor<T> upload_values(const std::vector<float>& values, std::vector<int6
 }
 
 template <class T>
-Tensor<float> download(const DeviceTensor<T>& d) {
+Tensor<host_t<T>> download(const DeviceTensor<T>& d) {
   std::vector<T> v(size_t(d.numel()));
   if (!v.empty()) check(cudaMemcpyAsync(v.data(), d.data(), v.size() * sizeof(T), cudaMemcpyDeviceToHost, gpu().stream), "download");
   synchronize();
-  Tensor<float> h(d.shape);
-  for (size_t i = 0; i < v.size(); ++i) h.data[i] = to_f32(v[i]);
+  Tensor<host_t<T>> h(d.shape);
+  for (size_t i = 0; i < v.size(); ++i) h.data[i] = widen(v[i]);
   return h;
 }
+
+namespace {
+template <class W>
+__global__ void expand_kernel(const W* __restrict__ src, int64_t n, double* __restrict__ dst) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = double(widen(src[i]));
+}
+}  // namespace
+
+template <class W>
+void expand_to_double(const W* src, int64_t n, double* dst) {
+  if (n <= 0) return;
+  const unsigned blocks = unsigned(std::min<int64_t>((n + 255) / 256, 16 * 1024));
+  expand_kernel<W><<<blocks, 256, 0, gpu().stream>>>(src, n, dst);
+  check_launch("expand_to_double");
+}
+template void expand_to_double<bf16>(const bf16*, int64_t, double*);
+template void expand_to_double<float>(const float*, int64_t, double*);
 
 DeviceTensor<int64_t> upload_ints(const std::vector<int64_t>& v) {
   DeviceTensor<int64_t> d({int64_t(v.size())});
@@ -129,6 +151,7 @@ std::vector<int64_t> download_ints(const DeviceTensor<int64_t>& d) { return down
 template class DeviceTensor<float>;
 template class DeviceTensor<fp16>;
 template class DeviceTensor<bf16>;
+template class DeviceTensor<double>;
 template class DeviceTensor<int32_t>;
 template class DeviceTensor<int64_t>;
 template DeviceTensor<float> upload<float, float>(const Tensor<float>&);
@@ -137,11 +160,15 @@ template DeviceTensor<bf16> upload<bf16, float>(const Tensor<float>&);
 template DeviceTensor<float> upload<float, double>(const Tensor<double>&);
 template DeviceTensor<fp16> upload<fp16, double>(const Tensor<double>&);
 template DeviceTensor<bf16> upload<bf16, double>(const Tensor<double>&);
+template DeviceTensor<double> upload<double, float>(const Tensor<float>&);
+template DeviceTensor<double> upload<double, double>(const Tensor<double>&);
+template DeviceTensor<double> upload_values<double>(const std::vector<float>&, std::vector<int64_t>);
 template DeviceTensor<float> upload_values<float>(const std::vector<float>&, std::vector<int64_t>);
 template DeviceTensor<fp16> upload_values<fp16>(const std::vector<float>&, std::vector<int64_t>);
 template DeviceTensor<bf16> upload_values<bf16>(const std::vector<float>&, std::vector<int64_t>);
 template Tensor<float> download<float>(const DeviceTensor<float>&);
 template Tensor<float> download<fp16>(const DeviceTensor<fp16>&);
 template Tensor<float> download<bf16>(const DeviceTensor<bf16>&);
+template Tensor<double> download<double>(const DeviceTensor<double>&);
 
 }  // namespace hyoracle::cuda

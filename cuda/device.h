@@ -1,8 +1,8 @@
 // device.h: the plain device tensor every CUDA layer takes and returns, the process-wide GPU
 // context (one stream, one cuBLAS handle) and host <-> device transfers.
 //
-// A DeviceTensor<T> is a shape and a dense row-major buffer of T on the GPU (T = float, __half
-// or __nv_bfloat16), nothing else: no strides, no dtype tag at run time. Buffers come from the
+// A DeviceTensor<T> is a shape and a dense row-major buffer of T on the GPU (T = float, __half,
+// __nv_bfloat16 or double), nothing else: no strides, no dtype tag at run time. Buffers come from the
 // stream-ordered allocator (cudaMallocAsync on the context's stream), so a forward pass can be
 // captured into a CUDA graph. Copies of a DeviceTensor share the buffer (views with a new shape).
 #pragma once
@@ -45,13 +45,28 @@ struct Gpu {
 Gpu& gpu();
 void synchronize();
 
-// "bf16", "fp16", "fp32".
+// "bf16", "fp16", "fp32", "fp64".
 template <class T>
 const char* dtype_label() {
   if constexpr (std::is_same_v<T, bf16>) return "bf16";
   else if constexpr (std::is_same_v<T, fp16>) return "fp16";
+  else if constexpr (std::is_same_v<T, double>) return "fp64";
   else return "fp32";
 }
+
+// The types of the path of activation type T:
+//   acc_t<T>:    what every layer accumulates and computes in: float for float / bf16 / fp16 (the
+//                HF-rounding paths), double for double (the reference's exact mode);
+//   weight_t<T>: what the large matrices (projections, experts, embedding, lm_head) are held in on
+//                the GPU: T itself, except bf16 for double (the checkpoints' stored dtype: the fp64
+//                path expands them to double per product, so the resident model stays bf16);
+//   host_t<T>:   what download() returns: float, or double for double.
+template <class T>
+using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+template <class T>
+using weight_t = std::conditional_t<std::is_same_v<T, double>, bf16, T>;
+template <class T>
+using host_t = acc_t<T>;
 
 // Rounds a float to T (nearest even) and widens it back; host and device.
 template <class T>
@@ -66,6 +81,18 @@ __host__ __device__ inline float to_f32(T x) {
   else if constexpr (std::is_same_v<T, fp16>) return __half2float(x);
   else return float(x);
 }
+// x widened to its accumulation type (acc_t): to_f32 for the 16-bit types and float, the identity
+// for double; narrow<T>(a) rounds an accumulator back to T (from_f32, or the identity for double).
+__host__ __device__ inline float widen(float x) { return x; }
+__host__ __device__ inline double widen(double x) { return x; }
+__host__ __device__ inline float widen(bf16 x) { return __bfloat162float(x); }
+__host__ __device__ inline float widen(fp16 x) { return __half2float(x); }
+template <class T>
+__host__ __device__ inline T narrow(acc_t<T> a) {
+  if constexpr (std::is_same_v<T, double>) return a;
+  else return from_f32<T>(a);
+}
+
 // True when p is 16-byte aligned (the vector loads and cp.async of the fast kernels need it).
 __host__ __device__ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
@@ -99,13 +126,18 @@ class DeviceTensor {
   T* ptr_ = nullptr;
 };
 
-// Host -> device, rounding each value to T; device -> host, widening to float.
+// Host -> device, rounding each value to T (a double value to double: exact); device -> host,
+// widening to host_t<T> (float, or double for double).
 template <class T, class S>
 DeviceTensor<T> upload(const Tensor<S>& host);
 template <class T>
 DeviceTensor<T> upload_values(const std::vector<float>& values, std::vector<int64_t> shape);
 template <class T>
-Tensor<float> download(const DeviceTensor<T>& dev);
+Tensor<host_t<T>> download(const DeviceTensor<T>& dev);
+// w[i] = double(src[i]) for a weight held as bf16 or float (the fp64 path's expansion of a stored
+// weight before a product); n elements, on the context's stream.
+template <class W>
+void expand_to_double(const W* src, int64_t n, double* dst);
 // Small index arrays (positions, token ids).
 DeviceTensor<int64_t> upload_ints(const std::vector<int64_t>& v);
 std::vector<int64_t> download_ints(const DeviceTensor<int32_t>& dev);

@@ -6,7 +6,7 @@ namespace {
 template <class T>
 __global__ void add_kernel(const T* a, const T* b, T* y, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = from_f32<T>(to_f32(a[i]) + to_f32(b[i]));
+    y[i] = narrow<T>(widen(a[i]) + widen(b[i]));
 }
 template <class Ti, class To>
 __global__ void convert_kernel(const Ti* x, To* y, int64_t n) {
@@ -36,6 +36,7 @@ void convert(const DeviceTensor<Ti>& x, DeviceTensor<To>& y) {
 template void add<float>(const DeviceTensor<float>&, const DeviceTensor<float>&, DeviceTensor<float>&);
 template void add<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, DeviceTensor<bf16>&);
 template void add<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, DeviceTensor<fp16>&);
+template void add<double>(const DeviceTensor<double>&, const DeviceTensor<double>&, DeviceTensor<double>&);
 template void convert<float, float>(const DeviceTensor<float>&, DeviceTensor<float>&);
 template void convert<bf16, float>(const DeviceTensor<bf16>&, DeviceTensor<float>&);
 template void convert<fp16, float>(const DeviceTensor<fp16>&, DeviceTensor<float>&);

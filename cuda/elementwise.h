@@ -1,6 +1,7 @@
 // elementwise.h: the element-wise steps between layers.
 //
-//   add:     y[i] = T(fp32(a[i]) + fp32(b[i]))          (residual adds; routed + shared)
+//   add:     y[i] = T(A(a[i]) + A(b[i]))   A = acc_t<T>  (residual adds; routed + shared): fp32, or
+//            one double add for T = double (the reference's exact mode)
 //   convert: y[i] = To(fp32(x[i]))                       (e.g. the router's fp32 input)
 #pragma once
 #include "cuda/device.h"

@@ -3,11 +3,12 @@
 namespace hyoracle::cuda {
 
 namespace {
-template <class T>
-__global__ void gather_rows(const T* table, const int64_t* ids, T* x, int64_t H) {
+// x = T(table value): a copy when W = T, an exact widening (bf16 -> double) for the fp64 path.
+template <class W, class T>
+__global__ void gather_rows(const W* table, const int64_t* ids, T* x, int64_t H) {
   const int64_t t = blockIdx.x;
-  const T* src = table + ids[t] * H;
-  for (int64_t h = threadIdx.x; h < H; h += blockDim.x) x[t * H + h] = src[h];
+  const W* src = table + ids[t] * H;
+  for (int64_t h = threadIdx.x; h < H; h += blockDim.x) x[t * H + h] = T(widen(src[h]));
 }
 
 template <class T>
@@ -23,7 +24,7 @@ __global__ void gather_rows_checked(const T* table, const int64_t* ids, int64_t 
 }  // namespace
 
 template <class T>
-void embedding(const DeviceTensor<T>& table, const std::vector<int64_t>& ids, DeviceTensor<T>& x) {
+void embedding(const DeviceTensor<weight_t<T>>& table, const std::vector<int64_t>& ids, DeviceTensor<T>& x) {
   const int64_t V = table.dim(0), H = table.dim(1), T_ = int64_t(ids.size());
   if (x.numel() != T_ * H) fail("cuda embedding: output " + shape_str(x.shape) + " is not [T, H]");
   for (size_t t = 0; t < ids.size(); ++t)
@@ -48,6 +49,7 @@ void embedding(const DeviceTensor<T>& table, const DeviceTensor<int64_t>& ids, D
 template void embedding<float>(const DeviceTensor<float>&, const std::vector<int64_t>&, DeviceTensor<float>&);
 template void embedding<bf16>(const DeviceTensor<bf16>&, const std::vector<int64_t>&, DeviceTensor<bf16>&);
 template void embedding<fp16>(const DeviceTensor<fp16>&, const std::vector<int64_t>&, DeviceTensor<fp16>&);
+template void embedding<double>(const DeviceTensor<bf16>&, const std::vector<int64_t>&, DeviceTensor<double>&);
 template void embedding<float>(const DeviceTensor<float>&, const DeviceTensor<int64_t>&, DeviceTensor<float>&, int32_t*);
 template void embedding<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<int64_t>&, DeviceTensor<bf16>&, int32_t*);
 template void embedding<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<int64_t>&, DeviceTensor<fp16>&, int32_t*);

@@ -5,6 +5,7 @@
 
 #include "cuda/grouped_gemm_wgmma.h"
 #include "cuda/grouped_tile.cuh"
+#include "cuda/matmul.h"
 #include "cuda/mlp.h"
 
 namespace hyoracle::cuda {
@@ -478,6 +479,55 @@ void grouped_gemm(const T* a, const int32_t* gather, const GroupWeights<T>& w, c
     else mma_vec ? launch_mma<T, false, true>(a, gather, w, g, y) : launch_mma<T, false, false>(a, gather, w, g, y);
   }
   check_launch("grouped_gemm");
+}
+
+namespace {
+// y[r, :] = a[gather[r], :]: the fp64 path's row gather before its per-group products.
+__global__ void gather_rows_fp64(const double* __restrict__ a, const int32_t* __restrict__ gather, int64_t K,
+                                 double* __restrict__ y) {
+  const int64_t r = blockIdx.x;
+  const double* src = a + int64_t(gather[r]) * K;
+  for (int64_t c = threadIdx.x; c < K; c += blockDim.x) y[r * K + c] = src[c];
+}
+}  // namespace
+
+void grouped_gemm(const double* a, const int32_t* gather, const GroupWeights<bf16>& w, const GroupLayout& g,
+                  int64_t /*max_group_rows*/, GroupEpilogue epilogue, double* y) {
+  const bool fused = epilogue == GroupEpilogue::swiglu;
+  if (g.groups != w.groups())
+    fail("cuda grouped_gemm (fp64): layout has " + std::to_string(g.groups) + " groups, weights " + std::to_string(w.groups()));
+  if (fused && w.N % 2) fail("cuda grouped_gemm (fp64): swiglu needs an even N, got " + std::to_string(w.N));
+  if (g.max_rows == 0 || w.N == 0) return;
+  std::vector<int32_t> off(size_t(g.groups + 1));
+  check(cudaMemcpyAsync(off.data(), g.row_offset.data(), off.size() * 4, cudaMemcpyDeviceToHost, gpu().stream),
+        "grouped_gemm (fp64): layout");
+  synchronize();
+  const int64_t rows = off.back(), N = w.N, K = w.K;
+  if (rows == 0) return;
+  const double* src = a;
+  DeviceTensor<double> gathered;
+  if (gather) {
+    gathered = DeviceTensor<double>({rows, K});
+    gather_rows_fp64<<<unsigned(rows), 256, 0, gpu().stream>>>(a, gather, K, gathered.data());
+    check_launch("grouped_gemm (fp64): gather");
+    src = gathered.data();
+  }
+  DeviceTensor<double> full, wd({N, K});
+  double* out = y;
+  if (fused) {
+    full = DeviceTensor<double>({rows, N});
+    out = full.data();
+  }
+  for (int64_t e = 0; e < g.groups; ++e) {
+    const int64_t r0 = off[size_t(e)], n = off[size_t(e) + 1] - r0;
+    if (n <= 0) continue;
+    expand_to_double(e < w.count ? w.w + e * N * K : w.extra, N * K, wd.data());
+    dgemm_nt(src + r0 * K, K, wd.data(), K, out + r0 * N, N, n, N, K);
+  }
+  if (fused) {
+    DeviceTensor<double> act = DeviceTensor<double>::view(y, {rows, N / 2});
+    swiglu(full, act);
+  }
 }
 
 template void grouped_gemm<float>(const float*, const int32_t*, const GroupWeights<float>&, const GroupLayout&, int64_t,

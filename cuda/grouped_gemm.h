@@ -67,4 +67,12 @@ template <class T>
 void grouped_gemm(const T* a, const int32_t* gather, const GroupWeights<T>& w, const GroupLayout& layout,
                   int64_t max_group_rows, GroupEpilogue epilogue, T* y);
 
+// The fp64 path (double activations, weights held as bf16: weight_t<double>): the same contract in
+// double, with no rounding anywhere (the reference's exact mode: swiglu's y = SiLU(g) · v in double).
+// It reads the layout back to the host (one synchronisation, so it cannot be captured in a graph),
+// gathers the rows once, then per group with rows: the group's weight expanded exactly to double
+// into a scratch buffer and one cublasDgemm over the group's rows (cuBLAS's order of k).
+void grouped_gemm(const double* a, const int32_t* gather, const GroupWeights<bf16>& w, const GroupLayout& layout,
+                  int64_t max_group_rows, GroupEpilogue epilogue, double* y);
+
 }  // namespace hyoracle::cuda

@@ -37,6 +37,32 @@ void linear(const DeviceTensor<Ti>& x, const DeviceTensor<Ti>& w, DeviceTensor<T
         "cublasGemmEx (linear)");
 }
 
+void dgemm_nt(const double* x, int64_t ldx, const double* w, int64_t ldw, double* y, int64_t ldy, int64_t M, int64_t N,
+              int64_t K) {
+  if (M == 0 || N == 0) return;
+  // Row-major y = x · wᵀ is column-major yᵀ[N, M] = op_T(w) · xᵀ.
+  const double alpha = 1.0, beta = 0.0;
+  check(cublasDgemm(gpu().blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &alpha, w, int(ldw), x, int(ldx), &beta, y,
+                    int(ldy)),
+        "cublasDgemm");
+}
+
+template <class Tw>
+void linear(const DeviceTensor<double>& x, const DeviceTensor<Tw>& w, DeviceTensor<double>& y) {
+  const int64_t M = x.rows(), K = x.cols(), N = w.dim(0);
+  if (w.shape.size() != 2 || w.dim(1) != K || y.numel() != M * N)
+    fail("cuda linear (fp64): x " + shape_str(x.shape) + ", w " + shape_str(w.shape) + ", y " + shape_str(y.shape) +
+         " do not match");
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    check(cudaMemsetAsync(y.data(), 0, size_t(M * N) * sizeof(double), gpu().stream), "linear (fp64): memset");
+    return;
+  }
+  DeviceTensor<double> wd(w.shape);  // the stored weight expanded exactly (stream-ordered scratch)
+  expand_to_double(w.data(), w.numel(), wd.data());
+  dgemm_nt(x.data(), K, wd.data(), K, y.data(), N, M, N, K);
+}
+
 template <class T>
 void grouped_linear(const DeviceTensor<T>& a, const int32_t* gather, const DeviceTensor<T>& w, const GroupLayout& g,
                     DeviceTensor<T>& y) {
@@ -55,6 +81,8 @@ template void linear<bf16, bf16>(const DeviceTensor<bf16>&, const DeviceTensor<b
 template void linear<fp16, fp16>(const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, DeviceTensor<fp16>&);
 template void linear<bf16, float>(const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, DeviceTensor<float>&);
 template void linear<fp16, float>(const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, DeviceTensor<float>&);
+template void linear<bf16>(const DeviceTensor<double>&, const DeviceTensor<bf16>&, DeviceTensor<double>&);
+template void linear<float>(const DeviceTensor<double>&, const DeviceTensor<float>&, DeviceTensor<double>&);
 template void grouped_linear<float>(const DeviceTensor<float>&, const int32_t*, const DeviceTensor<float>&,
                                     const GroupLayout&, DeviceTensor<float>&);
 template void grouped_linear<bf16>(const DeviceTensor<bf16>&, const int32_t*, const DeviceTensor<bf16>&,

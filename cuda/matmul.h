@@ -7,6 +7,12 @@
 //   16-bit Ti with at most 8 rows (decode): gemv.h's kernel instead (fp32 accumulation in a fixed
 //   order, one rounding to To), which streams the weights at memory speed.
 //
+// The fp64 path (T = double, the reference's exact mode): linear(x double, w bf16 / fp32, y double):
+//   y = x · double(w)ᵀ, the weight held in its stored dtype and expanded exactly to double into a
+//   scratch buffer per call, then cublasDgemm: IEEE double arithmetic (the FP64 tensor cores are
+//   IEEE FMAs), cuBLAS's summation order over k (not OpenBLAS's: results agree with the reference
+//   to a few ulp of the sums, not bit for bit).
+//
 // grouped_linear: the rows of a token-sorted activation matrix are cut into groups, one per
 // expert; group e occupies rows [row_offset[e], row_offset[e+1]) and is multiplied by w[e]:
 //   y[r, :] = a[src(r), :] · w[e(r)]ᵀ       src(r) = gather ? gather[r] : r
@@ -21,6 +27,14 @@ namespace hyoracle::cuda {
 
 template <class Ti, class To>
 void linear(const DeviceTensor<Ti>& x, const DeviceTensor<Ti>& w, DeviceTensor<To>& y);
+
+// The fp64 product (see above); Tw = bf16 (weight_t<double>) or float (the router).
+template <class Tw>
+void linear(const DeviceTensor<double>& x, const DeviceTensor<Tw>& w, DeviceTensor<double>& y);
+
+// Row-major y[M, N] (row stride ldy) = x[M, K] (ldx) · w[N, K] (ldw)ᵀ, all double, by cublasDgemm.
+void dgemm_nt(const double* x, int64_t ldx, const double* w, int64_t ldw, double* y, int64_t ldy, int64_t M, int64_t N,
+              int64_t K);
 
 template <class T>
 void grouped_linear(const DeviceTensor<T>& a, const int32_t* gather, const DeviceTensor<T>& w, const GroupLayout& layout,

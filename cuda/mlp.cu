@@ -9,9 +9,14 @@ template <class T>
 __global__ void swiglu_kernel(const T* gu, T* a, int64_t R, int64_t I) {
   for (int64_t at = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; at < R * I; at += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = at / I, i = at % I;
-    const float z = to_f32(gu[r * 2 * I + i]);
-    const float s = round_as<T>(z / (1.0f + expf(-z)));
-    a[at] = from_f32<T>(s * to_f32(gu[r * 2 * I + I + i]));
+    if constexpr (std::is_same_v<T, double>) {  // exact mode: (g / (1 + e^(−g))) · v in double
+      const double z = gu[r * 2 * I + i];
+      a[at] = (z / (1.0 + exp(-z))) * gu[r * 2 * I + I + i];
+    } else {
+      const float z = to_f32(gu[r * 2 * I + i]);
+      const float s = round_as<T>(z / (1.0f + expf(-z)));
+      a[at] = from_f32<T>(s * to_f32(gu[r * 2 * I + I + i]));
+    }
   }
 }
 }  // namespace
@@ -38,8 +43,10 @@ void swiglu_mlp(const DeviceTensor<T>& u, const MlpWeights<T>& w, DeviceTensor<T
 template void swiglu<float>(const DeviceTensor<float>&, DeviceTensor<float>&);
 template void swiglu<bf16>(const DeviceTensor<bf16>&, DeviceTensor<bf16>&);
 template void swiglu<fp16>(const DeviceTensor<fp16>&, DeviceTensor<fp16>&);
+template void swiglu<double>(const DeviceTensor<double>&, DeviceTensor<double>&);
 template void swiglu_mlp<float>(const DeviceTensor<float>&, const MlpWeights<float>&, DeviceTensor<float>&);
 template void swiglu_mlp<bf16>(const DeviceTensor<bf16>&, const MlpWeights<bf16>&, DeviceTensor<bf16>&);
 template void swiglu_mlp<fp16>(const DeviceTensor<fp16>&, const MlpWeights<fp16>&, DeviceTensor<fp16>&);
+template void swiglu_mlp<double>(const DeviceTensor<double>&, const MlpWeights<double>&, DeviceTensor<double>&);
 
 }  // namespace hyoracle::cuda

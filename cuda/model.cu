@@ -14,9 +14,30 @@ namespace {
 
 std::string layer_name(int64_t L, const std::string& what) { return "model.layers." + std::to_string(L) + "." + what; }
 
+// A weight in T (float values rounded to T; for T = double the stored values exactly).
 template <class T>
 DeviceTensor<T> load(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape) {
-  return upload<T>(ck.load<float>(name, shape));
+  return upload<T>(ck.load<host_t<T>>(name, shape));
+}
+
+// The fp64 path holds its large matrices in bf16 (weight_t<double>): a stored value that bf16
+// cannot hold would be rounded, so it is refused instead.
+void require_bf16_exact(const Tensor<float>& t, const std::string& name) {
+  for (size_t i = 0; i < t.data.size(); ++i)
+    if (__bfloat162float(__float2bfloat16_rn(t.data[i])) != t.data[i] && t.data[i] == t.data[i])
+      fail(name + ": value " + std::to_string(t.data[i]) + " at element " + std::to_string(i) +
+           " is not a bf16 value; the fp64 CUDA path holds the large matrices as bf16 (use the CPU reference)");
+}
+// A large matrix for the path of activation type T, held as weight_t<T>.
+template <class T>
+Tensor<float> load_matrix_values(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape) {
+  Tensor<float> t = ck.load<float>(name, shape);
+  if constexpr (std::is_same_v<T, double>) require_bf16_exact(t, name);
+  return t;
+}
+template <class T>
+DeviceTensor<weight_t<T>> load_matrix(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape) {
+  return upload<weight_t<T>>(load_matrix_values<T>(ck, name, shape));
 }
 
 // Copies host values (rounded to T) into `dst` at element offset `at`.
@@ -31,10 +52,10 @@ void put(DeviceTensor<T>& dst, int64_t at, const Tensor<float>& host) {
 template <class T>
 MlpWeights<T> load_mlp(const Checkpoint& ck, const std::string& prefix, int64_t I, int64_t H) {
   MlpWeights<T> w;
-  w.gate_up = DeviceTensor<T>({2 * I, H});
-  put(w.gate_up, 0, ck.load<float>(prefix + "gate_proj.weight", {I, H}));
-  put(w.gate_up, I * H, ck.load<float>(prefix + "up_proj.weight", {I, H}));
-  w.down = load<T>(ck, prefix + "down_proj.weight", {H, I});
+  w.gate_up = DeviceTensor<weight_t<T>>({2 * I, H});
+  put(w.gate_up, 0, load_matrix_values<T>(ck, prefix + "gate_proj.weight", {I, H}));
+  put(w.gate_up, I * H, load_matrix_values<T>(ck, prefix + "up_proj.weight", {I, H}));
+  w.down = load_matrix<T>(ck, prefix + "down_proj.weight", {H, I});
   return w;
 }
 
@@ -82,34 +103,35 @@ DeviceTensor<T> random_tensor(uint64_t seed, const std::string& name, std::vecto
 // values, and 0 when row[0] is NaN (nothing compares larger than it there) or every value is NaN.
 // Each thread scans its indices in ascending order skipping NaN, then a fixed pairwise tree merges
 // the threads' (value, index) pairs, ties to the lower index.
-template <int kThreads>
-__device__ int64_t block_argmax(const float* row, int64_t n) {
-  float bv = -INFINITY;
+template <int kThreads, class V>
+__device__ int64_t block_argmax(const V* row, int64_t n) {
+  V bv = -INFINITY;
   int64_t bi = n;  // n: nothing seen yet
   for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-    const float v = row[i];
+    const V v = row[i];
     if (v == v && (bi == n || v > bv)) bv = v, bi = i;
   }
-  __shared__ float sv[kThreads];
+  __shared__ V sv[kThreads];
   __shared__ int64_t si[kThreads];
   sv[threadIdx.x] = bv;
   si[threadIdx.x] = bi;
   __syncthreads();
   for (int s = kThreads / 2; s > 0; s /= 2) {
     if (threadIdx.x < s) {
-      const float ov = sv[threadIdx.x + s];
+      const V ov = sv[threadIdx.x + s];
       const int64_t oi = si[threadIdx.x + s];
       if (oi < n && (si[threadIdx.x] == n || ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])))
         sv[threadIdx.x] = ov, si[threadIdx.x] = oi;
     }
     __syncthreads();
   }
-  const float first = row[0];
+  const V first = row[0];
   return si[0] == n || first != first ? 0 : si[0];
 }
 
 // out[r] = argmax of row r of x [R, n]; one block of 256 threads per row.
-__global__ void argmax_kernel(const float* x, int64_t n, int64_t* out) {
+template <class V>
+__global__ void argmax_kernel(const V* x, int64_t n, int64_t* out) {
   const int64_t i = block_argmax<256>(x + blockIdx.x * n, n);
   if (threadIdx.x == 0) out[blockIdx.x] = i;
 }
@@ -144,18 +166,18 @@ ModelWeights<T> load_model(const Checkpoint& ck) {
   m.config = ck.config();
   const ModelConfig& c = m.config;
   const int64_t H = c.hidden_size, A = c.q_width(), Kv = c.kv_width(), d = c.head_dim, V = c.vocab_size;
-  m.embed = load<T>(ck, "model.embed_tokens.weight", {V, H});
+  m.embed = load_matrix<T>(ck, "model.embed_tokens.weight", {V, H});
   m.final_norm = load<T>(ck, "model.norm.weight", {H});
-  m.lm_head = c.tie_word_embeddings ? m.embed : load<T>(ck, "lm_head.weight", {V, H});
+  m.lm_head = c.tie_word_embeddings ? m.embed : load_matrix<T>(ck, "lm_head.weight", {V, H});
   m.layers.resize(size_t(c.num_hidden_layers));
   for (int64_t L = 0; L < c.num_hidden_layers; ++L) {
     auto n = [&](const std::string& what) { return layer_name(L, what); };
     LayerWeights<T>& w = m.layers[L];
     w.input_norm = load<T>(ck, n("input_layernorm.weight"), {H});
-    w.wq = load<T>(ck, n("self_attn.q_proj.weight"), {A, H});
-    w.wk = load<T>(ck, n("self_attn.k_proj.weight"), {Kv, H});
-    w.wv = load<T>(ck, n("self_attn.v_proj.weight"), {Kv, H});
-    w.wo = load<T>(ck, n("self_attn.o_proj.weight"), {H, A});
+    w.wq = load_matrix<T>(ck, n("self_attn.q_proj.weight"), {A, H});
+    w.wk = load_matrix<T>(ck, n("self_attn.k_proj.weight"), {Kv, H});
+    w.wv = load_matrix<T>(ck, n("self_attn.v_proj.weight"), {Kv, H});
+    w.wo = load_matrix<T>(ck, n("self_attn.o_proj.weight"), {H, A});
     w.q_norm = load<T>(ck, n("self_attn.q_norm.weight"), {d});
     w.k_norm = load<T>(ck, n("self_attn.k_norm.weight"), {d});
     w.post_norm = load<T>(ck, n("post_attention_layernorm.weight"), {H});
@@ -168,13 +190,13 @@ ModelWeights<T> load_model(const Checkpoint& ck) {
     w.router = load<float>(ck, n("mlp.router.gate.weight"), {E, H});
     w.expert_bias = upload<float>(ck.load<float>(n("mlp.expert_bias"), {E}, /*f32_only=*/true));
     if (Is > 0) w.shared = load_mlp<T>(ck, n("mlp.shared_mlp."), Is, H);
-    w.experts.gate_up = DeviceTensor<T>({E, 2 * I, H});
-    w.experts.down = DeviceTensor<T>({E, H, I});
+    w.experts.gate_up = DeviceTensor<weight_t<T>>({E, 2 * I, H});
+    w.experts.down = DeviceTensor<weight_t<T>>({E, H, I});
     for (int64_t e = 0; e < E; ++e) {
       const std::string p = n("mlp.experts." + std::to_string(e) + ".");
-      put(w.experts.gate_up, e * 2 * I * H, ck.load<float>(p + "gate_proj.weight", {I, H}));
-      put(w.experts.gate_up, e * 2 * I * H + I * H, ck.load<float>(p + "up_proj.weight", {I, H}));
-      put(w.experts.down, e * H * I, ck.load<float>(p + "down_proj.weight", {H, I}));
+      put(w.experts.gate_up, e * 2 * I * H, load_matrix_values<T>(ck, p + "gate_proj.weight", {I, H}));
+      put(w.experts.gate_up, e * 2 * I * H + I * H, load_matrix_values<T>(ck, p + "up_proj.weight", {I, H}));
+      put(w.experts.down, e * H * I, load_matrix_values<T>(ck, p + "down_proj.weight", {H, I}));
     }
   }
   return m;
@@ -186,11 +208,12 @@ ModelWeights<T> random_model(const ModelConfig& c, uint64_t seed) {
   ModelWeights<T> m;
   m.config = c;
   const int64_t H = c.hidden_size, A = c.q_width(), Kv = c.kv_width(), d = c.head_dim, V = c.vocab_size;
+  using W = weight_t<T>;
   auto lin = [&](const std::string& name, std::vector<int64_t> shape) {
-    return random_tensor<T>(seed, name, shape, 0.0, 1.0 / std::sqrt(double(shape.back())));
+    return random_tensor<W>(seed, name, shape, 0.0, 1.0 / std::sqrt(double(shape.back())));
   };
   auto norm = [&](const std::string& name, int64_t n) { return random_tensor<T>(seed, name, {n}, 1.0, 0.1); };
-  m.embed = random_tensor<T>(seed, "model.embed_tokens.weight", {V, H}, 0.0, 1.0);
+  m.embed = random_tensor<W>(seed, "model.embed_tokens.weight", {V, H}, 0.0, 1.0);
   m.final_norm = norm("model.norm.weight", H);
   m.lm_head = c.tie_word_embeddings ? m.embed : lin("lm_head.weight", {V, H});
   m.layers.resize(size_t(c.num_hidden_layers));
@@ -240,17 +263,20 @@ KVCache<T> make_cache(const ModelConfig& c, int64_t capacity) {
   return kv;
 }
 
-std::vector<int64_t> argmax_rows(const DeviceTensor<float>& x) {
+template <class V>
+std::vector<int64_t> argmax_rows_of(const DeviceTensor<V>& x) {
   DeviceTensor<int64_t> out({x.rows()});
   if (x.rows()) {
-    argmax_kernel<<<unsigned(x.rows()), 256, 0, gpu().stream>>>(x.data(), x.cols(), out.data());
+    argmax_kernel<V><<<unsigned(x.rows()), 256, 0, gpu().stream>>>(x.data(), x.cols(), out.data());
     check_launch("argmax");
   }
   return download_ints(out);
 }
+std::vector<int64_t> argmax_rows(const DeviceTensor<float>& x) { return argmax_rows_of(x); }
+std::vector<int64_t> argmax_rows(const DeviceTensor<double>& x) { return argmax_rows_of(x); }
 
 template <class T>
-DeviceTensor<float> forward(const ModelWeights<T>& m, const std::vector<int64_t>& ids, KVCache<T>& cache,
+DeviceTensor<acc_t<T>> forward(const ModelWeights<T>& m, const std::vector<int64_t>& ids, KVCache<T>& cache,
                             const Recorder& rec) {
   const ModelConfig& c = m.config;
   const int64_t T_ = int64_t(ids.size()), H = c.hidden_size;
@@ -265,20 +291,21 @@ DeviceTensor<float> forward(const ModelWeights<T>& m, const std::vector<int64_t>
   DeviceTensor<T> h({T_, H});
   rms_norm(x, m.final_norm, c.rms_norm_eps, h);
   record(rec, names::kFinalNorm, h);
-  DeviceTensor<float> logits({T_, c.vocab_size});
-  if constexpr (std::is_same_v<T, float>) linear(h, m.lm_head, logits);
+  DeviceTensor<acc_t<T>> logits({T_, c.vocab_size});
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) linear(h, m.lm_head, logits);
   else linear<T, float>(h, m.lm_head, logits);
   record(rec, names::kLogits, logits);
   return logits;
 }
 
 template <class T>
-Generation generate_greedy(const ModelWeights<T>& m, const DeviceTensor<float>& prefill_logits, KVCache<T>& cache, int64_t n,
-                           ActivationSink* steps) {
+GenerationOf<acc_t<T>> generate_greedy(const ModelWeights<T>& m, const DeviceTensor<acc_t<T>>& prefill_logits,
+                                       KVCache<T>& cache, int64_t n, ActivationSink* steps) {
+  using A = acc_t<T>;
   const int64_t V = m.config.vocab_size;
-  Generation g;
-  g.logits = Tensor<float>({n, V});
-  DeviceTensor<float> last = prefill_logits.reshaped(prefill_logits.shape);
+  GenerationOf<A> g;
+  g.logits = Tensor<A>({n, V});
+  DeviceTensor<A> last = prefill_logits.reshaped(prefill_logits.shape);
   int64_t row = prefill_logits.rows() - 1;
   for (int64_t s = 0; s < n; ++s) {
     if (s > 0) {
@@ -286,8 +313,8 @@ Generation generate_greedy(const ModelWeights<T>& m, const DeviceTensor<float>& 
       last = forward(m, {g.tokens.back()}, cache, rec);
       row = 0;
     }
-    const DeviceTensor<float> r = DeviceTensor<float>::view(last.data() + row * V, {1, V});
-    const Tensor<float> host = download(r);
+    const DeviceTensor<A> r = DeviceTensor<A>::view(last.data() + row * V, {1, V});
+    const Tensor<A> host = download(r);
     std::copy(host.data.begin(), host.data.end(), g.logits.row(s));
     g.tokens.push_back(argmax_rows(r)[0]);
   }
@@ -383,6 +410,13 @@ Generation generate_greedy_graph(const ModelWeights<T>& m, const DeviceTensor<fl
   return gen;
 }
 
+template ModelWeights<double> load_model<double>(const Checkpoint&);
+template ModelWeights<double> random_model<double>(const ModelConfig&, uint64_t);
+template KVCache<double> make_cache<double>(const ModelConfig&, int64_t);
+template DeviceTensor<double> forward<double>(const ModelWeights<double>&, const std::vector<int64_t>&, KVCache<double>&,
+                                              const Recorder&);
+template GenerationOf<double> generate_greedy<double>(const ModelWeights<double>&, const DeviceTensor<double>&,
+                                                      KVCache<double>&, int64_t, ActivationSink*);
 template ModelWeights<float> load_model<float>(const Checkpoint&);
 template ModelWeights<bf16> load_model<bf16>(const Checkpoint&);
 template ModelWeights<fp16> load_model<fp16>(const Checkpoint&);

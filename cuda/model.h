@@ -5,6 +5,10 @@
 //   logits = fp32( RMSNorm(x; model.norm) · W_lmᵀ )   (T inputs, fp32 accumulate and output: the
 //            "fp32 lm_head" of enable_lm_head_fp32, computed from the T-rounded final norm)
 // Weights are loaded with the reference's Checkpoint (shared loader) or generated on the GPU.
+// T = double (the fp64 path, the reference's exact mode): every layer in double (decoder_layer.h),
+// logits = RMSNorm(x) · double(W_lm)ᵀ in double; the large matrices stay bf16 on the GPU (weight_t),
+// so a 48-layer Hy-MT2 needs ~61 GB, not 4x that. Prefill, eager decode and greedy generation;
+// no captured decode step (its MoE block synchronises with the host).
 #pragma once
 #include <memory>
 #include <vector>
@@ -17,13 +21,15 @@ namespace hyoracle::cuda {
 template <class T>
 struct ModelWeights {
   ModelConfig config;
-  DeviceTensor<T> embed;       // [V, H]
-  DeviceTensor<T> final_norm;  // [H]
-  DeviceTensor<T> lm_head;     // [V, H]
+  DeviceTensor<weight_t<T>> embed;    // [V, H]
+  DeviceTensor<T> final_norm;         // [H]
+  DeviceTensor<weight_t<T>> lm_head;  // [V, H]
   std::vector<LayerWeights<T>> layers;
 };
 
-// Every bf16 weight rounded to T (exact for bf16 and fp32); router and expert_bias in fp32.
+// Every bf16 weight rounded to T (exact for bf16 and fp32); router and expert_bias in fp32. For
+// T = double the large matrices are held as bf16 and a value bf16 cannot hold is an Error (the
+// fp64 path does not round a weight); the norms are loaded in double.
 template <class T>
 ModelWeights<T> load_model(const Checkpoint& ck);
 
@@ -43,24 +49,28 @@ struct KVCache {
 template <class T>
 KVCache<T> make_cache(const ModelConfig& c, int64_t capacity);
 
-// Runs ids at positions cache.length() .. +T-1, appending to the cache. Returns logits [T, V].
+// Runs ids at positions cache.length() .. +T-1, appending to the cache. Returns logits [T, V]
+// (fp32, or double on the fp64 path).
 template <class T>
-DeviceTensor<float> forward(const ModelWeights<T>& m, const std::vector<int64_t>& ids, KVCache<T>& cache,
+DeviceTensor<acc_t<T>> forward(const ModelWeights<T>& m, const std::vector<int64_t>& ids, KVCache<T>& cache,
                             const Recorder& rec);
 
 // Index of the largest of each row of x [R, n]; exact ties to the lower index.
 std::vector<int64_t> argmax_rows(const DeviceTensor<float>& x);
+std::vector<int64_t> argmax_rows(const DeviceTensor<double>& x);
 
-struct Generation {
+template <class A>
+struct GenerationOf {
   std::vector<int64_t> tokens;  // [N]
-  Tensor<float> logits;         // [N, V]; row 0 is the last prefill row
+  Tensor<A> logits;             // [N, V]; row 0 is the last prefill row
 };
+using Generation = GenerationOf<float>;
 
 // Greedy generation of n tokens after a prefill (its logits and cache); decode step s feeds
 // token s-1 and, when `steps` is set, records its activations as "steps.s.<name>".
 template <class T>
-Generation generate_greedy(const ModelWeights<T>& m, const DeviceTensor<float>& prefill_logits, KVCache<T>& cache,
-                           int64_t n, ActivationSink* steps);
+GenerationOf<acc_t<T>> generate_greedy(const ModelWeights<T>& m, const DeviceTensor<acc_t<T>>& prefill_logits,
+                                       KVCache<T>& cache, int64_t n, ActivationSink* steps);
 
 // One greedy decode step captured as a CUDA graph; it reads its token and position from device
 // memory and writes the next ones back, so n replays generate n tokens with no host work between:

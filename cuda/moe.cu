@@ -65,15 +65,16 @@ __global__ void __launch_bounds__(kSortThreads) sort_scatter_kernel(const int32_
 // shared group (Y rows n + t): shared[t, h] = Y[n + t, h], out[t, h] = T(routed + shared).
 // kV consecutive h per thread (kV = 8: 16-byte loads and stores, H % 8 == 0), kCombineThreads·kV
 // columns per block; the k slot loads of a thread are independent (all in flight at once).
+// A = acc_t<T>: fp32, or double on the fp64 path (then no rounding: the reference's exact mode).
 constexpr int kCombineThreads = 256;
-template <class T, int kV>
+template <class T, int kV, class A = acc_t<T>>
 __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const T* __restrict__ y, const int32_t* __restrict__ ids,
-                                                                  const float* __restrict__ w,
+                                                                  const A* __restrict__ w,
                                                                   const int32_t* __restrict__ row_of, int k, int64_t H,
                                                                   int64_t n, bool has_shared, T* routed, T* shared, T* out) {
   const int64_t t = blockIdx.x;
   __shared__ int rows[64];
-  __shared__ float wt[64];
+  __shared__ A wt[64];
   if (threadIdx.x == 0) {
     int order[64];
     for (int j = 0; j < k; ++j) order[j] = j;
@@ -88,9 +89,9 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const T* __res
   __syncthreads();
   for (int64_t h0 = (int64_t(blockIdx.y) * kCombineThreads + threadIdx.x) * kV; h0 < H;
        h0 += int64_t(gridDim.y) * kCombineThreads * kV) {
-    float acc[kV];
+    A acc[kV];
 #pragma unroll
-    for (int e = 0; e < kV; ++e) acc[e] = 0.0f;
+    for (int e = 0; e < kV; ++e) acc[e] = A(0);
     for (int j = 0; j < k; ++j) {
       const T* yr = y + int64_t(rows[j]) * H + h0;
       if constexpr (kV == 8) {
@@ -98,18 +99,20 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const T* __res
         const T* vt = reinterpret_cast<const T*>(&v);
 #pragma unroll
         for (int e = 0; e < kV; ++e) acc[e] = fmaf(wt[j], to_f32(vt[e]), acc[e]);
+      } else if constexpr (std::is_same_v<T, double>) {
+        acc[0] = fma(wt[j], yr[0], acc[0]);
       } else {
         acc[0] = fmaf(wt[j], to_f32(yr[0]), acc[0]);
       }
     }
     __align__(16) T r[kV], sh[kV], o[kV];
 #pragma unroll
-    for (int e = 0; e < kV; ++e) r[e] = from_f32<T>(acc[e]);
+    for (int e = 0; e < kV; ++e) r[e] = narrow<T>(acc[e]);
     if (has_shared) {
       if constexpr (kV == 8) *reinterpret_cast<uint4*>(sh) = *reinterpret_cast<const uint4*>(y + (n + t) * H + h0);
       else sh[0] = y[(n + t) * H + h0];
 #pragma unroll
-      for (int e = 0; e < kV; ++e) o[e] = from_f32<T>(to_f32(r[e]) + to_f32(sh[e]));
+      for (int e = 0; e < kV; ++e) o[e] = narrow<T>(widen(r[e]) + widen(sh[e]));
     }
     if constexpr (kV == 8) {
       *reinterpret_cast<uint4*>(routed + t * H + h0) = *reinterpret_cast<const uint4*>(r);
@@ -128,7 +131,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const T* __res
 // routed, and (with shared) shared_out and out. `sorted`: the sort of r already made (decode's
 // route_and_sort), else made here.
 template <class T>
-void experts_forward(const DeviceTensor<T>& u, const RouterOutput& r, const ExpertSort* sorted, const ExpertWeights<T>& ex,
+void experts_forward(const DeviceTensor<T>& u, const RouterOutputOf<acc_t<T>>& r, const ExpertSort* sorted, const ExpertWeights<T>& ex,
                      const MlpWeights<T>* shared, DeviceTensor<T>& routed, DeviceTensor<T>* shared_out,
                      DeviceTensor<T>* out) {
   const int64_t T_ = u.rows(), H = u.cols(), k = r.k, E = ex.count(), I2 = ex.gate_up.dim(1), I = I2 / 2;
@@ -141,9 +144,10 @@ void experts_forward(const DeviceTensor<T>& u, const RouterOutput& r, const Expe
   const ExpertSort s = sorted ? *sorted : sort_by_expert(r, E, extra);
   DeviceTensor<T> act({n + extra, I}), y({n + extra, H});
   // Distinct experts per token (top-k): no routed group holds more than T rows, the shared one T.
-  grouped_gemm(u.data(), s.token.data(), GroupWeights<T>{ex.gate_up.data(), E, shared ? shared->gate_up.data() : nullptr, I2, H},
+  using W = weight_t<T>;
+  grouped_gemm(u.data(), s.token.data(), GroupWeights<W>{ex.gate_up.data(), E, shared ? shared->gate_up.data() : nullptr, I2, H},
                s.layout, T_, GroupEpilogue::swiglu, act.data());
-  grouped_gemm(act.data(), nullptr, GroupWeights<T>{ex.down.data(), E, shared ? shared->down.data() : nullptr, H, I},
+  grouped_gemm(act.data(), nullptr, GroupWeights<W>{ex.down.data(), E, shared ? shared->down.data() : nullptr, H, I},
                s.layout, T_, GroupEpilogue::store, y.data());
   T* sh = shared ? shared_out->data() : nullptr;
   T* o = shared ? out->data() : nullptr;
@@ -151,14 +155,18 @@ void experts_forward(const DeviceTensor<T>& u, const RouterOutput& r, const Expe
   const bool vec = sizeof(T) == 2 && H % 8 == 0;
   const int64_t per_block = int64_t(kCombineThreads) * (vec ? 8 : 1);
   const dim3 grid{unsigned(T_), unsigned(std::min<int64_t>((H + per_block - 1) / per_block, 65535))};
-  if (vec)
-    combine_kernel<T, 8><<<grid, kCombineThreads, 0, gpu().stream>>>(y.data(), r.ids.data(), r.weights.data(),
-                                                                      s.row_of.data(), int(k), H, n, shared != nullptr,
-                                                                      routed.data(), sh, o);
-  else
-    combine_kernel<T, 1><<<grid, kCombineThreads, 0, gpu().stream>>>(y.data(), r.ids.data(), r.weights.data(),
-                                                                      s.row_of.data(), int(k), H, n, shared != nullptr,
-                                                                      routed.data(), sh, o);
+  if constexpr (sizeof(T) == 2) {
+    if (vec) {
+      combine_kernel<T, 8><<<grid, kCombineThreads, 0, gpu().stream>>>(y.data(), r.ids.data(), r.weights.data(),
+                                                                        s.row_of.data(), int(k), H, n, shared != nullptr,
+                                                                        routed.data(), sh, o);
+      check_launch("routed_experts combine");
+      return;
+    }
+  }
+  combine_kernel<T, 1><<<grid, kCombineThreads, 0, gpu().stream>>>(y.data(), r.ids.data(), r.weights.data(),
+                                                                    s.row_of.data(), int(k), H, n, shared != nullptr,
+                                                                    routed.data(), sh, o);
   check_launch("routed_experts combine");
 }
 
@@ -185,7 +193,8 @@ ExpertSort allocate_sort(int64_t n, int64_t E, int64_t extra, SortTargets* o) {
 }
 }  // namespace
 
-ExpertSort sort_by_expert(const RouterOutput& r, int64_t E, int64_t extra) {
+template <class A>
+ExpertSort sort_by_expert(const RouterOutputOf<A>& r, int64_t E, int64_t extra) {
   SortTargets o;
   ExpertSort s = allocate_sort(r.ids.numel(), E, extra, &o);
   const int k = int(std::max<int64_t>(r.k, 1));
@@ -207,7 +216,8 @@ ExpertSort sort_by_expert(const RouterOutput& r, int64_t E, int64_t extra) {
 }
 
 template <class T>
-void routed_experts(const DeviceTensor<T>& u, const RouterOutput& r, const ExpertWeights<T>& experts, DeviceTensor<T>& out) {
+void routed_experts(const DeviceTensor<T>& u, const RouterOutputOf<acc_t<T>>& r, const ExpertWeights<T>& experts,
+                    DeviceTensor<T>& out) {
   experts_forward<T>(u, r, nullptr, experts, nullptr, out, nullptr, nullptr);
 }
 
@@ -223,13 +233,16 @@ MoeOutput<T> moe_block(const DeviceTensor<T>& u, const DeviceTensor<float>& w_ro
   const bool fold = !shared.gate_up.empty() && shared.gate_up.dim(0) == 2 * I && shared.down.dim(1) == I;
   // Decode: router and sort in one launch (HYORACLE_MOE_UNFUSED_ROUTE=1 takes the separate
   // launches, for tests and benchmarks).
-  const char* unfused = std::getenv("HYORACLE_MOE_UNFUSED_ROUTE");
-  if (fold && T_ >= 1 && T_ <= kRouteSortMaxT && E + 1 <= kSortMaxGroups && !(unfused && *unfused == '1')) {
-    SortTargets o;
-    const ExpertSort s = allocate_sort(T_ * k, E, T_, &o);
-    m.router = route_and_sort(u, w_router, bias, k, scaling, renormalize, o);
-    experts_forward(u, m.router, &s, experts, &shared, m.routed, &m.shared, &m.out);
-    return m;
+  // The fp64 path has no fused decode router (its grouped products synchronise anyway).
+  if constexpr (!std::is_same_v<T, double>) {
+    const char* unfused = std::getenv("HYORACLE_MOE_UNFUSED_ROUTE");
+    if (fold && T_ >= 1 && T_ <= kRouteSortMaxT && E + 1 <= kSortMaxGroups && !(unfused && *unfused == '1')) {
+      SortTargets o;
+      const ExpertSort s = allocate_sort(T_ * k, E, T_, &o);
+      m.router = route_and_sort(u, w_router, bias, k, scaling, renormalize, o);
+      experts_forward(u, m.router, &s, experts, &shared, m.routed, &m.shared, &m.out);
+      return m;
+    }
   }
   m.router = route(u, w_router, bias, k, scaling, renormalize);
   if (fold) {  // the shared expert as one more group of the grouped GEMMs; combine adds it
@@ -243,6 +256,13 @@ MoeOutput<T> moe_block(const DeviceTensor<T>& u, const DeviceTensor<float>& w_ro
   return m;
 }
 
+template ExpertSort sort_by_expert<float>(const RouterOutputOf<float>&, int64_t, int64_t);
+template ExpertSort sort_by_expert<double>(const RouterOutputOf<double>&, int64_t, int64_t);
+template void routed_experts<double>(const DeviceTensor<double>&, const RouterOutputOf<double>&,
+                                     const ExpertWeights<double>&, DeviceTensor<double>&);
+template MoeOutput<double> moe_block<double>(const DeviceTensor<double>&, const DeviceTensor<float>&,
+                                             const DeviceTensor<float>&, const ExpertWeights<double>&,
+                                             const MlpWeights<double>&, int64_t, double, bool);
 template void routed_experts<float>(const DeviceTensor<float>&, const RouterOutput&, const ExpertWeights<float>&,
                                     DeviceTensor<float>&);
 template void routed_experts<bf16>(const DeviceTensor<bf16>&, const RouterOutput&, const ExpertWeights<bf16>&,

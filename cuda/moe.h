@@ -21,6 +21,12 @@
 // cuBLAS logits, top-k), sort (three chunked launches past 8192 slots), the two tensor-core grouped
 // GEMMs (wgmma on compute capability 9.0), combine.
 // No host synchronisation anywhere: the block can be captured in a CUDA graph.
+// T = double (the fp64 path, the reference's exact mode): the same steps in double with nothing
+// rounded: router in double (router.h), experts and shared expert held as bf16 (weight_t) and run
+// as per-group DGEMMs on their expanded weights (grouped_gemm.h's fp64 overload: it reads the
+// layout back to the host, so this block synchronises once and is not graph-capturable),
+// routed[t] = Σ_j w[t, j] · Y[row(t, j)] in double in ascending expert index (the reference's
+// order), out = routed + shared.
 #pragma once
 #include "cuda/matmul.h"
 #include "cuda/mlp.h"
@@ -30,8 +36,8 @@ namespace hyoracle::cuda {
 
 template <class T>
 struct ExpertWeights {
-  DeviceTensor<T> gate_up;  // [E, 2I, H], per expert gate rows first
-  DeviceTensor<T> down;     // [E, H, I]
+  DeviceTensor<weight_t<T>> gate_up;  // [E, 2I, H], per expert gate rows first
+  DeviceTensor<weight_t<T>> down;     // [E, H, I]
   int64_t count() const { return gate_up.empty() ? 0 : gate_up.dim(0); }
 };
 
@@ -43,14 +49,16 @@ struct ExpertSort {
 };
 // extra_rows > 0 adds group E with rows T·k .. T·k + extra_rows − 1, token(T·k + t) = t (the
 // shared expert over all tokens); layout.groups is then E + 1.
-ExpertSort sort_by_expert(const RouterOutput& r, int64_t num_experts, int64_t extra_rows = 0);
+template <class A>
+ExpertSort sort_by_expert(const RouterOutputOf<A>& r, int64_t num_experts, int64_t extra_rows = 0);
 
 template <class T>
-void routed_experts(const DeviceTensor<T>& u, const RouterOutput& r, const ExpertWeights<T>& experts, DeviceTensor<T>& out);
+void routed_experts(const DeviceTensor<T>& u, const RouterOutputOf<acc_t<T>>& r, const ExpertWeights<T>& experts,
+                    DeviceTensor<T>& out);
 
 template <class T>
 struct MoeOutput {
-  RouterOutput router;
+  RouterOutputOf<acc_t<T>> router;
   DeviceTensor<T> routed;  // [T, H]
   DeviceTensor<T> shared;  // [T, H]
   DeviceTensor<T> out;     // [T, H]

@@ -5,33 +5,33 @@
 namespace hyoracle::cuda {
 
 namespace {
-// One block of 128 threads per row: ss = Σ x² (fp32, fmaf per thread, then block_sum).
-template <class T>
-__global__ void rms_norm_rows(const T* u, const T* w, T* y, int64_t n, float eps) {
+// One block of 128 threads per row: ss = Σ x² (A = acc_t<T>: fma per thread, then block_sum).
+template <class T, class A = acc_t<T>>
+__global__ void rms_norm_rows(const T* u, const T* w, T* y, int64_t n, A eps) {
   const T* x = u + blockIdx.x * n;
   T* out = y + blockIdx.x * n;
-  float ss = 0;
+  A ss = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const float v = to_f32(x[i]);
-    ss = fmaf(v, v, ss);
+    const A v = widen(x[i]);
+    ss = fma(v, v, ss);
   }
-  const float inv = rms_inverse(block_sum(ss), n, eps);
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) out[i] = rms_scaled(to_f32(x[i]), inv, w[i]);
+  const A inv = rms_inverse(block_sum(ss), n, eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) out[i] = rms_scaled(widen(x[i]), inv, w[i]);
 }
 
 // The same with the row first formed as h = T(a + b) (stored), in the same order.
-template <class T>
-__global__ void add_rms_norm_rows(const T* a, const T* b, const T* w, T* h, T* y, int64_t n, float eps) {
+template <class T, class A = acc_t<T>>
+__global__ void add_rms_norm_rows(const T* a, const T* b, const T* w, T* h, T* y, int64_t n, A eps) {
   const int64_t r0 = blockIdx.x * n;
-  float ss = 0;
+  A ss = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const T hv = from_f32<T>(to_f32(a[r0 + i]) + to_f32(b[r0 + i]));
+    const T hv = narrow<T>(widen(a[r0 + i]) + widen(b[r0 + i]));
     h[r0 + i] = hv;
-    const float v = to_f32(hv);
-    ss = fmaf(v, v, ss);
+    const A v = widen(hv);
+    ss = fma(v, v, ss);
   }
-  const float inv = rms_inverse(block_sum(ss), n, eps);
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[r0 + i] = rms_scaled(to_f32(h[r0 + i]), inv, w[i]);
+  const A inv = rms_inverse(block_sum(ss), n, eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[r0 + i] = rms_scaled(widen(h[r0 + i]), inv, w[i]);
 }
 }  // namespace
 
@@ -42,7 +42,7 @@ void rms_norm(const DeviceTensor<T>& u, const DeviceTensor<T>& w, double eps, De
     fail("cuda rms_norm: input " + shape_str(u.shape) + " is not a multiple of weight width " + std::to_string(n));
   const int64_t R = u.numel() / n;
   if (!R) return;
-  rms_norm_rows<<<unsigned(R), 128, 0, gpu().stream>>>(u.data(), w.data(), y.data(), n, float(eps));
+  rms_norm_rows<<<unsigned(R), 128, 0, gpu().stream>>>(u.data(), w.data(), y.data(), n, acc_t<T>(eps));
   check_launch("rms_norm");
 }
 
@@ -55,13 +55,14 @@ void add_rms_norm(const DeviceTensor<T>& a, const DeviceTensor<T>& b, const Devi
          shape_str(y.shape) + " with weight width " + std::to_string(n));
   const int64_t R = a.numel() / n;
   if (!R) return;
-  add_rms_norm_rows<<<unsigned(R), 128, 0, gpu().stream>>>(a.data(), b.data(), w.data(), h.data(), y.data(), n, float(eps));
+  add_rms_norm_rows<<<unsigned(R), 128, 0, gpu().stream>>>(a.data(), b.data(), w.data(), h.data(), y.data(), n, acc_t<T>(eps));
   check_launch("add_rms_norm");
 }
 
 template void rms_norm<float>(const DeviceTensor<float>&, const DeviceTensor<float>&, double, DeviceTensor<float>&);
 template void rms_norm<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<bf16>&, double, DeviceTensor<bf16>&);
 template void rms_norm<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, double, DeviceTensor<fp16>&);
+template void rms_norm<double>(const DeviceTensor<double>&, const DeviceTensor<double>&, double, DeviceTensor<double>&);
 
 template void add_rms_norm<float>(const DeviceTensor<float>&, const DeviceTensor<float>&, const DeviceTensor<float>&, double,
                                 DeviceTensor<float>&, DeviceTensor<float>&);
@@ -69,5 +70,7 @@ template void add_rms_norm<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<b
                                 DeviceTensor<bf16>&, DeviceTensor<bf16>&);
 template void add_rms_norm<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, const DeviceTensor<fp16>&, double,
                                 DeviceTensor<fp16>&, DeviceTensor<fp16>&);
+template void add_rms_norm<double>(const DeviceTensor<double>&, const DeviceTensor<double>&, const DeviceTensor<double>&,
+                                   double, DeviceTensor<double>&, DeviceTensor<double>&);
 
 }  // namespace hyoracle::cuda

@@ -3,7 +3,9 @@
 //   r = mean_i(fp32(u[row, i])²)   (fp32 tree sum)      s = 1 / sqrt(r + eps)   (fp32, IEEE)
 //   v = T(fp32(u) · s)             y = T(fp32(w) · fp32(v))   (weight multiplied after the cast)
 // u [R, n], w [n] -> y [R, n]; per-head q_norm / k_norm pass u viewed as [T·heads, d].
-// For T = float both casts are the identity: the reference's fp32 mode.
+// For T = float both casts are the identity: the reference's fp32 mode. For T = double (the fp64
+// path) everything is in double, eps included, and both casts are the identity: the reference's
+// exact mode, y = w · (u · 1/sqrt(Σu²/n + eps)) (Σ in a block tree rather than in order).
 #pragma once
 #include "cuda/device.h"
 

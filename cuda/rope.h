@@ -7,7 +7,8 @@
 // HF's rounding points (R4): cos/sin, each product and the sum are rounded to T; products and
 // sums are single-rounded fp32 operations (__fmul_rn / __fadd_rn, never contracted to FMA).
 // x [T, heads, d] rotated in place; positions [T] on the device. Angles as the reference's
-// hf/fp32 modes.
+// hf/fp32 modes; T = double (the fp64 path): the exact mode, inv_freq = 1 / θ^(2i/d), φ = p·inv_freq,
+// cos, sin and the rotation in double, no intermediate rounding.
 #pragma once
 #include "cuda/device.h"
 

@@ -12,37 +12,43 @@ namespace {
 constexpr int kWarps = 4;
 
 // (value, index) order of every top-k in hyoracle: larger value first, exact ties to the lower index.
-__device__ bool better(float a, int ia, float b, int ib) { return a > b || (a == b && ia < ib); }
+template <class A>
+__device__ bool better(A a, int ia, A b, int ib) { return a > b || (a == b && ia < ib); }
 
-// Top-k of one token t, by one warp. `c` is this warp's shared memory [2E + k] (c [E], s [E], the
-// selected ids [k]): the weights are formed from shared memory, not by reading back what was
-// written to global memory (those dependent L2 round trips cost ~5 µs per token at k = 8).
-__device__ void topk_token(const float* logits, const float* bias, int t, int E, int k, float scaling, bool renorm,
-                           float* c, float* scores, int32_t* ids, float* weights, float* margin) {
+// Top-k of one token t, by one warp, in A (float; double on the fp64 path). `c` is this warp's
+// shared memory [2E + k] of A (c [E], s [E], the selected ids [k]): the weights are formed from
+// shared memory, not by reading back what was written to global memory (those dependent L2 round
+// trips cost ~5 µs per token at k = 8).
+template <class A>
+__device__ void topk_token(const A* logits, const float* bias, int t, int E, int k, A scaling, bool renorm,
+                           A* c, A* scores, int32_t* ids, A* weights, A* margin) {
   const int lane = threadIdx.x % 32;
-  float* sc = c + E;
+  A* sc = c + E;
   int* sel = reinterpret_cast<int*>(sc + E);
+  constexpr A kLowest = std::is_same_v<A, double> ? -DBL_MAX : -FLT_MAX;
   for (int e = lane; e < E; e += 32) {
-    const float s = 1.0f / (1.0f + expf(-__ldcg(logits + int64_t(t) * E + e)));  // L2: other blocks wrote it
+    A s;  // L2 reads (__ldcg): other blocks wrote the logits
+    if constexpr (std::is_same_v<A, double>) s = 1.0 / (1.0 + exp(-__ldcg(logits + int64_t(t) * E + e)));
+    else s = 1.0f / (1.0f + expf(-__ldcg(logits + int64_t(t) * E + e)));
     scores[int64_t(t) * E + e] = s;
     sc[e] = s;
     // A score that is NaN (a NaN router input) or a corrected score of -inf ranks below every real
-    // one as -FLT_MAX, lower index first: -inf marks the selected, and every round must find a
-    // candidate, so ids stay inside [0, E) and the sort that follows stays in bounds; the NaN
-    // itself reaches the weights and the block's output, where it shows.
-    const float cv = s + bias[e];
-    c[e] = cv > -INFINITY ? cv : -FLT_MAX;
+    // one as the lowest finite value, lower index first: -inf marks the selected, and every round
+    // must find a candidate, so ids stay inside [0, E) and the sort that follows stays in bounds;
+    // the NaN itself reaches the weights and the block's output, where it shows.
+    const A cv = s + A(bias[e]);
+    c[e] = cv > -INFINITY ? cv : kLowest;
   }
   __syncwarp();
   const int rounds = min(E, k + 1);
-  float kth = 0.0f, next = INFINITY;
+  A kth = 0, next = INFINITY;
   for (int r = 0; r < rounds; ++r) {
-    float bv = -INFINITY;
+    A bv = -INFINITY;
     int bi = 0x7fffffff;
     for (int e = lane; e < E; e += 32)
       if (c[e] != -INFINITY && better(c[e], e, bv, bi)) bv = c[e], bi = e;
     for (int o = 16; o > 0; o /= 2) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const A ov = __shfl_xor_sync(0xffffffffu, bv, o);
       const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
       if (better(ov, oi, bv, bi)) bv = ov, bi = oi;
     }
@@ -57,22 +63,25 @@ __device__ void topk_token(const float* logits, const float* bias, int t, int E,
     __syncwarp();
   }
   if (lane == 0) {
-    margin[t] = k < E ? kth - next : INFINITY;
-    float sum = 0.0f;
+    margin[t] = k < E ? kth - next : A(INFINITY);
+    A sum = 0;
     for (int j = 0; j < k; ++j) sum += sc[sel[j]];
-    const float denom = renorm ? sum + 1e-20f : 1.0f;
+    constexpr A kTiny = std::is_same_v<A, double> ? A(1e-20) : A(1e-20f);
+    const A denom = renorm ? sum + kTiny : A(1);
     for (int j = 0; j < k; ++j) weights[int64_t(t) * k + j] = (sc[sel[j]] / denom) * scaling;
   }
   __syncwarp();
 }
 
-// One warp per token; shared memory [kWarps][2E + k].
-__global__ void topk_kernel(const float* logits, const float* bias, int T_, int E, int k, float scaling, bool renorm,
-                            float* scores, int32_t* ids, float* weights, float* margin) {
-  extern __shared__ float smem_all[];
+// One warp per token; shared memory [kWarps][2E + k] of A.
+template <class A>
+__global__ void topk_kernel(const A* logits, const float* bias, int T_, int E, int k, A scaling, bool renorm,
+                            A* scores, int32_t* ids, A* weights, A* margin) {
+  extern __shared__ __align__(16) unsigned char topk_smem[];
   const int warp = threadIdx.x / 32, t = blockIdx.x * kWarps + warp;
   if (t >= T_) return;
-  topk_token(logits, bias, t, E, k, scaling, renorm, smem_all + int64_t(warp) * (2 * E + k), scores, ids, weights, margin);
+  topk_token(logits, bias, t, E, k, scaling, renorm, reinterpret_cast<A*>(topk_smem) + int64_t(warp) * (2 * E + k), scores,
+             ids, weights, margin);
 }
 
 // Router logits for few tokens (T <= kSmallT): one block of 256 threads per expert e; thread i sums
@@ -138,7 +147,7 @@ __global__ void __launch_bounds__(kLogitThreads) route_sort_kernel(const T* __re
   extern __shared__ float smem_all[];  // [kLogitThreads / 32][2E + k]
   const int warp = threadIdx.x / 32;
   for (int t = warp; t < T_; t += kLogitThreads / 32)
-    topk_token(logits, bias, t, E, k, scaling, renorm, smem_all + int64_t(warp) * (2 * E + k), scores, ids, weights,
+    topk_token<float>(logits, bias, t, E, k, scaling, renorm, smem_all + int64_t(warp) * (2 * E + k), scores, ids, weights,
                margin);
   __syncthreads();
   __shared__ SortSmem sm;
@@ -146,46 +155,53 @@ __global__ void __launch_bounds__(kLogitThreads) route_sort_kernel(const T* __re
 }
 }  // namespace
 
-RouterOutput route_from_logits(const DeviceTensor<float>& logits, const DeviceTensor<float>& bias, int64_t k, double scaling,
-                               bool renormalize) {
+template <class A>
+RouterOutputOf<A> route_from_logits(const DeviceTensor<A>& logits, const DeviceTensor<float>& bias, int64_t k, double scaling,
+                                    bool renormalize) {
   const int64_t T_ = logits.rows(), E = logits.cols();
   if (bias.numel() != E || k < 1 || k > E) fail("cuda route: bias " + shape_str(bias.shape) + " / k " + std::to_string(k) + " do not fit E " + std::to_string(E));
-  RouterOutput out;
+  RouterOutputOf<A> out;
   out.k = k;
   out.logits = logits;
-  out.scores = DeviceTensor<float>({T_, E});
+  out.scores = DeviceTensor<A>({T_, E});
   out.ids = DeviceTensor<int32_t>({T_, k});
-  out.weights = DeviceTensor<float>({T_, k});
-  out.margin = DeviceTensor<float>({T_});
+  out.weights = DeviceTensor<A>({T_, k});
+  out.margin = DeviceTensor<A>({T_});
   if (!T_) return out;
   const unsigned blocks = unsigned((T_ + kWarps - 1) / kWarps);
-  const size_t smem = size_t(kWarps) * size_t(2 * E + k) * sizeof(float);
+  const size_t smem = size_t(kWarps) * size_t(2 * E + k) * sizeof(A);
   if (smem > 48 * 1024) fail("cuda route: E = " + std::to_string(E) + ", k = " + std::to_string(k) + " needs more shared memory than supported");
-  topk_kernel<<<blocks, 32 * kWarps, smem, gpu().stream>>>(
-      logits.data(), bias.data(), int(T_), int(E), int(k), float(scaling), renormalize, out.scores.data(), out.ids.data(),
+  topk_kernel<A><<<blocks, 32 * kWarps, smem, gpu().stream>>>(
+      logits.data(), bias.data(), int(T_), int(E), int(k), A(scaling), renormalize, out.scores.data(), out.ids.data(),
       out.weights.data(), out.margin.data());
   check_launch("route (top-k)");
   return out;
 }
 
 template <class T>
-RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& bias, int64_t k,
-                   double scaling, bool renormalize) {
+RouterOutputOf<acc_t<T>> route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& bias,
+                               int64_t k, double scaling, bool renormalize) {
   const int64_t T_ = u.rows(), E = w_router.dim(0);
-  DeviceTensor<float> logits({T_, E});
   if (w_router.dim(1) != u.cols()) fail("cuda route: u " + shape_str(u.shape) + " vs router " + shape_str(w_router.shape));
-  if (T_ > 0 && T_ <= kSmallT) {  // decode: one launch, no fp32 copy of u
-    small_logits_kernel<T><<<unsigned(E), kLogitThreads, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E),
-                                                                            int(u.cols()), logits.data());
-    check_launch("route (small-T logits)");
-  } else if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<T, double>) {  // exact mode: DGEMM logits, selection in double
+    DeviceTensor<double> logits({T_, E});
     linear(u, w_router, logits);
+    return route_from_logits(logits, bias, k, scaling, renormalize);
   } else {
-    DeviceTensor<float> u32(u.shape);
-    convert(u, u32);
-    linear(u32, w_router, logits);
+    DeviceTensor<float> logits({T_, E});
+    if (T_ > 0 && T_ <= kSmallT) {  // decode: one launch, no fp32 copy of u
+      small_logits_kernel<T><<<unsigned(E), kLogitThreads, 0, gpu().stream>>>(u.data(), w_router.data(), int(T_), int(E),
+                                                                              int(u.cols()), logits.data());
+      check_launch("route (small-T logits)");
+    } else if constexpr (std::is_same_v<T, float>) {
+      linear(u, w_router, logits);
+    } else {
+      DeviceTensor<float> u32(u.shape);
+      convert(u, u32);
+      linear(u32, w_router, logits);
+    }
+    return route_from_logits(logits, bias, k, scaling, renormalize);
   }
-  return route_from_logits(logits, bias, k, scaling, renormalize);
 }
 
 template <class T>
@@ -223,5 +239,10 @@ template RouterOutput route<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<
                                   int64_t, double, bool);
 template RouterOutput route<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<float>&, const DeviceTensor<float>&,
                                   int64_t, double, bool);
+template RouterOutputOf<double> route<double>(const DeviceTensor<double>&, const DeviceTensor<float>&,
+                                              const DeviceTensor<float>&, int64_t, double, bool);
+template RouterOutput route_from_logits<float>(const DeviceTensor<float>&, const DeviceTensor<float>&, int64_t, double, bool);
+template RouterOutputOf<double> route_from_logits<double>(const DeviceTensor<double>&, const DeviceTensor<float>&, int64_t,
+                                                          double, bool);
 
 }  // namespace hyoracle::cuda

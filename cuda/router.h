@@ -10,6 +10,9 @@
 //   K[t]         = the k experts with the largest c, exact ties to the LOWER index, by c desc
 //   w[t, j]      = fp32(s[t, K_j] / fp32(Σ_j' s[t, K_j'] + 1e-20)) · scaling   (sum in rank order)
 //   margin[t]    = c[t, K_k] − (k+1)-th largest c  (+inf when k == E)
+// T = double (the fp64 path): the reference's exact mode: logits = u · double(W_r)ᵀ by DGEMM,
+// s = 1 / (1 + e^(−logit)), c = s + b, w = (s / (Σ s + 1e-20)) · scaling, margin, all in double
+// (the router's outputs are then double: RouterOutputOf<double>).
 // One warp per token for the selection. A NaN score (from a NaN router input) is ranked below
 // every real one, lower index first: the ids stay inside [0, E) and the NaN shows in the weights
 // and the block's output instead of becoming an out-of-range expert id.
@@ -18,17 +21,20 @@
 
 namespace hyoracle::cuda {
 
-struct RouterOutput {
-  DeviceTensor<float> logits;   // [T, E]
-  DeviceTensor<float> scores;   // [T, E]
+// A = acc_t<T>: float, or double on the fp64 path.
+template <class A>
+struct RouterOutputOf {
+  DeviceTensor<A> logits;       // [T, E]
+  DeviceTensor<A> scores;       // [T, E]
   DeviceTensor<int32_t> ids;    // [T, k]
-  DeviceTensor<float> weights;  // [T, k]
-  DeviceTensor<float> margin;   // [T]
+  DeviceTensor<A> weights;      // [T, k]
+  DeviceTensor<A> margin;       // [T]
   int64_t k = 0;
 };
+using RouterOutput = RouterOutputOf<float>;
 
 template <class T>
-RouterOutput route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& expert_bias,
+RouterOutputOf<acc_t<T>> route(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& expert_bias,
                    int64_t k, double scaling, bool renormalize);
 
 // Decode (1 <= T <= kRouteSortMaxT): route() and the experts' token sort (expert_sort.cuh; moe.h's
@@ -43,8 +49,10 @@ template <class T>
 RouterOutput route_and_sort(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& expert_bias,
                             int64_t k, double scaling, bool renormalize, const SortTargets& sort);
 
-// The selection step alone, on given fp32 logits [T, E] (tests feed it exact ties).
-RouterOutput route_from_logits(const DeviceTensor<float>& logits, const DeviceTensor<float>& expert_bias, int64_t k,
-                               double scaling, bool renormalize);
+// The selection step alone, on given logits [T, E] (fp32, or double for the fp64 path; tests feed
+// it exact ties).
+template <class A>
+RouterOutputOf<A> route_from_logits(const DeviceTensor<A>& logits, const DeviceTensor<float>& expert_bias, int64_t k,
+                                    double scaling, bool renormalize);
 
 }  // namespace hyoracle::cuda
