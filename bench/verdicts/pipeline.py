@@ -248,7 +248,7 @@ class Pipeline:
                 bg.kill()
         pool.shutdown(wait=False, cancel_futures=True)
         for fut, (v, mode) in inflight.items():
-            self.reports.setdefault((v, mode), {"verdict": None, "first": None, "error": "not finished by the deadline"})
+            self.reports.setdefault((v, mode), {"verdict": None, "first": None, "error": table.NOT_FINISHED})
         self.read_status()
         for r in self.rows:
             if r["variant"] not in self.notes and r["role"] != "sweep":

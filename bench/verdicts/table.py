@@ -18,6 +18,8 @@ OBSERVE = "observe"            # expected of a deviation that is recorded, not a
 # k/k+1 gap is under its rounding (the tiny fixtures keep every gap >= 1e-3 by construction).
 INERT_OK = {"router-bias-bf16", "router-logits-bf16"}
 GOOD = ("OK", "SEEN")          # results that do not make the harness exit 1
+NOT_FINISHED = "not finished by the deadline"   # a compare still running when the stage's deadline hit
+CUT = ("timeout", "skipped")   # runner.run's codes for a command killed at, or never started for, its time limit
 
 
 def read_report(path):
@@ -113,8 +115,9 @@ def make_rows(variants, reports, dump_notes=None):
                 r[mode] = OrderedDict(verdict="error", first=None, result="ERROR", error=note["error"][-300:])
                 continue
             res = judge(expected, verdict, rep.get("first"))
-            if verdict is None and rep.get("error") and rep.get("error") != "no report":
-                res = "ERROR"
+            cut = rep.get("error") == NOT_FINISHED or rep.get("exit") in CUT
+            if verdict is None and rep.get("error") and rep.get("error") != "no report" and not cut:
+                res = "ERROR"   # a compare that ended without a verdict; one cut by its time limit is NOT RUN
             r[mode] = OrderedDict(verdict=verdict, first=rep.get("first"), result=res,
                                   seconds=rep.get("seconds"), error=rep.get("error") if verdict is None else None)
         if note:

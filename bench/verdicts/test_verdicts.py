@@ -154,7 +154,13 @@ class Judging(unittest.TestCase):
                      "broken": {"ok": False, "error": "Traceback: boom"},
                      "missed": {"ok": True, "hf_first_difference": None, "inert": True}}
             reps[("missed", "model")] = {"verdict": "pass"}
+            # compares cut by time read NOT RUN, not ERROR: still running at the deadline, or killed at their limit
+            vs += [dict(variant="late", role="honest", kind="full", config="bf16-fast", expected="pass")]
+            reps[("late", "model")] = {"verdict": None, "first": None, "error": table.NOT_FINISHED}
+            reps[("late", "nomodel")] = {"verdict": None, "first": None, "exit": "timeout", "error": "compare exit timeout"}
             rows = table.make_rows(vs, reps, notes)
+            self.assertEqual((rows[-1]["model"]["result"], rows[-1]["nomodel"]["result"]), ("NOT RUN", "NOT RUN"))
+            rows = rows[:-1]
             res = {x["variant"]: (x["model"]["result"], x["nomodel"]["result"]) for x in rows}
             self.assertEqual(res, {"h": ("OK", "WRONG"), "b": ("OK", "WRONG"), "inert": ("OK", "OK"),
                                    "broken": ("ERROR", "ERROR"), "missed": ("ERROR", "ERROR")})

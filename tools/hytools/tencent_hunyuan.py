@@ -36,9 +36,10 @@ angles). Any precision runs on the CPU or a CUDA device. Importing needs no torc
 from __future__ import annotations
 
 import math
+import os
 from types import SimpleNamespace
 
-from hytools.checkpoint import read_checkpoint
+from hytools.checkpoint import checkpoint_files, read_checkpoint, read_header
 from hytools.families import family_of, hunyuan_layer_kinds, per_layer
 from lazy_import import torch  # imported on first use
 
@@ -195,9 +196,19 @@ def load_weights(ckpt_dir: str, spec, dtype, device="cpu") -> SimpleNamespace:
     return W
 
 
+def checkpoint_tensor_names(ckpt_dir: str) -> list:
+    """The tensor names of a checkpoint's safetensors files, from their headers alone."""
+    names = []
+    for fn in checkpoint_files(ckpt_dir):
+        with open(os.path.join(ckpt_dir, fn), "rb") as f:
+            header, _ = read_header(f)
+        names += [n for n in header if n != "__metadata__"]
+    return names
+
+
 def layouts(ckpt_dir: str) -> dict:
     """Which fused layouts a checkpoint uses (for the manifest): counts of fused tensors by kind."""
-    names = read_checkpoint(ckpt_dir).keys()
+    names = checkpoint_tensor_names(ckpt_dir)   # headers only: a full-width checkpoint is GBs
     return {"qkv_proj": sum(n.endswith(".qkv_proj.weight") for n in names),
             "gate_and_up_proj": sum(n.endswith(".gate_and_up_proj.weight") for n in names)}
 
