@@ -771,7 +771,12 @@ void Walk::run() {
                    ? b.manifest()["model"]["num_hidden_layers"].get<int64_t>()
                    : 0;
   if (!opt.model_dir.empty()) {
-    tf = std::make_unique<TeacherForcing>(opt.model_dir, t, positions, opt.threads);
+    // The replay computes the model the baseline computed: the W8A8 one when its producer says
+    // its FP8 linears' inputs were quantized (producer.activations "fp8-static").
+    const bool fp8 = b.manifest().contains("producer") && b.manifest()["producer"].value("activations", "") == "fp8-static";
+    tf = std::make_unique<TeacherForcing>(opt.model_dir, t, positions, opt.threads, fp8);
+    if (fp8) rep.notes.push_back("the baseline is the W8A8 model (FP8 inputs at every FP8 linear, static input scales); "
+                                 "steps are replayed the same way");
     // The checkpoint must be the one the dumps were made from: a same-shape checkpoint with other
     // weights would fail every tensor from the first one on, for no fault of the engine.
     const CheckpointIdentity ck(opt.model_dir, tf->config().sha256);

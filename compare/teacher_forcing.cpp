@@ -5,6 +5,7 @@
 #include <random>
 
 #include "reference/attention.h"
+#include "reference/fp8_activation.h"
 #include "reference/dataflow.h"
 #include "reference/embedding.h"
 #include "reference/matmul.h"
@@ -125,8 +126,8 @@ double rel_rows(const Tensor<double>& a, const Tensor<double>& b, std::vector<do
 }  // namespace
 
 TeacherForcing::TeacherForcing(const std::string& model_dir, const Dump& target, std::vector<int64_t> prefill_positions,
-                               int threads)
-    : ck_(model_dir), t_(target), prefill_pos_(std::move(prefill_positions)), threads_(threads) {
+                               int threads, bool fp8_activations)
+    : ck_(model_dir), t_(target), prefill_pos_(std::move(prefill_positions)), threads_(threads), fp8_(fp8_activations) {
   u_run_ = unit_roundoff(t_.producer("dtype")).value_or(0x1p-24);
 }
 
@@ -325,10 +326,12 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
     }
     return std::optional<Val>(std::move(out));
   };
-  auto lin = [&](const Tensor<double>& w, std::vector<int64_t> shape) {
+  // y = x·Wᵀ, with x quantized to FP8 first in the W8A8 mode when the weight has an input scale.
+  auto lin = [&](const Tensor<double>& w, std::vector<int64_t> shape, double input_scale = 0) {
     meta->reduction_k = w.cols();
-    auto f = [&, shape](const std::vector<const Tensor<double>*>& a) {
-      Tensor<double> y = linear(Tensor<double>({a[0]->numel() / w.cols(), w.cols()}, a[0]->data), w, threads_);
+    auto f = [&, shape, input_scale](const std::vector<const Tensor<double>*>& a) {
+      Tensor<double> y = linear_input_quantized(Tensor<double>({a[0]->numel() / w.cols(), w.cols()}, a[0]->data), w,
+                                                input_scale, fp8_, threads_);
       y.shape = shape;
       return y;
     };
@@ -425,9 +428,9 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
     if (!get(layer_name(i))) return std::nullopt;
   const int64_t T = rows_of(step);
   if (s == "input_norm") return norm(layer(L).input_norm, c.hidden_size);
-  if (s == "attn.q") return lin(layer(L).wq, {T, nq, d});
-  if (s == "attn.k") return lin(layer(L).wk, {T, nkv, d});
-  if (s == "attn.v") return lin(layer(L).wv, {T, nkv, d});
+  if (s == "attn.q") return lin(layer(L).wq, {T, nq, d}, layer(L).wq_in);
+  if (s == "attn.k") return lin(layer(L).wk, {T, nkv, d}, layer(L).wk_in);
+  if (s == "attn.v") return lin(layer(L).wv, {T, nkv, d}, layer(L).wv_in);
   if (s == "attn.q_norm") return norm(layer(L).q_norm, d);
   if (s == "attn.k_norm") return norm(layer(L).k_norm, d);
   if (s == "attn.q_rope" || s == "attn.k_rope") {
@@ -439,7 +442,7 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
     });
   }
   if (s == "attn.out") {
-    std::optional<Val> y = lin(layer(L).wo, {T, c.hidden_size});
+    std::optional<Val> y = lin(layer(L).wo, {T, c.hidden_size}, layer(L).wo_in);
     if (ctx.depth == 0) meta->inputs.push_back(std::move(in[0].x));
     return y;
   }
@@ -447,7 +450,7 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
   if (s == "post_norm") return norm(layer(L).post_norm, c.hidden_size);
   if (s == "mlp.out") {
     meta->reduction_k = c.intermediate_size;
-    return both([&](const std::vector<const Tensor<double>*>& a) { return swiglu_mlp(*a[0], layer(L).mlp, threads_); });
+    return both([&](const std::vector<const Tensor<double>*>& a) { return swiglu_mlp(*a[0], layer(L).mlp, threads_, fp8_); });
   }
   if (s == "moe.router_logits") return lin(layer(L).router, {T, c.num_experts});
   if (s == "moe.scores" && c.router == RouterKind::softmax)
@@ -472,7 +475,7 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
   if (s == "moe.shared_out") {
     if (c.shared_width() == 0) return std::nullopt;
     meta->reduction_k = c.shared_width();
-    return both([&](const std::vector<const Tensor<double>*>& a) { return swiglu_mlp(*a[0], layer(L).shared, threads_); });
+    return both([&](const std::vector<const Tensor<double>*>& a) { return swiglu_mlp(*a[0], layer(L).shared, threads_, fp8_); });
   }
   const int64_t k = c.num_experts_per_tok, E = c.num_experts;
   if (s == "moe.topk_weights")
@@ -498,7 +501,7 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
       for (double x : a[1]->data) ro.ids.push_back(int64_t(x));
       ro.weights = *a[2];
       ro.k = k;
-      return routed_experts(*a[0], ro, layer(L).experts, threads_);
+      return routed_experts(*a[0], ro, layer(L).experts, threads_, fp8_);
     });
     if (ctx.depth == 0)
       for (Val& v : in) meta->inputs.push_back(std::move(v.x));
@@ -555,7 +558,7 @@ std::vector<PartScale> TeacherForcing::part_scales(const std::string& full, cons
       if (rows.empty()) continue;
       Tensor<double> x({int64_t(rows.size()), H});
       for (size_t r = 0; r < rows.size(); ++r) std::copy_n(u.row(rows[r].first), H, x.row(int64_t(r)));
-      const Tensor<double> y = swiglu_mlp(x, layer(L).experts.get(ex, scratch), threads_);
+      const Tensor<double> y = swiglu_mlp(x, layer(L).experts.get(ex, scratch), threads_, fp8_);
       std::vector<double> cr(static_cast<size_t>(H));
       for (size_t r = 0; r < rows.size(); ++r) {
         for (int64_t i = 0; i < H; ++i) cr[size_t(i)] = rows[r].second * y.row(int64_t(r))[i];

@@ -73,8 +73,10 @@ class TeacherForcing {
  public:
   // `target` is the dump every replay reads; its producer dtype sets the honest noise of
   // recomputed intermediates.
+  // `fp8_activations`: replay the W8A8 model (each FP8 linear's input quantized with its static
+  // input scale, reference/fp8_activation.h), as the baseline was computed.
   TeacherForcing(const std::string& model_dir, const Dump& target, std::vector<int64_t> prefill_positions,
-                 int threads);
+                 int threads, bool fp8_activations = false);
   ~TeacherForcing();
   const ModelConfig& config() const { return ck_.config(); }
   // The F32 expert_bias of an MoE layer (for margins and routing), empty for dense layers.
@@ -111,6 +113,7 @@ class TeacherForcing {
   const Dump& t_;
   std::vector<int64_t> prefill_pos_;
   int threads_;
+  bool fp8_ = false;
   double u_run_;
   int64_t loaded_ = -1;
   LayerWeights<double> w_;

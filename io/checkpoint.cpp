@@ -213,6 +213,10 @@ WeightRef Checkpoint::fp8_ref(const std::string& name, const SafetensorsFile& f,
     if (!(ins->shape.empty() || ins->shape == std::vector<int64_t>{1}))
       fail(inf->path() + ": tensor " + printable_quoted(in) + " has shape " + shape_str(ins->shape) + ", expected [] or [1]");
     check_scale_values(*inf, *ins);
+    WeightRef r{&f, &t, sf, s, 0, 0};
+    if (block) r.block_rows = q.block_rows, r.block_cols = q.block_cols;
+    r.input_scale = element_as_double(inf->data(*ins), DType::F32, 0);
+    return r;
   }
   WeightRef r{&f, &t, sf, s, 0, 0};
   if (block) r.block_rows = q.block_rows, r.block_cols = q.block_cols;

@@ -36,6 +36,9 @@ struct WeightRef {
   // A range of the stored tensor's rows (one half of a fused gate_and_up_proj, one block of a
   // fused qkv_proj); rows < 0: the whole tensor.
   int64_t row0 = 0, rows = -1;
+  // FP8 weights of a static-scheme checkpoint: the layer's activation scale (its input_scale);
+  // 0 otherwise.
+  double input_scale = 0;
   std::vector<int64_t> shape() const {
     std::vector<int64_t> s = info->shape;
     if (rows >= 0) s[0] = rows;

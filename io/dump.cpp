@@ -33,6 +33,7 @@ ordered_json make_manifest(const DumpProducer& p, const ModelConfig& c, const st
   m["producer"] = {{"name", p.name},           {"version", p.version}, {"device", p.device},
                    {"dtype", p.dtype},         {"precision", p.precision}, {"mode", p.mode},
                    {"bf16_rounding", "off"},   {"tie_break", kTieBreakRule}};
+  if (!p.activations.empty()) m["producer"]["activations"] = p.activations;
   m["model"] = {{"model_type", c.model_type},
                 {"family", family_name(c.family)},
                 {"semantics", c.semantics},

@@ -31,6 +31,9 @@ struct DumpProducer {
   std::string dtype = "float64";   // activation dtype of the run
   std::string precision = "exact"; // exact | hf | fp32 | bf16 | engine
   std::string mode = "prefill";    // prefill | decode | generate
+  // "" (the model as stored: exact inputs to every layer) or "fp8-static" (W8A8: each FP8
+  // linear's input quantized with its checkpoint input_scale, reference/fp8_activation.h).
+  std::string activations;
 };
 
 // The manifest fields DUMP_FORMAT.md defines, plus hyoracle's extras (tie-break rule, ...).

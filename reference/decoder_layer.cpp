@@ -1,6 +1,7 @@
 #include "reference/decoder_layer.h"
 
 #include "reference/attention.h"
+#include "reference/fp8_activation.h"
 #include "reference/matmul.h"
 #include "reference/names.h"
 #include "reference/rms_norm.h"
@@ -28,13 +29,14 @@ Tensor<S> attention_block(const Tensor<S>& x, int64_t L, const LayerWeights<S>& 
 
   const Tensor<S> a = rms_norm(x, w.input_norm, eps, num);
   rec(layer(L, "input_norm"), a);
-  Tensor<S> q = linear(a, w.wq, num.threads);
+  const bool fp8 = num.fp8_activations;
+  Tensor<S> q = linear_input_quantized(a, w.wq, w.wq_in, fp8, num.threads);
   q.shape = {T, nq, d};
   rec(layer(L, "attn.q"), q);
   Tensor<S> k, v;
   if (c.owns_kv(L)) {
-    k = linear(a, w.wk, num.threads);
-    v = linear(a, w.wv, num.threads);
+    k = linear_input_quantized(a, w.wk, w.wk_in, fp8, num.threads);
+    v = linear_input_quantized(a, w.wv, w.wv_in, fp8, num.threads);
     k.shape = {T, nkv, d};
     v.shape = {T, nkv, d};
     rec(layer(L, "attn.k"), k);
@@ -74,7 +76,7 @@ Tensor<S> attention_block(const Tensor<S>& x, int64_t L, const LayerWeights<S>& 
   cache.positions.insert(cache.positions.end(), positions.begin(), positions.end());
   const Tensor<S> ctx = attention(q, cache.k, cache.v, positions, cache.positions, num);
   rec(layer(L, "attn.context"), ctx);
-  const Tensor<S> attn_out = linear(ctx, w.wo, num.threads);
+  const Tensor<S> attn_out = linear_input_quantized(ctx, w.wo, w.wo_in, fp8, num.threads);
   rec(layer(L, "attn.out"), attn_out);
 
   Tensor<S> h = x;
@@ -94,7 +96,7 @@ Tensor<S> ffn_block(const Tensor<S>& resid_mid, int64_t L, const LayerWeights<S>
 
   Tensor<S> ffn;
   if (w.dense) {
-    ffn = swiglu_mlp(f, w.mlp, num.threads);
+    ffn = swiglu_mlp(f, w.mlp, num.threads, num.fp8_activations);
   } else {
     MoeOutput<S> m = moe_block(f, w.router, w.expert_bias, w.experts, w.shared, c.num_experts_per_tok,
                                c.router_scaling_factor, c.route_norm, num, c.router);

@@ -26,6 +26,7 @@ namespace hyoracle {
 template <class S>
 struct LayerWeights {
   Tensor<S> input_norm, wq, wk, wv, wo, q_norm, k_norm, post_norm;  // wk, wv empty in a cross layer
+  double wq_in = 0, wk_in = 0, wv_in = 0, wo_in = 0;  // static FP8 input scales of q/k/v/o (0: none)
   bool dense = true;
   MlpWeights<S> mlp;                 // dense layers
   Tensor<S> router, expert_bias;     // MoE layers: [E, H], [E]

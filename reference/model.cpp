@@ -56,7 +56,16 @@ std::array<WeightRef, 3> mlp_refs(const Checkpoint& ck, const std::string& prefi
 template <class S>
 MlpWeights<S> load_mlp(const Checkpoint& ck, const std::string& prefix, int64_t I, int64_t H) {
   const std::array<WeightRef, 3> r = mlp_refs(ck, prefix, I, H);
-  return {Checkpoint::decode<S>(r[0]), Checkpoint::decode<S>(r[1]), Checkpoint::decode<S>(r[2])};
+  return {Checkpoint::decode<S>(r[0]), Checkpoint::decode<S>(r[1]), Checkpoint::decode<S>(r[2]),
+          r[0].input_scale,           r[1].input_scale,           r[2].input_scale};
+}
+
+// A weight and, for an FP8 weight of a static-scheme checkpoint, its input scale.
+template <class S>
+Tensor<S> load_linear(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape, double* input_scale) {
+  const WeightRef r = ck.ref(name, shape);
+  *input_scale = r.input_scale;
+  return Checkpoint::decode<S>(r);
 }
 
 // q, k, v projections. A layer that owns its K/V stores q/k/v_proj, or Tencent's fused qkv_proj
@@ -73,20 +82,22 @@ void load_qkv(const Checkpoint& ck, const ModelConfig& c, int64_t L, LayerWeight
         fail(ck.file_of(n(x)) + ": tensor \"" + n(x) + "\" is stored, but layer " + std::to_string(L) +
              " is a cross layer reading layer " + std::to_string(c.kv_source(L)) + "'s K/V (use_cla, cla_share_factor " +
              std::to_string(c.cla_share_factor) + " in " + c.source + "); the checkpoint does not match its config");
-    w.wq = ck.load<S>(n("self_attn.q_proj.weight"), {A, H});
+    w.wq = load_linear<S>(ck, n("self_attn.q_proj.weight"), {A, H}, &w.wq_in);
     return;
   }
   if (!ck.has(fused)) {
-    w.wq = ck.load<S>(n("self_attn.q_proj.weight"), {A, H});
-    w.wk = ck.load<S>(n("self_attn.k_proj.weight"), {Kv, H});
-    w.wv = ck.load<S>(n("self_attn.v_proj.weight"), {Kv, H});
+    w.wq = load_linear<S>(ck, n("self_attn.q_proj.weight"), {A, H}, &w.wq_in);
+    w.wk = load_linear<S>(ck, n("self_attn.k_proj.weight"), {Kv, H}, &w.wk_in);
+    w.wv = load_linear<S>(ck, n("self_attn.v_proj.weight"), {Kv, H}, &w.wv_in);
     return;
   }
   require_fused_layout(ck, fused);
   for (const char* x : {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"})
     if (ck.has(n(x)))
       fail(ck.file_of(n(x)) + ": tensor \"" + n(x) + "\" is stored next to \"" + fused + "\"; expected one layout");
-  const Tensor<S> f = ck.load<S>(fused, {A + 2 * Kv, H});
+  double in = 0;
+  const Tensor<S> f = load_linear<S>(ck, fused, {A + 2 * Kv, H}, &in);
+  w.wq_in = w.wk_in = w.wv_in = in;  // one input, one scale
   w.wq = Tensor<S>({A, H});
   w.wk = Tensor<S>({Kv, H});
   w.wv = Tensor<S>({Kv, H});
@@ -113,7 +124,7 @@ LayerWeights<S> load_layer(const Checkpoint& ck, int64_t L, bool resident_expert
   LayerWeights<S> w;
   w.input_norm = ck.load<S>(n("input_layernorm.weight"), {H});
   load_qkv(ck, c, L, w);
-  w.wo = ck.load<S>(n("self_attn.o_proj.weight"), {H, A});
+  w.wo = load_linear<S>(ck, n("self_attn.o_proj.weight"), {H, A}, &w.wo_in);
   w.q_norm = ck.load<S>(n(fn.q_norm), {d});
   w.k_norm = ck.load<S>(n(fn.k_norm), {d});
   w.post_norm = ck.load<S>(n("post_attention_layernorm.weight"), {H});

@@ -48,11 +48,13 @@ const MlpWeights<S>& ExpertStore<S>::get(int64_t e, MlpWeights<S>& scratch) cons
   decode_into(r[0], scratch.gate);
   decode_into(r[1], scratch.up);
   decode_into(r[2], scratch.down);
+  scratch.gate_in = r[0].input_scale, scratch.up_in = r[1].input_scale, scratch.down_in = r[2].input_scale;
   return scratch;
 }
 
 template <class S>
-Tensor<S> routed_experts(const Tensor<S>& u, const RouterOutput<S>& r, const ExpertStore<S>& experts, int threads) {
+Tensor<S> routed_experts(const Tensor<S>& u, const RouterOutput<S>& r, const ExpertStore<S>& experts, int threads,
+                         bool fp8_activations) {
   const int64_t T = u.rows(), H = u.cols(), k = r.k, E = experts.count();
   // Group: for each expert, the (token, weight) pairs routed to it, in token order.
   std::vector<std::vector<std::pair<int64_t, S>>> groups(static_cast<size_t>(E));
@@ -82,7 +84,7 @@ Tensor<S> routed_experts(const Tensor<S>& u, const RouterOutput<S>& r, const Exp
       const auto& g = groups[active[w0 + s]];
       Tensor<S> x({int64_t(g.size()), H});
       for (size_t i = 0; i < g.size(); ++i) std::copy_n(u.row(g[i].first), H, x.row(int64_t(i)));
-      y[s] = swiglu_mlp(x, experts.get(active[w0 + s], scratch[worker]), 1);
+      y[s] = swiglu_mlp(x, experts.get(active[w0 + s], scratch[worker]), 1, fp8_activations);
     });
     for (int64_t s = 0; s < n; ++s) {
       const auto& g = groups[active[w0 + s]];
@@ -102,8 +104,8 @@ MoeOutput<S> moe_block(const Tensor<S>& u, const Tensor<S>& w_router, const Tens
                        bool renormalize, const Numerics& num, RouterKind kind) {
   MoeOutput<S> m;
   m.router = route(u, w_router, expert_bias, k, scaling, renormalize, num, kind);
-  m.routed = routed_experts(u, m.router, experts, num.threads);
-  if (shared.gate.numel() > 0) m.shared = swiglu_mlp(u, shared, num.threads);
+  m.routed = routed_experts(u, m.router, experts, num.threads, num.fp8_activations);
+  if (shared.gate.numel() > 0) m.shared = swiglu_mlp(u, shared, num.threads, num.fp8_activations);
   else m.shared = Tensor<S>(u.shape);
   m.out = Tensor<S>(m.routed.shape);
   for (int64_t i = 0; i < m.out.numel(); ++i) m.out.data[i] = m.routed.data[i] + m.shared.data[i];
@@ -113,9 +115,9 @@ MoeOutput<S> moe_block(const Tensor<S>& u, const Tensor<S>& w_router, const Tens
 template struct ExpertStore<double>;
 template struct ExpertStore<float>;
 template Tensor<double> routed_experts<double>(const Tensor<double>&, const RouterOutput<double>&,
-                                               const ExpertStore<double>&, int);
+                                               const ExpertStore<double>&, int, bool);
 template Tensor<float> routed_experts<float>(const Tensor<float>&, const RouterOutput<float>&, const ExpertStore<float>&,
-                                             int);
+                                             int, bool);
 template MoeOutput<double> moe_block<double>(const Tensor<double>&, const Tensor<double>&, const Tensor<double>&,
                                              const ExpertStore<double>&, const MlpWeights<double>&, int64_t, double,
                                              bool, const Numerics&, RouterKind);

@@ -38,7 +38,8 @@ struct MoeOutput {
 };
 
 template <class S>
-Tensor<S> routed_experts(const Tensor<S>& u, const RouterOutput<S>& r, const ExpertStore<S>& experts, int threads);
+Tensor<S> routed_experts(const Tensor<S>& u, const RouterOutput<S>& r, const ExpertStore<S>& experts, int threads,
+                         bool fp8_activations = false);
 
 template <class S>
 MoeOutput<S> moe_block(const Tensor<S>& u, const Tensor<S>& w_router, const Tensor<S>& expert_bias,

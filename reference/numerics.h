@@ -27,6 +27,9 @@ inline Precision parse_precision(const std::string& s) {
 struct Numerics {
   Precision precision = Precision::exact;
   int threads = 1;  // results are bit-identical for every value (see parallel.h)
+  // W8A8: quantize the input of every linear layer that has a static FP8 input scale
+  // (reference/fp8_activation.h); off: the model as stored (dequantized weights, exact inputs).
+  bool fp8_activations = false;
   // True where HF's hard-coded fp32 steps apply (hf and fp32 modes).
   bool fp32_steps() const { return precision != Precision::exact; }
 };

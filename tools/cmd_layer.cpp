@@ -249,7 +249,13 @@ int run_layer(const LayerOptions& o) {
   for (int64_t t = 0; t < b; ++t) positions[t] = offset + t;
   const auto t1 = std::chrono::steady_clock::now();
 
-  const Numerics num{parse_precision(o.precision_text), o.threads};
+  Numerics num{parse_precision(o.precision_text), o.threads};
+  // An input made by the W8A8 model (docs/fp8.md) continues in that model.
+  const nlohmann::json prod = input.manifest().value("producer", nlohmann::json::object());
+  num.fp8_activations = prod.is_object() && prod.value("activations", "") == "fp8-static";
+  if (num.fp8_activations && (c.quant.kind != QuantKind::Fp8PerTensor || c.quant.activation_scheme != "static"))
+    fail(o.input + ": producer.activations is \"fp8-static\" (the W8A8 model), but " + c.source +
+         " field \"quantization_config\" is not a per-tensor static FP8 config; expected the checkpoint the dump was made from");
   const DType store = o.store == "bfloat16" ? DType::BF16 : o.store == "float32" ? DType::F32
                       : std::is_same_v<S, double> ? DType::F64 : DType::F32;
   DumpWriter writer(store);
@@ -267,6 +273,7 @@ int run_layer(const LayerOptions& o) {
   DumpProducer p;
   p.dtype = store == DType::BF16 ? "bfloat16" : store == DType::F32 ? "float32" : "float64";
   p.precision = o.precision_text;
+  if (num.fp8_activations) p.activations = "fp8-static";
   std::vector<int64_t> ids = input.token_ids();
   if (int64_t(ids.size()) >= b) ids = std::vector<int64_t>(ids.begin() + a, ids.begin() + b);
   nlohmann::ordered_json m = make_manifest(p, c, o.model, ids, offset + a);

@@ -95,6 +95,7 @@ int run_model(const RunOptions& o) {
   const auto t1 = std::chrono::steady_clock::now();
 
   Numerics num{o.precision, o.threads};
+  num.fp8_activations = o.fp8_activations;
   DumpWriter writer(std::is_same_v<S, double> ? DType::F64 : DType::F32);
   SummarySink sink(o.dump.empty() ? nullptr : &writer, c.family);
   ProgressSink watched(&sink, &progress, c.num_hidden_layers, o.dump_steps);
@@ -120,6 +121,7 @@ int run_model(const RunOptions& o) {
     p.dtype = std::is_same_v<S, double> ? "float64" : "float32";
     p.precision = precision_name(o.precision);
     p.mode = o.generate > 0 ? "generate" : "prefill";
+    if (o.fp8_activations) p.activations = "fp8-static";
     nlohmann::ordered_json manifest = make_manifest(p, c, o.model, o.tokens);
     record_weights_fingerprint(manifest, o.model);
     writer.write(o.dump, manifest);

@@ -29,6 +29,7 @@ struct RunOptions {
   bool force = false;  // replace a non-empty --dump directory
   bool dump_steps = false;
   bool lazy_experts = false;
+  bool fp8_activations = false;    // W8A8: quantize FP8 linears' inputs with their input_scale
   bool verbose = false;
   std::string device = "cpu";      // cpu | cuda
   std::string dtype = "bfloat16";  // CUDA activation dtype (canonical name): bfloat16 | float16 | float32
@@ -72,6 +73,11 @@ inline void check_run_input(const ModelConfig& c, const RunOptions& o) {
     fail(c.source + ": field \"max_position_embeddings\" is " + std::to_string(c.max_position_embeddings) + "; the prompt (" +
          std::to_string(o.tokens.size()) + " tokens) plus --generate " + std::to_string(o.generate) + " needs " +
          std::to_string(positions) + " positions, " + std::to_string(positions - c.max_position_embeddings) + " too many");
+  // W8A8 needs the activation scales that only a static-scheme FP8 checkpoint stores.
+  if (o.fp8_activations && (c.quant.kind != QuantKind::Fp8PerTensor || c.quant.activation_scheme != "static"))
+    fail("--fp8-activations: " + c.source + " field \"quantization_config\" is " + quant_description(c.quant) +
+         "; FP8 activations need per-tensor FP8 weights with activation_scheme \"static\" (their input_scale)");
+  if (o.fp8_activations && o.device == "cuda") fail("--fp8-activations: the CUDA path has no FP8 activation mode");
 }
 
 inline void add_run_options(CLI::App& cmd, RunOptions& o) {
@@ -85,6 +91,9 @@ inline void add_run_options(CLI::App& cmd, RunOptions& o) {
   cmd.add_flag("--force", o.force, "Replace a non-empty --dump directory (refused otherwise)");
   cmd.add_flag("--dump-steps", o.dump_steps, "Also record every decode step as steps.S.*");
   cmd.add_flag("--lazy-experts", o.lazy_experts, "Expand experts on use (bounded memory) instead of at load");
+  cmd.add_flag("--fp8-activations", o.fp8_activations,
+               "FP8 checkpoints with static input scales: quantize each FP8 linear's input to E4M3 with its "
+               "input_scale, as a W8A8 engine does (docs/fp8.md); default: the model as stored");
   cmd.add_flag("-v,--verbose", o.verbose, "Say what is loaded and ignored");
   cmd.add_option("--device", o.device, "cpu (the reference) or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd.add_option("--dtype", o.dtype, "CUDA activation dtype (default bfloat16; bf16, fp16, fp32 also accepted)")

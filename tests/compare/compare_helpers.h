@@ -25,15 +25,17 @@ inline std::string temp_dir(const std::string& name) {
 
 // Runs the reference (S = double for exact, float for fp32) on `ck` and writes a dump; with
 // `rounding` given, every floating tensor is passed through it before storage in `store`.
+// `fp8_activations`: the W8A8 mode (reference/fp8_activation.h), named in the producer.
 template <class S>
 void reference_dump(const Checkpoint& ck, const std::vector<int64_t>& tokens, Precision p, const std::string& dir,
-                    DType store, const std::string& dtype_name, int64_t generate = 0) {
+                    DType store, const std::string& dtype_name, int64_t generate = 0, bool fp8_activations = false) {
   LoadOptions lo;
   lo.resident_experts = false;  // bounded memory (and the resident path of load_layer is not needed)
   const ModelWeights<S> m = load_model<S>(ck, lo);
   DumpWriter w(store);
   KVCache<S> cache = make_cache<S>(ck.config());
-  const Numerics num{p, 1};
+  Numerics num{p, 1};
+  num.fp8_activations = fp8_activations;
   const Tensor<S> logits = forward(m, tokens, cache, num, Recorder{&w, ""});
   if (generate > 0) {
     Generation<S> g = generate_greedy(m, logits, cache, generate, num, &w);
@@ -43,6 +45,7 @@ void reference_dump(const Checkpoint& ck, const std::vector<int64_t>& tokens, Pr
   DumpProducer prod;
   prod.dtype = dtype_name;
   prod.precision = precision_name(p);
+  if (fp8_activations) prod.activations = "fp8-static";
   w.write(dir, make_manifest(prod, ck.config(), ck.dir(), tokens));
 }
 
