@@ -1,7 +1,8 @@
 // hyoracle run --device cuda: the CUDA path's forward pass (prefill, optional greedy generation)
 // written as the same dump as the reference (docs/DUMP_FORMAT.md), through the shared
-// DumpWriter, make_manifest and canonical names. Every tensor is stored as F32 (values of a
-// bf16/fp16 run are exact in F32; the logits are the fp32 lm_head output).
+// DumpWriter, make_manifest and canonical names. Tensors are stored as F32 (values of a
+// bf16/fp16 run are exact in F32; the logits are the fp32 lm_head output), or as F64 on the fp64
+// path (every layer in double, the reference's exact mode operation for operation).
 #include <chrono>
 #include <cstdio>
 
@@ -20,6 +21,7 @@ template <class T>
 const char* dtype_long_name() {
   if constexpr (std::is_same_v<T, cuda::bf16>) return "bfloat16";
   else if constexpr (std::is_same_v<T, cuda::fp16>) return "float16";
+  else if constexpr (std::is_same_v<T, double>) return "float64";
   else return "float32";
 }
 
@@ -44,19 +46,25 @@ int run_cuda(const RunOptions& o) {
   cuda::synchronize();
   const auto t1 = clock::now();
 
-  DumpWriter writer(DType::F32);
+  constexpr bool fp64 = std::is_same_v<T, double>;
+  using A = cuda::acc_t<T>;
+  DumpWriter writer(fp64 ? DType::F64 : DType::F32);
   ActivationSink* sink = o.dump.empty() ? nullptr : &writer;
   cuda::KVCache<T> cache = cuda::make_cache<T>(c, int64_t(o.tokens.size()) + std::max<int64_t>(o.generate, 0));
-  const cuda::DeviceTensor<float> logits = cuda::forward(m, o.tokens, cache, Recorder{sink, ""});
+  const cuda::DeviceTensor<A> logits = cuda::forward(m, o.tokens, cache, Recorder{sink, ""});
   cuda::synchronize();
   const auto t2 = clock::now();
-  cuda::Generation gen;
+  cuda::GenerationOf<A> gen;
   // Without --dump-steps the decode steps run as one captured CUDA graph (cuda/model.h): the
   // same kernels as the recorded path, the same tokens and logits, without per-launch host cost.
-  const bool graph = o.generate > 1 && !o.dump_steps;
+  // The fp64 path synchronises with the host in every MoE block (expert groups), so it cannot be
+  // captured and runs step by step.
+  const bool graph = !fp64 && o.generate > 1 && !o.dump_steps;
   if (o.generate > 0) {
-    gen = graph ? cuda::generate_greedy_graph(m, logits, cache, o.generate)
-                : cuda::generate_greedy(m, logits, cache, o.generate, o.dump_steps ? sink : nullptr);
+    if constexpr (fp64) gen = cuda::generate_greedy(m, logits, cache, o.generate, o.dump_steps ? sink : nullptr);
+    else
+      gen = graph ? cuda::generate_greedy_graph(m, logits, cache, o.generate)
+                  : cuda::generate_greedy(m, logits, cache, o.generate, o.dump_steps ? sink : nullptr);
     if (sink) {
       writer.put_ints(names::kGenerateTokens, {o.generate}, gen.tokens, dataflow::int_dtype_of(names::kGenerateTokens));
       writer.put(names::kGenerateLogits, gen.logits);
@@ -67,11 +75,12 @@ int run_cuda(const RunOptions& o) {
   auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
 
   const int64_t last = logits.rows() - 1;
-  const cuda::DeviceTensor<float> row =
-      cuda::DeviceTensor<float>::view(const_cast<float*>(logits.data()) + last * c.vocab_size, {1, c.vocab_size});
+  const cuda::DeviceTensor<A> row =
+      cuda::DeviceTensor<A>::view(const_cast<A*>(logits.data()) + last * c.vocab_size, {1, c.vocab_size});
   const int64_t next = cuda::argmax_rows(row)[0];
   std::printf("hyoracle run --device cuda: %s\n", checkpoint.c_str());
-  std::printf("  device    %s, activations %s, fp32 accumulation%s\n", g.name.c_str(), cuda::dtype_label<T>(),
+  std::printf("  device    %s, activations %s, %s%s\n", g.name.c_str(), cuda::dtype_label<T>(),
+              fp64 ? "fp64 accumulation (exact mode)" : "fp32 accumulation",
               o.precision != Precision::exact ? " (--precision applies to the CPU reference only; ignored)" : "");
   std::printf("  prefill   %zu tokens, load %.1f ms, forward %.1f ms%s\n", o.tokens.size(), ms(t0, t1), ms(t1, t2),
               sink ? " (with recording)" : "");
@@ -86,7 +95,7 @@ int run_cuda(const RunOptions& o) {
     p.name = "hyoracle-cuda";
     p.device = g.name;
     p.dtype = dtype_long_name<T>();
-    p.precision = cuda::dtype_label<T>();
+    p.precision = fp64 ? "exact" : cuda::dtype_label<T>();
     p.mode = o.generate > 0 ? "generate" : "prefill";
     nlohmann::ordered_json manifest = make_manifest(p, c, checkpoint, o.tokens);
     if (o.random_weights < 0) record_weights_fingerprint(manifest, o.model);
@@ -102,7 +111,8 @@ int run_on_cuda(const RunOptions& o) {
   if (o.dtype == "bfloat16") return run_cuda<cuda::bf16>(o);
   if (o.dtype == "float16") return run_cuda<cuda::fp16>(o);
   if (o.dtype == "float32") return run_cuda<float>(o);
-  fail("--dtype: \"" + o.dtype + "\" is not one of bfloat16, float16, float32");
+  if (o.dtype == "float64") return run_cuda<double>(o);
+  fail("--dtype: \"" + o.dtype + "\" is not one of bfloat16, float16, float32, float64");
 }
 
 }  // namespace hyoracle::cli

@@ -32,7 +32,7 @@ struct RunOptions {
   bool fp8_activations = false;    // W8A8: quantize FP8 linears' inputs with their input_scale
   bool verbose = false;
   std::string device = "cpu";      // cpu | cuda
-  std::string dtype = "bfloat16";  // CUDA activation dtype (canonical name): bfloat16 | float16 | float32
+  std::string dtype = "bfloat16";  // CUDA activation dtype (canonical name): bfloat16 | float16 | float32 | float64
   int64_t random_weights = -1;     // CUDA: build a random model in GPU memory from this seed
   Verbosity verbosity;             // -q, --progress
   bool dry_run = false;            // print an estimate of time, memory and disk; run nothing
@@ -96,8 +96,9 @@ inline void add_run_options(CLI::App& cmd, RunOptions& o) {
                "input_scale, as a W8A8 engine does (docs/fp8.md); default: the model as stored");
   cmd.add_flag("-v,--verbose", o.verbose, "Say what is loaded and ignored");
   cmd.add_option("--device", o.device, "cpu (the reference) or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd.add_option("--dtype", o.dtype, "CUDA activation dtype (default bfloat16; bf16, fp16, fp32 also accepted)")
-      ->transform(dtype_choice({"bfloat16", "float16", "float32"}));
+  cmd.add_option("--dtype", o.dtype, "CUDA activation dtype (default bfloat16; bf16, fp16, fp32, fp64 also accepted; "
+                                     "float64: every layer in double, the exact mode on the GPU)")
+      ->transform(dtype_choice({"bfloat16", "float16", "float32", "float64"}));
   cmd.add_option("--random-weights", o.random_weights, "CUDA: random full-size weights from this fixture seed");
   add_verbosity_options(cmd, o.verbosity, "No summary on stdout and no progress; errors still go to stderr");
   cmd.add_flag("--dry-run", o.dry_run, "Print an estimate of the time, memory and disk from config.json; run nothing");
