@@ -54,4 +54,10 @@ void reference_dump(const Checkpoint& ck, const std::vector<int64_t>& tokens, Pr
 void rewrite_dump(const std::string& src, const std::string& dst, DType store, const std::string& dtype_name,
                   const std::function<void(const std::string&, Tensor<double>&)>& edit);
 
+// Copies the checkpoint `src` (one model.safetensors and its config.json) to `dst` with the F32
+// tensor `name` rewritten by `edit` (its values, row-major, and its shape): a scale read the way
+// a loader bug would read it.
+void copy_with_edited_scale(const std::string& src, const std::string& dst, const std::string& name,
+                            const std::function<void(std::vector<float>&, const std::vector<int64_t>&)>& edit);
+
 }  // namespace hyoracle::testing

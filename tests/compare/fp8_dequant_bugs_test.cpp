@@ -6,12 +6,9 @@
 // from compare's output.
 #include <gtest/gtest.h>
 
-#include <cstring>
 #include <filesystem>
-#include <functional>
 
 #include "compare/compare.h"
-#include "io/safetensors.h"
 #include "tests/compare/compare_helpers.h"
 
 namespace hyoracle::testing {
@@ -29,31 +26,6 @@ CheckpointSpec fp8_spec(QuantKind quant, int64_t b0, int64_t b1) {
   s.fp8_block_rows = b0;
   s.fp8_block_cols = b1;
   return s;
-}
-
-// Copies the checkpoint `src` (one model.safetensors) to `dst` with the F32 tensor `name`
-// rewritten by `edit` (its values, row-major, and its shape).
-void copy_with_edited_scale(const std::string& src, const std::string& dst, const std::string& name,
-                            const std::function<void(std::vector<float>&, const std::vector<int64_t>&)>& edit) {
-  std::filesystem::create_directories(dst);
-  std::filesystem::copy_file(src + "/config.json", dst + "/config.json");
-  const SafetensorsFile f(src + "/model.safetensors");
-  std::vector<RawTensor> out;
-  bool found = false;
-  for (const TensorInfo& t : f.tensors()) {
-    std::vector<uint8_t> bytes(f.data(t), f.data(t) + (t.end - t.begin));
-    if (t.name == name) {
-      found = true;
-      ASSERT_EQ(t.dtype, DType::F32);
-      std::vector<float> v(size_t(t.numel()));
-      std::memcpy(v.data(), bytes.data(), bytes.size());
-      edit(v, t.shape);
-      std::memcpy(bytes.data(), v.data(), bytes.size());
-    }
-    out.push_back({t.name, t.dtype, t.shape, std::move(bytes)});
-  }
-  ASSERT_TRUE(found) << name;
-  write_safetensors(dst + "/model.safetensors", out, f.metadata());
 }
 
 // The first divergence compare --model names for the engine run on `bug_ckpt`.
