@@ -774,7 +774,12 @@ void Walk::run() {
     // The replay computes the model the baseline computed: the W8A8 one when its producer says
     // its FP8 linears' inputs were quantized (producer.activations "fp8-static").
     const bool fp8 = b.manifest().contains("producer") && b.manifest()["producer"].value("activations", "") == "fp8-static";
-    tf = std::make_unique<TeacherForcing>(opt.model_dir, t, positions, opt.threads, fp8);
+    tf = std::make_unique<TeacherForcing>(opt.model_dir, t, positions, opt.threads, fp8,
+                                          make_replay_device(opt.device, opt.threads));
+    if (opt.device != "cpu")
+      rep.notes.push_back("teacher forcing replayed on " + tf->device_name() +
+                          ": every replayed step in float64 (cuBLAS DGEMM), the CPU reference's formulas in another "
+                          "summation order; the CPU replay (--device cpu) is the ground truth");
     if (fp8) rep.notes.push_back("the baseline is the W8A8 model (FP8 inputs at every FP8 linear, static input scales); "
                                  "steps are replayed the same way");
     // The checkpoint must be the one the dumps were made from: a same-shape checkpoint with other

@@ -42,6 +42,9 @@ struct CompareOptions {
   int64_t layer_first = 0, layer_last = -1;        // --layers A:B (inclusive A, exclusive B; -1 = all)
   bool fail_fast = false;                          // stop after the first failing tensor
   int threads = 1;                                 // reference threads for teacher forcing
+  // Where teacher forcing's products run (compare/replay_device.h): "cpu" (the reference, the
+  // ground truth) or "cuda" (the fp64 CUDA layers; same formulas in double, other summation order).
+  std::string device = "cpu";
   std::string routed_experts_file;                 // optional vLLM/SGLang export: safetensors [T, L, k] ids
   // Called before each tensor of the walk (done counts from 1) with the bytes read so far, for
   // progress lines on long comparisons; unset: nothing is called.

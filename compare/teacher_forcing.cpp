@@ -126,8 +126,8 @@ double rel_rows(const Tensor<double>& a, const Tensor<double>& b, std::vector<do
 }  // namespace
 
 TeacherForcing::TeacherForcing(const std::string& model_dir, const Dump& target, std::vector<int64_t> prefill_positions,
-                               int threads, bool fp8_activations)
-    : ck_(model_dir), t_(target), prefill_pos_(std::move(prefill_positions)), threads_(threads), fp8_(fp8_activations) {
+                               int threads, bool fp8_activations, std::unique_ptr<ReplayDevice> device)
+    : ck_(model_dir), dev_(device ? std::move(device) : make_cpu_replay_device(threads)), t_(target), prefill_pos_(std::move(prefill_positions)), threads_(threads), fp8_(fp8_activations) {
   u_run_ = unit_roundoff(t_.producer("dtype")).value_or(0x1p-24);
 }
 
@@ -135,6 +135,7 @@ TeacherForcing::~TeacherForcing() = default;
 
 const LayerWeights<double>& TeacherForcing::layer(int64_t L) {
   if (loaded_ != L) {
+    dev_->release_weights();      // the device's copies of the previous layer's weights go first
     w_ = LayerWeights<double>{};  // free the previous layer first: one layer's weights at a time
     loaded_ = -1;
     w_ = load_layer<double>(ck_, L, /*resident_experts=*/false);
@@ -330,14 +331,14 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
   auto lin = [&](const Tensor<double>& w, std::vector<int64_t> shape, double input_scale = 0) {
     meta->reduction_k = w.cols();
     auto f = [&, shape, input_scale](const std::vector<const Tensor<double>*>& a) {
-      Tensor<double> y = linear_input_quantized(Tensor<double>({a[0]->numel() / w.cols(), w.cols()}, a[0]->data), w,
-                                                input_scale, fp8_, threads_);
+      Tensor<double> y = fp8_ && input_scale > 0 ? dev_->linear(quantize_activation_fp8(*a[0], input_scale), w)
+                                                 : dev_->linear(*a[0], w);
       y.shape = shape;
       return y;
     };
     auto v = both(f);
     if (ctx.depth == 0)  // the judged step: its conditioning sets the accumulation budget
-      meta->kappa = dot_conditioning(Tensor<double>({in[0].x.numel() / w.cols(), w.cols()}, in[0].x.data), w, threads_);
+      meta->kappa = dev_->dot_conditioning(in[0].x, w);
     return v;
   };
   auto norm = [&](const Tensor<double>& w, int64_t width) {
@@ -415,13 +416,12 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
     if (step == 0) kpos = pos;
     in.push_back(std::move(k));
     in.push_back(std::move(v));
-    meta->gain = attention_rounding_gain(in[0].x, in[1].x, in[2].x, pos, kpos);
+    meta->gain = dev_->attention_gain(in[0].x, in[1].x, in[2].x, pos, kpos);
     // P·V sums over up to Tk keys (and Q·K over d): accumulation error grows like √K·u_acc,
     // which the rounding gain above does not cover (it matters for fp32 targets at long T).
     meta->reduction_k = std::max<int64_t>(in[1].x.dim(0), d);
     return both([&](const std::vector<const Tensor<double>*>& a) {
-      Tensor<double> y = attention(*a[0], *a[1], *a[2], pos, kpos, num);
-      return y;
+      return dev_->attention(*a[0], *a[1], *a[2], pos, kpos);
     });
   }
   for (const std::string& i : st->inputs)
@@ -450,7 +450,7 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
   if (s == "post_norm") return norm(layer(L).post_norm, c.hidden_size);
   if (s == "mlp.out") {
     meta->reduction_k = c.intermediate_size;
-    return both([&](const std::vector<const Tensor<double>*>& a) { return swiglu_mlp(*a[0], layer(L).mlp, threads_, fp8_); });
+    return both([&](const std::vector<const Tensor<double>*>& a) { return dev_->mlp(*a[0], layer(L).mlp, fp8_); });
   }
   if (s == "moe.router_logits") return lin(layer(L).router, {T, c.num_experts});
   if (s == "moe.scores" && c.router == RouterKind::softmax)
@@ -475,7 +475,7 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
   if (s == "moe.shared_out") {
     if (c.shared_width() == 0) return std::nullopt;
     meta->reduction_k = c.shared_width();
-    return both([&](const std::vector<const Tensor<double>*>& a) { return swiglu_mlp(*a[0], layer(L).shared, threads_, fp8_); });
+    return both([&](const std::vector<const Tensor<double>*>& a) { return dev_->mlp(*a[0], layer(L).shared, fp8_); });
   }
   const int64_t k = c.num_experts_per_tok, E = c.num_experts;
   if (s == "moe.topk_weights")
@@ -501,7 +501,7 @@ std::optional<TeacherForcing::Val> TeacherForcing::compute(const std::string& fu
       for (double x : a[1]->data) ro.ids.push_back(int64_t(x));
       ro.weights = *a[2];
       ro.k = k;
-      return routed_experts(*a[0], ro, layer(L).experts, threads_, fp8_);
+      return dev_->routed_experts(*a[0], ro, layer(L).experts, fp8_);
     });
     if (ctx.depth == 0)
       for (Val& v : in) meta->inputs.push_back(std::move(v.x));
@@ -537,7 +537,7 @@ std::vector<PartScale> TeacherForcing::part_scales(const std::string& full, cons
         for (int64_t i = 0; i < d; ++i) xh.data[size_t(t * d + i)] = ctx.data[size_t(t * nq * d + h * d + i)];
       for (int64_t o = 0; o < H; ++o)
         for (int64_t i = 0; i < d; ++i) wh.data[size_t(o * d + i)] = wo.data[size_t(o * nq * d + h * d + i)];
-      const Tensor<double> ch = linear(xh, wh, threads_);
+      const Tensor<double> ch = dev_->linear_once(xh, wh);
       for (int64_t t = 0; t < T; ++t) fit.add(h, t, ch.row(t), composed(t));
     }
     return fit.fits();
@@ -549,7 +549,6 @@ std::vector<PartScale> TeacherForcing::part_scales(const std::string& full, cons
     const Tensor<double>& w = rp.inputs[2];
     if (u.numel() != T * H || ids.numel() != T * k || w.numel() != T * k) return {};
     PartScaleFit fit(E, e);
-    MlpWeights<double> scratch;
     for (int64_t ex = 0; ex < E; ++ex) {
       std::vector<std::pair<int64_t, double>> rows;  // (token, weight)
       for (int64_t t = 0; t < T; ++t)
@@ -558,7 +557,7 @@ std::vector<PartScale> TeacherForcing::part_scales(const std::string& full, cons
       if (rows.empty()) continue;
       Tensor<double> x({int64_t(rows.size()), H});
       for (size_t r = 0; r < rows.size(); ++r) std::copy_n(u.row(rows[r].first), H, x.row(int64_t(r)));
-      const Tensor<double> y = swiglu_mlp(x, layer(L).experts.get(ex, scratch), threads_, fp8_);
+      const Tensor<double> y = dev_->expert(x, layer(L).experts, ex, fp8_);
       std::vector<double> cr(static_cast<size_t>(H));
       for (size_t r = 0; r < rows.size(); ++r) {
         for (int64_t i = 0; i < H; ++i) cr[size_t(i)] = rows[r].second * y.row(int64_t(r))[i];

@@ -41,6 +41,7 @@
 #include "reference/dataflow.h"
 #include "reference/model.h"
 #include "compare/part_scale.h"
+#include "compare/replay_device.h"
 
 namespace hyoracle::compare {
 
@@ -75,10 +76,13 @@ class TeacherForcing {
   // recomputed intermediates.
   // `fp8_activations`: replay the W8A8 model (each FP8 linear's input quantized with its static
   // input scale, reference/fp8_activation.h), as the baseline was computed.
+  // `device`: where the products run (replay_device.h); null: the CPU reference.
   TeacherForcing(const std::string& model_dir, const Dump& target, std::vector<int64_t> prefill_positions,
-                 int threads, bool fp8_activations = false);
+                 int threads, bool fp8_activations = false, std::unique_ptr<ReplayDevice> device = nullptr);
   ~TeacherForcing();
   const ModelConfig& config() const { return ck_.config(); }
+  // The replay device's name ("cpu", "cuda (<GPU>)").
+  std::string device_name() const { return dev_->name(); }
   // The F32 expert_bias of an MoE layer (for margins and routing), empty for dense layers.
   std::vector<double> expert_bias(int64_t layer);
   // f_ref on the target's inputs (composed where the target lacks them) for a canonical tensor;
@@ -110,6 +114,7 @@ class TeacherForcing {
   dataflow::LayerKind kind(int64_t L) const;
 
   Checkpoint ck_;
+  std::unique_ptr<ReplayDevice> dev_;
   const Dump& t_;
   std::vector<int64_t> prefill_pos_;
   int threads_;
