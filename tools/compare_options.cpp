@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "io/dump.h"
+#include "compare/replay_device.h"
 #include "util/error.h"
 #include "tools/estimate.h"
 #include "io/output.h"
@@ -22,6 +23,10 @@ void add_compare_options(CLI::App& cmd, CompareCliOptions& o) {
   cmd.add_flag("--no-teacher-forcing", o.no_teacher_forcing,
                "Judge total error only, although the model is known (faster; a screening, not a verdict)");
   cmd.add_option("--threads", o.threads, "Reference threads for teacher forcing")->check(CLI::Range(1, 1024));
+  cmd.add_option("--device", o.device,
+                 "Where teacher forcing's products run: cpu (the reference, default) or cuda (fp64 on the GPU; "
+                 "the same verdicts, much faster)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   add_verbosity_options(cmd, o.verbosity, "No terminal summary or progress; errors still go to stderr");
 }
 
@@ -56,6 +61,8 @@ compare::CompareOptions make_compare_options(const CompareCliOptions& o, const s
   compare::CompareOptions opt;
   opt.model_dir = o.no_teacher_forcing ? "" : model_dir;
   opt.threads = o.threads;
+  opt.device = o.device;
+  if (opt.device != "cpu" && !opt.model_dir.empty()) compare::make_replay_device(opt.device, opt.threads);
   opt.fail_fast = o.fail_fast;
   if (!o.rules.empty()) opt.rules = compare::load_rules(o.rules);
   if (!o.layers.empty()) parse_layers(o.layers, opt);

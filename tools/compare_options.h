@@ -20,11 +20,12 @@ struct CompareCliOptions {
   bool fail_fast = false;
   bool no_teacher_forcing = false;   // judge total error only even when the model is known
   int threads = 1;                   // reference threads for teacher forcing
+  std::string device = "cpu";        // where teacher forcing's products run: cpu | cuda
   Verbosity verbosity;               // -q, --progress
 };
 
 // Registers --json, --markdown, --html, --csv, --jsonl, --rules, --layers, --fail-fast, --no-teacher-forcing,
-// --threads, -q and --progress on `cmd`.
+// --threads, --device, -q and --progress on `cmd`.
 void add_compare_options(CLI::App& cmd, CompareCliOptions& o);
 
 // --layers A:B (A inclusive, B exclusive), A:, :B or A alone into options.layer_first/last.
@@ -35,6 +36,8 @@ void check_report_paths(const CompareCliOptions& o, const std::vector<std::strin
 
 // Compare's options from the shared ones. Teacher forcing is on whenever the model is known
 // (`model_dir` non-empty: compare's --model, check's fixture) unless --no-teacher-forcing.
+// --device cuda with teacher forcing is checked here: a build without CUDA or no usable GPU is a
+// one-line Error "--device cuda: ..." before any work.
 compare::CompareOptions make_compare_options(const CompareCliOptions& o, const std::string& model_dir);
 
 // compare's progress hook reporting through `p`: "tensor i/N (name, X read)". `p` must outlive it.
