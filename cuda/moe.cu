@@ -224,7 +224,7 @@ void routed_experts(const DeviceTensor<T>& u, const RouterOutputOf<acc_t<T>>& r,
 template <class T>
 MoeOutput<T> moe_block(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& bias,
                        const ExpertWeights<T>& experts, const MlpWeights<T>& shared, int64_t k, double scaling,
-                       bool renormalize) {
+                       bool renormalize, RouterKind kind) {
   MoeOutput<T> m;
   m.routed = DeviceTensor<T>(u.shape);
   m.shared = DeviceTensor<T>(u.shape);
@@ -239,12 +239,12 @@ MoeOutput<T> moe_block(const DeviceTensor<T>& u, const DeviceTensor<float>& w_ro
     if (fold && T_ >= 1 && T_ <= kRouteSortMaxT && E + 1 <= kSortMaxGroups && !(unfused && *unfused == '1')) {
       SortTargets o;
       const ExpertSort s = allocate_sort(T_ * k, E, T_, &o);
-      m.router = route_and_sort(u, w_router, bias, k, scaling, renormalize, o);
+      m.router = route_and_sort(u, w_router, bias, k, scaling, renormalize, o, kind);
       experts_forward(u, m.router, &s, experts, &shared, m.routed, &m.shared, &m.out);
       return m;
     }
   }
-  m.router = route(u, w_router, bias, k, scaling, renormalize);
+  m.router = route(u, w_router, bias, k, scaling, renormalize, kind);
   if (fold) {  // the shared expert as one more group of the grouped GEMMs; combine adds it
     experts_forward<T>(u, m.router, nullptr, experts, &shared, m.routed, &m.shared, &m.out);
     return m;
@@ -262,7 +262,7 @@ template void routed_experts<double>(const DeviceTensor<double>&, const RouterOu
                                      const ExpertWeights<double>&, DeviceTensor<double>&);
 template MoeOutput<double> moe_block<double>(const DeviceTensor<double>&, const DeviceTensor<float>&,
                                              const DeviceTensor<float>&, const ExpertWeights<double>&,
-                                             const MlpWeights<double>&, int64_t, double, bool);
+                                             const MlpWeights<double>&, int64_t, double, bool, RouterKind);
 template void routed_experts<float>(const DeviceTensor<float>&, const RouterOutput&, const ExpertWeights<float>&,
                                     DeviceTensor<float>&);
 template void routed_experts<bf16>(const DeviceTensor<bf16>&, const RouterOutput&, const ExpertWeights<bf16>&,
@@ -270,10 +270,10 @@ template void routed_experts<bf16>(const DeviceTensor<bf16>&, const RouterOutput
 template void routed_experts<fp16>(const DeviceTensor<fp16>&, const RouterOutput&, const ExpertWeights<fp16>&,
                                    DeviceTensor<fp16>&);
 template MoeOutput<float> moe_block<float>(const DeviceTensor<float>&, const DeviceTensor<float>&, const DeviceTensor<float>&,
-                                           const ExpertWeights<float>&, const MlpWeights<float>&, int64_t, double, bool);
+                                           const ExpertWeights<float>&, const MlpWeights<float>&, int64_t, double, bool, RouterKind);
 template MoeOutput<bf16> moe_block<bf16>(const DeviceTensor<bf16>&, const DeviceTensor<float>&, const DeviceTensor<float>&,
-                                         const ExpertWeights<bf16>&, const MlpWeights<bf16>&, int64_t, double, bool);
+                                         const ExpertWeights<bf16>&, const MlpWeights<bf16>&, int64_t, double, bool, RouterKind);
 template MoeOutput<fp16> moe_block<fp16>(const DeviceTensor<fp16>&, const DeviceTensor<float>&, const DeviceTensor<float>&,
-                                         const ExpertWeights<fp16>&, const MlpWeights<fp16>&, int64_t, double, bool);
+                                         const ExpertWeights<fp16>&, const MlpWeights<fp16>&, int64_t, double, bool, RouterKind);
 
 }  // namespace hyoracle::cuda

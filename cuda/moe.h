@@ -15,7 +15,7 @@
 //            (one shared expert: Hy3 and Hy-MT2) it runs as one more group of the same two grouped
 //            GEMMs, over all T tokens (rows T·k .. T·k+T−1); otherwise through mlp.h.
 //   MoE(u) = T(routed + shared)                                    (R13), in the combine kernel
-// Router: router.h (T <= 16 tokens use its own fp32 logits kernel, more use cuBLAS).
+// Router: router.h, sigmoid + bias (hy_v3) or softmax (Hunyuan v1) by `kind` (T <= 16 tokens use its own fp32 logits kernel, more use cuBLAS).
 // Decode (T <= 16, shared expert folded): 4 launches: route_and_sort (router.h: logits, top-k and
 // the sort in one kernel), gate_up+SwiGLU GEMV, down GEMV, combine. Larger T: route (convert,
 // cuBLAS logits, top-k), sort (three chunked launches past 8192 slots), the two tensor-core grouped
@@ -67,6 +67,6 @@ struct MoeOutput {
 template <class T>
 MoeOutput<T> moe_block(const DeviceTensor<T>& u, const DeviceTensor<float>& w_router, const DeviceTensor<float>& expert_bias,
                        const ExpertWeights<T>& experts, const MlpWeights<T>& shared, int64_t k, double scaling,
-                       bool renormalize);
+                       bool renormalize, RouterKind kind = RouterKind::sigmoid_bias);
 
 }  // namespace hyoracle::cuda
