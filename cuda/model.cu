@@ -4,6 +4,7 @@
 
 #include "cuda/embedding.h"
 #include "cuda/matmul.h"
+#include "reference/model.h"
 #include "reference/names.h"
 #include "cuda/record.h"
 #include "cuda/rms_norm.h"
@@ -14,12 +15,6 @@ namespace {
 
 std::string layer_name(int64_t L, const std::string& what) { return "model.layers." + std::to_string(L) + "." + what; }
 
-// A weight in T (float values rounded to T; for T = double the stored values exactly).
-template <class T>
-DeviceTensor<T> load(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape) {
-  return upload<T>(ck.load<host_t<T>>(name, shape));
-}
-
 // The fp64 path holds its large matrices in bf16 (weight_t<double>): a stored value that bf16
 // cannot hold would be rounded, so it is refused instead.
 void require_bf16_exact(const Tensor<float>& t, const std::string& name) {
@@ -28,16 +23,15 @@ void require_bf16_exact(const Tensor<float>& t, const std::string& name) {
       fail(name + ": value " + std::to_string(t.data[i]) + " at element " + std::to_string(i) +
            " is not a bf16 value; the fp64 CUDA path holds the large matrices as bf16 (use the CPU reference)");
 }
-// A large matrix for the path of activation type T, held as weight_t<T>.
+// Host values of a large matrix, checked for the path of activation type T (held as weight_t<T>).
 template <class T>
-Tensor<float> load_matrix_values(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape) {
-  Tensor<float> t = ck.load<float>(name, shape);
+const Tensor<float>& matrix_values(const Tensor<float>& t, const std::string& name) {
   if constexpr (std::is_same_v<T, double>) require_bf16_exact(t, name);
   return t;
 }
 template <class T>
-DeviceTensor<weight_t<T>> load_matrix(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape) {
-  return upload<weight_t<T>>(load_matrix_values<T>(ck, name, shape));
+DeviceTensor<weight_t<T>> upload_matrix(const Tensor<float>& t, const std::string& name) {
+  return upload<weight_t<T>>(matrix_values<T>(t, name));
 }
 
 // Copies host values (rounded to T) into `dst` at element offset `at`.
@@ -49,13 +43,63 @@ void put(DeviceTensor<T>& dst, int64_t at, const Tensor<float>& host) {
   synchronize();
 }
 
+// A SwiGLU block [gate; up] [2I, H] and down [H, I] at element offsets `gate_up_at`, `down_at` of
+// the device tensors (one MLP, or expert e of a layer's stacked experts).
 template <class T>
-MlpWeights<T> load_mlp(const Checkpoint& ck, const std::string& prefix, int64_t I, int64_t H) {
+void put_mlp(const hyoracle::MlpWeights<float>& h, const std::string& name, DeviceTensor<weight_t<T>>& gate_up,
+             int64_t gate_up_at, DeviceTensor<weight_t<T>>& down, int64_t down_at) {
+  put(gate_up, gate_up_at, matrix_values<T>(h.gate, name + "gate_proj.weight"));
+  put(gate_up, gate_up_at + h.gate.numel(), matrix_values<T>(h.up, name + "up_proj.weight"));
+  put(down, down_at, matrix_values<T>(h.down, name + "down_proj.weight"));
+}
+template <class T>
+MlpWeights<T> upload_mlp(const hyoracle::MlpWeights<float>& h, const std::string& name) {
   MlpWeights<T> w;
-  w.gate_up = DeviceTensor<weight_t<T>>({2 * I, H});
-  put(w.gate_up, 0, load_matrix_values<T>(ck, prefix + "gate_proj.weight", {I, H}));
-  put(w.gate_up, I * H, load_matrix_values<T>(ck, prefix + "up_proj.weight", {I, H}));
-  w.down = load_matrix<T>(ck, prefix + "down_proj.weight", {H, I});
+  w.gate_up = DeviceTensor<weight_t<T>>({2 * h.gate.dim(0), h.gate.dim(1)});
+  w.down = DeviceTensor<weight_t<T>>(h.down.shape);
+  put_mlp<T>(h, name, w.gate_up, 0, w.down, 0);
+  return w;
+}
+
+// Layer L of the checkpoint, read by the reference's loader (reference/model.h load_layer: the
+// family's tensor names, Tencent's fused qkv_proj / gate_and_up_proj rows, cross layers without
+// k/v, the F32 router and expert_bias; experts referenced, not expanded) and uploaded: norms in
+// T, large matrices in weight_t<T>, router and bias in fp32 (a softmax router's bias: zeros).
+// Experts are expanded and uploaded one at a time.
+template <class T>
+LayerWeights<T> upload_layer(const Checkpoint& ck, int64_t L) {
+  const hyoracle::LayerWeights<float> h = hyoracle::load_layer<float>(ck, L, /*resident_experts=*/false);
+  auto n = [&](const std::string& what) { return layer_name(L, what); };
+  LayerWeights<T> w;
+  w.input_norm = upload<T>(h.input_norm);
+  w.q_norm = upload<T>(h.q_norm);
+  w.k_norm = upload<T>(h.k_norm);
+  w.post_norm = upload<T>(h.post_norm);
+  w.wq = upload_matrix<T>(h.wq, n("self_attn.q_proj.weight"));
+  if (!h.wk.shape.empty()) {
+    w.wk = upload_matrix<T>(h.wk, n("self_attn.k_proj.weight"));
+    w.wv = upload_matrix<T>(h.wv, n("self_attn.v_proj.weight"));
+  }
+  w.wo = upload_matrix<T>(h.wo, n("self_attn.o_proj.weight"));
+  w.dense = h.dense;
+  if (w.dense) {
+    w.mlp = upload_mlp<T>(h.mlp, n("mlp."));
+    return w;
+  }
+  w.router = upload<float>(h.router);
+  w.expert_bias = upload<float>(h.expert_bias);
+  if (!h.shared.gate.shape.empty()) w.shared = upload_mlp<T>(h.shared, n("mlp.shared_mlp."));
+  const int64_t E = h.experts.count(), H = h.router.dim(1);
+  hyoracle::MlpWeights<float> scratch;
+  for (int64_t e = 0; e < E; ++e) {
+    const hyoracle::MlpWeights<float>& x = h.experts.get(e, scratch);
+    const int64_t I = x.gate.dim(0);
+    if (e == 0) {
+      w.experts.gate_up = DeviceTensor<weight_t<T>>({E, 2 * I, H});
+      w.experts.down = DeviceTensor<weight_t<T>>({E, H, I});
+    }
+    put_mlp<T>(x, n("mlp.experts." + std::to_string(e) + "."), w.experts.gate_up, e * 2 * I * H, w.experts.down, e * H * I);
+  }
   return w;
 }
 
@@ -149,62 +193,24 @@ __global__ void argmax_advance(const float* x, int64_t n, int64_t* token, int64_
   }
 }
 
-// The CUDA path implements the hy_v3 family's layer (norms before RoPE, the sigmoid router with
-// expert_bias, no cross-layer attention); another family is refused rather than run wrongly.
-void require_hy_v3(const ModelConfig& c) {
-  if (c.family != Family::hy_v3)
-    fail(c.source + ": model_type \"" + c.model_type + "\" (family " + family_name(c.family) +
-         ") is not on the CUDA path; the CPU reference runs it (leave out --device cuda)");
-}
-
 }  // namespace
 
 template <class T>
 ModelWeights<T> load_model(const Checkpoint& ck) {
-  require_hy_v3(ck.config());
   ModelWeights<T> m;
   m.config = ck.config();
   const ModelConfig& c = m.config;
-  const int64_t H = c.hidden_size, A = c.q_width(), Kv = c.kv_width(), d = c.head_dim, V = c.vocab_size;
-  m.embed = load_matrix<T>(ck, "model.embed_tokens.weight", {V, H});
-  m.final_norm = load<T>(ck, "model.norm.weight", {H});
-  m.lm_head = c.tie_word_embeddings ? m.embed : load_matrix<T>(ck, "lm_head.weight", {V, H});
+  const int64_t H = c.hidden_size, V = c.vocab_size;
+  m.embed = upload_matrix<T>(ck.load<float>("model.embed_tokens.weight", {V, H}), "model.embed_tokens.weight");
+  m.final_norm = upload<T>(ck.load<host_t<T>>("model.norm.weight", {H}));
+  m.lm_head = c.tie_word_embeddings ? m.embed : upload_matrix<T>(ck.load<float>("lm_head.weight", {V, H}), "lm_head.weight");
   m.layers.resize(size_t(c.num_hidden_layers));
-  for (int64_t L = 0; L < c.num_hidden_layers; ++L) {
-    auto n = [&](const std::string& what) { return layer_name(L, what); };
-    LayerWeights<T>& w = m.layers[L];
-    w.input_norm = load<T>(ck, n("input_layernorm.weight"), {H});
-    w.wq = load_matrix<T>(ck, n("self_attn.q_proj.weight"), {A, H});
-    w.wk = load_matrix<T>(ck, n("self_attn.k_proj.weight"), {Kv, H});
-    w.wv = load_matrix<T>(ck, n("self_attn.v_proj.weight"), {Kv, H});
-    w.wo = load_matrix<T>(ck, n("self_attn.o_proj.weight"), {H, A});
-    w.q_norm = load<T>(ck, n("self_attn.q_norm.weight"), {d});
-    w.k_norm = load<T>(ck, n("self_attn.k_norm.weight"), {d});
-    w.post_norm = load<T>(ck, n("post_attention_layernorm.weight"), {H});
-    w.dense = c.is_dense(L);
-    if (w.dense) {
-      w.mlp = load_mlp<T>(ck, n("mlp."), c.intermediate_size, H);
-      continue;
-    }
-    const int64_t E = c.num_experts, I = c.moe_intermediate_size, Is = c.shared_width();
-    w.router = load<float>(ck, n("mlp.router.gate.weight"), {E, H});
-    w.expert_bias = upload<float>(ck.load<float>(n("mlp.expert_bias"), {E}, /*f32_only=*/true));
-    if (Is > 0) w.shared = load_mlp<T>(ck, n("mlp.shared_mlp."), Is, H);
-    w.experts.gate_up = DeviceTensor<weight_t<T>>({E, 2 * I, H});
-    w.experts.down = DeviceTensor<weight_t<T>>({E, H, I});
-    for (int64_t e = 0; e < E; ++e) {
-      const std::string p = n("mlp.experts." + std::to_string(e) + ".");
-      put(w.experts.gate_up, e * 2 * I * H, load_matrix_values<T>(ck, p + "gate_proj.weight", {I, H}));
-      put(w.experts.gate_up, e * 2 * I * H + I * H, load_matrix_values<T>(ck, p + "up_proj.weight", {I, H}));
-      put(w.experts.down, e * H * I, load_matrix_values<T>(ck, p + "down_proj.weight", {H, I}));
-    }
-  }
+  for (int64_t L = 0; L < c.num_hidden_layers; ++L) m.layers[L] = upload_layer<T>(ck, L);
   return m;
 }
 
 template <class T>
 ModelWeights<T> random_model(const ModelConfig& c, uint64_t seed) {
-  require_hy_v3(c);
   ModelWeights<T> m;
   m.config = c;
   const int64_t H = c.hidden_size, A = c.q_width(), Kv = c.kv_width(), d = c.head_dim, V = c.vocab_size;
@@ -222,8 +228,10 @@ ModelWeights<T> random_model(const ModelConfig& c, uint64_t seed) {
     LayerWeights<T>& w = m.layers[L];
     w.input_norm = norm(n("input_layernorm.weight"), H);
     w.wq = lin(n("self_attn.q_proj.weight"), {A, H});
-    w.wk = lin(n("self_attn.k_proj.weight"), {Kv, H});
-    w.wv = lin(n("self_attn.v_proj.weight"), {Kv, H});
+    if (c.owns_kv(L)) {  // a cross layer has no k/v projections
+      w.wk = lin(n("self_attn.k_proj.weight"), {Kv, H});
+      w.wv = lin(n("self_attn.v_proj.weight"), {Kv, H});
+    }
     w.wo = lin(n("self_attn.o_proj.weight"), {H, A});
     w.q_norm = norm(n("self_attn.q_norm.weight"), d);
     w.k_norm = norm(n("self_attn.k_norm.weight"), d);
@@ -237,7 +245,12 @@ ModelWeights<T> random_model(const ModelConfig& c, uint64_t seed) {
     }
     const int64_t E = c.num_experts, Is = c.shared_width();
     w.router = random_tensor<float>(seed, n("mlp.router.gate.weight"), {E, H}, 0.0, 3.0 / std::sqrt(double(H)));
-    w.expert_bias = random_tensor<float>(seed, n("mlp.expert_bias"), {E}, 0.0, 0.05, /*f32_exact=*/true);
+    if (c.has_expert_bias()) {
+      w.expert_bias = random_tensor<float>(seed, n("mlp.expert_bias"), {E}, 0.0, 0.05, /*f32_exact=*/true);
+    } else {  // the softmax router reads no bias
+      w.expert_bias = DeviceTensor<float>({E});
+      check(cudaMemsetAsync(w.expert_bias.data(), 0, size_t(E) * sizeof(float), gpu().stream), "random_model: bias");
+    }
     if (Is > 0) {
       w.shared.gate_up = lin(n("mlp.shared_mlp.gate_up_proj.weight"), {2 * Is, H});
       w.shared.down = lin(n("mlp.shared_mlp.down_proj.weight"), {H, Is});
@@ -287,7 +300,8 @@ DeviceTensor<acc_t<T>> forward(const ModelWeights<T>& m, const std::vector<int64
   DeviceTensor<T> x({T_, H});
   embedding(m.embed, ids, x);
   record(rec, names::kEmbed, x);
-  for (int64_t L = 0; L < c.num_hidden_layers; ++L) x = decoder_layer(x, L, m.layers[L], c, positions, cache.layers[L], rec);
+  for (int64_t L = 0; L < c.num_hidden_layers; ++L)
+    x = decoder_layer(x, L, m.layers[L], c, positions, cache.layers[L], rec, &cache.layers[c.kv_source(L)]);
   DeviceTensor<T> h({T_, H});
   rms_norm(x, m.final_norm, c.rms_norm_eps, h);
   record(rec, names::kFinalNorm, h);
@@ -344,6 +358,11 @@ std::unique_ptr<DecodeGraph<T>> capture_decode_step(const ModelWeights<T>& m, KV
   check(cudaMemsetAsync(g->bad_id.data(), 0, 4, gpu().stream), "decode graph: bad_id");
   synchronize();
 
+  // The eager steps' raw k/v (kept for cross layers) are dropped before the capture: the graph
+  // must free only what it allocates.
+  for (auto& l : cache.layers) l.step_k = DeviceTensor<T>(), l.step_v = DeviceTensor<T>();
+  synchronize();
+
   cudaStream_t s = gpu().stream;
   cudaGraph_t graph = nullptr;
   check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "decode graph: begin capture");
@@ -351,7 +370,11 @@ std::unique_ptr<DecodeGraph<T>> capture_decode_step(const ModelWeights<T>& m, KV
     DeviceTensor<T> x({1, H});
     embedding(m.embed, g->token, x, g->bad_id.data());
     for (int64_t L = 0; L < c.num_hidden_layers; ++L)
-      x = decoder_layer_at(x, L, m.layers[L], c, g->position, cache.layers[L], capacity, Recorder{});
+      x = decoder_layer_at(x, L, m.layers[L], c, g->position, cache.layers[L], capacity, Recorder{},
+                           &cache.layers[c.kv_source(L)]);
+    // The step's raw k/v were allocated in the capture: freed in it too, so the graph holds no
+    // allocation past its end and can be replayed.
+    for (auto& l : cache.layers) l.step_k = DeviceTensor<T>(), l.step_v = DeviceTensor<T>();
     DeviceTensor<T> h({1, H});
     rms_norm(x, m.final_norm, c.rms_norm_eps, h);
     if constexpr (std::is_same_v<T, float>) linear(h, m.lm_head, g->logits);

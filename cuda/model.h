@@ -1,10 +1,14 @@
-// model.h: the whole hy_v3 model on the GPU (docs/model.md §4.11): weights in GPU memory,
-// prefill, incremental decode with the KV cache, greedy generation.
+// model.h: the whole model on the GPU, hy_v3 (docs/model.md §4.11) or Hunyuan v1
+// (docs/hunyuan_v1.md): weights in GPU memory, prefill, incremental decode with the KV cache,
+// greedy generation.
 //
-//   x = Embed(ids);  for L in 0..num_hidden_layers-1: x = decoder_layer(x, L)
+//   x = Embed(ids);  for L in 0..num_hidden_layers-1: x = decoder_layer(x, L)   (a cross layer
+//       reads the step's raw k/v of layer c.kv_source(L): the layers run in order, so the source
+//       has always run first)
 //   logits = fp32( RMSNorm(x; model.norm) · W_lmᵀ )   (T inputs, fp32 accumulate and output: the
 //            "fp32 lm_head" of enable_lm_head_fp32, computed from the T-rounded final norm)
-// Weights are loaded with the reference's Checkpoint (shared loader) or generated on the GPU.
+// Weights are loaded with the reference's loader (reference/model.h load_layer: every family's
+// tensor names and layouts) or generated on the GPU.
 // T = double (the fp64 path, the reference's exact mode): every layer in double (decoder_layer.h),
 // logits = RMSNorm(x) · double(W_lm)ᵀ in double; the large matrices stay bf16 on the GPU (weight_t),
 // so a 48-layer Hy-MT2 needs ~61 GB, not 4x that. Prefill, eager decode and greedy generation;
