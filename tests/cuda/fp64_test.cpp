@@ -1,6 +1,7 @@
 // The fp64 CUDA path (T = double: cuda/*.h "T = double") against the CPU reference's exact mode:
-// every layer on odd sizes with seeded inputs, then the whole model on the committed hy_v3
-// fixtures (prefill tensor by tensor, expert selections, greedy tokens and decode steps).
+// every layer on odd sizes with seeded inputs, then the whole model on the committed hy_v3 and
+// Hunyuan v1 fixtures (fixture_check.h: prefill tensor by tensor, expert selections, greedy tokens
+// and decode steps).
 //
 // Bound: rel-L2 <= 1e-13 on every tensor (the issue's). Both sides compute the same formulas in
 // double from the same values (weights are bf16 values held exactly, inputs double); only the
@@ -36,6 +37,7 @@
 #include "reference/router.h"
 #include "tests/common/map_sink.h"
 #include "tests/cuda/cuda_test_util.h"
+#include "tests/cuda/fixture_check.h"
 
 namespace hyoracle::test {
 namespace {
@@ -236,71 +238,18 @@ TEST_F(Fp64, SwigluMlpAndMoeBlock) {
 
 // ---- the whole model on the committed fixtures ---------------------------------------------
 
-void check_fixture(const std::string& name, int64_t n_generate) {
-  const std::string dir = std::string(HYORACLE_SOURCE_DIR) + "/fixtures/" + name;
-  Checkpoint ck(dir);
-  const ModelConfig& c = ck.config();
-  std::vector<int64_t> ids;
-  for (int64_t i = 0; i < 13; ++i) ids.push_back((i * 37 + 5) % c.vocab_size);
-
-  const ModelWeights<double> ref_m = load_model<double>(ck);
-  KVCache<double> ref_cache = make_cache<double>(c);
-  MapSink ref, ref_steps;
-  const Tensor<double> ref_logits = forward(ref_m, ids, ref_cache, kExact, Recorder{&ref, ""});
-  const Generation<double> ref_gen = generate_greedy(ref_m, ref_logits, ref_cache, n_generate, kExact, &ref_steps);
-
-  const cuda::ModelWeights<double> m = cuda::load_model<double>(ck);
-  cuda::KVCache<double> cache = cuda::make_cache<double>(c, int64_t(ids.size()) + n_generate);
-  MapSink got, got_steps;
-  const cuda::DeviceTensor<double> logits = cuda::forward(m, ids, cache, Recorder{&got, ""});
-  const cuda::GenerationOf<double> gen = cuda::generate_greedy(m, logits, cache, n_generate, &got_steps);
-
-  double worst = 0, min_margin = INFINITY, max_margin_abs = 0;
-  std::string worst_name;
-  int64_t compared = 0;
-  for (const MapSink* pair : {&ref, &ref_steps}) {
-    const MapSink& g = pair == &ref ? got : got_steps;
-    for (const auto& [n, r] : pair->tensors) {
-      ASSERT_TRUE(g.tensors.count(n)) << n << " missing from the fp64 CUDA recording";
-      const Tensor<double>& x = g.tensors.at(n);
-      ASSERT_EQ(x.shape, r.shape) << n;
-      if (n.find("topk_margin") != std::string::npos) {
-        double worst_abs = 0;
-        for (size_t i = 0; i < r.data.size(); ++i) {
-          min_margin = std::min(min_margin, r.data[i]);
-          if (std::isfinite(r.data[i])) worst_abs = std::max(worst_abs, std::fabs(x.data[i] - r.data[i]));
-        }
-        EXPECT_LE(worst_abs, 1e-14) << n << " (absolute; rel-L2 " << rel_l2(x.data, r.data) << ")";
-        max_margin_abs = std::max(max_margin_abs, worst_abs);
-        ++compared;
-        continue;
-      }
-      const double e = rel_l2(x.data, r.data);
-      if (e > worst) worst = e, worst_name = n;
-      EXPECT_LE(e, kBound) << n;
-      ++compared;
-    }
-    for (const auto& [n, r] : pair->ints) {
-      ASSERT_TRUE(g.ints.count(n)) << n;
-      EXPECT_EQ(g.ints.at(n), r) << n << ": selections differ";
-    }
-  }
-  EXPECT_EQ(gen.tokens, ref_gen.tokens);
-  const double le = rel_l2(gen.logits.data, ref_gen.logits.data);
-  EXPECT_LE(le, kBound) << "generate logits";
-  std::printf("  fp64 %s: %lld tensors (prefill + %lld decode steps), worst rel-L2 %.3e (%s); generate.logits %.3e; "
-              "smallest router margin %.3g, worst margin error %.2e absolute; tokens",
-              name.c_str(), (long long)compared, (long long)(n_generate - 1), worst, worst_name.c_str(), le, min_margin,
-              max_margin_abs);
-  for (auto t : gen.tokens) std::printf(" %lld", (long long)t);
-  std::printf(" (reference");
-  for (auto t : ref_gen.tokens) std::printf(" %lld", (long long)t);
-  std::printf(")\n");
-  EXPECT_GE(compared, 40);
+// The router's margin bound is absolute, 1e-14 (see the top).
+void check_fp64_fixture(const std::string& name, int64_t n_generate) {
+  check_fixture<double>(name, n_generate, kBound, 1e-14);
 }
 
-TEST_F(Fp64, TinyHy3FixtureMatchesTheExactReference) { check_fixture("gen-tiny-hy3", 5); }
-TEST_F(Fp64, TinyMt2FixtureMatchesTheExactReference) { check_fixture("gen-tiny-mt2", 5); }
+TEST_F(Fp64, TinyHy3FixtureMatchesTheExactReference) { check_fp64_fixture("gen-tiny-hy3", 5); }
+TEST_F(Fp64, TinyMt2FixtureMatchesTheExactReference) { check_fp64_fixture("gen-tiny-mt2", 5); }
+// The Hunyuan v1 family (docs/hunyuan_v1.md): cross-layer attention and Tencent's top-1 p_max
+// (large), transformers' top-3 softmax router over two shards (a13b), the dense model (dense).
+TEST_F(Fp64, TinyHunyuanLargeFixtureMatchesTheExactReference) { check_fp64_fixture("gen-tiny-hunyuan-large", 5); }
+TEST_F(Fp64, TinyHunyuanA13bFixtureMatchesTheExactReference) { check_fp64_fixture("gen-tiny-hunyuan-a13b", 5); }
+TEST_F(Fp64, TinyHunyuanDenseFixtureMatchesTheExactReference) { check_fp64_fixture("gen-tiny-hunyuan-dense", 5); }
 
 }  // namespace
 }  // namespace hyoracle::test
