@@ -75,8 +75,11 @@ TEST_F(CudaSoftmaxRouter, Fp32MatchesTheReferenceRouter) {
       EXPECT_LE(es, 1e-6) << at;
       EXPECT_LE(ew, 1e-6) << at;
       EXPECT_LE(em, 1e-6) << at;
-      if (c.renormalize && c.k == 1)
-        for (float x : cuda::download(s.weights).data) EXPECT_EQ(x, 1.0f) << at << ": a renormalised top-1 weight is 1";
+      if (c.renormalize && c.k == 1) {
+        for (float x : cuda::download(s.weights).data) {
+          EXPECT_EQ(x, 1.0f) << at << ": a renormalised top-1 weight is 1";
+        }
+      }
 
       // The whole router.
       const cuda::RouterOutput r = cuda::route(ud, wd, bias, c.k, 1.0, c.renormalize, RouterKind::softmax);
