@@ -235,6 +235,17 @@ struct Walk {
       }
     }
   }
+  // Whether a RoPE step ran between `name` and the nearest compared tensors upstream without
+  // being dumped by the target (a module-only dump has no q_rope / k_rope): its fp32 angle drift
+  // then reaches `name` unbudgeted by any compared tensor.
+  bool undumped_rope_upstream(const std::string& name, int depth = 0) const {
+    for (const std::string& raw : step_inputs(graph, name, is_moe_layer(layer_of_name(name)))) {
+      const std::string in = resolve(raw);
+      if (total_rel.count(in) || t.has(in) || depth >= 16) continue;
+      if (op_of(graph.family, in) == "rope" || undumped_rope_upstream(in, depth + 1)) return true;
+    }
+    return false;
+  }
   double inherited_input(const std::string& name) const {
     double worst = 0;
     bool any = false;
@@ -434,12 +445,15 @@ void Walk::compare_tensor(const std::string& name) {
   // RMSNorm reduces Σu² over its last axis (all terms positive: κ = 1).
   if (r.op == "rms_norm") bi.reduction_k = cols;
   // RoPE: fp32 angles on either side drift with position (budget term, tolerance.h). A recomputed
-  // RoPE inside a composed replay carries the same drift: the term applies wherever RoPE ran.
+  // RoPE inside a composed replay, or one the target ran without dumping it (Hunyuan's q_norm
+  // follows RoPE; a module-only dump has no q_rope), carries the same drift: the term applies
+  // wherever RoPE ran.
   std::optional<Replay> rp;
   if (tf) rp = tf->replay(name);
   const bool rope_inside = r.op == "rope" || (rp && std::any_of(rp->composed.begin(), rp->composed.end(), [&](const std::string& n) {
                                                 return op_of(graph.family, n) == "rope";
-                                              }));
+                                              })) ||
+                           (!rp && undumped_rope_upstream(name));
   if (rope_inside && (b.producer("precision") != "exact" || t.producer("precision") != "exact")) {
     std::vector<int64_t> pos = positions;
     if (r.step > 0 && !positions.empty()) pos = {positions.back() + r.step};  // decode step S feeds position T+S-1
