@@ -145,5 +145,34 @@ TEST(LayerCommand, CrossLayerTakesItsSourceLayersKeysAndValues) {
 #endif
 }
 
+// An input dump made by the W8A8 model (run --fp8-activations on a per-tensor static FP8
+// checkpoint) is continued in that model: layer 1 reproduces the whole run's layers.1.* bit for bit
+// and its producer says so. A checkpoint without static input scales is refused in one line.
+TEST(LayerCommand, FollowsTheW8A8ModeOfItsInputDump) {
+  test::TempDir dir;
+  const std::string ck = dir / "fp8", blk = dir / "blk";
+  ASSERT_EQ(test::run_command(kBin + " fixture --preset tiny-hy3 --fp8 per-tensor -q --out " + ck).status, 0);
+  ASSERT_EQ(test::run_command(kBin + " fixture --preset tiny-hy3 --fp8 block -q --out " + blk).status, 0);
+  const auto run = test::run_command(kBin + " run --model " + ck + " --tokens 3,1,4,1,5,9,2 --fp8-activations --dump " +
+                                     dir.path() + "/full");
+  ASSERT_EQ(run.status, 0) << run.out;
+  const std::string out = dir / "layer1";
+  const auto r = test::run_command(kBin + " layer --model " + ck + " --layer 1 --input " + dir.path() + "/full --dump " + out);
+  ASSERT_EQ(r.status, 0) << r.out;
+  const Dump full(dir / "full"), one(out);
+  EXPECT_EQ(one.manifest()["producer"].value("activations", ""), "fp8-static");
+  int compared = 0;
+  for (const std::string& n : one.names()) {
+    if (n.rfind("layers.1.", 0) != 0 || n.find("topk_ids") != std::string::npos) continue;
+    EXPECT_EQ(one.read(n).data, full.read(n).data) << n;
+    ++compared;
+  }
+  EXPECT_GT(compared, 10);
+  const auto bad = test::run_command(kBin + " layer --model " + blk + " --layer 1 --input " + dir.path() + "/full --dump " +
+                                     std::string(dir / "bad"));
+  EXPECT_EQ(bad.status, 2) << bad.out;
+  EXPECT_NE(bad.out.find("fp8-static"), std::string::npos) << bad.out;
+}
+
 }  // namespace
 }  // namespace hyoracle
