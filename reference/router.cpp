@@ -20,29 +20,41 @@ std::vector<int64_t> top_k_indices(const double* c, int64_t n, int64_t k) {
 
 namespace {
 
+// A router output for k of E experts with its logits u·W_routerᵀ [T, E] (accumulated as linear())
+// and the other fields allocated: scores [T, E], weights [T, k], margin [T], ids [T·k].
+template <class S>
+RouterOutput<S> router_logits(const Tensor<S>& u, const Tensor<S>& w_router, int64_t k, int threads) {
+  RouterOutput<S> out;
+  out.k = k;
+  out.logits = linear(u, w_router, threads);
+  const int64_t T = out.logits.dim(0), E = w_router.dim(0);
+  out.scores = Tensor<S>({T, E});
+  out.weights = Tensor<S>({T, k});
+  out.margin = Tensor<S>({T});
+  out.ids.resize(size_t(T * k));
+  return out;
+}
+
+// A NaN or Inf logit would route silently to arbitrary experts: refuse it, naming where.
+void require_finite_logit(double l, int64_t t, int64_t e) {
+  if (!std::isfinite(l))
+    fail("router: non-finite logit " + std::to_string(l) + " at token " + std::to_string(t) + ", expert " + std::to_string(e));
+}
+
 // The softmax router (see router.h). In fp32 mode (hf, fp32) every step after the logits is in
 // float: max, exp, sum in token order of experts, division; exact mode in S.
 template <class S>
 RouterOutput<S> route_softmax(const Tensor<S>& u, const Tensor<S>& w_router, int64_t k, double scaling, bool renormalize,
                               const Numerics& num) {
   const int64_t E = w_router.dim(0);
-  RouterOutput<S> out;
-  out.k = k;
-  out.logits = linear(u, w_router, num.threads);
+  RouterOutput<S> out = router_logits(u, w_router, k, num.threads);
   const int64_t T = out.logits.dim(0);
-  out.scores = Tensor<S>({T, E});
-  out.weights = Tensor<S>({T, k});
-  out.margin = Tensor<S>({T});
-  out.ids.resize(size_t(T * k));
   const bool f32 = num.fp32_steps();
   std::vector<double> p(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t) {
     S* l = out.logits.row(t);
     S* s = out.scores.row(t);
-    for (int64_t e = 0; e < E; ++e)
-      if (!std::isfinite(double(l[e])))
-        fail("router: non-finite logit " + std::to_string(double(l[e])) + " at token " + std::to_string(t) + ", expert " +
-             std::to_string(e));
+    for (int64_t e = 0; e < E; ++e) require_finite_logit(double(l[e]), t, e);
     if (f32) {
       float mx = -std::numeric_limits<float>::infinity(), sum = 0;
       for (int64_t e = 0; e < E; ++e) l[e] = S(float(l[e])), mx = std::max(mx, float(l[e]));
@@ -79,22 +91,14 @@ RouterOutput<S> route(const Tensor<S>& u, const Tensor<S>& w_router, const Tenso
                       bool renormalize, const Numerics& num, RouterKind kind) {
   if (kind == RouterKind::softmax) return route_softmax(u, w_router, k, scaling, renormalize, num);
   const int64_t E = w_router.dim(0);
-  RouterOutput<S> out;
-  out.k = k;
-  out.logits = linear(u, w_router, num.threads);
+  RouterOutput<S> out = router_logits(u, w_router, k, num.threads);
   const int64_t T = out.logits.dim(0);
-  out.scores = Tensor<S>({T, E});
-  out.weights = Tensor<S>({T, k});
-  out.margin = Tensor<S>({T});
-  out.ids.resize(size_t(T * k));
   const bool f32 = num.fp32_steps();
   std::vector<double> c(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t e = 0; e < E; ++e) {
       S& l = out.logits.data[t * E + e];
-      if (!std::isfinite(double(l)))
-        fail("router: non-finite logit " + std::to_string(double(l)) + " at token " + std::to_string(t) + ", expert " +
-             std::to_string(e));
+      require_finite_logit(double(l), t, e);
       if (f32) {
         const float lf = float(l);
         const float s = 1.0f / (1.0f + std::exp(-lf));
