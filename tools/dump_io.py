@@ -10,6 +10,7 @@ are built in (torch + numpy only, no `safetensors` package).
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -62,6 +63,14 @@ def canonical_dtype(text: str) -> str:
         if t in names:
             return canonical
     raise ValueError(f"{text!r} is not a dtype (bfloat16, float16, float32, float64; any case; also bf16, fp16, fp32, fp64)")
+
+
+def dtype_arg(text: str) -> str:
+    """argparse type of a --dtype option: any spelling to the canonical name."""
+    try:
+        return canonical_dtype(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:

@@ -55,7 +55,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lazy_import import torch  # noqa: E402  (imported on first use: --help works without torch)
-from dump_io import (canonical_dtype, canonical_names, dump_order, order_key, read_dump,  # noqa: E402,F401
+from dump_io import (canonical_dtype, canonical_names, dtype_arg, dump_order, order_key, read_dump,  # noqa: E402,F401
                      read_safetensors, write_dump, write_safetensors)
 from hytools.checkpoint import read_config, sha256_file, weights_fingerprint  # noqa: E402,F401
 from hytools.families import family_of  # noqa: E402
@@ -67,20 +67,12 @@ from hytools.hf_run import dump_model, greedy, logit_margin, run_forward_and_gen
 from hytools.module_names import DUMP_KINDS, layer_module_suffixes, module_names  # noqa: E402,F401
 
 
-def _dtype_arg(text):
-    """argparse type of --dtype: any spelling to the canonical name."""
-    try:
-        return canonical_dtype(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e))
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint")
     ap.add_argument("out")
     ap.add_argument("--tokens", required=True, help="comma-separated token ids")
-    ap.add_argument("--dtype", default="bfloat16", type=_dtype_arg, choices=sorted(DTYPES),
+    ap.add_argument("--dtype", default="bfloat16", type=dtype_arg, choices=sorted(DTYPES),
                     help="bfloat16 (default), float32 or float64; any case, also bf16, fp32, fp64")
     ap.add_argument("--generate", type=int, default=0)
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")

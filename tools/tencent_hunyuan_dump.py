@@ -25,15 +25,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dump_io import canonical_dtype  # noqa: E402
+from dump_io import dtype_arg  # noqa: E402
 from hytools.tencent_hunyuan_run import PRECISION, dump  # noqa: E402
-
-
-def _dtype_arg(text):
-    try:
-        return canonical_dtype(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e))
 
 
 def main(argv=None):
@@ -41,7 +34,7 @@ def main(argv=None):
     ap.add_argument("checkpoint")
     ap.add_argument("out")
     ap.add_argument("--tokens", required=True, help="comma-separated token ids")
-    ap.add_argument("--dtype", default="float64", type=_dtype_arg, choices=sorted(PRECISION),
+    ap.add_argument("--dtype", default="float64", type=dtype_arg, choices=sorted(PRECISION),
                     help="float64 (default, exact), float32 or bfloat16; any case, also fp64, fp32, bf16")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     ap.add_argument("--kind", default="full", choices=["full", "modules"],
