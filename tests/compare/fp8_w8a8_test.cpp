@@ -7,6 +7,8 @@
 // checked against an independent numpy implementation in tests/reference/fp8_activation_test.cpp.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include "compare/compare.h"
 #include "tests/compare/compare_helpers.h"
 
@@ -91,6 +93,30 @@ TEST(Fp8W8A8, AnInputScaleReadAsOneIsNamedAtTheOutputProjection) {
   const Report r = judge(root, ck, true, root + "/bug", true);
   EXPECT_EQ(compare::exit_code(r), 1) << r.error;
   EXPECT_EQ(first(r), "layers.1.attn.out");
+}
+
+// The documented limit of the W8A8 replay (docs/fp8.md): it quantizes the target's dumped input.
+// An engine that quantized a value it did not dump (here fp32 activations, dumped rounded to bf16,
+// as with a fused norm + quantize kernel) lands on the other side of an E4M3 rounding boundary
+// for some elements, about 1% at the first quantized linear, which a bf16 budget does not cover.
+// The printed figures are the ones docs/fp8.md quotes.
+TEST(Fp8W8A8, QuantizingAnUndumpedValueExceedsTheBf16BudgetAtTheFirstLinear) {
+  const std::string root = temp_dir("w8a8-undumped");
+  const std::string ck = w8a8_checkpoint(root);
+  reference_dump<double>(Checkpoint(ck), kTokens, Precision::exact, root + "/ref", DType::F64, "float64", 0, true);
+  reference_dump<float>(Checkpoint(ck), kTokens, Precision::fp32, root + "/f32", DType::F32, "float32", 0, true);
+  rewrite_dump(root + "/f32", root + "/engine", DType::BF16, "bfloat16", [](const std::string&, Tensor<double>&) {});
+  CompareOptions o;
+  o.model_dir = ck;
+  const Report r = compare::compare_dirs(root + "/ref", root + "/engine", o);
+  EXPECT_EQ(compare::exit_code(r), 1) << r.error;
+  ASSERT_EQ(first(r), "layers.0.attn.q");
+  for (const auto& t : r.tensors)
+    if (t.name == "layers.0.attn.q") {
+      ASSERT_TRUE(t.local.has_value());
+      std::printf("layers.0.attn.q: local rel-L2 %.3g, budget %.3g\n", t.local->rel_l2, t.budget.limit);
+      EXPECT_GT(t.local->rel_l2, t.budget.limit);
+    }
 }
 
 }  // namespace
